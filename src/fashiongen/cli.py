@@ -1,0 +1,227 @@
+"""The `fashiongen` command line: parse, build a config, call one library function.
+
+User errors print one line on stderr and exit with code 2 (`--debug` shows the traceback);
+Ctrl-C during training saves a checkpoint and exits with code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fashiongen import __version__
+from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def preset_path(name_or_path: str) -> Path:
+    """A TOML file path, or the name of a shipped preset (`dcgan-quick`)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.toml"
+    if not preset.exists():
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise ConfigError(f"no config file or preset named {name_or_path!r}; presets: {names}")
+    return preset
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="NAME",
+                        help="fashion-mnist (default), mnist, synthetic or folder:PATH")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashiongen", description="Train, sample and compare generative models of images.")
+    parser.add_argument("--version", action="version", version=f"fashiongen {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model")
+    train.add_argument("--model", metavar="NAME", help="model family (default: dcgan)")
+    train.add_argument("--config", metavar="FILE_OR_PRESET",
+                       help="TOML file or preset name (default: the family's preset)")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--max-steps", type=_positive_int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL-TIME)")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_data_args(train)
+
+    sample = commands.add_parser("sample", help="draw images from a trained model")
+    sample.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    sample.add_argument("--num-samples", type=_positive_int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
+                        help="class name or id (repeatable; conditional models)")
+    sample.add_argument("--per-class", action="store_true",
+                        help="one grid row per class (conditional models)")
+    sample.add_argument("--out", default="samples.png",
+                        help="grid .png, .npz of uint8 images+labels, or a folder/ of PNGs")
+    sample.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
+    sample.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
+    sample.add_argument("--eta", type=float)
+    sample.add_argument("--guidance-scale", type=float)
+    sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
+    sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    info = data_commands.add_parser("info", help="where a dataset comes from and what it holds")
+    info.add_argument("name", nargs="?", default="fashion-mnist")
+    info.add_argument("--data-dir", metavar="DIR")
+    info.add_argument("--split", choices=["train", "test"], default="train")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
+    from fashiongen.train import resolve_run_name, train
+
+    overrides = []
+    if args.model:
+        overrides.append(f'model.name="{args.model}"')
+    for flag, key in (("epochs", "train.epochs"), ("max_steps", "train.max_steps"),
+                      ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.out:
+        overrides.append(f"out_dir={json.dumps(args.out)}")
+    if args.data:
+        overrides.append(f"data.name={json.dumps(args.data)}")
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    config_file = args.config
+    if config_file is None and not args.resume:
+        family = args.model or "dcgan"
+        config_file = family if (PRESETS_DIR / f"{family}.toml").exists() else None
+    data = read_toml(preset_path(config_file)) if config_file else {}
+    cfg = config_from_dict(merge_overrides(data, overrides + args.overrides))
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+    if not args.resume:
+        cfg = resolve_run_name(cfg)
+    if args.dry_run:
+        print(to_toml(cfg), end="")
+        return 0
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    run = result.run_dir
+    print(f"trained {cfg.model.name}: {result.steps} steps, {result.epochs:.2f} epochs, "
+          f"{result.images_per_second:.0f} images/s")
+    print(f"  run folder:   {run}")
+    print(f"  checkpoint:   {result.final_checkpoint}")
+    print(f"  sample grids: {run / 'samples'}")
+    print(f"  loss curves:  {run / 'loss_curves.png'}")
+    print(f"  animation:    {run / 'progress.gif'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from fashiongen.checkpoint import load_model
+    from fashiongen.generate import class_names_of, generate, parse_classes, save_samples
+    from fashiongen.train import select_device
+
+    model, checkpoint = load_model(args.checkpoint, use_ema=not args.no_ema,
+                                   device=select_device("auto"))
+    changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
+                                 ("eta", args.eta), ("guidance_scale", args.guidance_scale),
+                                 ("strength", args.strength)) if v is not None}
+    sampling = dataclasses.replace(checkpoint.config.sample, **changes)
+    class_names = class_names_of(checkpoint)
+    labels, num_rows = None, None
+    if (args.classes or args.per_class) and not model.num_classes:
+        raise ConfigError(f"{args.checkpoint} is unconditional: --class and --per-class need a "
+                          "model trained with model.num_classes > 0")
+    if args.per_class:
+        ids = parse_classes(args.classes, class_names) if args.classes else \
+            list(range(model.num_classes))
+        per_row = max(1, args.num_samples // len(ids))
+        labels = torch.tensor(ids).repeat_interleave(per_row)
+        num_rows = len(ids)
+    elif args.classes:
+        ids = parse_classes(args.classes, class_names)
+        labels = torch.tensor(ids).repeat(args.num_samples // len(ids) + 1)[:args.num_samples]
+    num_samples = len(labels) if labels is not None else args.num_samples
+    images = generate(model, num_samples, labels=labels, seed=args.seed, sampling=sampling)
+    if labels is None and model.num_classes:
+        labels = torch.randint(model.num_classes, (num_samples,),
+                               generator=torch.Generator().manual_seed(args.seed))
+    out = save_samples(args.out, images, labels, class_names=class_names, num_rows=num_rows)
+    print(f"wrote {num_samples} samples from {checkpoint.path} to {out}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from fashiongen.data import dataset_info, load_dataset
+
+    info = dataset_info(load_dataset(args.name, args.split, data_dir=args.data_dir))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k:<14} {v}")
+        else:
+            print(f"{key:<16} {value}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterruptedError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FashiongenError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

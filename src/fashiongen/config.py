@@ -1,0 +1,342 @@
+"""Typed run configuration: nested frozen dataclasses, TOML presets, `--set` overrides.
+
+Resolution order: dataclass defaults, then a TOML file, then `--set section.key=value`
+overrides. Every value is coerced to its field's type; an unknown key or a bad value raises
+`ConfigError` naming it. The resolved config is saved beside every run and inside every
+checkpoint, so sampling, evaluation and the web page need nothing but a checkpoint.
+
+The `[model]` table is family-specific: `model.name` picks the family, whose own config
+dataclass (a subclass of `ModelConfig`) is registered in `fashiongen.models.MODELS`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fashiongen.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Fields every family shares; each family subclasses it with its own."""
+
+    name: str = "dcgan"
+    num_classes: int = 0  # 0 = unconditional; otherwise the labels 0..num_classes-1
+
+    def __post_init__(self) -> None:
+        require(self.num_classes >= 0, "model.num_classes must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion-mnist"  # fashion-mnist | mnist | synthetic | folder:PATH
+    data_dir: str | None = None
+    image_size: int | None = None  # None = the dataset's own size
+    channels: int | None = None  # None = the dataset's own channels
+
+    def __post_init__(self) -> None:
+        require(self.image_size is None or 4 <= self.image_size <= 512,
+                 "data.image_size must be between 4 and 512")
+        require(self.channels in (None, 1, 3), "data.channels must be 1 or 3")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    max_steps: int | None = None  # stop after this many steps (overrides epochs when smaller)
+    max_minutes: float | None = None  # stop once this much training time has been spent
+    batch_size: int = 128
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.0  # 0 = no EMA of the sampling networks
+    checkpoint_every_n_steps: int = 500
+    keep_checkpoints: int = 3
+    log_every_n_steps: int = 50
+    grid_every_n_epochs: int = 1
+    num_grid_samples: int = 64
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    num_threads: int = 0  # 0 = all cores
+    on_nonfinite: Literal["rollback", "stop"] = "rollback"
+    use_tensorboard: bool = True  # when the tensorboard package is installed
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "train.epochs must be >= 1")
+        require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
+        require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
+        require(1 <= self.batch_size <= 65536, "train.batch_size must be between 1 and 65536")
+        require(self.lr > 0, "train.lr must be > 0")
+        require(all(0 <= b < 1 for b in self.betas), "train.betas must lie in [0, 1)")
+        require(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1)")
+        require(self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1")
+        require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+        require(self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1")
+        require(self.grid_every_n_epochs >= 1, "train.grid_every_n_epochs must be >= 1")
+        require(1 <= self.num_grid_samples <= 256, "train.num_grid_samples must be in 1..256")
+        require(self.num_threads >= 0, "train.num_threads must be >= 0")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How diffusion-based families sample; GANs and the VAE ignore it."""
+
+    sampler: str = "ddim"  # see fashiongen.samplers.SAMPLERS
+    num_steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 1.0  # classifier-free guidance; 1 = off
+    strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
+
+    def __post_init__(self) -> None:
+        require(1 <= self.num_steps <= 1000, "sample.num_steps must be between 1 and 1000")
+        require(0 <= self.eta <= 1, "sample.eta must lie in [0, 1]")
+        require(0 <= self.guidance_scale <= 50, "sample.guidance_scale must lie in [0, 50]")
+        require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+    out_dir: str = "runs/default"
+
+
+def require(ok: bool, message: str) -> None:
+    """Validation helper for config __post_init__: raise ConfigError(message) unless ok."""
+    if not ok:
+        raise ConfigError(message)
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def model_config_class(name: str) -> type[ModelConfig]:
+    from fashiongen.models import MODELS  # late import: families import this module
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name].Config
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists), ready for TOML or JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a `RunConfig` from a nested dict; unknown keys and bad values raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a table of sections")
+    model_name = (data.get("model") or {}).get("name", ModelConfig.name)
+    if not isinstance(model_name, str):
+        raise ConfigError("model.name must be a string")
+    section_types = {"model": model_config_class(model_name), "data": DataConfig,
+                     "train": TrainConfig, "sample": SampleConfig}
+    kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in data.items():
+        if key in section_types:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[key] = _build(section_types[key], value, key)
+        elif key in hints:
+            kwargs[key] = _coerce(value, hints[key], key)
+        else:
+            raise ConfigError(f"unknown config key {key!r}")
+    for key, cls in section_types.items():
+        kwargs.setdefault(key, cls())
+    return RunConfig(**kwargs)
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}.{key}'")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce_table(value: Any, cls: type, key: str) -> Any:
+    """A nested table, e.g. the hybrid's [model.gan]; a ModelConfig is picked by its name."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a table")
+    if issubclass(cls, ModelConfig):
+        name = value.get("name", cls.name)
+        if not isinstance(name, str):
+            raise ConfigError(f"{key}.name must be a string")
+        family_cls = model_config_class(name)
+        if not issubclass(family_cls, cls):
+            raise ConfigError(f"{key}.name={name!r} is not allowed here")
+        cls = family_cls
+    return _build(cls, value, key)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce a TOML or `--set` value to the field's annotated type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"bad value for {key}: {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return _coerce_table(value, annotation, key)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"bad value for {key}: {value!r} (choose one of {choices})")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"bad value for {key}: expected a list of {len(args)} numbers")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"bad value for {key}: {value!r} (expected true or false)")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value for {key}: {value!r} (expected an integer)")
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"bad value for {key}: {value!r} (expected a number)")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"bad value for {key}: {value!r} (expected a string)")
+    raise ConfigError(f"config key {key} has an unsupported type")
+
+
+# ---------------------------------------------------------------- TOML and overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=2e-4` -> (["train", "lr"], 2e-4); TOML syntax, bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"bad override {text!r}: expected key=value, e.g. train.lr=2e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise ConfigError(f"bad override key {key!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to a nested dict (copied, not changed in place)."""
+    merged = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        table = merged
+        for depth, part in enumerate(path[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"unknown config key {'.'.join(path[:depth + 2])!r}")
+        table[path[-1]] = value
+    return merged
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def resolve_config(config_file: str | Path | None = None, overrides: list[str] | None = None,
+                   base: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then `base` (e.g. CLI flags), then the TOML file, then `--set` overrides."""
+    data: dict[str, Any] = read_toml(config_file) if config_file else {}
+    if base:
+        data = _deep_merge(base, data)
+    return config_from_dict(merge_overrides(data, overrides or []))
+
+
+def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    out = dict(low)
+    for k, v in high.items():
+        both_tables = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _deep_merge(out[k], v) if both_tables else v
+    return out
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """Serialise a config as TOML: top-level scalars, then one table per (nested) section."""
+    lines: list[str] = []
+    _write_table(config_to_dict(cfg), [], lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    if path:
+        lines.append(f"\n[{'.'.join(path)}]")
+    # None has no TOML form; leaving the key out restores the default (None) on reading.
+    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()
+              if not isinstance(v, dict) and v is not None]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            _write_table(v, [*path, k], lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` for nested configs: replace(cfg, train={"epochs": 2})."""
+    updates = {}
+    for key, value in changes.items():
+        current = getattr(cfg, key)
+        updates[key] = (dataclasses.replace(current, **value)
+                        if isinstance(value, dict) and dataclasses.is_dataclass(current) else value)
+    return dataclasses.replace(cfg, **updates)

@@ -1,0 +1,99 @@
+"""Sampling from a trained model and writing the results: grid PNG, PNG folder or npz.
+
+Used by the CLI, the web page and the notebook. Class names may be given by name
+("sneaker", case- and punctuation-insensitive) or by id.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashiongen.checkpoint import Checkpoint, atomic_path
+from fashiongen.config import SampleConfig
+from fashiongen.errors import ConfigError
+from fashiongen.images import save_grid, to_pil, to_uint8
+from fashiongen.models.base import Family
+
+MAX_BATCH = 256
+
+
+def class_names_of(checkpoint: Checkpoint) -> list[str]:
+    names = checkpoint.metadata.get("extra_class_names")
+    if names is None:
+        import json
+
+        names = json.loads(checkpoint.metadata.get("extra", "{}")).get("class_names")
+    return list(names or [str(i) for i in range(checkpoint.config.model.num_classes)])
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
+    """['sneaker', '9'] -> [7, 9]; unknown names raise ConfigError listing the choices."""
+    lookup = {_normalise(n): i for i, n in enumerate(class_names)}
+    # Common short forms of Fashion-MNIST's names.
+    for alias, full in (("tshirt", "tshirttop"), ("top", "tshirttop"), ("boot", "ankleboot")):
+        if full in lookup:
+            lookup.setdefault(alias, lookup[full])
+    ids = []
+    for item in requested:
+        for part in item.split(","):
+            key = _normalise(part)
+            if key.isdigit() and int(key) < len(class_names):
+                ids.append(int(key))
+            elif key in lookup:
+                ids.append(lookup[key])
+            else:
+                raise ConfigError(f"unknown class {part!r}; choose from: {', '.join(class_names)}")
+    return ids
+
+
+@torch.no_grad()
+def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
+             seed: int = 0, sampling: SampleConfig | None = None,
+             batch_size: int = MAX_BATCH) -> torch.Tensor:
+    """Draw `num_samples` images as uint8 (N, C, H, W), in batches, reproducibly from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    if labels is None and model.num_classes:
+        labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
+    chunks = []
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        chunk_labels = None if labels is None else labels[start:start + count]
+        chunks.append(to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
+                                            sampling=sampling)))
+    return torch.cat(chunks)
+
+
+def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 *, class_names: list[str] | None = None, num_rows: int | None = None) -> Path:
+    """Write uint8 images by the target's form: `x.png` a grid, `x.npz` arrays, `dir/` PNGs."""
+    out_text = str(out)
+    out = Path(out)
+    if out.suffix.lower() == ".png":
+        return save_grid(out, images, num_rows=num_rows)
+    if out.suffix.lower() == ".npz":
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            arrays = {"images": images.numpy()}
+            if labels is not None:
+                arrays["labels"] = labels.cpu().numpy().astype(np.int64)
+            if class_names:
+                arrays["class_names"] = np.array(class_names)
+            np.savez_compressed(f, **arrays)
+        return out
+    if out_text.endswith(("/", "\\")) or out.is_dir() or not out.suffix:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            label = "" if labels is None else f"_{_normalise(class_names[int(labels[i])])}" \
+                if class_names else f"_{int(labels[i])}"
+            picture = image.permute(1, 2, 0).numpy()
+            with atomic_path(out / f"{i:05d}{label}.png") as tmp:
+                to_pil(picture).save(tmp, format="PNG")
+        return out
+    raise ConfigError(f"cannot tell how to write {out}: use a .png grid, a .npz file, or a folder/")

@@ -1,0 +1,156 @@
+"""Reference statistics of real data, computed once and cached in the user cache directory.
+
+FID needs the mean and covariance of real features (Heusel et al., arXiv 1706.08500), the
+k-NN metrics need the real features themselves and their k-th neighbour radii (Kynkäänniemi
+et al., arXiv 1904.06991; Naeem et al., arXiv 2002.09797), and the memorisation copy rate
+needs the real test-to-train nearest distances. All are cached as `.npz` files (read with
+`allow_pickle=False`, written atomically) under `$XDG_CACHE_HOME/fashiongen/stats/`
+(default `~/.cache/fashiongen/stats/`), keyed by dataset, split and the featnet's weight
+fingerprint, so retraining the featnet never reuses stale statistics. A cache file that is
+unreadable or of another shape is recomputed.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashiongen.checkpoint import atomic_path
+from fashiongen.metrics.memorisation import copy_threshold, nearest_train_distances
+from fashiongen.metrics.neighbours import kth_neighbour_distances
+from fashiongen.metrics.stats import FeatureStats
+from fashiongen.nets.featnet import FeatNet, user_cache_dir
+
+STATS_FORMAT = "fashiongen-stats/1"
+
+
+def stats_dir() -> Path:
+    """`$XDG_CACHE_HOME/fashiongen/stats` (default `~/.cache/fashiongen/stats`)."""
+    return user_cache_dir() / "stats"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).strip("/")) or "dataset"
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write arrays (no object dtypes) to an .npz file atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray] | None:
+    """Read an .npz file with `allow_pickle=False`; None if missing or unreadable."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+@dataclass
+class ReferenceStats:
+    """Real-data statistics for one (dataset, split, featnet)."""
+
+    dataset: str
+    split: str
+    featnet_fingerprint: str
+    mu: np.ndarray  # float64 (D,)
+    cov: np.ndarray  # float64 (D, D)
+    features: np.ndarray  # float32 (N, D)
+    radii: dict[int, np.ndarray]  # k -> float32 (N,) distance to the k-th nearest other sample
+
+    @property
+    def count(self) -> int:
+        return len(self.features)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"format": np.array(STATS_FORMAT), "dataset": np.array(self.dataset),
+                  "split": np.array(self.split),
+                  "featnet_fingerprint": np.array(self.featnet_fingerprint),
+                  "mu": self.mu, "cov": self.cov, "features": self.features}
+        arrays.update({f"radii_k{k}": v for k, v in self.radii.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceStats:
+        radii = {int(key[len("radii_k"):]): value for key, value in arrays.items()
+                 if key.startswith("radii_k")}
+        return cls(str(arrays["dataset"]), str(arrays["split"]),
+                   str(arrays["featnet_fingerprint"]), arrays["mu"], arrays["cov"],
+                   arrays["features"], radii)
+
+
+def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
+    """Cache file of the reference statistics for (dataset, split, featnet)."""
+    return stats_dir() / f"{_safe(dataset)}-{split}-{featnet_fingerprint}.npz"
+
+
+def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: str,
+                            split: str, ks: tuple[int, ...] = (3, 5),
+                            batch_size: int = 1000) -> ReferenceStats:
+    """Features, mean, covariance and k-NN radii of real uint8 images."""
+    stats = FeatureStats(keep_features=True)
+    for start in range(0, len(images), batch_size):
+        stats.update(featnet.features(images[start:start + batch_size], batch_size=batch_size))
+    mu, cov = stats.compute()
+    features = stats.features
+    radii = {k: kth_neighbour_distances(features, k).numpy() for k in ks}
+    return ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii)
+
+
+def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
+                         ks: tuple[int, ...] = ()) -> ReferenceStats | None:
+    """Cached statistics if present, readable, of this key and holding radii for `ks`."""
+    arrays = load_arrays(stats_path(dataset, split, featnet_fingerprint))
+    if arrays is None or str(arrays.get("format", "")) != STATS_FORMAT:
+        return None
+    try:
+        ref = ReferenceStats.from_arrays(arrays)
+    except KeyError:
+        return None
+    key_ok = (ref.dataset, ref.split, ref.featnet_fingerprint) == (dataset, split,
+                                                                   featnet_fingerprint)
+    shapes_ok = ref.cov.shape == (ref.mu.size, ref.mu.size) and ref.features.ndim == 2 and all(
+        k in ref.radii and ref.radii[k].shape == (ref.count,) for k in ks)
+    return ref if key_ok and shapes_ok else None
+
+
+def save_reference_stats(ref: ReferenceStats) -> Path:
+    """Write `ref` to its cache file atomically."""
+    return save_arrays(stats_path(ref.dataset, ref.split, ref.featnet_fingerprint),
+                       ref.to_arrays())
+
+
+def memorisation_path(dataset: str, num_train: int) -> Path:
+    """Cache file of the real test-to-train nearest distances of a dataset."""
+    return stats_dir() / f"{_safe(dataset)}-memorisation-{num_train}.npz"
+
+
+def reference_copy_threshold(dataset: str, train: torch.Tensor,
+                             test: torch.Tensor | Callable[[], torch.Tensor], *,
+                             use_cache: bool = True) -> float:
+    """The copy threshold (1st percentile of real test-to-train distances), cached.
+
+    Args:
+        dataset: names the cache file.
+        train: uint8 training images.
+        test: uint8 held-out images, or a function loading them (called only on a cache miss).
+        use_cache: read and write the cache.
+    """
+    path = memorisation_path(dataset, len(train))
+    arrays = load_arrays(path) if use_cache else None
+    if arrays is not None and arrays.get("distances", np.zeros((0, 0))).ndim == 1:
+        return copy_threshold(arrays["distances"])
+    distances = nearest_train_distances(test() if callable(test) else test, train)
+    if use_cache:
+        save_arrays(path, {"distances": distances})
+    return copy_threshold(distances)

@@ -1,0 +1,160 @@
+"""One entry point that scores a set of generated images against a dataset with every metric.
+
+`evaluate` embeds the samples with the dataset's feature network and compares them with
+cached real statistics: FID (Heusel et al., arXiv 1706.08500), KID (Bińkowski et al., arXiv
+1801.01401), improved precision/recall (Kynkäänniemi et al., arXiv 1904.06991),
+density/coverage (Naeem et al., arXiv 2002.09797), the predicted-class histogram (Che et al.,
+arXiv 1612.02136) and pixel-space memorisation (Carlini et al., arXiv 2301.13188). Samples of
+another size or channel count are first converted to the featnet's 1x28x28 grey input, and
+the result says so in `notes`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from fashiongen.errors import ConfigError
+from fashiongen.images import to_uint8
+from fashiongen.metrics.cache import (
+    ReferenceStats,
+    compute_reference_stats,
+    load_reference_stats,
+    reference_copy_threshold,
+    save_reference_stats,
+)
+from fashiongen.metrics.classes import class_metrics
+from fashiongen.metrics.memorisation import memorisation_metrics
+from fashiongen.metrics.neighbours import density_coverage, precision_recall
+from fashiongen.metrics.stats import FeatureStats, fid, kid
+from fashiongen.nets.featnet import IMAGE_SIZE, FeatNet, load_featnet, to_featnet_input
+
+FEATNET_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)
+NUM_KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+K_PRECISION_RECALL = 3
+K_DENSITY_COVERAGE = 5
+
+
+def to_featnet_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, 1, 28, 28); unchanged if already that shape."""
+    if tuple(images.shape[1:]) == FEATNET_SHAPE:
+        return images
+    return to_uint8(to_featnet_input(images))
+
+
+def _load_split(dataset: str, split: str) -> torch.Tensor:
+    from fashiongen.data import load_dataset
+
+    return to_featnet_images(load_dataset(dataset, split).images)
+
+
+def reference_stats(dataset: str, split: str, featnet: FeatNet, *, use_cache: bool = True,
+                    ks: tuple[int, ...] = (K_PRECISION_RECALL, K_DENSITY_COVERAGE)
+                    ) -> ReferenceStats:
+    """Real statistics of `dataset`/`split` under `featnet`, from the cache or computed."""
+    fingerprint = featnet.fingerprint()
+    ref = load_reference_stats(dataset, split, fingerprint, ks) if use_cache else None
+    if ref is None:
+        ref = compute_reference_stats(_load_split(dataset, split), featnet, dataset=dataset,
+                                      split=split, ks=ks)
+        if use_cache:
+            save_reference_stats(ref)
+    return ref
+
+
+def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
+             dataset: str = "fashion-mnist", ref: str = "test", featnet: FeatNet | None = None,
+             num_kid_subsets: int = NUM_KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE,
+             use_memorisation: bool = True, use_cache: bool = True, seed: int = 0
+             ) -> dict[str, Any]:
+    """Score generated images against a dataset with every metric.
+
+    Args:
+        images: uint8 (N, C, H, W) in [0, 255]; converted to 1x28x28 grey if need be.
+        labels: the class each sample was asked for (N,), for conditional accuracy.
+        dataset: a name `fashiongen.data.load_dataset` accepts; picks featnet and references.
+        ref: the real split to compare with, "test" or "train".
+        featnet: defaults to `load_featnet(dataset)`.
+        num_kid_subsets: KID subsets; `kid_subset_size` is capped at the smaller set.
+        use_memorisation: compute nearest-training-image distances (the slowest part).
+        use_cache: read and write reference statistics in the user cache dir.
+        seed: seeds the KID subset draws.
+
+    Returns:
+        A flat JSON-able dict: `num_samples`, `dataset`, `ref`, `ref_count`, `featnet`
+        {name, test_accuracy, fingerprint}, `fid`, `kid_mean`, `kid_std`, `precision`,
+        `recall`, `density`, `coverage`, `class_histogram`, `class_names`, `class_entropy`
+        (nats), `class_entropy_max`, `modes_missing`, `conditional_accuracy` (None without
+        labels), `nn_train_distance_median`, `copy_rate`, `copy_threshold` (None without
+        memorisation), `notes` and `seconds` per stage.
+
+    Raises:
+        ConfigError: too few samples, mismatched labels, or no featnet for the dataset.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError("evaluate expects uint8 (N, C, H, W) images; convert with to_uint8")
+    min_samples = max(K_PRECISION_RECALL, K_DENSITY_COVERAGE) + 1
+    if len(images) < min_samples:
+        raise ConfigError(f"evaluate needs at least {min_samples} samples, got {len(images)}")
+    if labels is not None and len(labels) != len(images):
+        raise ConfigError(f"{len(labels)} labels for {len(images)} images")
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 3)
+        clock = now
+
+    featnet = featnet if featnet is not None else load_featnet(dataset)
+    if tuple(images.shape[1:]) != FEATNET_SHAPE:
+        notes.append(f"samples converted from {'x'.join(map(str, images.shape[1:]))} to 1x28x28 "
+                     "grey (luma, antialiased bilinear resize) for the featnet and memorisation")
+    images = to_featnet_images(images.cpu())
+    stats = FeatureStats(keep_features=True)
+    features, logits = featnet.features_and_logits(images)
+    stats.update(features)
+    mu, cov = stats.compute()
+    lap("features")
+    real = reference_stats(dataset, ref, featnet, use_cache=use_cache)
+    lap("reference")
+    result: dict[str, Any] = {
+        "num_samples": len(images),
+        "dataset": dataset,
+        "ref": ref,
+        "ref_count": real.count,
+        "featnet": {"name": featnet.name, "test_accuracy": featnet.test_accuracy,
+                    "fingerprint": featnet.fingerprint()},
+        "fid": fid(mu, cov, real.mu, real.cov),
+    }
+    lap("fid")
+    generator = torch.Generator().manual_seed(seed)
+    result["kid_mean"], result["kid_std"] = kid(features, real.features, num_kid_subsets,
+                                                kid_subset_size, generator=generator)
+    result["kid_subset_size"] = min(kid_subset_size, len(images), real.count)
+    result["kid_num_subsets"] = num_kid_subsets
+    lap("kid")
+    result["precision"], result["recall"] = precision_recall(
+        real.features, features, K_PRECISION_RECALL, real_radii=real.radii[K_PRECISION_RECALL])
+    result["density"], result["coverage"] = density_coverage(
+        real.features, features, K_DENSITY_COVERAGE, real_radii=real.radii[K_DENSITY_COVERAGE])
+    lap("neighbours")
+    result.update(class_metrics(logits, labels))
+    result["class_names"] = list(featnet.class_names)
+    lap("classes")
+    if use_memorisation:
+        train = _load_split(dataset, "train")
+        threshold = reference_copy_threshold(dataset, train, lambda: _load_split(dataset, "test"),
+                                             use_cache=use_cache)
+        result.update(memorisation_metrics(images, train, threshold))
+    else:
+        result.update(nn_train_distance_median=None, copy_rate=None, copy_threshold=None)
+    lap("memorisation")
+    result["notes"] = notes
+    result["seconds"] = seconds
+    return result

@@ -1,0 +1,22 @@
+"""The registry of model families: a plain dict, greppable, no import-time magic."""
+
+from fashiongen.config import ModelConfig
+from fashiongen.models.base import Family, ImageShape
+from fashiongen.models.dcgan import DCGAN
+from fashiongen.models.ddpm import DDPM
+from fashiongen.models.gan import GAN
+from fashiongen.models.hybrid import Hybrid
+from fashiongen.models.vae import VAE
+
+MODELS: dict[str, type[Family]] = {
+    "dcgan": DCGAN,
+    "ddpm": DDPM,
+    "gan": GAN,
+    "hybrid": Hybrid,
+    "vae": VAE,
+}
+
+
+def build_model(config: ModelConfig, image_shape: ImageShape) -> Family:
+    """Instantiate the family named by `config.name` for images of `image_shape` (C, H, W)."""
+    return MODELS[config.name](config, image_shape)

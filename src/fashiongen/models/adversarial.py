@@ -1,0 +1,98 @@
+"""What the GAN families share: the non-saturating adversarial step (Goodfellow et al.,
+arXiv 1406.2661) and the discriminator balance controller ("D weight reversion").
+
+Reversion: every `every_n_steps` steps a copy of D is kept, as long as D is not currently
+dominating; when D overpowers G (its accuracy on fakes above, or its loss below, a
+threshold) for `patience` consecutive steps, D's weights are put back to that copy, then
+a cooldown prevents another reversion for a while. The controller's counters and snapshot
+are buffers, so checkpoints and exact resumption include them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.Tensor,
+                     labels: torch.Tensor | None, z: torch.Tensor,
+                     optimizers: dict[str, torch.optim.Optimizer], *,
+                     label_smoothing: float = 0.0) -> dict[str, float]:
+    """One D update then one G update with the non-saturating loss; returns the losses.
+
+    Real and fake images go through D in one batch (D has no batch norm); D's parameters
+    are frozen during G's backward pass so no gradient is wasted on them.
+    """
+    batch_size = x0.shape[0]
+    fake = generator(z, labels)
+    both_labels = None if labels is None else torch.cat([labels, labels])
+    logits = discriminator(torch.cat([x0, fake.detach()]), both_labels)
+    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+    d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits,
+                                                 1.0 - label_smoothing))
+              + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    optimizers["discriminator"].zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizers["discriminator"].step()
+
+    discriminator.requires_grad_(False)
+    g_logits = discriminator(fake, labels)
+    g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+    optimizers["generator"].zero_grad(set_to_none=True)
+    g_loss.backward()
+    optimizers["generator"].step()
+    discriminator.requires_grad_(True)
+    return {
+        "d_loss": d_loss.item(),
+        "g_loss": g_loss.item(),
+        "d_real": torch.sigmoid(real_logits).mean().item(),
+        "d_fake_accuracy": (fake_logits < 0).float().mean().item(),
+    }
+
+
+class DiscriminatorReversion(nn.Module):
+    """Snapshots D and reverts it when it overpowers G (see the module docstring)."""
+
+    STEP, STREAK, COOLDOWN, NUM_REVERSIONS = range(4)
+
+    def __init__(self, discriminator: nn.Module, *, every_n_steps: int,
+                 trigger: Literal["fake_accuracy", "d_loss"], threshold: float,
+                 patience: int, cooldown: int) -> None:
+        super().__init__()
+        self.snapshot = copy.deepcopy(discriminator).requires_grad_(False)
+        self.every_n_steps = every_n_steps
+        self.trigger = trigger
+        self.threshold = threshold
+        self.patience = patience
+        self.cooldown = cooldown
+        self.register_buffer("counters", torch.zeros(4, dtype=torch.long))
+
+    @property
+    def num_reversions(self) -> int:
+        return int(self.counters[self.NUM_REVERSIONS])
+
+    @torch.no_grad()
+    def update(self, discriminator: nn.Module, losses: dict[str, float]) -> bool:
+        """Call after every step; returns True when D was reverted at this step."""
+        c = self.counters
+        c[self.STEP] += 1
+        if self.trigger == "fake_accuracy":
+            dominating = losses["d_fake_accuracy"] > self.threshold
+        else:
+            dominating = losses["d_loss"] < self.threshold
+        c[self.STREAK] = c[self.STREAK] + 1 if dominating else 0
+        if c[self.COOLDOWN] > 0:
+            c[self.COOLDOWN] -= 1
+        if c[self.STREAK] >= self.patience and c[self.COOLDOWN] == 0:
+            discriminator.load_state_dict(self.snapshot.state_dict())
+            c[self.STREAK] = 0
+            c[self.COOLDOWN] = self.cooldown
+            c[self.NUM_REVERSIONS] += 1
+            return True
+        if c[self.STEP] % self.every_n_steps == 0 and c[self.STREAK] == 0:
+            self.snapshot.load_state_dict(discriminator.state_dict())
+        return False

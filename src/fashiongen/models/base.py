@@ -1,0 +1,103 @@
+"""The one interface between model families and everything else.
+
+Every family (`gan`, `dcgan`, `vae`, `ddpm`, `hybrid`) is an `nn.Module` with a config
+dataclass and three methods; the training loop, the CLI, metrics and the web page use
+nothing else, so none of them ever says `if model == "gan"`.
+
+Tensor glossary, used throughout the package:
+  x0      clean images, float (B, C, H, W) in [-1, 1]
+  x_t     images noised to diffusion timestep t
+  t       integer timesteps (B,) in [0, T-1]
+  eps     Gaussian noise, the same shape as x0
+  z       latent codes (B, latent_dim)
+  mu, logvar   a VAE posterior's mean and log-variance
+  logits  unnormalised scores (a discriminator's, or a classifier's)
+  labels  class ids (B,) int64 in [0, num_classes)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from fashiongen.config import ModelConfig, SampleConfig, TrainConfig
+from fashiongen.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # x0 (B, C, H, W) in [-1, 1], labels (B,) int64
+ImageShape = tuple[int, int, int]  # (C, H, W)
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """What every family implements."""
+
+    Config: ClassVar[type[ModelConfig]]
+    config: ModelConfig
+    image_shape: ImageShape
+    # Submodules whose exponential moving average is used for sampling (e.g. the generator).
+    ema_module_names: ClassVar[tuple[str, ...]]
+
+    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers `train_step` steps, keyed by name (saved and resumed by the loop)."""
+        ...
+
+    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> dict[str, float]:
+        """One full optimisation step (a GAN's D and G updates included); returns losses."""
+        ...
+
+    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
+               sampling: SampleConfig | None = None) -> torch.Tensor:
+        """(num_samples, C, H, W) float in [-1, 1]; `labels` only for conditional models."""
+        ...
+
+
+class Family(nn.Module):
+    """Shared plumbing for the families: shapes, labels, noise from an explicit generator."""
+
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    ema_module_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: ModelConfig, image_shape: ImageShape) -> None:
+        super().__init__()
+        self.config = config
+        self.image_shape = tuple(image_shape)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def randn(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Gaussian noise drawn on the generator's device (CPU by default), then moved:
+        the same seed gives the same samples on every device."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(*shape, generator=generator, device=gen_device).to(self.device)
+
+    def check_labels(self, num_samples: int, labels: torch.Tensor | None,
+                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Validate requested labels; a conditional model given none draws them uniformly."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ConfigError("this model is unconditional: it cannot sample given classes")
+            return None
+        if labels is None:
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            labels = torch.randint(self.num_classes, (num_samples,), generator=generator,
+                                   device=gen_device)
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if labels.numel() != num_samples:
+            raise ConfigError(f"got {labels.numel()} labels for {num_samples} samples")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ConfigError(f"labels must lie in 0..{self.num_classes - 1}")
+        return labels.to(self.device)
+
+    def batch_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Training labels, or None for an unconditional model."""
+        return labels if self.num_classes else None

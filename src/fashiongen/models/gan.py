@@ -1,0 +1,82 @@
+"""Fully connected GAN family (Goodfellow et al., arXiv 1406.2661).
+
+An MLP generator (z -> widening LeakyReLU layers, optionally batch-normed -> tanh pixels)
+against an MLP discriminator (LeakyReLU + dropout -> one logit), trained with the
+non-saturating loss. Networks live in `nets/mlp.py`, the adversarial step (shared with
+`dcgan`) in `models/adversarial.py`. Conditional when `num_classes > 0`: a label embedding
+concatenated to z in G, a projection discriminator (Miyato & Koyama, arXiv 1802.05637).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
+from fashiongen.models.adversarial import adversarial_step
+from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.nets.mlp import MLPDiscriminator, MLPGenerator
+
+
+@dataclass(frozen=True)
+class GANConfig(ModelConfig):
+    name: str = "gan"
+    latent_dim: int = 100
+    g_width: int = 256  # G's first hidden layer; doubling per layer (256-512-1024)
+    d_width: int = 256  # D's last hidden layer; doubling towards the input (1024-512-256)
+    num_layers: int = 3  # hidden layers in each of G and D
+    use_batchnorm: bool = True  # in G only; D sees real and fake in one batch
+    dropout: float = 0.3  # in D
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.latent_dim >= 1, "model.latent_dim must be >= 1")
+        require(self.g_width >= 1 and self.d_width >= 1, "model.g_width/d_width must be >= 1")
+        require(1 <= self.num_layers <= 8, "model.num_layers must be between 1 and 8")
+        require(0 <= self.dropout < 1, "model.dropout must lie in [0, 1)")
+        require(0 <= self.label_smoothing < 0.5, "model.label_smoothing must lie in [0, 0.5)")
+
+
+class GAN(Family):
+    Config = GANConfig
+    ema_module_names = ("generator",)
+
+    def __init__(self, config: GANConfig, image_shape: ImageShape) -> None:
+        super().__init__(config, image_shape)
+        self.generator = MLPGenerator(image_shape, config.latent_dim, config.g_width,
+                                      config.num_layers, config.num_classes,
+                                      config.use_batchnorm)
+        self.discriminator = MLPDiscriminator(image_shape, config.d_width, config.num_layers,
+                                              config.dropout, config.num_classes)
+
+    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        def adam(module: torch.nn.Module) -> torch.optim.Optimizer:
+            return torch.optim.Adam(module.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
+                                    weight_decay=train_cfg.weight_decay, foreach=True)
+
+        return {"generator": adam(self.generator), "discriminator": adam(self.discriminator)}
+
+    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> dict[str, float]:
+        """One D update then one G update; returns d_loss, g_loss, d_real, d_fake_accuracy."""
+        x0, labels = batch
+        z = torch.randn(x0.shape[0], self.config.latent_dim, device=x0.device)
+        return adversarial_step(self.generator, self.discriminator, x0,
+                                self.batch_labels(labels), z, optimizers,
+                                label_smoothing=self.config.label_smoothing)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
+               sampling: SampleConfig | None = None) -> torch.Tensor:
+        """(num_samples, C, H, W) in [-1, 1]; `sampling` is ignored (one forward pass)."""
+        labels = self.check_labels(num_samples, labels, generator)
+        z = self.randn(num_samples, self.config.latent_dim, generator=generator)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z, labels)
+        finally:
+            self.generator.train(was_training)

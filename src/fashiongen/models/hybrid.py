@@ -1,0 +1,122 @@
+"""Hybrid family: a GAN drafts, a truncated diffusion model refines.
+
+The GAN's sample is noised to an intermediate step t0 = strength * T and denoised from
+there by a few reverse-diffusion steps (SDEdit, Meng et al., arXiv 2108.01073; the
+early-stopped diffusion of ES-DDPM, Lyu et al., arXiv 2205.12524). Because sampling never
+starts above t0, the refiner is only trained on t <= t_max = max_strength * T, which is
+cheaper than a full DDPM (truncated diffusion, Zheng et al., arXiv 2202.09671).
+
+One run trains both parts on the same batches; `combine` builds a hybrid from an existing
+GAN checkpoint and an existing DDPM checkpoint instead. Strength 0 returns the draft exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
+from fashiongen.errors import ConfigError
+from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.models.dcgan import DCGANConfig
+from fashiongen.models.ddpm import DDPM, DDPMConfig
+
+GAN_FAMILIES = ("dcgan", "gan")
+
+
+@dataclass(frozen=True)
+class HybridConfig(ModelConfig):
+    name: str = "hybrid"
+    gan: ModelConfig = field(default_factory=DCGANConfig)  # [model.gan]: a dcgan or gan config
+    refiner: DDPMConfig = field(default_factory=DDPMConfig)  # [model.refiner]
+    max_strength: float = 0.5  # the refiner learns t <= max_strength * T only
+    refiner_lr: float = 1e-3  # the GAN uses train.lr; a denoiser wants a larger rate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.gan.name in GAN_FAMILIES,
+                f"model.gan.name must be one of {', '.join(GAN_FAMILIES)}")
+        require(0 < self.max_strength <= 1, "model.max_strength must lie in (0, 1]")
+        require(self.refiner_lr > 0, "model.refiner_lr must be > 0")
+
+    @property
+    def t_max(self) -> int:
+        return max(1, round(self.max_strength * self.refiner.num_train_timesteps)) - 1
+
+
+class Hybrid(Family):
+    Config = HybridConfig
+    ema_module_names = ("gan.generator", "refiner.net")
+    config: HybridConfig
+
+    def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:
+        from fashiongen.models import MODELS  # the GAN part may be any GAN family
+
+        super().__init__(config, image_shape)
+        gan_cfg = dataclasses.replace(config.gan, num_classes=config.num_classes)
+        refiner_cfg = dataclasses.replace(config.refiner, num_classes=config.num_classes,
+                                          t_max=config.t_max)
+        self.gan = MODELS[gan_cfg.name](gan_cfg, image_shape)
+        self.refiner = DDPM(refiner_cfg, image_shape)
+
+    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        optimizers = self.gan.make_optimizers(train_cfg)
+        refiner_train = dataclasses.replace(train_cfg, lr=self.config.refiner_lr)
+        optimizers["refiner"] = self.refiner.make_optimizers(refiner_train)["net"]
+        return optimizers
+
+    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> dict[str, float]:
+        losses = self.gan.train_step(batch, optimizers)
+        refiner = self.refiner.train_step(batch, {"net": optimizers["refiner"]})
+        losses["refiner_loss"] = refiner["loss"]
+        return losses
+
+    def t_start(self, strength: float) -> int:
+        """The diffusion step a draft is noised to: strength * T, at most the trained t_max."""
+        if not 0 <= strength <= self.config.max_strength:
+            raise ConfigError(f"sample.strength must lie in 0..{self.config.max_strength} for "
+                              f"this hybrid (its refiner learned t <= {self.config.t_max})")
+        return min(round(strength * self.refiner.num_timesteps), self.config.t_max)
+
+    def num_network_evaluations(self, sampling: SampleConfig) -> int:
+        """Generator passes plus refiner passes for one batch of samples."""
+        t_start = self.t_start(sampling.strength)
+        return 1 + (min(sampling.num_steps, t_start) if t_start else 0)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
+               callback=None) -> torch.Tensor:
+        """Draft with the GAN, then refine from t0 = strength * T with `sampling.sampler`."""
+        sampling = sampling or SampleConfig()
+        t_start = self.t_start(sampling.strength)
+        labels = self.check_labels(num_samples, labels, generator)
+        draft = self.gan.sample(num_samples, labels=labels, generator=generator)
+        return self.refiner.refine(draft, t_start, labels=labels, generator=generator,
+                                   sampling=sampling, callback=callback)
+
+
+def combine(gan: Family, ddpm: DDPM, *, max_strength: float = 0.5) -> Hybrid:
+    """A hybrid made of an already trained GAN family and an already trained DDPM."""
+    if gan.config.name not in GAN_FAMILIES:
+        raise ConfigError(f"the draft model must be one of {', '.join(GAN_FAMILIES)}, "
+                          f"got {gan.config.name}")
+    if not isinstance(ddpm, DDPM):
+        raise ConfigError(f"the refiner must be a ddpm, got {ddpm.config.name}")
+    if tuple(gan.image_shape) != tuple(ddpm.image_shape):
+        raise ConfigError(f"image shapes differ: {gan.image_shape} vs {ddpm.image_shape}")
+    if gan.num_classes != ddpm.num_classes:
+        raise ConfigError("both models must have the same model.num_classes")
+    if ddpm.max_timestep + 1 < round(max_strength * ddpm.num_timesteps):
+        raise ConfigError(f"the DDPM learned t <= {ddpm.max_timestep} only: "
+                          f"max_strength {max_strength} is too high")
+    config = HybridConfig(num_classes=gan.num_classes, gan=gan.config,
+                          refiner=dataclasses.replace(ddpm.config, t_max=None),
+                          max_strength=max_strength)
+    hybrid = Hybrid(config, gan.image_shape)
+    hybrid.gan.load_state_dict(gan.state_dict())
+    hybrid.refiner.load_state_dict(ddpm.state_dict())
+    return hybrid.to(ddpm.device)

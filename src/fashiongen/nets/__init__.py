@@ -1,0 +1,1 @@
+"""Plain nn.Modules: they know nothing of noise schedules, adversaries or losses."""

@@ -1,0 +1,88 @@
+"""Figures: loss curves, sample grids over training, and the progress animation.
+
+Functions return matplotlib Figures (never `plt.show()`); `save_figure` writes them
+atomically. The Agg backend is used, so nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+NOT_LOSSES = {"step", "epoch", "time_s", "images_per_s"}
+
+
+def read_metrics(path: str | Path) -> dict[str, list[float]]:
+    """metrics.csv as columns of floats (empty cells become NaN)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows]
+            for k in rows[0]}
+
+
+def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | None:
+    """One panel per loss family against steps; `event_*` columns drawn as vertical lines."""
+    columns = read_metrics(metrics_csv)
+    if not columns:
+        return None
+    steps = columns["step"]
+    losses = [k for k in columns if k not in NOT_LOSSES and not k.startswith(("event_", "eval_"))]
+    evals = [k for k in columns if k.startswith("eval_")]
+    panels = 1 + bool(evals)
+    fig = Figure(figsize=(7, 3.2 * panels), dpi=110)
+    ax = fig.add_subplot(panels, 1, 1)
+    for k in losses:
+        ax.plot(steps, columns[k], label=k, linewidth=1.2)
+    for k in (k for k in columns if k.startswith("event_")):
+        marks = [s for s, v in zip(steps, columns[k], strict=True) if v > 0]
+        for i, s in enumerate(marks):
+            ax.axvline(s, color="tab:red", alpha=0.35, linewidth=0.8,
+                       label=f"{k.removeprefix('event_')} ({len(marks)})" if i == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or Path(metrics_csv).parent.name)
+    if evals:
+        ax2 = fig.add_subplot(panels, 1, 2)
+        for k in evals:
+            pts = [(s, v) for s, v in zip(steps, columns[k], strict=True) if v == v]
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=k)
+        ax2.set_xlabel("step")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    from fashiongen.checkpoint import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def progress_animation(frames: list[Path], out: str | Path, ms_per_frame: int = 400) -> Path:
+    """An animated GIF of the per-epoch grids; the last frame is held longer."""
+    from fashiongen.checkpoint import atomic_path
+
+    images = [Image.open(p).convert("P", palette=Image.ADAPTIVE) for p in frames]
+    durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 4]
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=durations, loop=0)
+    return out

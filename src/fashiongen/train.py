@@ -1,0 +1,517 @@
+"""The one training loop, shared by every family.
+
+It owns what is common to all of them: seeding, device, the in-memory dataset and its
+shuffled batches, EMA of the sampling networks, checkpoints (every N steps, at the end,
+and on Ctrl-C), exact resumption, divergence handling, `metrics.csv` (and TensorBoard when
+installed), a progress bar, per-epoch sample grids from fixed noise, and the final loss
+curves and progress animation. Everything family-specific happens in `train_step`.
+
+Run folder layout:
+  config.toml, metrics.csv, summary.json, loss_curves.png, progress.gif
+  samples/epoch_0001.png ...
+  checkpoints/step_0000500/{weights.safetensors,state.pt} ...   (the last few)
+  final/{weights.safetensors,state.pt}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fashiongen import checkpoint as ckpt
+from fashiongen.config import RunConfig, replace, to_toml
+from fashiongen.data import ImageDataset, load_from_config
+from fashiongen.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingDivergedError,
+    TrainingInterruptedError,
+)
+from fashiongen.images import save_grid, to_model_range, to_uint8
+from fashiongen.models import build_model
+from fashiongen.models.base import Family
+
+MAX_ROLLBACKS = 3
+LR_DECAY_ON_ROLLBACK = 0.5
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    epochs: float
+    train_seconds: float
+    images_per_second: float
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device is 'mps' but MPS is not available")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- EMA
+
+
+def ema_keys(model: Family) -> list[str]:
+    """State-dict keys of the sampling networks whose EMA is kept."""
+    prefixes = tuple(f"{name}." for name in model.ema_module_names)
+    return [k for k in model.state_dict() if k.startswith(prefixes)]
+
+
+def init_ema(model: Family, decay: float) -> dict[str, torch.Tensor]:
+    if decay <= 0:
+        return {}
+    state = model.state_dict()
+    return {k: state[k].detach().clone() for k in ema_keys(model)}
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], model: Family, decay: float) -> None:
+    """Floating tensors move towards the model's by (1 - decay); others (BN counts) copy."""
+    if not ema:
+        return
+    state = model.state_dict()
+    floats = [k for k in ema if ema[k].is_floating_point()]
+    torch._foreach_lerp_([ema[k] for k in floats], [state[k] for k in floats], 1.0 - decay)
+    for k in ema.keys() - set(floats):
+        ema[k].copy_(state[k])
+
+
+@contextlib.contextmanager
+def ema_weights(model: Family, ema: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily load the EMA weights (for sampling grids), restoring the live ones after."""
+    if not ema:
+        yield
+        return
+    live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in ema}
+    model.load_state_dict(ema, strict=False)
+    try:
+        yield
+    finally:
+        model.load_state_dict(live, strict=False)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def grid_labels(model: Family, num_samples: int) -> torch.Tensor | None:
+    """Conditional grids have one row per class."""
+    if not model.num_classes:
+        return None
+    per_class = max(1, num_samples // model.num_classes)
+    return torch.arange(model.num_classes).repeat_interleave(per_class)
+
+
+def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
+          dataset: ImageDataset | None = None) -> TrainResult:
+    """Train `cfg.model` on `cfg.data`, writing everything under `cfg.out_dir`.
+
+    Args:
+        cfg: the resolved run configuration.
+        resume: continue from the run folder's latest readable checkpoint (the saved config
+            is used, except `train.epochs` / `train.max_steps`, which may be raised).
+        progress: show a progress bar.
+        dataset: an already loaded training set (tests); default loads `cfg.data`.
+    """
+    run_dir = Path(cfg.out_dir)
+    state: dict[str, Any] = {}
+    resumed_from = None
+    if resume:
+        resumed_from, saved, state = _latest_good_checkpoint(run_dir)
+        cfg = replace(saved.config, train={"epochs": cfg.train.epochs,
+                                           "max_steps": cfg.train.max_steps,
+                                           "max_minutes": cfg.train.max_minutes})
+    elif ckpt.list_checkpoints(run_dir) or (run_dir / "final").exists():
+        raise ConfigError(f"run folder {run_dir} already holds checkpoints: "
+                          "pass --resume to continue it or --out for a new run")
+
+    torch.manual_seed(cfg.seed)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = select_device(cfg.train.device)
+    data = dataset if dataset is not None else load_from_config(cfg.data, "train")
+    if cfg.model.num_classes > len(data.class_names):
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
+                          f"{len(data.class_names)} classes")
+    steps_per_epoch = len(data) // cfg.train.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{data.name} has {len(data)} images, fewer than "
+                          f"train.batch_size={cfg.train.batch_size}")
+    total_steps = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps is not None:
+        total_steps = min(total_steps, cfg.train.max_steps)
+
+    model = build_model(cfg.model, data.image_shape).to(device)
+    optimizers = model.make_optimizers(cfg.train)
+    ema = init_ema(model, cfg.train.ema_decay)
+    data_rng = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    if resumed_from is not None:
+        model.load_state_dict(saved.weights)
+        for k, v in saved.ema.items():
+            ema[k] = v.to(device)
+        step = _restore_state(state, optimizers, data_rng)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    ckpt.write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16,
+                         enabled=cfg.train.use_amp and device.type == "cuda")
+    log = _MetricsLog(run_dir, cfg, resumed=resumed_from is not None)
+    grid_generator_seed = cfg.seed + 1
+    fixed_labels = grid_labels(model, cfg.train.num_grid_samples)
+
+    def save(folder: Path) -> Path:
+        # The data RNG state at the start of the epoch that the next step belongs to.
+        at_boundary = step % steps_per_epoch == 0
+        rng_state = data_rng.get_state() if at_boundary or perm is None else epoch_rng_state
+        return ckpt.save_checkpoint(
+            folder, model=model, config=cfg, step=step, ema=ema,
+            state=_training_state(step, optimizers, rng_state, train_seconds),
+            extra={"class_names": data.class_names, "dataset": data.name})
+
+    def checkpoint_now() -> Path:
+        folder = save(run_dir / "checkpoints" / f"step_{step:07d}")
+        for old in ckpt.list_checkpoints(run_dir)[:-cfg.train.keep_checkpoints]:
+            _remove_tree(old)
+        return folder
+
+    def write_grid(epoch: int) -> None:
+        generator = torch.Generator().manual_seed(grid_generator_seed)
+        with ema_weights(model, ema):
+            x0 = model.sample(cfg.train.num_grid_samples if fixed_labels is None
+                              else len(fixed_labels), labels=fixed_labels,
+                              generator=generator, sampling=cfg.sample)
+        save_grid(run_dir / "samples" / f"epoch_{epoch:04d}.png", to_uint8(x0),
+                  num_rows=model.num_classes or None)
+
+    model.train()
+    train_seconds = float(state.get("train_seconds", 0.0))
+    last_grid_step = -1
+    session_seconds = 0.0
+    images_seen = 0
+    rollbacks = 0
+    perm = None
+    epoch_rng_state = data_rng.get_state()
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=f"{cfg.model.name}")
+    with _StopRequest() as stop, log:
+        while step < total_steps:
+            epoch, index_in_epoch = divmod(step, steps_per_epoch)
+            if perm is None or index_in_epoch == 0:
+                # An epoch's permutation is a function of the RNG state at its start, which
+                # checkpoints store (resume and rollback restore it), so batches repeat exactly.
+                epoch_rng_state = data_rng.get_state()
+                perm = torch.randperm(len(data), generator=data_rng).to(device)
+            batch_index = perm[index_in_epoch * cfg.train.batch_size:
+                               (index_in_epoch + 1) * cfg.train.batch_size]
+            batch = (to_model_range(images[batch_index]), labels[batch_index])
+
+            started = time.perf_counter()
+            with amp:
+                losses = model.train_step(batch, optimizers)
+            finite = all(math.isfinite(v) for v in losses.values())
+            if finite:
+                update_ema(ema, model, cfg.train.ema_decay)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - started
+
+            if not finite:
+                rollbacks += 1
+                bad = next(k for k, v in losses.items() if not math.isfinite(v))
+                if cfg.train.on_nonfinite == "stop" or rollbacks > MAX_ROLLBACKS:
+                    raise TrainingDivergedError(
+                        f"{bad} became non-finite at step {step + 1}; lower train.lr or "
+                        "resume from the last checkpoint (no non-finite weights were saved)")
+                step, perm = _rollback(run_dir, model, optimizers, ema, data_rng, step, bad)
+                bar.n = step
+                bar.write(f"{bad} non-finite: rolled back to step {step}, learning rate halved")
+                continue
+
+            step += 1
+            train_seconds += elapsed
+            session_seconds += elapsed
+            images_seen += cfg.train.batch_size
+            log.add(losses, cfg.train.batch_size, elapsed)
+            bar.update(1)
+            if step % cfg.train.log_every_n_steps == 0 or step == total_steps:
+                row = log.flush(step, step / steps_per_epoch, train_seconds)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                                 if k not in ("step", "epoch", "time_s")}, refresh=False)
+                rollbacks = 0
+            epoch_done = step % steps_per_epoch == 0
+            if epoch_done and (step // steps_per_epoch) % cfg.train.grid_every_n_epochs == 0:
+                write_grid(step // steps_per_epoch)
+                last_grid_step = step
+            if step % cfg.train.checkpoint_every_n_steps == 0 and step < total_steps:
+                checkpoint_now()
+            if cfg.train.max_minutes is not None and train_seconds >= 60 * cfg.train.max_minutes:
+                log.flush(step, step / steps_per_epoch, train_seconds)
+                break
+            if stop.signal is not None:
+                log.flush(step, step / steps_per_epoch, train_seconds)
+                folder = checkpoint_now()
+                bar.close()
+                raise TrainingInterruptedError(
+                    f"interrupted at step {step}; checkpoint saved to {folder}; "
+                    f"continue with: fashiongen train --resume --out {run_dir}")
+    bar.close()
+
+    epochs_done = step / steps_per_epoch
+    if last_grid_step != step:
+        write_grid(max(1, math.ceil(epochs_done)))
+    final = save(run_dir / "final")
+    images_per_second = images_seen / session_seconds if session_seconds else 0.0
+    summary = {
+        "family": cfg.model.name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "sampling_parameters": sum(v.numel() for k, v in model.state_dict().items()
+                                   if k in set(ema_keys(model))),
+        "steps": step,
+        "epochs": epochs_done,
+        "train_seconds": train_seconds,
+        "train_images_per_second": images_per_second,
+        "device": str(device),
+        "num_threads": torch.get_num_threads(),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+    }
+    ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_figures(run_dir)
+    return TrainResult(run_dir, final, step, epochs_done, train_seconds, images_per_second)
+
+
+def _training_state(step: int, optimizers: dict[str, torch.optim.Optimizer],
+                    epoch_rng_state: torch.Tensor, train_seconds: float) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "step": step,
+        "train_seconds": train_seconds,
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "torch_rng_state": torch.get_rng_state(),
+        "epoch_rng_state": epoch_rng_state,
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_state(state: dict[str, Any], optimizers: dict[str, torch.optim.Optimizer],
+                   data_rng: torch.Generator) -> int:
+    try:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        torch.set_rng_state(state["torch_rng_state"])
+        if "cuda_rng_states" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+        data_rng.set_state(state["epoch_rng_state"])
+        return int(state["step"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"training state does not match this model ({e})") from None
+
+
+def _latest_good_checkpoint(run_dir: Path):
+    """The newest checkpoint whose weights and state both load; corrupt ones are skipped
+    with a warning (the fallback the crash-safety promise relies on)."""
+    candidates = ckpt.list_checkpoints(run_dir)
+    if (run_dir / "final").is_dir():
+        candidates.append(run_dir / "final")
+    candidates.sort(key=_checkpoint_step)
+    if not candidates:
+        raise CheckpointError(f"nothing to resume: no checkpoints in {run_dir}")
+    errors = []
+    for folder in reversed(candidates):
+        try:
+            saved, state = ckpt.load_checkpoint(folder, with_state=True)
+            return folder, saved, state
+        except CheckpointError as e:
+            errors.append(str(e))
+            tqdm.write(f"warning: {e}; trying an older checkpoint")
+    raise CheckpointError(f"no readable checkpoint in {run_dir}: {errors[0]}")
+
+
+def _checkpoint_step(folder: Path) -> int:
+    if folder.name.startswith("step_"):
+        return int(folder.name.removeprefix("step_"))
+    try:
+        return ckpt.load_checkpoint(folder)[0].step
+    except CheckpointError:
+        return -1
+
+
+def _rollback(run_dir: Path, model: Family, optimizers: dict[str, torch.optim.Optimizer],
+              ema: dict[str, torch.Tensor], data_rng: torch.Generator, step: int,
+              what: str) -> tuple[int, None]:
+    """Reload the last good checkpoint and halve the learning rates."""
+    try:
+        _, saved, state = _latest_good_checkpoint(run_dir)
+    except CheckpointError:
+        raise TrainingDivergedError(f"{what} became non-finite at step {step + 1} before any "
+                               "checkpoint was written; lower train.lr") from None
+    model.load_state_dict(saved.weights)
+    for k, v in saved.ema.items():
+        ema[k].copy_(v)
+    restored_step = _restore_state(state, optimizers, data_rng)
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] *= LR_DECAY_ON_ROLLBACK
+    return restored_step, None
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class _MetricsLog:
+    """Averages per-step values over the logging window into metrics.csv (and TensorBoard).
+
+    Keys starting with `event_` are counted, not averaged: they mark events such as a
+    discriminator reversion on the loss curves.
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, resumed: bool) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.resumed = resumed
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.images = 0
+        self.seconds = 0.0
+        self.fields: list[str] | None = None
+        self.file = None
+        self.tensorboard = None
+        if cfg.train.use_tensorboard:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def __enter__(self) -> _MetricsLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    def add(self, losses: dict[str, float], num_images: int, seconds: float) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.images += num_images
+        self.seconds += seconds
+
+    def flush(self, step: int, epoch: float, train_seconds: float) -> dict[str, float]:
+        if not self.count:
+            return {}
+        row = {"step": step, "epoch": round(epoch, 4), "time_s": round(train_seconds, 3)}
+        for k, v in self.sums.items():
+            row[k] = v if k.startswith("event_") else v / self.count
+        row["images_per_s"] = self.images / self.seconds if self.seconds else 0.0
+        self.sums, self.count, self.images, self.seconds = {}, 0, 0, 0.0
+        if self.file is None:
+            self.fields = list(row)
+            if self.resumed and self.path.exists():
+                self._truncate_after(step)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self.file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                self.writer.writeheader()
+        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                              for k, v in row.items()})
+        self.file.flush()
+        if self.tensorboard is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch"):
+                    self.tensorboard.add_scalar(k, v, step)
+        return row
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint we resumed from."""
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            kept = [r for r in reader if int(r["step"]) <= step]
+            fields = reader.fieldnames or self.fields
+        if not kept:
+            self.path.unlink()
+            return
+        with ckpt.atomic_path(self.path) as tmp, open(tmp, "w", newline="",
+                                                       encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def _write_figures(run_dir: Path) -> None:
+    from fashiongen import plots
+
+    curves = plots.loss_curves(run_dir / "metrics.csv")
+    if curves is not None:
+        plots.save_figure(curves, run_dir / "loss_curves.png")
+    frames = sorted((run_dir / "samples").glob("epoch_*.png"))
+    if frames:
+        plots.progress_animation(frames, run_dir / "progress.gif")
+
+
+def resolve_run_name(cfg: RunConfig) -> RunConfig:
+    """Give runs without an explicit out_dir a fresh folder under runs/."""
+    if cfg.out_dir != "runs/default":
+        return cfg
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return replace(cfg, out_dir=os.path.join("runs", f"{cfg.model.name}-{stamp}"))

@@ -1,0 +1,311 @@
+"""Property tests of the metrics on synthetic features and images (torchmetrics style)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fashiongen.errors import ConfigError
+from fashiongen.metrics import (
+    FeatureStats,
+    ReferenceStats,
+    class_histogram,
+    class_metrics,
+    conditional_accuracy,
+    copy_rate,
+    copy_threshold,
+    density_coverage,
+    entropy_nats,
+    evaluate,
+    feature_stats,
+    fid,
+    kid,
+    modes_missing,
+    nearest_train_distances,
+    precision_recall,
+)
+from fashiongen.metrics import cache as stats_cache
+from fashiongen.metrics import memorisation, neighbours
+from fashiongen.nets.featnet import FeatNet
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                                   reason="Fashion-MNIST files absent")
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache_one_thread(tmp_path, monkeypatch):
+    # one thread: these tensors are small, and extra threads only contend on a shared CPU
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+
+
+def random_spd(rng: np.random.Generator, dim: int) -> np.ndarray:
+    a = rng.normal(size=(dim, dim))
+    return a @ a.T / dim + 0.1 * np.eye(dim)
+
+
+def closed_form_fid(mu1, cov1, mu2, cov2) -> float:
+    """||mu1-mu2||^2 + Tr(C1 + C2) - 2 Tr((C1 C2)^(1/2)), the trace via eigenvalues of C1 C2."""
+    eigenvalues = np.linalg.eigvals(cov1 @ cov2)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues.real, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+
+
+# --- FeatureStats and FID -------------------------------------------------------------------
+
+def test_streaming_stats_equal_batch_stats():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(1003, 7)) @ rng.normal(size=(7, 7))
+    stats = FeatureStats(keep_features=True)
+    for start, stop in [(0, 1), (1, 250), (250, 251), (251, 900), (900, 1003)]:
+        stats.update(torch.from_numpy(x[start:stop]).float() if start == 1 else x[start:stop])
+    mu, cov = stats.compute()
+    assert mu.dtype == np.float64 and cov.dtype == np.float64
+    np.testing.assert_allclose(mu, x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False), rtol=1e-5, atol=1e-6)
+    assert stats.num_samples == 1003 and stats.features.shape == (1003, 7)
+
+
+def test_stats_reject_bad_input():
+    stats = FeatureStats()
+    with pytest.raises(ValueError, match="at least two"):
+        stats.compute()
+    stats.update(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="feature dim"):
+        stats.update(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="not kept"):
+        _ = stats.features
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    x = np.random.default_rng(1).normal(size=(500, 32))
+    mu, cov = feature_stats(x)
+    assert fid(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fid_of_exact_stats_equals_closed_form():
+    rng = np.random.default_rng(2)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    cov1, cov2 = random_spd(rng, 6), random_spd(rng, 6)
+    assert fid(mu1, cov1, mu2, cov2) == pytest.approx(closed_form_fid(mu1, cov1, mu2, cov2),
+                                                      rel=1e-9)
+    # commuting (diagonal) covariances: sum of (sqrt(a) - sqrt(b))^2
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
+    expected = 1.0 + sum((math.sqrt(p) - math.sqrt(q)) ** 2 for p, q in zip(a, b, strict=True))
+    assert fid(np.zeros(3), np.diag(a), np.array([1.0, 0, 0]), np.diag(b)) == pytest.approx(
+        expected, rel=1e-12)
+
+
+def test_fid_of_sampled_gaussians_matches_closed_form():
+    rng = np.random.default_rng(3)
+    dim, n = 4, 200_000
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    cov1, cov2 = random_spd(rng, dim), random_spd(rng, dim)
+    stats1, stats2 = FeatureStats(), FeatureStats()
+    for stats, mu, cov in [(stats1, mu1, cov1), (stats2, mu2, cov2)]:
+        samples = rng.multivariate_normal(mu, cov, size=n)
+        for chunk in np.array_split(samples, 7):
+            stats.update(chunk)
+    expected = closed_form_fid(mu1, cov1, mu2, cov2)
+    assert fid(*stats1.compute(), *stats2.compute()) == pytest.approx(expected, rel=0.02,
+                                                                       abs=0.01)
+
+
+def test_fid_survives_singular_covariances():
+    x = np.random.default_rng(4).normal(size=(10, 64))  # rank 9 < 64
+    y = x + 0.5
+    value = fid(*feature_stats(x), *feature_stats(y))
+    assert math.isfinite(value) and value == pytest.approx(64 * 0.25, rel=1e-6)
+
+
+# --- KID ------------------------------------------------------------------------------------
+
+def test_kid_of_identical_distributions_is_near_zero():
+    generator = torch.Generator().manual_seed(5)
+    a, b = torch.randn(2, 2000, 16, generator=generator)
+    mean, std = kid(a, b, num_subsets=20, subset_size=500, generator=generator)
+    assert abs(mean) < 3 * std + 1e-3
+    shifted, _ = kid(a, b + 0.5, num_subsets=20, subset_size=500, generator=generator)
+    assert shifted > 100 * abs(mean)
+
+
+def test_kid_is_unbiased_for_one_distribution():
+    generator = torch.Generator().manual_seed(6)
+    estimates = []
+    for _ in range(60):
+        a, b = torch.randn(2, 60, 5, generator=generator)
+        estimates.append(kid(a, b, num_subsets=4, subset_size=60, generator=generator)[0])
+    estimates = np.array(estimates)
+    standard_error = estimates.std(ddof=1) / math.sqrt(len(estimates))
+    assert abs(estimates.mean()) < 4 * standard_error
+    assert (estimates < 0).any()  # an unbiased estimator of 0 must go negative
+
+
+def test_kid_separates_distributions_and_caps_subset_size():
+    generator = torch.Generator().manual_seed(7)
+    a = torch.randn(50, 8, generator=generator)
+    b = torch.randn(80, 8, generator=generator) + 1.0
+    mean, std = kid(a, b, num_subsets=10, subset_size=1000, generator=generator)
+    assert mean > 10 * max(std, 1e-6) and mean > 0.1
+
+
+# --- precision/recall, density/coverage -----------------------------------------------------
+
+def test_precision_recall_of_identical_sets_is_one():
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(8))
+    assert precision_recall(x, x.clone(), k=3) == (1.0, 1.0)
+
+
+def test_recall_and_coverage_collapse_for_one_tight_cluster():
+    generator = torch.Generator().manual_seed(9)
+    real = torch.randn(500, 8, generator=generator)
+    fake = real[0] + 1e-3 * torch.randn(500, 8, generator=generator)
+    precision, recall = precision_recall(real, fake, k=3)
+    density, coverage = density_coverage(real, fake, k=5)
+    assert precision > 0.99 and recall < 0.02
+    assert coverage < 0.02
+    _, full_coverage = density_coverage(real, real.clone(), k=5)
+    assert full_coverage == 1.0
+
+
+def test_density_is_about_one_for_matching_distributions():
+    generator = torch.Generator().manual_seed(10)
+    real, fake = torch.randn(2, 1000, 4, generator=generator)
+    density, coverage = density_coverage(real, fake, k=5)
+    assert 0.8 < density < 1.2 and coverage > 0.9
+
+
+def test_neighbour_metrics_do_not_depend_on_chunking(monkeypatch):
+    generator = torch.Generator().manual_seed(11)
+    real, fake = torch.randn(120, 6, generator=generator), torch.randn(90, 6, generator=generator)
+    whole = [*precision_recall(real, fake), *density_coverage(real, fake)]
+    monkeypatch.setattr(neighbours, "CHUNK_ELEMENTS", 500)
+    chunked = [*precision_recall(real, fake), *density_coverage(real, fake)]
+    assert chunked == pytest.approx(whole)
+
+
+# --- class histogram ------------------------------------------------------------------------
+
+def test_entropy_is_max_for_uniform_and_zero_for_one_class():
+    assert entropy_nats(np.full(10, 0.1)) == pytest.approx(math.log(10))
+    assert entropy_nats(np.eye(10)[3]) == 0.0
+    assert modes_missing(np.full(10, 0.1)) == 0
+    assert modes_missing(np.eye(10)[3]) == 9
+
+
+def test_class_metrics_from_logits():
+    labels = torch.arange(100) % 10
+    logits = torch.nn.functional.one_hot(labels, 10).float()
+    logits[:5] = torch.nn.functional.one_hot(torch.full((5,), 9), 10).float()  # 5 wrong
+    np.testing.assert_allclose(class_histogram(logits).sum(), 1.0)
+    result = class_metrics(logits, labels)
+    assert result["conditional_accuracy"] == pytest.approx(0.95)
+    assert result["class_entropy_max"] == pytest.approx(math.log(10))
+    assert class_metrics(logits)["conditional_accuracy"] is None
+    with pytest.raises(ValueError, match="labels"):
+        conditional_accuracy(logits, labels[:3])
+
+
+# --- memorisation ---------------------------------------------------------------------------
+
+def random_images(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+
+
+def test_copies_of_training_images_have_distance_zero_and_copy_rate_one(monkeypatch):
+    monkeypatch.setattr(memorisation, "CHUNK_ELEMENTS", 4000)  # several chunks
+    train, test = random_images(300, 12), random_images(100, 13)
+    copies = train[torch.randperm(300, generator=torch.Generator().manual_seed(0))[:50]]
+    distances = nearest_train_distances(copies, train)
+    assert (distances == 0).all()
+    threshold = copy_threshold(nearest_train_distances(test, train))
+    assert threshold > 0
+    assert copy_rate(distances, threshold) == 1.0
+    assert copy_rate(nearest_train_distances(test, train), threshold) == pytest.approx(0.01)
+
+
+def test_nearest_train_distances_match_brute_force():
+    train, samples = random_images(64, 14), random_images(20, 15)
+    a = samples.reshape(20, -1).double() / 255
+    b = train.reshape(64, -1).double() / 255
+    expected = torch.cdist(a, b).min(1).values.numpy()
+    np.testing.assert_allclose(nearest_train_distances(samples, train), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        nearest_train_distances(samples[:, :, :14], train)
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+def test_reference_stats_cache_round_trip(tmp_path):
+    rng = np.random.default_rng(16)
+    features = rng.normal(size=(40, 5)).astype(np.float32)
+    mu, cov = feature_stats(features)
+    ref = ReferenceStats("folder:/x y", "test", "abc123", mu, cov, features,
+                         {3: rng.random(40).astype(np.float32)})
+    path = stats_cache.save_reference_stats(ref)
+    assert path.parent == tmp_path / "cache" / "fashiongen" / "stats"
+    with np.load(path, allow_pickle=False) as data:
+        assert "mu" in data.files
+    loaded = stats_cache.load_reference_stats("folder:/x y", "test", "abc123", ks=(3,))
+    assert loaded is not None and loaded.count == 40
+    np.testing.assert_array_equal(loaded.cov, cov)
+    np.testing.assert_array_equal(loaded.radii[3], ref.radii[3])
+    assert stats_cache.load_reference_stats("folder:/x y", "test", "abc123", ks=(5,)) is None
+    assert stats_cache.load_reference_stats("folder:/x y", "test", "other") is None
+    path.write_bytes(b"not a zip")
+    assert stats_cache.load_reference_stats("folder:/x y", "test", "abc123") is None
+
+
+# --- evaluate -------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_featnet() -> FeatNet:
+    torch.manual_seed(0)
+    return FeatNet(10).eval()
+
+
+def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
+    from fashiongen.data import load_dataset
+
+    test = load_dataset("synthetic", "test")
+    result = evaluate(test.images, labels=test.labels, dataset="synthetic",
+                      featnet=tiny_featnet, num_kid_subsets=5)
+    assert result["num_samples"] == result["ref_count"] == len(test.images)
+    assert result["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert result["precision"] == result["recall"] == result["coverage"] == 1.0
+    assert result["featnet"]["fingerprint"] == tiny_featnet.fingerprint()
+    assert 0 <= result["conditional_accuracy"] <= 1 and result["notes"] == []
+    assert result["copy_rate"] < 0.1 and result["nn_train_distance_median"] > 0
+    assert len(list((tmp_path / "cache" / "fashiongen" / "stats").glob("*.npz"))) == 2
+    train = load_dataset("synthetic", "train").images[:40]
+    copied = evaluate(train, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=5)
+    assert copied["copy_rate"] == 1.0 and copied["nn_train_distance_median"] == 0.0
+
+
+def test_evaluate_converts_other_shapes_and_rejects_floats(tiny_featnet):
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    result = evaluate(images, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=2,
+                      use_memorisation=False)
+    assert "converted from 3x32x32" in result["notes"][0] and result["copy_rate"] is None
+    with pytest.raises(TypeError, match="to_uint8"):
+        evaluate(images.float(), dataset="synthetic", featnet=tiny_featnet)
+    with pytest.raises(ConfigError, match="at least"):
+        evaluate(images[:3], dataset="synthetic", featnet=tiny_featnet)
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_evaluate_real_test_split_against_itself():
+    from fashiongen.data import load_dataset
+
+    test = load_dataset("fashion-mnist", "test")
+    result = evaluate(test.images[:2000], labels=test.labels[:2000], num_kid_subsets=10)
+    assert result["fid"] < 5 and result["conditional_accuracy"] > 0.9
+    assert result["modes_missing"] == 0
+    assert result["copy_rate"] < 0.05

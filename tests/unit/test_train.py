@@ -1,0 +1,129 @@
+"""The one training loop: outputs, exact resume, EMA, divergence handling, interruption."""
+
+import csv
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fashiongen.checkpoint import list_checkpoints, load_checkpoint
+from fashiongen.config import replace
+from fashiongen.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
+from fashiongen.models.dcgan import DCGAN
+from fashiongen.train import train
+
+SMALL_DCGAN = {"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 16}
+
+
+def test_run_folder_has_everything(make_config):
+    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 2, "ema_decay": 0.9})
+    result = train(cfg, progress=False)
+    run = result.run_dir
+    assert result.steps == 2 * (640 // 32)
+    for name in ["config.toml", "metrics.csv", "summary.json", "loss_curves.png",
+                 "progress.gif", "samples/epoch_0001.png", "samples/epoch_0002.png",
+                 "final/weights.safetensors", "final/state.pt"]:
+        assert (run / name).is_file(), name
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"step", "epoch", "d_loss", "g_loss", "images_per_s"} <= rows[0].keys()
+    assert int(rows[-1]["step"]) == result.steps
+    assert len(list_checkpoints(run)) <= cfg.train.keep_checkpoints
+    weights = load_file(run / "final" / "weights.safetensors")
+    assert any(k.startswith("ema.generator.") for k in weights), "EMA saved beside the model"
+
+
+def test_refuses_to_overwrite_a_run(make_config):
+    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 3})
+    train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("split_at", [10, 25])  # an epoch is 20 steps: mid-epoch and after one
+def test_resume_continues_exactly(make_config, tmp_path, split_at):
+    base = make_config(model={**SMALL_DCGAN, "d_reversion": True, "d_reversion_patience": 1,
+                              "d_reversion_threshold": 0.3, "d_snapshot_every_n_steps": 3},
+                       train={"epochs": 3, "max_steps": 2 * split_at, "ema_decay": 0.9,
+                              "checkpoint_every_n_steps": split_at})
+    one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
+    first = replace(base, out_dir=str(tmp_path / "b"), train={"max_steps": split_at})
+    train(first, progress=False)
+    resumed = train(replace(first, train={"max_steps": 2 * split_at}), resume=True,
+                    progress=False)
+    assert resumed.steps == one_go.steps == 2 * split_at
+    a = load_file(one_go.final_checkpoint / "weights.safetensors")
+    b = load_file(resumed.final_checkpoint / "weights.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nonfinite_loss_rolls_back_and_lowers_lr(make_config, monkeypatch):
+    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 12, "checkpoint_every_n_steps": 4})
+    calls = {"n": 0}
+    original = DCGAN.train_step
+
+    def flaky(self, batch, optimizers):
+        calls["n"] += 1
+        losses = original(self, batch, optimizers)
+        if calls["n"] == 7:
+            losses["g_loss"] = math.nan
+        return losses
+
+    monkeypatch.setattr(DCGAN, "train_step", flaky)
+    result = train(cfg, progress=False)
+    assert result.steps == 12
+    assert calls["n"] == 12 + 1 + (6 - 4), "one bad step, then steps 5-6 replayed"
+    saved, state = load_checkpoint(result.final_checkpoint, with_state=True)
+    lr = state["optimizers"]["generator"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(cfg.train.lr / 2)
+    assert all(torch.isfinite(v).all() for v in saved.weights.values() if v.is_floating_point())
+
+
+def test_nonfinite_loss_can_stop(make_config, monkeypatch):
+    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 5, "on_nonfinite": "stop"})
+    monkeypatch.setattr(DCGAN, "train_step", lambda self, b, o: {"loss": math.inf})
+    with pytest.raises(TrainingDivergedError, match="non-finite at step 1"):
+        train(cfg, progress=False)
+
+
+def test_stop_request_saves_a_checkpoint(make_config, monkeypatch):
+    import signal
+
+    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 2, "max_steps": 30})
+    original = DCGAN.train_step
+    calls = {"n": 0}
+
+    def interrupting(self, batch, optimizers):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, batch, optimizers)
+
+    monkeypatch.setattr(DCGAN, "train_step", interrupting)
+    with pytest.raises(TrainingInterruptedError, match="--resume"):
+        train(cfg, progress=False)
+    assert list_checkpoints(cfg.out_dir)[-1].name == "step_0000006"
+    monkeypatch.setattr(DCGAN, "train_step", original)
+    assert train(cfg, resume=True, progress=False).steps == 30
+
+
+def test_conditional_grid_has_a_row_per_class(make_config):
+    from PIL import Image
+
+    cfg = make_config(model={**SMALL_DCGAN, "num_classes": 10},
+                      train={"max_steps": 2, "num_grid_samples": 20})
+    run = train(cfg, progress=False).run_dir
+    grid = Image.open(next((run / "samples").glob("*.png")))
+    # 10 rows of 2 images of 28 px, 2 px padding, scaled x2
+    assert grid.size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
+
+
+def test_time_budget_stops_training(make_config):
+    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 100, "max_minutes": 0.002})
+    result = train(cfg, progress=False)
+    assert 0 < result.steps < 100 * 20
+    assert result.train_seconds >= 0.12
+    assert (result.run_dir / "final" / "weights.safetensors").is_file()

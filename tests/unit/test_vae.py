@@ -1,0 +1,172 @@
+"""The convolutional VAE family: config, likelihoods, KL warm-up, encode/decode, and a toy."""
+
+import copy
+
+import pytest
+import torch
+
+from fashiongen.config import TrainConfig, config_from_dict
+from fashiongen.errors import ConfigError
+from fashiongen.models import MODELS
+from fashiongen.models.vae import VAE, VAEConfig
+
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
+
+
+def _model(num_classes=0, shape=(1, 28, 28), **fields):
+    torch.manual_seed(0)
+    return VAE(VAEConfig(num_classes=num_classes, **fields), shape)
+
+
+def _batch(shape, n=8, num_classes=10):
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(n, *shape, generator=g) * 2 - 1,
+            torch.randint(num_classes, (n,), generator=g))
+
+
+def _seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny batches: a second thread only adds synchronisation, ruinous on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _finite(losses):
+    return all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_registered_and_configurable_from_toml_data():
+    assert MODELS["vae"] is VAE
+    cfg = config_from_dict({"model": {"name": "vae", "likelihood": "gaussian", "beta": 4}})
+    assert cfg.model == VAEConfig(likelihood="gaussian", beta=4.0)
+    with pytest.raises(ConfigError, match="likelihood"):
+        config_from_dict({"model": {"name": "vae", "likelihood": "poisson"}})
+
+
+@pytest.mark.parametrize("fields", [{"latent_dim": 0}, {"width": 0}, {"beta": -1.0},
+                                    {"gaussian_scale": 0.0}, {"kl_warmup_steps": -1}])
+def test_config_rejects_bad_values(fields):
+    with pytest.raises(ConfigError):
+        VAEConfig(**fields)
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_train_step_sample_and_inference_shapes(shape, num_classes):
+    model = _model(num_classes, shape)
+    x0, labels = _batch(shape)
+    losses = model.train_step((x0, labels), model.make_optimizers(TrainConfig()))
+    assert losses.keys() == {"loss", "recon", "kl"}
+    assert _finite(losses)
+    samples = model.sample(3, generator=_seeded(0))
+    assert samples.shape == (3, *shape)
+    assert samples.dtype == torch.float32
+    assert samples.min() >= -1
+    assert samples.max() <= 1
+    given = labels if num_classes else None
+    mu, logvar = model.encode(x0, given)
+    assert mu.shape == logvar.shape == (8, model.config.latent_dim)
+    assert model.decode(mu, given).shape == x0.shape
+    x0_hat = model.reconstruct(x0, given)
+    assert x0_hat.shape == x0.shape
+    assert x0_hat.abs().max() <= 1
+
+
+@pytest.mark.parametrize("use_learned_scale", [False, True])
+def test_gaussian_likelihood(use_learned_scale):
+    model = _model(0, likelihood="gaussian", use_learned_scale=use_learned_scale)
+    learned = any(name == "log_scale" for name, _ in model.named_parameters())
+    assert learned == use_learned_scale
+    before = model.log_scale.item()
+    losses = model.train_step(_batch((1, 28, 28)), model.make_optimizers(TrainConfig(lr=1e-2)))
+    assert _finite(losses)
+    assert (model.log_scale.item() != before) == use_learned_scale
+    assert model.sample(2).abs().max() <= 1
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_sample_depends_only_on_the_generator_seed(num_classes):
+    model = _model(num_classes)
+    assert torch.equal(model.sample(4, generator=_seeded(1)), model.sample(4, generator=_seeded(1)))
+    assert not torch.equal(model.sample(4, generator=_seeded(1)),
+                           model.sample(4, generator=_seeded(2)))
+
+
+def test_conditional_labels_steer_and_are_validated():
+    model = _model(10)
+    a = model.sample(2, labels=torch.tensor([0, 0]), generator=_seeded(0))
+    b = model.sample(2, labels=torch.tensor([9, 9]), generator=_seeded(0))
+    assert not torch.equal(a, b), "same z, other class: another image"
+    with pytest.raises(ConfigError):
+        model.sample(1, labels=torch.tensor([10]))
+    x0, _ = _batch((1, 28, 28), n=2)
+    with pytest.raises(ConfigError, match="conditional"):
+        model.encode(x0)
+    with pytest.raises(ConfigError):
+        model.decode(torch.zeros(1, model.config.latent_dim), torch.tensor([-1]))
+    unconditional = _model(0)
+    with pytest.raises(ConfigError):
+        unconditional.sample(1, labels=torch.tensor([1]))
+    # Given images' labels are data, not a request: an unconditional model ignores them.
+    assert unconditional.reconstruct(x0, torch.tensor([3, 4])).shape == x0.shape
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sample_restores_the_mode(training):
+    model = _model(10).train(training)
+    model.sample(2)
+    model.reconstruct(*_batch((1, 28, 28), n=2))
+    assert all(m.training == training for m in model.modules())
+
+
+def test_kl_warmup_ramps_beta_and_is_saved():
+    model = _model(0, beta=2.0, kl_warmup_steps=4)
+    optimizers = model.make_optimizers(TrainConfig())
+    weights = []
+    for _ in range(5):
+        weights.append(model.kl_weight())
+        losses = model.train_step(_batch((1, 28, 28)), optimizers)
+        assert losses["loss"] == pytest.approx(losses["recon"] + weights[-1] * losses["kl"],
+                                               rel=1e-5)
+    assert weights == [0.5, 1.0, 1.5, 2.0, 2.0]
+    assert model.state_dict()["num_steps_taken"].item() == 5
+    assert _model(0, beta=2.0).kl_weight() == 2.0
+
+
+def test_train_step_draws_from_the_global_rng():
+    """The loop saves and restores the global RNG for exact resumption."""
+    a = _model(10)
+    b = copy.deepcopy(a)
+    opt_a, opt_b = a.make_optimizers(TrainConfig()), b.make_optimizers(TrainConfig())
+    torch.manual_seed(5)
+    losses_a = a.train_step(_batch((1, 28, 28)), opt_a)
+    torch.manual_seed(5)
+    losses_b = b.train_step(_batch((1, 28, 28)), opt_b)
+    assert losses_a == losses_b
+
+
+def test_learns_a_single_pattern():
+    """With every image equal to one binary pattern: the loss falls, reconstructions become
+    the pattern, and prior samples move towards it."""
+    shape = (1, 8, 8)
+    pattern = torch.where(torch.arange(64).view(shape) % 3 == 0, 1.0, -1.0)
+    model = _model(0, shape, latent_dim=4, width=8)
+    optimizers = model.make_optimizers(TrainConfig(lr=3e-3, betas=(0.9, 0.999)))
+    x0, labels = pattern.expand(32, *shape).contiguous(), torch.zeros(32, dtype=torch.long)
+
+    def sample_error():
+        return (model.sample(64, generator=_seeded(0)) - pattern).abs().mean().item()
+
+    error_before = sample_error()
+    first = model.train_step((x0, labels), optimizers)["loss"]
+    for _ in range(400):
+        last = model.train_step((x0, labels), optimizers)["loss"]
+    assert last < first / 10, (first, last)
+    assert (model.reconstruct(x0[:2]) - pattern).abs().max() < 0.1
+    assert sample_error() < 0.6 * error_before, error_before

@@ -9,12 +9,12 @@ FASHIONGEN := $(VENV)/bin/fashiongen
 DATASET_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
 
-.PHONY: install dataset demo test test-unit test-slow lint bench clean
+.PHONY: install dataset browser demo test test-unit test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,web]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,6 +27,16 @@ dataset:
 		(apt-get install -y -qq dataset-fashion-mnist || \
 		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else echo "note: $(DATASET_DIR) missing; fashiongen will download Fashion-MNIST on first use"; fi
+
+# Debian's chromium for the web studio's browser test (Playwright drives /usr/bin/chromium and
+# never downloads a browser); without apt and root the test skips with a note.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || \
+		 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)) \
+		>/dev/null; \
+	else echo "note: /usr/bin/chromium missing; the browser test will be skipped"; fi
 
 demo: install dataset
 	rm -rf $(DEMO_DIR)
@@ -41,7 +51,7 @@ demo: install dataset
 	@echo "  progress animation:      $(DEMO_DIR)/progress.gif"
 	@echo "  checkpoint (safetensors): $(DEMO_DIR)/final/"
 
-test: install dataset
+test: install dataset browser
 	$(VENV)/bin/pytest -q
 
 test-unit: install

@@ -10,7 +10,7 @@ from fashiongen.config import RunConfig, config_from_dict
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny tensors: more threads only add contention
 
 
 def tiny_config(tmp_path, model: str | dict = "dcgan", **sections) -> RunConfig:

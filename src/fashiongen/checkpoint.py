@@ -35,6 +35,15 @@ STATE_FILE = "state.pt"
 EMA_PREFIX = "ema."
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`."""
@@ -46,6 +55,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync_file(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -106,6 +116,7 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         save_file(_dedupe_shared(tensors), tmp / WEIGHTS_FILE, metadata=metadata)
         _fsync_file(tmp / WEIGHTS_FILE)
@@ -223,10 +234,15 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     weights = dict(checkpoint.weights)
     if use_ema:
         weights.update(checkpoint.ema)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit a {family} "
-                              f"of shape {checkpoint.image_shape}: {first}") from None
+    expected = model.state_dict()
+    problems = [f"{k} missing" for k in expected.keys() - weights.keys()]
+    problems += [f"{k} unexpected" for k in weights.keys() - expected.keys()]
+    problems += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
+                 for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} does not fit a {family} of shape "
+            f"{checkpoint.image_shape} as this version builds it ({len(problems)} tensors "
+            f"differ, e.g. {sorted(problems)[0]})")
+    model.load_state_dict(weights, strict=True)
     return model.to(device).eval(), checkpoint

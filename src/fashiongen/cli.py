@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def preset_path(name_or_path: str) -> Path:
         names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
         raise ConfigError(f"no config file or preset named {name_or_path!r}; presets: {names}")
     return preset
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 reports."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _positive_int(text: str) -> int:
@@ -95,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", metavar="DIR")
     info.add_argument("--split", choices=["train", "test"], default="train")
     info.add_argument("--json", action="store_true", help="print JSON")
+
+    serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
+    serve.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
+                       help="checkpoints or run folders to offer, besides the model zoo")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=7860)
     return parser
 
 
@@ -129,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if _rank() != 0:  # under torchrun, rank 0 reports for all
+        return 0
     run = result.run_dir
     print(f"trained {cfg.model.name}: {result.steps} steps, {result.epochs:.2f} epochs, "
           f"{result.images_per_second:.0f} images/s")
@@ -196,7 +211,14 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fashiongen.web.app import serve
+
+    serve(args.checkpoints, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,12 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingInterruptedError as e:
-        print(str(e), file=sys.stderr)
+        if _rank() == 0:
+            print(str(e), file=sys.stderr)
         return EXIT_INTERRUPTED
     except FashiongenError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        where = f" (rank {_rank()})" if _rank() else ""  # under torchrun
+        print(f"error{where}: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:
         if args.debug:

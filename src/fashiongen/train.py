@@ -5,6 +5,9 @@ shuffled batches, EMA of the sampling networks, checkpoints (every N steps, at t
 and on Ctrl-C), exact resumption, divergence handling, `metrics.csv` (and TensorBoard when
 installed), a progress bar, per-epoch sample grids from fixed noise, and the final loss
 curves and progress animation. Everything family-specific happens in `train_step`.
+Under `torchrun` with several processes it trains data-parallel: the collectives live in
+`fashiongen.distributed`; here, each rank takes its slice of every global batch, and only
+rank 0 writes files, logs and prints.
 
 Run folder layout:
   config.toml, metrics.csv, summary.json, loss_curves.png, progress.gif
@@ -31,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
+from fashiongen import distributed
 from fashiongen.config import RunConfig, replace, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
@@ -164,24 +168,43 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
             is used, except `train.epochs` / `train.max_steps`, which may be raised).
         progress: show a progress bar.
         dataset: an already loaded training set (tests); default loads `cfg.data`.
+
+    Launched by torchrun with WORLD_SIZE > 1, every process calls this and they train one
+    model data-parallel; `cfg.train.batch_size` is then the global batch.
     """
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, ctx, resume=resume, progress=progress, dataset=dataset)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progress: bool,
+           dataset: ImageDataset | None) -> TrainResult:
     run_dir = Path(cfg.out_dir)
     state: dict[str, Any] = {}
     resumed_from = None
     if resume:
-        resumed_from, saved, state = _latest_good_checkpoint(run_dir)
+        resumed_from, saved, state = ctx.run_on_main(lambda: _latest_good_checkpoint(run_dir))
         cfg = replace(saved.config, train={"epochs": cfg.train.epochs,
                                            "max_steps": cfg.train.max_steps,
                                            "max_minutes": cfg.train.max_minutes})
-    elif ckpt.list_checkpoints(run_dir) or (run_dir / "final").exists():
-        raise ConfigError(f"run folder {run_dir} already holds checkpoints: "
-                          "pass --resume to continue it or --out for a new run")
+    else:
+        ctx.run_on_main(lambda: _check_new_run(run_dir))
 
     torch.manual_seed(cfg.seed)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+    num_threads = cfg.train.num_threads or ctx.default_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
     device = select_device(cfg.train.device)
-    data = dataset if dataset is not None else load_from_config(cfg.data, "train")
+    if ctx.is_distributed:
+        if device.type != ctx.device.type:
+            raise ConfigError(f"this run trains on {device.type} but the processes were "
+                              f"started for {ctx.device.type}: pass --set train.device="
+                              f"{device.type}")
+        device = ctx.device
+    with ctx.local_main_first():  # a node's first process downloads, the others then read
+        data = dataset if dataset is not None else load_from_config(cfg.data, "train")
     if cfg.model.num_classes > len(data.class_names):
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
                           f"{len(data.class_names)} classes")
@@ -189,6 +212,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     if steps_per_epoch == 0:
         raise ConfigError(f"{data.name} has {len(data)} images, fewer than "
                           f"train.batch_size={cfg.train.batch_size}")
+    ctx.check_batch_size(cfg.train.batch_size)
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -202,16 +226,21 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         model.load_state_dict(saved.weights)
         for k, v in saved.ema.items():
             ema[k] = v.to(device)
-        step = _restore_state(state, optimizers, data_rng)
+        step = _restore_state(state, optimizers, data_rng, ctx, cfg.seed)
+    elif ctx.is_distributed:
+        torch.manual_seed(distributed.rank_seed(cfg.seed, ctx.rank))  # each rank its own noise
+    sync = distributed.ReplicaSync(ctx, model, optimizers)
+    sync.broadcast_from_main(ema)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    ckpt.write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        ckpt.write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     images = data.images.to(device)
     labels = data.labels.to(device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16,
                          enabled=cfg.train.use_amp and device.type == "cuda")
-    log = _MetricsLog(run_dir, cfg, resumed=resumed_from is not None)
+    log = _MetricsLog(run_dir, cfg, resumed=resumed_from is not None, enabled=ctx.is_main)
     grid_generator_seed = cfg.seed + 1
     fixed_labels = grid_labels(model, cfg.train.num_grid_samples)
 
@@ -219,18 +248,22 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         # The data RNG state at the start of the epoch that the next step belongs to.
         at_boundary = step % steps_per_epoch == 0
         rng_state = data_rng.get_state() if at_boundary or perm is None else epoch_rng_state
-        return ckpt.save_checkpoint(
-            folder, model=model, config=cfg, step=step, ema=ema,
-            state=_training_state(step, optimizers, rng_state, train_seconds),
-            extra={"class_names": data.class_names, "dataset": data.name})
+        sync.check_identical(ema)
+        training_state = _training_state(step, optimizers, rng_state, train_seconds, ctx)
+        return ctx.run_on_main(lambda: ckpt.save_checkpoint(
+            folder, model=model, config=cfg, step=step, ema=ema, state=training_state,
+            extra={"class_names": data.class_names, "dataset": data.name}))
 
     def checkpoint_now() -> Path:
         folder = save(run_dir / "checkpoints" / f"step_{step:07d}")
-        for old in ckpt.list_checkpoints(run_dir)[:-cfg.train.keep_checkpoints]:
-            _remove_tree(old)
+        if ctx.is_main:
+            for old in ckpt.list_checkpoints(run_dir)[:-cfg.train.keep_checkpoints]:
+                _remove_tree(old)
         return folder
 
     def write_grid(epoch: int) -> None:
+        if not ctx.is_main:
+            return
         generator = torch.Generator().manual_seed(grid_generator_seed)
         with ema_weights(model, ema):
             x0 = model.sample(cfg.train.num_grid_samples if fixed_labels is None
@@ -247,9 +280,11 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     rollbacks = 0
     perm = None
     epoch_rng_state = data_rng.get_state()
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=f"{cfg.model.name}")
-    with _StopRequest() as stop, log:
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main),
+               unit="step", dynamic_ncols=True, desc=f"{cfg.model.name}")
+    # torchrun forwards Ctrl-C / SIGTERM to every worker; `agree_to_stop` makes them all
+    # checkpoint at the same step.
+    with _StopRequest() as stop, log, contextlib.closing(sync):
         while step < total_steps:
             epoch, index_in_epoch = divmod(step, steps_per_epoch)
             if perm is None or index_in_epoch == 0:
@@ -257,37 +292,40 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
                 # checkpoints store (resume and rollback restore it), so batches repeat exactly.
                 epoch_rng_state = data_rng.get_state()
                 perm = torch.randperm(len(data), generator=data_rng).to(device)
-            batch_index = perm[index_in_epoch * cfg.train.batch_size:
-                               (index_in_epoch + 1) * cfg.train.batch_size]
+            batch_index = ctx.shard(perm[index_in_epoch * cfg.train.batch_size:
+                                         (index_in_epoch + 1) * cfg.train.batch_size])
             batch = (to_model_range(images[batch_index]), labels[batch_index])
 
             started = time.perf_counter()
             with amp:
                 losses = model.train_step(batch, optimizers)
-            finite = all(math.isfinite(v) for v in losses.values())
-            if finite:
+            verdict = sync.agree_on_step(losses)  # all ranks roll back or go on together
+            if verdict.finite:
                 update_ema(ema, model, cfg.train.ema_decay)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - started
 
-            if not finite:
+            if not verdict.finite:
                 rollbacks += 1
-                bad = next(k for k, v in losses.items() if not math.isfinite(v))
+                bad = verdict.bad_key
                 if cfg.train.on_nonfinite == "stop" or rollbacks > MAX_ROLLBACKS:
                     raise TrainingDivergedError(
                         f"{bad} became non-finite at step {step + 1}; lower train.lr or "
                         "resume from the last checkpoint (no non-finite weights were saved)")
-                step, perm = _rollback(run_dir, model, optimizers, ema, data_rng, step, bad)
+                step, perm = _rollback(run_dir, model, optimizers, ema, data_rng, step, bad,
+                                       ctx, cfg.seed)
                 bar.n = step
-                bar.write(f"{bad} non-finite: rolled back to step {step}, learning rate halved")
+                if ctx.is_main:
+                    bar.write(f"{bad} non-finite: rolled back to step {step}, "
+                              "learning rate halved")
                 continue
 
             step += 1
             train_seconds += elapsed
             session_seconds += elapsed
             images_seen += cfg.train.batch_size
-            log.add(losses, cfg.train.batch_size, elapsed)
+            log.add(verdict.losses, cfg.train.batch_size, elapsed)
             bar.update(1)
             if step % cfg.train.log_every_n_steps == 0 or step == total_steps:
                 row = log.flush(step, step / steps_per_epoch, train_seconds)
@@ -300,10 +338,13 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
                 last_grid_step = step
             if step % cfg.train.checkpoint_every_n_steps == 0 and step < total_steps:
                 checkpoint_now()
-            if cfg.train.max_minutes is not None and train_seconds >= 60 * cfg.train.max_minutes:
+            stop_now, out_of_time = sync.agree_to_stop(
+                stop.signal is not None,
+                cfg.train.max_minutes is not None and train_seconds >= 60 * cfg.train.max_minutes)
+            if out_of_time:
                 log.flush(step, step / steps_per_epoch, train_seconds)
                 break
-            if stop.signal is not None:
+            if stop_now:
                 log.flush(step, step / steps_per_epoch, train_seconds)
                 folder = checkpoint_now()
                 bar.close()
@@ -317,6 +358,10 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         write_grid(max(1, math.ceil(epochs_done)))
     final = save(run_dir / "final")
     images_per_second = images_seen / session_seconds if session_seconds else 0.0
+    result = TrainResult(run_dir, final, step, epochs_done, train_seconds, images_per_second)
+    if not ctx.is_main:
+        ctx.barrier()  # return once rank 0 has written everything
+        return result
     summary = {
         "family": cfg.model.name,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -330,13 +375,26 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         "num_threads": torch.get_num_threads(),
         "resumed_from": str(resumed_from) if resumed_from else None,
     }
+    if ctx.is_distributed:
+        summary["world_size"] = ctx.world_size
+        summary["replica_resyncs"] = sync.num_resyncs
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_figures(run_dir)
-    return TrainResult(run_dir, final, step, epochs_done, train_seconds, images_per_second)
+    ctx.barrier()
+    return result
+
+
+def _check_new_run(run_dir: Path) -> None:
+    if ckpt.list_checkpoints(run_dir) or (run_dir / "final").exists():
+        raise ConfigError(f"run folder {run_dir} already holds checkpoints: "
+                          "pass --resume to continue it or --out for a new run")
 
 
 def _training_state(step: int, optimizers: dict[str, torch.optim.Optimizer],
-                    epoch_rng_state: torch.Tensor, train_seconds: float) -> dict[str, Any]:
+                    epoch_rng_state: torch.Tensor, train_seconds: float,
+                    ctx: distributed.DistContext) -> dict[str, Any]:
+    """What resumption needs besides the weights. Distributed, it also holds every rank's
+    noise RNG state (a collective: every rank calls it); the rest is rank 0's."""
     state: dict[str, Any] = {
         "step": step,
         "train_seconds": train_seconds,
@@ -346,20 +404,40 @@ def _training_state(step: int, optimizers: dict[str, torch.optim.Optimizer],
     }
     if torch.cuda.is_available():
         state["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+    if ctx.is_distributed:
+        own = {"torch": torch.get_rng_state()}
+        if ctx.device.type == "cuda":
+            own["cuda"] = torch.cuda.get_rng_state(ctx.device)
+        state["world_size"] = ctx.world_size
+        state["rank_rng_states"] = ctx.all_gather_object(own)
     return state
 
 
 def _restore_state(state: dict[str, Any], optimizers: dict[str, torch.optim.Optimizer],
-                   data_rng: torch.Generator) -> int:
+                   data_rng: torch.Generator, ctx: distributed.DistContext, seed: int) -> int:
     try:
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        torch.set_rng_state(state["torch_rng_state"])
-        if "cuda_rng_states" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+        step = int(state["step"])
+        saved_world_size = int(state.get("world_size", 1))
+        if saved_world_size == ctx.world_size == 1:
+            torch.set_rng_state(state["torch_rng_state"])
+            if "cuda_rng_states" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+        elif saved_world_size == ctx.world_size:
+            own = state["rank_rng_states"][ctx.rank]
+            torch.set_rng_state(own["torch"])
+            if "cuda" in own and ctx.device.type == "cuda":
+                torch.cuda.set_rng_state(own["cuda"], ctx.device)
+        else:
+            if ctx.is_main:
+                tqdm.write(f"warning: the checkpoint was written by {saved_world_size} "
+                           f"process(es), this run has {ctx.world_size}: training noise is "
+                           "reseeded, so it will not repeat an uninterrupted run exactly")
+            torch.manual_seed(distributed.rank_seed(seed, ctx.rank, step))
         data_rng.set_state(state["epoch_rng_state"])
-        return int(state["step"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        return step
+    except (KeyError, IndexError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"training state does not match this model ({e})") from None
 
 
@@ -394,17 +472,20 @@ def _checkpoint_step(folder: Path) -> int:
 
 def _rollback(run_dir: Path, model: Family, optimizers: dict[str, torch.optim.Optimizer],
               ema: dict[str, torch.Tensor], data_rng: torch.Generator, step: int,
-              what: str) -> tuple[int, None]:
-    """Reload the last good checkpoint and halve the learning rates."""
-    try:
-        _, saved, state = _latest_good_checkpoint(run_dir)
-    except CheckpointError:
-        raise TrainingDivergedError(f"{what} became non-finite at step {step + 1} before any "
-                               "checkpoint was written; lower train.lr") from None
+              what: str, ctx: distributed.DistContext, seed: int) -> tuple[int, None]:
+    """Reload the last good checkpoint (read by rank 0, sent to all) and halve the LRs."""
+    def load() -> tuple[Path, ckpt.Checkpoint, dict]:
+        try:
+            return _latest_good_checkpoint(run_dir)
+        except CheckpointError:
+            raise TrainingDivergedError(f"{what} became non-finite at step {step + 1} before "
+                                        "any checkpoint was written; lower train.lr") from None
+
+    _, saved, state = ctx.run_on_main(load)
     model.load_state_dict(saved.weights)
     for k, v in saved.ema.items():
         ema[k].copy_(v)
-    restored_step = _restore_state(state, optimizers, data_rng)
+    restored_step = _restore_state(state, optimizers, data_rng, ctx, seed)
     for opt in optimizers.values():
         for group in opt.param_groups:
             group["lr"] *= LR_DECAY_ON_ROLLBACK
@@ -424,9 +505,11 @@ class _MetricsLog:
     discriminator reversion on the loss curves.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, resumed: bool) -> None:
+    def __init__(self, run_dir: Path, cfg: RunConfig, resumed: bool, enabled: bool = True
+                 ) -> None:
         self.path = run_dir / "metrics.csv"
         self.resumed = resumed
+        self.enabled = enabled  # False on ranks other than 0: rows are built, never written
         self.sums: dict[str, float] = {}
         self.count = 0
         self.images = 0
@@ -434,7 +517,7 @@ class _MetricsLog:
         self.fields: list[str] | None = None
         self.file = None
         self.tensorboard = None
-        if cfg.train.use_tensorboard:
+        if cfg.train.use_tensorboard and enabled:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -464,6 +547,8 @@ class _MetricsLog:
             row[k] = v if k.startswith("event_") else v / self.count
         row["images_per_s"] = self.images / self.seconds if self.seconds else 0.0
         self.sums, self.count, self.images, self.seconds = {}, 0, 0, 0.0
+        if not self.enabled:
+            return row
         if self.file is None:
             self.fields = list(row)
             if self.resumed and self.path.exists():

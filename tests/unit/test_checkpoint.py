@@ -107,3 +107,17 @@ def test_foreign_shape_is_a_clear_error(make_config, tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model(tmp_path / "nothing")
+
+
+def test_written_files_get_the_usual_permissions(make_config, tmp_path):
+    import stat
+
+    from fashiongen.checkpoint import write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+    cfg = make_config()
+    folder = save_checkpoint(tmp_path / "ck", model=_model(cfg), config=cfg, step=1)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask

@@ -86,7 +86,8 @@ def test_user_errors_are_one_line_exit_2(args, message, capsys):
 
 def test_class_on_unconditional_model(tmp_path, capsys):
     out = tmp_path / "u"
-    run_cli("train", "--data", "synthetic", "--max-steps", 2, "--out", out, "--no-progress", *TINY)
+    run_cli("train", "--data", "synthetic", "--max-steps", 2, "--out", out, "--no-progress",
+            "--set", "model.num_classes=0", *TINY)
     assert run_cli("sample", out, "--class", "disc", "--out", tmp_path / "x.png") == 2
     assert "unconditional" in capsys.readouterr().err
 
@@ -101,3 +102,19 @@ def test_console_script_exit_code(tmp_path):
                            "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: train.epochs must be >= 1"
+
+
+def test_interpolation_between_seeds_is_a_path(trained_run):
+    import torch
+
+    from fashiongen.checkpoint import load_model
+    from fashiongen.generate import generate, interpolate
+
+    model, _ = load_model(trained_run)
+    frames = interpolate(model, seed_a=1, seed_b=2, num_frames=5, label=3)
+    assert frames.shape == (5, 1, 28, 28) and frames.dtype == torch.uint8
+    # The ends are the two seeds' own samples (same latent, same class).
+    ends = [generate(model, 1, labels=torch.tensor([3]), seed=s)[0] for s in (1, 2)]
+    assert (frames[0].int() - ends[0].int()).abs().max() <= 1
+    assert (frames[-1].int() - ends[1].int()).abs().max() <= 1
+    assert not torch.equal(frames[0], frames[-1])

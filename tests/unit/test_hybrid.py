@@ -77,6 +77,7 @@ def test_network_evaluations_are_counted():
     model, _ = _hybrid()
     assert model.num_network_evaluations(SampleConfig(strength=0.0, num_steps=10)) == 1
     assert model.num_network_evaluations(SampleConfig(strength=0.3, num_steps=10)) == 11
+    assert model.num_network_evaluations(SampleConfig(strength=0.002, num_steps=10)) == 1 + 3
 
 
 def test_combine_existing_models():

@@ -24,12 +24,14 @@ from fashiongen.metrics import (
     feature_stats,
     fid,
     kid,
+    memorisation,
     modes_missing,
     nearest_train_distances,
+    neighbour_metrics,
+    neighbours,
     precision_recall,
 )
 from fashiongen.metrics import cache as stats_cache
-from fashiongen.metrics import memorisation, neighbours
 from fashiongen.nets.featnet import FeatNet
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -180,13 +182,16 @@ def test_density_is_about_one_for_matching_distributions():
     assert 0.8 < density < 1.2 and coverage > 0.9
 
 
-def test_neighbour_metrics_do_not_depend_on_chunking(monkeypatch):
+def test_neighbour_metrics_agree_across_chunkings_and_the_fused_pass(monkeypatch):
     generator = torch.Generator().manual_seed(11)
     real, fake = torch.randn(120, 6, generator=generator), torch.randn(90, 6, generator=generator)
     whole = [*precision_recall(real, fake), *density_coverage(real, fake)]
     monkeypatch.setattr(neighbours, "CHUNK_ELEMENTS", 500)
     chunked = [*precision_recall(real, fake), *density_coverage(real, fake)]
     assert chunked == pytest.approx(whole)
+    fused = neighbour_metrics(real, fake, k_precision=3, k_density=5)
+    assert [fused[key] for key in ("precision", "recall", "density", "coverage")] == \
+        pytest.approx(whole)
 
 
 # --- class histogram ------------------------------------------------------------------------

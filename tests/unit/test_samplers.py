@@ -14,13 +14,11 @@ from fashiongen.samplers.schedules import COSINE_OFFSET, MAX_BETA
 SHAPE = (4, 1, 6, 6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP threads only contend on a shared machine (100x slower there)."""
-    threads = torch.get_num_threads()
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    """Overrides conftest's 2 threads: on tiny tensors a second OpenMP thread only waits for
+    a busy core, which made these tests 100x slower on a shared machine."""
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=["linear", "cosine"])

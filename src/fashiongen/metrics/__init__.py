@@ -32,6 +32,7 @@ from fashiongen.metrics.memorisation import copy_rate, copy_threshold, nearest_t
 from fashiongen.metrics.neighbours import (
     density_coverage,
     kth_neighbour_distances,
+    neighbour_metrics,
     precision_recall,
 )
 from fashiongen.metrics.stats import FeatureStats, feature_stats, fid, kid
@@ -53,6 +54,7 @@ __all__ = [
     "kth_neighbour_distances",
     "modes_missing",
     "nearest_train_distances",
+    "neighbour_metrics",
     "precision_recall",
     "reference_stats",
     "stats_dir",

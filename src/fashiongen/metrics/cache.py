@@ -95,12 +95,10 @@ def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
 
 
 def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: str,
-                            split: str, ks: tuple[int, ...] = (3, 5),
-                            batch_size: int = 1000) -> ReferenceStats:
+                            split: str, ks: tuple[int, ...] = (3, 5)) -> ReferenceStats:
     """Features, mean, covariance and k-NN radii of real uint8 images."""
     stats = FeatureStats(keep_features=True)
-    for start in range(0, len(images), batch_size):
-        stats.update(featnet.features(images[start:start + batch_size], batch_size=batch_size))
+    stats.update(featnet.features(images))
     mu, cov = stats.compute()
     features = stats.features
     radii = {k: kth_neighbour_distances(features, k).numpy() for k in ks}

@@ -27,7 +27,7 @@ from fashiongen.metrics.cache import (
 )
 from fashiongen.metrics.classes import class_metrics
 from fashiongen.metrics.memorisation import memorisation_metrics
-from fashiongen.metrics.neighbours import density_coverage, precision_recall
+from fashiongen.metrics.neighbours import neighbour_metrics
 from fashiongen.metrics.stats import FeatureStats, fid, kid
 from fashiongen.nets.featnet import IMAGE_SIZE, FeatNet, load_featnet, to_featnet_input
 
@@ -139,10 +139,8 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     result["kid_subset_size"] = min(kid_subset_size, len(images), real.count)
     result["kid_num_subsets"] = num_kid_subsets
     lap("kid")
-    result["precision"], result["recall"] = precision_recall(
-        real.features, features, K_PRECISION_RECALL, real_radii=real.radii[K_PRECISION_RECALL])
-    result["density"], result["coverage"] = density_coverage(
-        real.features, features, K_DENSITY_COVERAGE, real_radii=real.radii[K_DENSITY_COVERAGE])
+    result.update(neighbour_metrics(real.features, features, k_precision=K_PRECISION_RECALL,
+                                    k_density=K_DENSITY_COVERAGE, real_radii=real.radii))
     lap("neighbours")
     result.update(class_metrics(logits, labels))
     result["class_names"] = list(featnet.class_names)

@@ -103,3 +103,46 @@ def density_coverage(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     density = balls_per_fake / (k * len(fake))
     coverage = float((nearest_fake < radii).double().mean())
     return density, coverage
+
+
+def neighbour_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *,
+                      k_precision: int = 3, k_density: int = 5,
+                      real_radii: dict[int, np.ndarray | torch.Tensor] | None = None
+                      ) -> dict[str, float]:
+    """Precision, recall, density and coverage in one pass over fake-to-real distances.
+
+    Equals `precision_recall(real, fake, k_precision)` and `density_coverage(real, fake,
+    k_density)` but computes each distance once: the fake-to-real matrix serves all four
+    metrics (recall and coverage read it by columns), plus one fake-to-fake pass for the
+    fake radii.
+
+    Args:
+        real: (N, D) reference features.
+        fake: (M, D) generated features.
+        k_precision: k for precision and recall.
+        k_density: k for density and coverage.
+        real_radii: precomputed real radii by k (e.g. cached `ReferenceStats.radii`).
+
+    Returns:
+        {"precision", "recall", "density", "coverage"}.
+    """
+    real, fake = _as_features(real), _as_features(fake)
+    radii = dict(real_radii or {})
+    radii_pr, radii_dc = (torch.as_tensor(radii[k]).float() if k in radii
+                          else kth_neighbour_distances(real, k) for k in (k_precision, k_density))
+    fake_radii = kth_neighbour_distances(fake, k_precision)
+    fake_inside = torch.zeros(len(fake), dtype=torch.bool)
+    real_inside = torch.zeros(len(real), dtype=torch.bool)
+    nearest_fake = torch.full((len(real),), torch.inf)
+    balls_per_fake = 0.0
+    for rows, d in distance_chunks(fake, real):  # d: (fake rows, all real)
+        fake_inside[rows] = (d <= radii_pr[None, :]).any(1)
+        real_inside |= (d <= fake_radii[rows, None]).any(0)
+        balls_per_fake += float((d < radii_dc[None, :]).sum())
+        nearest_fake = torch.minimum(nearest_fake, d.min(0).values)
+    return {
+        "precision": float(fake_inside.double().mean()),
+        "recall": float(real_inside.double().mean()),
+        "density": balls_per_fake / (k_density * len(fake)),
+        "coverage": float((nearest_fake < radii_dc).double().mean()),
+    }

@@ -17,6 +17,8 @@ Tensor glossary, used throughout the package:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -24,9 +26,21 @@ from torch import nn
 
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig
 from fashiongen.errors import ConfigError
+from fashiongen.samplers import Callback  # progress: callback(step_index, num_steps)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # x0 (B, C, H, W) in [-1, 1], labels (B,) int64
 ImageShape = tuple[int, int, int]  # (C, H, W)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put `module` in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @runtime_checkable
@@ -50,16 +64,25 @@ class GenerativeModel(Protocol):
 
     def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None) -> torch.Tensor:
+               sampling: SampleConfig | None = None,
+               callback: Callback | None = None) -> torch.Tensor:
         """(num_samples, C, H, W) float in [-1, 1]; `labels` only for conditional models."""
         ...
 
 
 class Family(nn.Module):
-    """Shared plumbing for the families: shapes, labels, noise from an explicit generator."""
+    """Shared plumbing for the families: shapes, labels, noise from an explicit generator.
+
+    A family defines `latent_shape` and `generate_from_latents`; `sample` draws the latents
+    from the generator and decodes them. Latents are what a GAN's or VAE's decoder takes, or
+    a diffusion model's starting noise x_T, so interpolating between two seeds works the
+    same for every family.
+    """
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     ema_module_names: ClassVar[tuple[str, ...]] = ()
+    # The SampleConfig fields `sample` heeds (diffusion families); the others ignore it.
+    sampling_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ModelConfig, image_shape: ImageShape) -> None:
         super().__init__()
@@ -73,6 +96,40 @@ class Family(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent code (without the batch dimension)."""
+        raise NotImplementedError
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None,
+                              sampling: SampleConfig | None = None,
+                              callback: Callback | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] from latents z (B, *latent_shape); called in eval
+        mode without gradients. `generator` feeds any further noise (diffusion samplers)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
+               callback: Callback | None = None) -> torch.Tensor:
+        """(num_samples, C, H, W) float in [-1, 1]: latents from `generator`, decoded.
+
+        Args:
+            num_samples: how many images.
+            labels: (num_samples,) class ids for a conditional model (drawn uniformly when
+                None); an unconditional model refuses them.
+            generator: the source of all randomness: the same seed gives the same images.
+            sampling: sampler settings (diffusion families; the others ignore them).
+            callback: progress of iterative samplers, `callback(step_index, num_steps)`.
+        """
+        labels = self.check_labels(num_samples, labels, generator)
+        z = self.randn(num_samples, *self.latent_shape, generator=generator)
+        with eval_mode(self):
+            x0 = self.generate_from_latents(z, labels=labels, generator=generator,
+                                            sampling=sampling, callback=callback)
+        return x0.clamp(-1, 1)
 
     def randn(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Gaussian noise drawn on the generator's device (CPU by default), then moved:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
+from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.models.adversarial import DiscriminatorReversion, adversarial_step
 from fashiongen.models.base import Batch, Family, ImageShape
 from fashiongen.nets.conv import ConvDiscriminator, ConvGenerator
@@ -26,6 +26,7 @@ class DCGANConfig(ModelConfig):
     d_width: int = 64  # channels of D's first layer; doubling with depth
     dropout: float = 0.3
     use_spectral_norm: bool = False
+    use_minibatch_std: bool = True  # D sees each small group's feature spread: fights collapse
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     d_reversion: bool = False
     d_snapshot_every_n_steps: int = 100
@@ -54,7 +55,8 @@ class DCGAN(Family):
         self.generator = ConvGenerator(image_shape, config.latent_dim, config.g_width,
                                        config.num_classes)
         self.discriminator = ConvDiscriminator(image_shape, config.d_width, config.dropout,
-                                               config.num_classes, config.use_spectral_norm)
+                                               config.num_classes, config.use_spectral_norm,
+                                               config.use_minibatch_std)
         self.reversion = None
         if config.d_reversion:
             self.reversion = DiscriminatorReversion(
@@ -80,15 +82,11 @@ class DCGAN(Family):
             losses["event_d_reversion"] = float(self.reversion.update(self.discriminator, losses))
         return losses
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None) -> torch.Tensor:
-        labels = self.check_labels(num_samples, labels, generator)
-        z = self.randn(num_samples, self.config.latent_dim, generator=generator)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(z, labels).clamp(-1, 1)
-        finally:
-            self.generator.train(was_training)
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              **_: object) -> torch.Tensor:
+        """One generator pass; sampler settings do not apply."""
+        return self.generator(z, labels)

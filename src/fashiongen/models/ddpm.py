@@ -67,6 +67,7 @@ class DDPMConfig(ModelConfig):
 class DDPM(Family):
     Config = DDPMConfig
     ema_module_names = ("net",)
+    sampling_fields = frozenset({"sampler", "num_steps", "eta", "guidance_scale"})
     config: DDPMConfig
 
     def __init__(self, config: DDPMConfig, image_shape: ImageShape) -> None:
@@ -158,23 +159,23 @@ class DDPM(Family):
             self.train(was_training)
         return x0.clamp(-1, 1)
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
-        """(num_samples, C, H, W) float in [-1, 1], from pure noise at t = T-1.
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The starting noise x_T has the images' shape."""
+        return tuple(self.image_shape)
 
-        Uses `sampling.sampler` with its num_steps, eta and guidance_scale; a conditional
-        model given no labels draws them uniformly. `callback(step_index, num_steps)` reports
-        progress. (A truncated refiner, t_max < T-1, was never trained from pure noise: use
-        `refine`.)
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None,
+                              sampling: SampleConfig | None = None,
+                              callback: Callback | None = None) -> torch.Tensor:
+        """Run `sampling.sampler` from x_T = z at t = T-1 (num_steps, eta, guidance_scale).
+
+        A deterministic sampler (DDIM with eta 0, DPM-Solver++) maps each z to one image,
+        so interpolating z interpolates images. (A truncated refiner, t_max < T-1, was never
+        trained from pure noise: use `refine`.)
         """
-        sampling = sampling or SampleConfig()
-        get_sampler(sampling.sampler)  # fail on a bad name before drawing anything
-        labels = self.check_labels(num_samples, labels, generator)
-        x_start = self.randn(num_samples, *self.image_shape, generator=generator)
-        return self._run_sampler(x_start, self.num_timesteps - 1, labels, generator, sampling,
-                                 callback)
+        return self._run_sampler(z, self.num_timesteps - 1, labels, generator,
+                                 sampling or SampleConfig(), callback)
 
     @torch.no_grad()
     def refine(self, x0_draft: torch.Tensor, t_start: int, *, labels: torch.Tensor | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
+from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.models.adversarial import adversarial_step
 from fashiongen.models.base import Batch, Family, ImageShape
 from fashiongen.nets.mlp import MLPDiscriminator, MLPGenerator
@@ -67,16 +67,11 @@ class GAN(Family):
                                 self.batch_labels(labels), z, optimizers,
                                 label_smoothing=self.config.label_smoothing)
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None) -> torch.Tensor:
-        """(num_samples, C, H, W) in [-1, 1]; `sampling` is ignored (one forward pass)."""
-        labels = self.check_labels(num_samples, labels, generator)
-        z = self.randn(num_samples, self.config.latent_dim, generator=generator)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(z, labels)
-        finally:
-            self.generator.train(was_training)
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              **_: object) -> torch.Tensor:
+        """One generator pass; sampler settings do not apply."""
+        return self.generator(z, labels)

@@ -19,9 +19,10 @@ import torch
 
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.dcgan import DCGANConfig
 from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.samplers import timesteps
 
 GAN_FAMILIES = ("dcgan", "gan")
 
@@ -49,6 +50,7 @@ class HybridConfig(ModelConfig):
 class Hybrid(Family):
     Config = HybridConfig
     ema_module_names = ("gan.generator", "refiner.net")
+    sampling_fields = DDPM.sampling_fields | {"strength"}
     config: HybridConfig
 
     def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:
@@ -84,17 +86,23 @@ class Hybrid(Family):
     def num_network_evaluations(self, sampling: SampleConfig) -> int:
         """Generator passes plus refiner passes for one batch of samples."""
         t_start = self.t_start(sampling.strength)
-        return 1 + (min(sampling.num_steps, t_start) if t_start else 0)
+        if t_start == 0:
+            return 1
+        return 1 + len(timesteps(self.refiner.schedule, sampling.num_steps, t_start))
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
-               callback=None) -> torch.Tensor:
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The GAN's latent: the refinement noise comes from the generator on top."""
+        return self.gan.latent_shape
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None,
+                              sampling: SampleConfig | None = None,
+                              callback: Callback | None = None) -> torch.Tensor:
         """Draft with the GAN, then refine from t0 = strength * T with `sampling.sampler`."""
         sampling = sampling or SampleConfig()
         t_start = self.t_start(sampling.strength)
-        labels = self.check_labels(num_samples, labels, generator)
-        draft = self.gan.sample(num_samples, labels=labels, generator=generator)
+        draft = self.gan.generate_from_latents(z, labels=labels)
         return self.refiner.refine(draft, t_start, labels=labels, generator=generator,
                                    sampling=sampling, callback=callback)
 

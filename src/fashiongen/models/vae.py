@@ -11,9 +11,7 @@ al., beta-VAE, ICLR 2017), optionally warmed up linearly from 0 (Bowman et al., 
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
+from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.models.base import Batch, Family, ImageShape, eval_mode
 from fashiongen.nets.autoencoder import ConvDecoder, ConvEncoder
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -52,17 +50,6 @@ class VAEConfig(ModelConfig):
 def to_unit_range(x0: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1]: the Bernoulli likelihood's targets."""
     return (x0 + 1) * 0.5
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put `module` in eval mode for the block, then back in the mode it was in."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 class VAE(Family):
@@ -167,13 +154,11 @@ class VAE(Family):
         mu, _ = self.encode(x0, labels)
         return self.decode(mu, labels)
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None) -> torch.Tensor:
-        """Decode z ~ N(0, I): (num_samples, C, H, W) likelihood means in [-1, 1];
-        `sampling` is ignored."""
-        labels = self.check_labels(num_samples, labels, generator)
-        z = self.randn(num_samples, self.config.latent_dim, generator=generator)
-        with eval_mode(self.decoder):
-            return self._mean_image(self.decoder(z, labels))
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              **_: object) -> torch.Tensor:
+        """The decoder's mean image for z ~ N(0, I); sampler settings do not apply."""
+        return self._mean_image(self.decoder(z, labels))

@@ -8,6 +8,8 @@ projection term (Miyato & Koyama, arXiv 1802.05637).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -60,11 +62,30 @@ class ConvGenerator(nn.Module):
         return self.upsample(h)
 
 
+class MinibatchStd(nn.Module):
+    """Appends the features' standard deviation within small groups of samples as one more
+    channel (Karras et al., arXiv 1710.10196), so D can tell a batch that lacks variety: the
+    usual cure for a generator that draws one image per class. Groups are runs of consecutive
+    samples, which keeps reals and fakes apart when they are concatenated in one batch."""
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        group = math.gcd(self.group_size, b)
+        std = x.view(b // group, group, c, h, w).var(dim=1, unbiased=False).add(1e-8).sqrt()
+        std = std.mean(dim=(1, 2, 3)).repeat_interleave(group)  # (b,)
+        return torch.cat([x, std.view(b, 1, 1, 1).expand(b, 1, h, w)], dim=1)
+
+
 class ConvDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels] -> logits (B,): real vs fake."""
 
     def __init__(self, image_shape: tuple[int, int, int], width: int, dropout: float,
-                 num_classes: int = 0, use_spectral_norm: bool = False) -> None:
+                 num_classes: int = 0, use_spectral_norm: bool = False,
+                 use_minibatch_std: bool = True) -> None:
         super().__init__()
         channels, size, _ = image_shape
         norm = spectral_norm if use_spectral_norm else (lambda m: m)
@@ -77,10 +98,17 @@ class ConvDiscriminator(nn.Module):
             w_in, w_out = w_out, w_out * 2
             if size <= 7:
                 break
+        if use_minibatch_std:
+            layers.append(MinibatchStd())
+            w_in += 1
         self.features = nn.Sequential(*layers, nn.Flatten())
         feature_dim = w_in * size * size
         self.head = norm(nn.Linear(feature_dim, 1))
-        self.label_projection = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        self.label_projection = None
+        if num_classes:
+            self.label_projection = nn.Embedding(num_classes, feature_dim)
+            # N(0, 1) rows would swamp the logits at the start; keep the projection small.
+            nn.init.xavier_uniform_(self.label_projection.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
 
     sample = commands.add_parser("sample", help="draw images from a trained model")
-    sample.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    sample.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?",
+                        help="a checkpoint folder, weights file or run folder")
+    sample.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
     sample.add_argument("--num-samples", type=_positive_int, default=64)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
@@ -101,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", metavar="DIR")
     info.add_argument("--split", choices=["train", "test"], default="train")
     info.add_argument("--json", action="store_true", help="print JSON")
+
+    featnet = commands.add_parser("featnet", help="the metrics' feature network")
+    featnet_commands = featnet.add_subparsers(dest="featnet_command", required=True,
+                                              metavar="COMMAND")
+    featnet_train = featnet_commands.add_parser("train", help="train one for a dataset")
+    featnet_train.add_argument("--dataset", default="fashion-mnist")
+    featnet_train.add_argument("--epochs", type=_positive_int, default=12)
+    featnet_train.add_argument("--seed", type=int, default=0)
+    featnet_train.add_argument("--threads", type=_positive_int, default=1)
+    featnet_train.add_argument("--out", metavar="FILE",
+                               help="output .safetensors (default: the user cache)")
+
+    commands.add_parser("zoo", help="list the shipped pretrained models")
+    visualize = commands.add_parser(
+        "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
+    visualize.add_argument("run", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
+    visualize.add_argument("--out", type=Path, metavar="DIR", help="default: the run folder")
 
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
     serve.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
@@ -164,6 +183,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from fashiongen.generate import class_names_of, generate, parse_classes, save_samples
     from fashiongen.train import select_device
 
+    if (args.checkpoint is None) == (args.model is None):
+        raise ConfigError("give a checkpoint or run folder, or --model NAME from the zoo "
+                          "(see: fashiongen zoo)")
+    if args.model is not None:
+        from fashiongen.zoo import zoo_path
+
+        args.checkpoint = zoo_path(args.model)
     model, checkpoint = load_model(args.checkpoint, use_ema=not args.no_ema,
                                    device=select_device("auto"))
     changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
@@ -218,7 +244,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve}
+def cmd_featnet(args: argparse.Namespace) -> int:
+    import torch
+
+    from fashiongen.nets.featnet import train_featnet
+
+    torch.set_num_threads(args.threads)
+    command = (f"fashiongen featnet train --dataset {args.dataset} --epochs {args.epochs} "
+               f"--seed {args.seed} --threads {args.threads}"
+               + (f" --out {args.out}" if args.out else ""))
+    train_featnet(args.dataset, epochs=args.epochs, seed=args.seed, out_path=args.out,
+                  command=command)
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from fashiongen.zoo import available, manifest
+
+    shipped = available()
+    if not shipped:
+        print("no zoo models ship with this install")
+    for name, entry in manifest().items():
+        if name in shipped:
+            classes = f"{entry['num_classes']} classes" if entry["num_classes"] else "unconditional"
+            print(f"{name:<10} {entry['family']:<7} {classes:<13} {entry.get('summary', '')}")
+    return 0
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from fashiongen.checkpoint import load_model
+    from fashiongen.data import load_from_config
+    from fashiongen.visuals import write_run_visuals
+
+    model, checkpoint = load_model(args.run)
+    test = load_from_config(checkpoint.config.data, "test")
+    out = args.out or (args.run if args.run.is_dir() else args.run.parent)
+    for path in write_run_visuals(model, out, test.images, test.labels,
+                                  sampling=checkpoint.config.sample):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
+            "zoo": cmd_zoo, "visualize": cmd_visualize, "featnet": cmd_featnet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every_n_steps: int = 50
     grid_every_n_epochs: int = 1
+    eval_every_n_epochs: int = 0  # FID/KID/precision/recall during training; 0 = off
+    eval_num_samples: int = 1000  # samples per training-time evaluation
     num_grid_samples: int = 64
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
@@ -80,6 +82,9 @@ class TrainConfig:
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
         require(self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1")
         require(self.grid_every_n_epochs >= 1, "train.grid_every_n_epochs must be >= 1")
+        require(self.eval_every_n_epochs >= 0, "train.eval_every_n_epochs must be >= 0")
+        require(10 <= self.eval_num_samples <= 50000,
+                "train.eval_num_samples must be between 10 and 50000")
         require(1 <= self.num_grid_samples <= 256, "train.num_grid_samples must be in 1..256")
         require(self.num_threads >= 0, "train.num_threads must be >= 0")
 

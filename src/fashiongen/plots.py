@@ -32,13 +32,15 @@ def read_metrics(path: str | Path) -> dict[str, list[float]]:
 
 
 def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | None:
-    """One panel per loss family against steps; `event_*` columns drawn as vertical lines."""
+    """Losses against steps, `event_*` columns drawn as vertical lines; a second panel with
+    the training-time evaluation (eval.csv beside metrics.csv) when there is one."""
     columns = read_metrics(metrics_csv)
     if not columns:
         return None
     steps = columns["step"]
-    losses = [k for k in columns if k not in NOT_LOSSES and not k.startswith(("event_", "eval_"))]
-    evals = [k for k in columns if k.startswith("eval_")]
+    losses = [k for k in columns if k not in NOT_LOSSES and not k.startswith("event_")]
+    eval_columns = read_metrics(Path(metrics_csv).with_name("eval.csv"))
+    evals = [k for k in eval_columns if k.startswith("eval_") and k != "eval_class_entropy"]
     panels = 1 + bool(evals)
     fig = Figure(figsize=(7, 3.2 * panels), dpi=110)
     ax = fig.add_subplot(panels, 1, 1)
@@ -57,9 +59,10 @@ def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | N
     if evals:
         ax2 = fig.add_subplot(panels, 1, 2)
         for k in evals:
-            pts = [(s, v) for s, v in zip(steps, columns[k], strict=True) if v == v]
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=k)
+            ax2.plot(eval_columns["step"], eval_columns[k], "o-", label=k.removeprefix("eval_"))
         ax2.set_xlabel("step")
+        ax2.set_yscale("log")
+        ax2.set_title("evaluation of the EMA model (feature-network metrics)", fontsize=9)
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
     fig.tight_layout()

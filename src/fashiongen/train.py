@@ -40,6 +40,7 @@ from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
     CheckpointError,
     ConfigError,
+    FashiongenError,
     TrainingDivergedError,
     TrainingInterruptedError,
 )
@@ -203,6 +204,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                               f"started for {ctx.device.type}: pass --set train.device="
                               f"{device.type}")
         device = ctx.device
+    ctx.check_batch_size(cfg.train.batch_size)
     with ctx.local_main_first():  # a node's first process downloads, the others then read
         data = dataset if dataset is not None else load_from_config(cfg.data, "train")
     if cfg.model.num_classes > len(data.class_names):
@@ -212,7 +214,6 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     if steps_per_epoch == 0:
         raise ConfigError(f"{data.name} has {len(data)} images, fewer than "
                           f"train.batch_size={cfg.train.batch_size}")
-    ctx.check_batch_size(cfg.train.batch_size)
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -271,6 +272,18 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                               generator=generator, sampling=cfg.sample)
         save_grid(run_dir / "samples" / f"epoch_{epoch:04d}.png", to_uint8(x0),
                   num_rows=model.num_classes or None)
+
+    def evaluate_now(epoch: int) -> None:
+        if not ctx.is_main:
+            return
+        with ema_weights(model, ema):
+            row = _evaluate_during_training(model, cfg, data.name)
+        if row is None:
+            return
+        row = {"step": step, "epoch": epoch, **row}
+        _append_csv(run_dir / "eval.csv", row)
+        bar.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                if k not in ("step", "epoch")))
 
     model.train()
     train_seconds = float(state.get("train_seconds", 0.0))
@@ -336,6 +349,9 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
             if epoch_done and (step // steps_per_epoch) % cfg.train.grid_every_n_epochs == 0:
                 write_grid(step // steps_per_epoch)
                 last_grid_step = step
+            every = cfg.train.eval_every_n_epochs
+            if epoch_done and every and (step // steps_per_epoch) % every == 0:
+                evaluate_now(step // steps_per_epoch)
             if step % cfg.train.checkpoint_every_n_steps == 0 and step < total_steps:
                 checkpoint_now()
             stop_now, out_of_time = sync.agree_to_stop(
@@ -380,6 +396,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
         summary["replica_resyncs"] = sync.num_resyncs
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_figures(run_dir)
+    with ema_weights(model, ema):
+        _write_visuals(model, cfg, data)
     ctx.barrier()
     return result
 
@@ -581,6 +599,49 @@ class _MetricsLog:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
+
+
+def _evaluate_during_training(model: Family, cfg: RunConfig, dataset: str
+                              ) -> dict[str, float] | None:
+    """FID and friends of the EMA model on `eval_num_samples` balanced samples, or None
+    (with a warning) when the dataset has no feature network."""
+    from fashiongen.generate import generate
+    from fashiongen.metrics import evaluate
+
+    num = cfg.train.eval_num_samples
+    labels = torch.arange(num) % model.num_classes if model.num_classes else None
+    images = generate(model, num, labels=labels, seed=cfg.seed, sampling=cfg.sample)
+    model.train()
+    try:
+        result = evaluate(images, labels=labels, dataset=dataset, use_memorisation=False,
+                          seed=cfg.seed)
+    except ConfigError as e:
+        tqdm.write(f"warning: no training-time evaluation: {e}")
+        return None
+    keys = ("fid", "kid_mean", "precision", "recall", "coverage", "class_entropy")
+    return {f"eval_{k}": float(result[k]) for k in keys}
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _write_visuals(model: Family, cfg: RunConfig, data: ImageDataset) -> None:
+    """Interpolations, and reconstructions/traversals for autoencoders (fashiongen.visuals)."""
+    from fashiongen.visuals import write_run_visuals
+
+    try:
+        held_out = load_from_config(cfg.data, "test")
+    except FashiongenError:
+        held_out = data
+    write_run_visuals(model, cfg.out_dir, held_out.images, held_out.labels, seed=cfg.seed,
+                      sampling=cfg.sample)
+    model.train()
 
 
 def _write_figures(run_dir: Path) -> None:

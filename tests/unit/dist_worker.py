@@ -113,8 +113,31 @@ class DivergingGAN(DetGAN):
         return losses
 
 
+@dataclass(frozen=True)
+class FlakyGANConfig(DetGANConfig):
+    name: str = "flaky_gan"
+
+
+class FlakyGAN(DetGAN):
+    """Rank 1 alone reports a non-finite loss at its NAN_AT_CALL-th step: every rank must
+    roll back together."""
+
+    Config = FlakyGANConfig
+    NAN_AT_CALL = 7
+
+    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> dict[str, float]:
+        import torch.distributed as dist
+
+        losses = super().train_step(batch, optimizers)
+        self.num_calls = getattr(self, "num_calls", 0) + 1
+        if dist.is_initialized() and dist.get_rank() == 1 and self.num_calls == self.NAN_AT_CALL:
+            losses["g_loss"] = float("nan")
+        return losses
+
+
 DET_FAMILIES = {"det_gan": DetGAN, "det_ddpm": DetDDPM}
-TEST_FAMILIES = {**DET_FAMILIES, "diverging_gan": DivergingGAN}
+TEST_FAMILIES = {**DET_FAMILIES, "diverging_gan": DivergingGAN, "flaky_gan": FlakyGAN}
 
 
 # ---------------------------------------------------------------- the torchrun worker

@@ -127,3 +127,32 @@ def test_time_budget_stops_training(make_config):
     assert 0 < result.steps < 100 * 20
     assert result.train_seconds >= 0.12
     assert (result.run_dir / "final" / "weights.safetensors").is_file()
+
+
+def test_vae_run_writes_its_visuals(make_config):
+    cfg = make_config(model={"name": "vae", "width": 8, "num_classes": 10},
+                      train={"max_steps": 3})
+    run = train(cfg, progress=False).run_dir
+    for name in ("interpolation.png", "reconstructions.png", "latent_traversal.png"):
+        assert (run / name).is_file(), name
+
+
+def test_training_time_evaluation_is_logged(make_config, monkeypatch):
+    import fashiongen.metrics
+
+    calls = []
+
+    def fake_evaluate(images, **kwargs):
+        calls.append(len(images))
+        return {"fid": 1.5, "kid_mean": 0.1, "precision": 0.5, "recall": 0.4,
+                "coverage": 0.3, "class_entropy": 2.0}
+
+    monkeypatch.setattr(fashiongen.metrics, "evaluate", fake_evaluate)
+    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 2, "eval_every_n_epochs": 1,
+                                                "eval_num_samples": 20})
+    run = train(cfg, progress=False).run_dir
+    assert calls == [20, 20]
+    with open(run / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[0]["eval_fid"]) == 1.5

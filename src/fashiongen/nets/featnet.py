@@ -16,7 +16,6 @@ cache dir (`$XDG_CACHE_HOME/fashiongen/featnets/`, default `~/.cache/...`).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
@@ -370,27 +369,3 @@ def train_featnet_on(train: Any, test: Any, *, dataset_name: str, epochs: int, s
     save_featnet(out, model, metadata)
     log(f"saved {out}")
     return model
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m fashiongen.nets.featnet --dataset NAME ...`: train and save a featnet."""
-    parser = argparse.ArgumentParser(prog="fashiongen featnet train",
-                                     description="Train the metrics feature network.")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output .safetensors (default: user cache)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    command = ("fashiongen featnet train --dataset {} --epochs {} --seed {} --threads {}{}"
-               .format(args.dataset, args.epochs, args.seed, args.threads,
-                       f" --out {args.out}" if args.out else ""))
-    train_featnet(args.dataset, epochs=args.epochs, seed=args.seed, out_path=args.out,
-                  command=command)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

@@ -2,17 +2,22 @@
 
 A checkpoint is a folder holding
   weights.safetensors  every tensor of the model, plus `ema.`-prefixed EMA copies of the
-                       sampling networks; metadata: family, image shape, config, step.
-                       Enough on its own to sample, evaluate or serve.
-  state.pt             optimizers, RNG states, step and epoch, for exact resumption; loaded
-                       with `torch.load(weights_only=True)`, which runs no pickled code.
+                       sampling networks; metadata: family, image shape, config, step,
+                       and a SHA-256 of the tensors. Enough on its own to sample, evaluate
+                       or serve.
+  state.pt             optimizers, RNG states, step and epoch, for exact resumption, with a
+                       SHA-256 of its contents inside; loaded with
+                       `torch.load(weights_only=True)`, which runs no pickled code.
 Folders are written under a temporary name, fsynced, and renamed into place, so a reader
-never sees half a checkpoint.
+never sees half a checkpoint; a process killed meanwhile leaves only hidden `.*.tmp` entries,
+which `remove_stale_temporaries` clears. safetensors and torch.save keep no checksums of
+their data, so the SHA-256s are what turns a flipped byte into a clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from fashiongen import __version__
@@ -33,6 +38,9 @@ from fashiongen.errors import CheckpointError, FashiongenError
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
 EMA_PREFIX = "ema."
+FORMAT = "fashiongen-checkpoint/1"
+TEMP_SUFFIX = ".tmp"  # every temporary this module writes is a hidden `.NAME....tmp` entry
+STATE_CHECKSUM_KEY = "_sha256"  # inside state.pt: the digest of everything else in it
 
 
 def _current_umask() -> int:
@@ -49,7 +57,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -98,7 +106,11 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
                     step: int, ema: dict[str, torch.Tensor] | None = None,
                     state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
                     ) -> Path:
-    """Write a checkpoint folder atomically; refuses non-finite weights."""
+    """Write a checkpoint folder atomically; refuses non-finite weights.
+
+    The bytes of `weights.safetensors` depend only on the weights, EMA, config, step and
+    `extra`, so the same training run gives the same file.
+    """
     folder = Path(folder)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({EMA_PREFIX + k: v.detach().cpu().contiguous() for k, v in (ema or {}).items()})
@@ -106,26 +118,28 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights ({bad[0]}) to {folder}")
     metadata = {
-        "format": "fashiongen-checkpoint/1",
+        "format": FORMAT,
         "fashiongen_version": __version__,
         "family": config.model.name,
         "image_shape": json.dumps(list(model.image_shape)),
         "step": str(step),
         "config": json.dumps(config_to_dict(config)),
         "extra": json.dumps(extra or {}),
+        "tensors_sha256": tensors_digest(tensors),
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=TEMP_SUFFIX,
+                                dir=folder.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         save_file(_dedupe_shared(tensors), tmp / WEIGHTS_FILE, metadata=metadata)
         _fsync_file(tmp / WEIGHTS_FILE)
         if state is not None:
-            torch.save(state, tmp / STATE_FILE)
+            torch.save({**state, STATE_CHECKSUM_KEY: state_digest(state)}, tmp / STATE_FILE)
             _fsync_file(tmp / STATE_FILE)
         _fsync_dir(tmp)
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
+            old = folder.with_name(f".{folder.name}.old{TEMP_SUFFIX}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
             os.replace(tmp, folder)
@@ -136,6 +150,70 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def remove_checkpoint(folder: str | Path) -> None:
+    """Delete a checkpoint folder: renamed away first (atomic), so a process killed while
+    deleting leaves a hidden temporary, never a half-deleted checkpoint."""
+    folder = Path(folder)
+    doomed = folder.with_name(f".{folder.name}.removed{TEMP_SUFFIX}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        os.replace(folder, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the hidden `.*.tmp` files and folders that writers killed mid-write left in
+    `directory` (not recursive). Only for folders no other process is writing to."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir()
+             if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes and bytes), in sorted name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        _update_digest(digest, key)
+        _update_digest(digest, tensors[key])
+    return digest.hexdigest()
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 of a training state: nested dicts, lists, tensors and plain values."""
+    digest = hashlib.sha256()
+    _update_digest(digest, state)
+    return digest.hexdigest()
+
+
+def _update_digest(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)};".encode())
+        for k, v in value.items():  # insertion order, which pickling keeps
+            _update_digest(digest, k)
+            _update_digest(digest, v)
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)};".encode())
+        for v in value:
+            _update_digest(digest, v)
+    else:
+        text = repr(value)
+        digest.update(f"{type(value).__name__}{len(text)}:{text};".encode())
 
 
 def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,6 +237,8 @@ def weights_path(path: str | Path) -> Path:
         return path / WEIGHTS_FILE
     if (path / "final" / WEIGHTS_FILE).is_file():
         return path / "final" / WEIGHTS_FILE
+    if (path / STATE_FILE).is_file():  # a checkpoint folder that lost its weights
+        raise CheckpointError(f"checkpoint {path / WEIGHTS_FILE} is missing")
     latest = latest_checkpoint(path)
     if latest is not None:
         return latest / WEIGHTS_FILE
@@ -167,23 +247,49 @@ def weights_path(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint found in {path}")
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The header metadata of a checkpoint (family, step, config ...) without its tensors."""
+    file = weights_path(path)
+    try:
+        with safe_open(file, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
+                              ) from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a fashiongen checkpoint")
+    return metadata
+
+
+def read_step(path: str | Path) -> int:
+    """The training step a checkpoint was saved at, read from its header alone."""
+    metadata = read_metadata(path)
+    try:
+        return int(metadata["step"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"checkpoint {weights_path(path)} has no valid step in its header"
+                              ) from None
+
+
 def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Checkpoint, dict]:
     """Read a checkpoint; any corruption raises CheckpointError naming the file."""
     file = weights_path(path)
+    metadata = read_metadata(file)
     try:
         tensors = load_file(file)
-        with open(file, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
-        if metadata.get("format") != "fashiongen-checkpoint/1":
-            raise CheckpointError(f"{file} is not a fashiongen checkpoint")
         config = config_from_dict(json.loads(metadata["config"]))
         image_shape = tuple(json.loads(metadata["image_shape"]))
         step = int(metadata["step"])
-    except FashiongenError:
-        raise
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {file} is unreadable or corrupt ({e})") from None
+    except FashiongenError as e:
+        raise CheckpointError(f"checkpoint {file} holds a config this version rejects ({e})"
+                              ) from None
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
+                              ) from None
+    expected_digest = metadata.get("tensors_sha256")  # absent from checkpoints before it
+    if expected_digest is not None and tensors_digest(tensors) != expected_digest:
+        raise CheckpointError(f"checkpoint {file} is corrupt: its tensors do not match the "
+                              "checksum in its header")
     weights = {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
     ema = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     state: dict = {}
@@ -197,13 +303,36 @@ def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Chec
 def load_training_state(file: Path) -> dict:
     """Optimizers, RNG states and counters; `weights_only=True` never runs pickled code."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"training state {file} is missing") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"training state {file} is unreadable or unsafe ({first_line})"
-                              ) from None
+        raise CheckpointError(f"training state {file} is unreadable or unsafe and was not "
+                              f"loaded ({_unpickling_problem(e)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"training state {file} is not a table of training state")
+    expected = state.pop(STATE_CHECKSUM_KEY, None)  # absent from checkpoints before it
+    if expected is not None and state_digest(state) != expected:
+        raise CheckpointError(f"training state {file} is corrupt: its contents do not match "
+                              "the checksum inside it")
+    return state
+
+
+def _unpickling_problem(error: Exception) -> str:
+    """The useful line of torch.load's error. Under weights_only=True its first lines suggest
+    retrying with weights_only=False, which is the one thing not to do with an unknown file."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].strip()
+            detail = detail or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"refused by the safe unpickler: {detail or 'unsupported content'}"
+    return lines[0] if lines else type(error).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -230,10 +359,27 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     family = checkpoint.config.model.name
     if family not in MODELS:
         raise CheckpointError(f"checkpoint {checkpoint.path} is of unknown family {family!r}")
-    model = build_model(checkpoint.config.model, checkpoint.image_shape)
+    try:
+        model = build_model(checkpoint.config.model, checkpoint.image_shape)
+    except (FashiongenError, ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {checkpoint.path}: cannot build a {family} of shape "
+                              f"{checkpoint.image_shape} from its config ({_first_line(e)})"
+                              ) from None
     weights = dict(checkpoint.weights)
     if use_ema:
         weights.update(checkpoint.ema)
+    check_weights_fit(model, weights, checkpoint)
+    model.load_state_dict(weights, strict=True)
+    return model.to(device).eval(), checkpoint
+
+
+def check_weights_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor],
+                      checkpoint: Checkpoint) -> None:
+    """Raise CheckpointError unless `weights` has exactly the model's keys and shapes.
+
+    A checkpoint whose config names another family or shape than its tensors (tampered,
+    or from another version) is then a one-line error, not a failure deep in torch.
+    """
     expected = model.state_dict()
     problems = [f"{k} missing" for k in expected.keys() - weights.keys()]
     problems += [f"{k} unexpected" for k in weights.keys() - expected.keys()]
@@ -241,8 +387,6 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
                  for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
     if problems:
         raise CheckpointError(
-            f"checkpoint {checkpoint.path} does not fit a {family} of shape "
-            f"{checkpoint.image_shape} as this version builds it ({len(problems)} tensors "
-            f"differ, e.g. {sorted(problems)[0]})")
-    model.load_state_dict(weights, strict=True)
-    return model.to(device).eval(), checkpoint
+            f"checkpoint {checkpoint.path} does not fit a {checkpoint.config.model.name} of "
+            f"shape {checkpoint.image_shape} as this version builds it ({len(problems)} "
+            f"tensors differ, e.g. {sorted(problems)[0]})")

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TOML file or preset name (default: the family's preset)")
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--max-steps", type=_positive_int)
+    train.add_argument("--budget-minutes", type=float, metavar="M",
+                       help="stop after M minutes of training; with --model all, M per family")
     train.add_argument("--seed", type=int)
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL-TIME)")
     train.add_argument("--set", dest="overrides", action="append", default=[],
@@ -121,6 +123,41 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("run", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
     visualize.add_argument("--out", type=Path, metavar="DIR", help="default: the run folder")
 
+    eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
+    eval_cmd.add_argument("source", metavar="CHECKPOINT_OR_SAMPLES",
+                          help="checkpoint, run folder, samples .npz, or folder of PNGs")
+    eval_cmd.add_argument("--num-samples", type=_positive_int,
+                          help="samples to draw (default 2000) or to read (default all)")
+    eval_cmd.add_argument("--ref", choices=["test", "train"], default="test",
+                          help="the real split to compare with")
+    eval_cmd.add_argument("--dataset", help="the real dataset (default: the checkpoint's, "
+                                            "or fashion-mnist for sample files)")
+    eval_cmd.add_argument("--seed", type=int, default=0)
+    eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+
+    compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
+    compare_cmd.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    compare_cmd.add_argument("--out", required=True, metavar="DIR",
+                             help="report folder: report.md, report.html, report.json")
+    compare_cmd.add_argument("--num-samples", type=_positive_int, default=2000)
+    compare_cmd.add_argument("--seed", type=int, default=0)
+
+    synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
+    synth_cmd.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    synth_cmd.add_argument("--num-samples", type=_positive_int, required=True,
+                           help="training images (a test split of N/6 more is added)")
+    synth_cmd.add_argument("--out", required=True, metavar="DIR")
+    synth_cmd.add_argument("--format", choices=["idx", "npz", "png"], default="idx")
+    synth_cmd.add_argument("--seed", type=int, default=0)
+
+    cas_cmd = commands.add_parser("cas", help="classification accuracy score of a synthetic set")
+    cas_cmd.add_argument("synth_dir", metavar="DIR", help="a folder written by fashiongen synth")
+    cas_cmd.add_argument("--epochs", type=_positive_int, default=5)
+    cas_cmd.add_argument("--seed", type=int, default=0)
+    cas_cmd.add_argument("--dataset", help="the real dataset (default: the model's)")
+    cas_cmd.add_argument("--data-dir", metavar="DIR", help="folder holding its files")
+    cas_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
     serve.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                        help="checkpoints or run folders to offer, besides the model zoo")
@@ -134,10 +171,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
     from fashiongen.train import resolve_run_name, train
 
+    if args.model == "all":
+        return cmd_train_all(args)
     overrides = []
     if args.model:
         overrides.append(f'model.name="{args.model}"')
     for flag, key in (("epochs", "train.epochs"), ("max_steps", "train.max_steps"),
+                      ("budget_minutes", "train.max_minutes"),
                       ("seed", "seed")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
@@ -285,8 +325,85 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_all(args: argparse.Namespace) -> int:
+    """`train --model all`: every family's quick preset under one budget, then the report."""
+    import time
+
+    from fashiongen.config import to_toml
+    from fashiongen.report import family_configs, train_all
+
+    if args.budget_minutes is None:
+        raise ConfigError("--model all needs --budget-minutes M (training minutes per family)")
+    if args.config or args.resume:
+        raise ConfigError("--model all takes each family's quick preset and resumes by itself: "
+                          "drop --config / --resume")
+    overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in (
+        ("epochs", "train.epochs"), ("max_steps", "train.max_steps"), ("data", "data.name"),
+        ("data_dir", "data.data_dir")) if getattr(args, flag) is not None] + args.overrides
+    out = args.out or os.path.join("runs", f"all-{time.strftime('%Y%m%d-%H%M%S')}")
+    seed = args.seed or 0
+    if args.dry_run:
+        for family, cfg in family_configs(args.budget_minutes, out, seed=seed,
+                                          overrides=overrides).items():
+            print(f"# {family}\n{to_toml(cfg)}")
+        return 0
+    report = train_all(args.budget_minutes, out, seed=seed, overrides=overrides,
+                       progress=not args.no_progress)
+    print(f"report: {report} (also {report.with_suffix('.md').name}, "
+          f"{report.with_suffix('.json').name})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fashiongen.report import evaluate_source, format_evaluation, write_json
+
+    result = evaluate_source(args.source, num_samples=args.num_samples, ref=args.ref,
+                             seed=args.seed, dataset=args.dataset)
+    print(format_evaluation(result))
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fashiongen.report import compare_runs
+
+    report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed)
+    print(f"report: {report} (also {report.with_suffix('.md').name}, "
+          f"{report.with_suffix('.json').name})")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from fashiongen.synth import write_synthetic_dataset
+
+    manifest = write_synthetic_dataset(args.checkpoint, args.out, num_samples=args.num_samples,
+                                       fmt=args.format, seed=args.seed)
+    how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
+           "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
+           "png": f"--data folder:{args.out}"}[args.format]
+    print(f"wrote {manifest['num_train']} train + {manifest['num_test']} test images "
+          f"({args.format}) to {args.out}; load with: {how}")
+    for note in manifest["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_cas(args: argparse.Namespace) -> int:
+    from fashiongen.report import write_json
+    from fashiongen.synth import classification_accuracy_score, format_cas
+
+    result = classification_accuracy_score(args.synth_dir, epochs=args.epochs, seed=args.seed,
+                                           dataset=args.dataset, data_dir=args.data_dir)
+    print(format_cas(result))
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
-            "zoo": cmd_zoo, "visualize": cmd_visualize, "featnet": cmd_featnet}
+            "zoo": cmd_zoo, "visualize": cmd_visualize, "featnet": cmd_featnet,
+            "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from fashiongen import plots
-from fashiongen.checkpoint import list_checkpoints, write_text_atomic
+from fashiongen.checkpoint import Checkpoint, list_checkpoints, write_text_atomic
 from fashiongen.config import RunConfig, SampleConfig, config_from_dict, merge_overrides, read_toml
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.synth import balanced_labels, read_samples
@@ -125,20 +125,31 @@ def describe_sampling(model: Any, sampling: SampleConfig) -> str:
     return ", ".join(parts)
 
 
-def sample_checkpoint(path: str | Path, num_samples: int, *, seed: int = 0,
-                      device: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None,
-                                                     dict[str, Any]]:
-    """Sample a checkpoint with its own sampler settings, balanced classes if conditional.
+def load_for_sampling(path: str | Path, device: str = "auto") -> tuple[Any, Checkpoint]:
+    """`load_model` (EMA weights) on the best available device."""
+    from fashiongen.checkpoint import load_model
+    from fashiongen.train import select_device
+
+    return load_model(path, device=select_device(device))
+
+
+def resolve_featnet(featnet: Any, dataset: str) -> Any:
+    """`featnet`, or the dataset's own; called before sampling, so a missing one fails fast."""
+    from fashiongen.nets.featnet import load_featnet
+
+    return featnet if featnet is not None else load_featnet(dataset)
+
+
+def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """Sample a model with its checkpoint's sampler settings, balanced classes if conditional.
 
     Returns:
         uint8 images (N, C, H, W), the requested labels (or None), and a description:
         path, family, step, dataset, sampler, seconds, images_per_second.
     """
-    from fashiongen.checkpoint import load_model
     from fashiongen.generate import generate
-    from fashiongen.train import select_device
 
-    model, checkpoint = load_model(path, device=select_device(device))
     labels = balanced_labels(num_samples, model.num_classes)
     sampling = checkpoint.config.sample
     started = time.perf_counter()
@@ -193,12 +204,15 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
     if not path.exists():
         raise DataError(f"no such checkpoint, run folder or sample file: {path}")
     if is_checkpoint(path):
-        images, labels, info = sample_checkpoint(path, num_samples or DEFAULT_NUM_SAMPLES,
-                                                 seed=seed)
-        dataset = dataset or info["dataset"]
+        model, checkpoint = load_for_sampling(path)
+        dataset = dataset or checkpoint.config.data.name
+        featnet = resolve_featnet(featnet, dataset)
+        images, labels, info = sample_checkpoint(model, checkpoint,
+                                                 num_samples or DEFAULT_NUM_SAMPLES, seed=seed)
     else:
-        names = featnet.class_names if featnet is not None else None
-        samples = read_samples(path, class_names=names)
+        dataset = dataset or "fashion-mnist"
+        featnet = resolve_featnet(featnet, dataset)
+        samples = read_samples(path, class_names=featnet.class_names)
         if num_samples is not None and num_samples > len(samples):
             raise ConfigError(f"{path} holds {len(samples)} samples, fewer than the "
                               f"{num_samples} asked for")
@@ -206,7 +220,6 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
         images = samples.images[:count]
         labels = None if samples.labels is None else samples.labels[:count]
         info = {"kind": "samples", "path": str(path), "notes": samples.notes}
-        dataset = dataset or "fashion-mnist"
     result = evaluate(images, labels=labels, dataset=dataset, ref=ref, featnet=featnet,
                       seed=seed, use_memorisation=use_memorisation, use_cache=use_cache)
     result["notes"] = list(info.pop("notes", [])) + result["notes"]
@@ -312,8 +325,10 @@ def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: 
             summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise DataError(f"{folder / 'summary.json'} is unreadable ({e})") from None
-    images, labels, info = sample_checkpoint(run, num_samples, seed=seed)
-    dataset = dataset or info["dataset"]
+    model, checkpoint = load_for_sampling(run)
+    dataset = dataset or checkpoint.config.data.name
+    featnet = resolve_featnet(featnet, dataset)
+    images, labels, info = sample_checkpoint(model, checkpoint, num_samples, seed=seed)
     result = evaluate(images, labels=labels, dataset=dataset, featnet=featnet, seed=seed,
                       use_memorisation=use_memorisation, use_cache=use_cache)
     ips = info["sample_images_per_second"]
@@ -404,6 +419,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
     if not run_dirs:
         raise ConfigError("compare needs at least one run folder")
     paths = [Path(p) for p in run_dirs]
+    for path in paths:  # fail before the first, possibly long, scoring
+        if not is_checkpoint(path):
+            raise DataError(f"no such run folder or checkpoint: {path}" if not path.exists()
+                            else f"{path} holds no checkpoint")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []

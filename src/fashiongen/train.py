@@ -9,6 +9,14 @@ Under `torchrun` with several processes it trains data-parallel: the collectives
 `fashiongen.distributed`; here, each rank takes its slice of every global batch, and only
 rank 0 writes files, logs and prints.
 
+Crash safety: checkpoints are written atomically (`checkpoint.py`), so a run killed at any
+moment resumes from its newest readable checkpoint, losing at most one checkpoint interval;
+unreadable checkpoints are skipped with a warning. Divergence: a non-finite loss is caught at
+the step it happens, and non-finite weights (which a step can produce while its losses look
+finite) at every step whose state is logged or saved, before anything is written. Either rolls
+the run back to its last checkpoint with a lower learning rate (up to `MAX_ROLLBACKS` times
+in a row) or stops it (`train.on_nonfinite = "stop"`); non-finite weights are never saved.
+
 Run folder layout:
   config.toml, metrics.csv, summary.json, loss_curves.png, progress.gif
   samples/epoch_0001.png ...
@@ -24,6 +32,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +44,7 @@ from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
 from fashiongen import distributed
-from fashiongen.config import RunConfig, replace, to_toml
+from fashiongen.config import RunConfig, config_from_dict, read_toml, replace, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
     CheckpointError,
@@ -48,8 +57,9 @@ from fashiongen.images import save_grid, to_model_range, to_uint8
 from fashiongen.models import build_model
 from fashiongen.models.base import Family
 
-MAX_ROLLBACKS = 3
-LR_DECAY_ON_ROLLBACK = 0.5
+MAX_ROLLBACKS = 3  # rollbacks in a row (without a checkpoint between) before giving up
+LR_DECAY_ON_ROLLBACK = 0.5  # per rollback in a row: the n-th multiplies the LR by 0.5**n
+WEIGHTS_KEY = "weights"  # reported beside the losses when the weights become non-finite
 
 
 @dataclass
@@ -186,7 +196,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     state: dict[str, Any] = {}
     resumed_from = None
     if resume:
-        resumed_from, saved, state = ctx.run_on_main(lambda: _latest_good_checkpoint(run_dir))
+        resumed_from, saved, state = ctx.run_on_main(lambda: _open_for_resume(run_dir))
         cfg = replace(saved.config, train={"epochs": cfg.train.epochs,
                                            "max_steps": cfg.train.max_steps,
                                            "max_minutes": cfg.train.max_minutes})
@@ -220,14 +230,19 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
 
     model = build_model(cfg.model, data.image_shape).to(device)
     optimizers = model.make_optimizers(cfg.train)
-    ema = init_ema(model, cfg.train.ema_decay)
     data_rng = torch.Generator().manual_seed(cfg.seed)
     step = 0
     if resumed_from is not None:
+        ckpt.check_weights_fit(model, {**saved.weights, **saved.ema}, saved)
         model.load_state_dict(saved.weights)
+    ema = init_ema(model, cfg.train.ema_decay)
+    if resumed_from is not None:
         for k, v in saved.ema.items():
-            ema[k] = v.to(device)
+            if k in ema:
+                ema[k] = v.to(device)
         step = _restore_state(state, optimizers, data_rng, ctx, cfg.seed)
+        if ctx.is_main:
+            tqdm.write(f"resuming from {resumed_from} (step {step})", file=sys.stderr)
     elif ctx.is_distributed:
         torch.manual_seed(distributed.rank_seed(cfg.seed, ctx.rank))  # each rank its own noise
     sync = distributed.ReplicaSync(ctx, model, optimizers)
@@ -241,7 +256,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     labels = data.labels.to(device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16,
                          enabled=cfg.train.use_amp and device.type == "cuda")
-    log = _MetricsLog(run_dir, cfg, resumed=resumed_from is not None, enabled=ctx.is_main)
+    log = _MetricsLog(run_dir, cfg, truncate_after=step if resumed_from is not None else None,
+                      enabled=ctx.is_main)
     grid_generator_seed = cfg.seed + 1
     fixed_labels = grid_labels(model, cfg.train.num_grid_samples)
 
@@ -255,11 +271,17 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
             folder, model=model, config=cfg, step=step, ema=ema, state=training_state,
             extra={"class_names": data.class_names, "dataset": data.name}))
 
+    last_checkpoint: dict[int, Path] = {}  # step -> folder of the newest step checkpoint
+
     def checkpoint_now() -> Path:
+        if step in last_checkpoint:  # e.g. a stop request right after a periodic checkpoint
+            return last_checkpoint[step]
         folder = save(run_dir / "checkpoints" / f"step_{step:07d}")
+        last_checkpoint.clear()
+        last_checkpoint[step] = folder
         if ctx.is_main:
             for old in ckpt.list_checkpoints(run_dir)[:-cfg.train.keep_checkpoints]:
-                _remove_tree(old)
+                ckpt.remove_checkpoint(old)
         return folder
 
     def write_grid(epoch: int) -> None:
@@ -312,7 +334,19 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
             started = time.perf_counter()
             with amp:
                 losses = model.train_step(batch, optimizers)
+            # Read once, so that a signal arriving later waits for the next step's checks.
+            stop_requested = stop.signal is not None
+            out_of_time = (cfg.train.max_minutes is not None and train_seconds
+                           + time.perf_counter() - started >= 60 * cfg.train.max_minutes)
+            next_step = step + 1
+            state_leaves = (next_step % cfg.train.log_every_n_steps == 0
+                            or next_step % cfg.train.checkpoint_every_n_steps == 0
+                            or next_step >= total_steps or stop_requested or out_of_time)
+            # The weights' check rides with the losses', so all ranks agree on it too.
+            losses = {**losses, WEIGHTS_KEY: 0.0 if not state_leaves or _all_finite(model)
+                      else math.nan}
             verdict = sync.agree_on_step(losses)  # all ranks roll back or go on together
+            verdict.losses.pop(WEIGHTS_KEY, None)
             if verdict.finite:
                 update_ema(ema, model, cfg.train.ema_decay)
             if device.type == "cuda":
@@ -323,15 +357,21 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                 rollbacks += 1
                 bad = verdict.bad_key
                 if cfg.train.on_nonfinite == "stop" or rollbacks > MAX_ROLLBACKS:
+                    tries = (f" again after {MAX_ROLLBACKS} rollbacks in a row"
+                             if rollbacks > MAX_ROLLBACKS else "")
                     raise TrainingDivergedError(
-                        f"{bad} became non-finite at step {step + 1}; lower train.lr or "
+                        f"{bad} became non-finite at step {step + 1}{tries}; lower train.lr or "
                         "resume from the last checkpoint (no non-finite weights were saved)")
+                lr_factor = LR_DECAY_ON_ROLLBACK ** rollbacks
                 step, perm = _rollback(run_dir, model, optimizers, ema, data_rng, step, bad,
-                                       ctx, cfg.seed)
+                                       ctx, cfg.seed, lr_factor=lr_factor)
+                log.rewind(step)
+                last_checkpoint.clear()
                 bar.n = step
                 if ctx.is_main:
-                    bar.write(f"{bad} non-finite: rolled back to step {step}, "
-                              "learning rate halved")
+                    lowered = ("learning rate halved" if rollbacks == 1 else
+                               f"learning rate x{lr_factor:g} ({rollbacks} rollbacks in a row)")
+                    bar.write(f"{bad} non-finite: rolled back to step {step}, {lowered}")
                 continue
 
             step += 1
@@ -344,7 +384,6 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                 row = log.flush(step, step / steps_per_epoch, train_seconds)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
                                  if k not in ("step", "epoch", "time_s")}, refresh=False)
-                rollbacks = 0
             epoch_done = step % steps_per_epoch == 0
             if epoch_done and (step // steps_per_epoch) % cfg.train.grid_every_n_epochs == 0:
                 write_grid(step // steps_per_epoch)
@@ -354,9 +393,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                 evaluate_now(step // steps_per_epoch)
             if step % cfg.train.checkpoint_every_n_steps == 0 and step < total_steps:
                 checkpoint_now()
-            stop_now, out_of_time = sync.agree_to_stop(
-                stop.signal is not None,
-                cfg.train.max_minutes is not None and train_seconds >= 60 * cfg.train.max_minutes)
+                rollbacks = 0  # got past the last failure to a new good state
+            stop_now, out_of_time = sync.agree_to_stop(stop_requested, out_of_time)
             if out_of_time:
                 log.flush(step, step / steps_per_epoch, train_seconds)
                 break
@@ -459,39 +497,81 @@ def _restore_state(state: dict[str, Any], optimizers: dict[str, torch.optim.Opti
         raise CheckpointError(f"training state does not match this model ({e})") from None
 
 
-def _latest_good_checkpoint(run_dir: Path):
+def _all_finite(model: Family) -> bool:
+    """Whether every floating tensor of the model (what a checkpoint saves) is finite."""
+    floats = [v for v in model.state_dict().values() if v.is_floating_point()]
+    return not floats or bool(torch.stack([torch.isfinite(v).all() for v in floats]).all())
+
+
+def _open_for_resume(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:
+    """Clear what a killed run left half-written, then pick the checkpoint to resume from,
+    refusing one whose family differs from the run's config.toml."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"nothing to resume: {run_dir} does not exist")
+    for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        ckpt.remove_stale_temporaries(directory)
+    folder, saved, state = _latest_good_checkpoint(run_dir)
+    config_file = run_dir / "config.toml"
+    if config_file.is_file():
+        try:
+            run_model = config_from_dict(read_toml(config_file)).model
+        except (ConfigError, OSError):
+            run_model = None  # unreadable: the checkpoint's own config decides
+        if run_model is not None and run_model != saved.config.model:
+            raise CheckpointError(
+                f"{config_file} describes a {run_model.name} model but checkpoint {folder} "
+                f"holds a {saved.config.model.name} with other settings: the folder mixes two "
+                "runs; restore its config.toml or train into a new --out")
+    return folder, saved, state
+
+
+def _latest_good_checkpoint(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:
     """The newest checkpoint whose weights and state both load; corrupt ones are skipped
-    with a warning (the fallback the crash-safety promise relies on)."""
-    candidates = ckpt.list_checkpoints(run_dir)
+    with a one-line warning naming the file (the fallback crash safety relies on)."""
+    folders = ckpt.list_checkpoints(run_dir)
     if (run_dir / "final").is_dir():
-        candidates.append(run_dir / "final")
-    candidates.sort(key=_checkpoint_step)
-    if not candidates:
+        folders.append(run_dir / "final")
+    if not folders:
         raise CheckpointError(f"nothing to resume: no checkpoints in {run_dir}")
-    errors = []
-    for folder in reversed(candidates):
+    errors: list[str] = []
+
+    def skip(error: CheckpointError) -> None:
+        errors.append(str(error))
+        tqdm.write(f"warning: {error}; trying an older checkpoint", file=sys.stderr)
+
+    candidates = []
+    for folder in folders:
+        try:
+            candidates.append((_checkpoint_step(folder), folder))
+        except CheckpointError as e:
+            skip(e)
+    for _, folder in sorted(candidates, reverse=True):
         try:
             saved, state = ckpt.load_checkpoint(folder, with_state=True)
             return folder, saved, state
         except CheckpointError as e:
-            errors.append(str(e))
-            tqdm.write(f"warning: {e}; trying an older checkpoint")
+            skip(e)
     raise CheckpointError(f"no readable checkpoint in {run_dir}: {errors[0]}")
 
 
 def _checkpoint_step(folder: Path) -> int:
+    """The step of a checkpoint folder, from its name or else its header alone.
+
+    Raises:
+        CheckpointError: the header is unreadable.
+    """
     if folder.name.startswith("step_"):
-        return int(folder.name.removeprefix("step_"))
-    try:
-        return ckpt.load_checkpoint(folder)[0].step
-    except CheckpointError:
-        return -1
+        with contextlib.suppress(ValueError):
+            return int(folder.name.removeprefix("step_"))
+    return ckpt.read_step(folder)
 
 
 def _rollback(run_dir: Path, model: Family, optimizers: dict[str, torch.optim.Optimizer],
               ema: dict[str, torch.Tensor], data_rng: torch.Generator, step: int,
-              what: str, ctx: distributed.DistContext, seed: int) -> tuple[int, None]:
-    """Reload the last good checkpoint (read by rank 0, sent to all) and halve the LRs."""
+              what: str, ctx: distributed.DistContext, seed: int, *, lr_factor: float
+              ) -> tuple[int, None]:
+    """Reload the last good checkpoint (read by rank 0, sent to all) and scale its learning
+    rates by `lr_factor`."""
     def load() -> tuple[Path, ckpt.Checkpoint, dict]:
         try:
             return _latest_good_checkpoint(run_dir)
@@ -506,14 +586,8 @@ def _rollback(run_dir: Path, model: Family, optimizers: dict[str, torch.optim.Op
     restored_step = _restore_state(state, optimizers, data_rng, ctx, seed)
     for opt in optimizers.values():
         for group in opt.param_groups:
-            group["lr"] *= LR_DECAY_ON_ROLLBACK
+            group["lr"] *= lr_factor
     return restored_step, None
-
-
-def _remove_tree(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 class _MetricsLog:
@@ -523,10 +597,10 @@ class _MetricsLog:
     discriminator reversion on the loss curves.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, resumed: bool, enabled: bool = True
-                 ) -> None:
+    def __init__(self, run_dir: Path, cfg: RunConfig, truncate_after: int | None,
+                 enabled: bool = True) -> None:
         self.path = run_dir / "metrics.csv"
-        self.resumed = resumed
+        self.truncate_after = truncate_after  # on resume: rows after this step are stale
         self.enabled = enabled  # False on ranks other than 0: rows are built, never written
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -557,6 +631,14 @@ class _MetricsLog:
         self.images += num_images
         self.seconds += seconds
 
+    def rewind(self, step: int) -> None:
+        """After a rollback to `step`: forget the window, drop rows logged after `step`."""
+        self.sums, self.count, self.images, self.seconds = {}, 0, 0, 0.0
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.truncate_after = step
+
     def flush(self, step: int, epoch: float, train_seconds: float) -> dict[str, float]:
         if not self.count:
             return {}
@@ -569,8 +651,9 @@ class _MetricsLog:
             return row
         if self.file is None:
             self.fields = list(row)
-            if self.resumed and self.path.exists():
-                self._truncate_after(step)
+            if self.truncate_after is not None and self.path.exists():
+                self._truncate_after(self.truncate_after)
+            self.truncate_after = None
             new = not self.path.exists() or self.path.stat().st_size == 0
             self.file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
             self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
@@ -586,11 +669,13 @@ class _MetricsLog:
         return row
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop rows logged after the checkpoint we resumed from."""
-        with open(self.path, newline="", encoding="utf-8") as f:
+        """Drop rows logged after `step` (the checkpoint resumed or rolled back to), and any
+        row a killed process left half-written."""
+        with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.DictReader(f)
-            kept = [r for r in reader if int(r["step"]) <= step]
-            fields = reader.fieldnames or self.fields
+            kept = [r for r in reader if (s := _row_step(r)) is not None and s <= step]
+            fields = reader.fieldnames if reader.fieldnames and "step" in reader.fieldnames \
+                else self.fields
         if not kept:
             self.path.unlink()
             return
@@ -599,6 +684,13 @@ class _MetricsLog:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
+
+
+def _row_step(row: dict[str, str | None]) -> int | None:
+    try:
+        return int(row.get("step") or "")
+    except ValueError:
+        return None
 
 
 def _evaluate_during_training(model: Family, cfg: RunConfig, dataset: str

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fashiongen.config import TrainConfig
+from fashiongen.models.base import Batch, Family
+
 
 def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.Tensor,
                      labels: torch.Tensor | None, z: torch.Tensor,
@@ -96,3 +99,44 @@ class DiscriminatorReversion(nn.Module):
         if c[self.STEP] % self.every_n_steps == 0 and c[self.STREAK] == 0:
             self.snapshot.load_state_dict(discriminator.state_dict())
         return False
+
+
+class AdversarialFamily(Family):
+    """The part both GAN families share: two Adam optimizers, the adversarial step (with the
+    reversion controller when the family set one), and decoding latents with G.
+
+    Subclasses build `self.generator` (z, labels -> x0) and `self.discriminator`
+    (x, labels -> logits); their config has `latent_dim` and `label_smoothing`.
+    """
+
+    ema_module_names = ("generator",)
+    reversion: DiscriminatorReversion | None = None
+
+    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        def adam(module: nn.Module) -> torch.optim.Optimizer:
+            return torch.optim.Adam(module.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
+                                    weight_decay=train_cfg.weight_decay, foreach=True)
+
+        return {"generator": adam(self.generator), "discriminator": adam(self.discriminator)}
+
+    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> dict[str, float]:
+        """One D update then one G update: d_loss, g_loss, d_real, d_fake_accuracy (and
+        event_d_reversion, 1 at a step where D was reverted)."""
+        x0, labels = batch
+        z = torch.randn(x0.shape[0], self.config.latent_dim, device=x0.device)
+        losses = adversarial_step(self.generator, self.discriminator, x0,
+                                  self.batch_labels(labels), z, optimizers,
+                                  label_smoothing=self.config.label_smoothing)
+        if self.reversion is not None:
+            losses["event_d_reversion"] = float(self.reversion.update(self.discriminator, losses))
+        return losses
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              **_: object) -> torch.Tensor:
+        """One generator pass; sampler settings do not apply."""
+        return self.generator(z, labels)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-from fashiongen.config import ModelConfig, TrainConfig, require
-from fashiongen.models.adversarial import DiscriminatorReversion, adversarial_step
-from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.config import ModelConfig, require
+from fashiongen.models.adversarial import AdversarialFamily, DiscriminatorReversion
+from fashiongen.models.base import ImageShape
 from fashiongen.nets.conv import ConvDiscriminator, ConvGenerator
 
 
@@ -46,9 +44,8 @@ class DCGANConfig(ModelConfig):
         require(self.d_reversion_cooldown >= 0, "model.d_reversion_cooldown must be >= 0")
 
 
-class DCGAN(Family):
+class DCGAN(AdversarialFamily):
     Config = DCGANConfig
-    ema_module_names = ("generator",)
 
     def __init__(self, config: DCGANConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
@@ -57,36 +54,8 @@ class DCGAN(Family):
         self.discriminator = ConvDiscriminator(image_shape, config.d_width, config.dropout,
                                                config.num_classes, config.use_spectral_norm,
                                                config.use_minibatch_std)
-        self.reversion = None
         if config.d_reversion:
             self.reversion = DiscriminatorReversion(
                 self.discriminator, every_n_steps=config.d_snapshot_every_n_steps,
                 trigger=config.d_reversion_trigger, threshold=config.d_reversion_threshold,
                 patience=config.d_reversion_patience, cooldown=config.d_reversion_cooldown)
-
-    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        def adam(module: torch.nn.Module) -> torch.optim.Optimizer:
-            return torch.optim.Adam(module.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
-                                    weight_decay=train_cfg.weight_decay, foreach=True)
-
-        return {"generator": adam(self.generator), "discriminator": adam(self.discriminator)}
-
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
-        x0, labels = batch
-        z = torch.randn(x0.shape[0], self.config.latent_dim, device=x0.device)
-        losses = adversarial_step(self.generator, self.discriminator, x0,
-                                  self.batch_labels(labels), z, optimizers,
-                                  label_smoothing=self.config.label_smoothing)
-        if self.reversion is not None:
-            losses["event_d_reversion"] = float(self.reversion.update(self.discriminator, losses))
-        return losses
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return (self.config.latent_dim,)
-
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              **_: object) -> torch.Tensor:
-        """One generator pass; sampler settings do not apply."""
-        return self.generator(z, labels)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from fashiongen.config import ModelConfig, TrainConfig, require
-from fashiongen.models.adversarial import adversarial_step
-from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.config import ModelConfig, require
+from fashiongen.models.adversarial import AdversarialFamily
+from fashiongen.models.base import ImageShape
 from fashiongen.nets.mlp import MLPDiscriminator, MLPGenerator
 
 
@@ -39,9 +37,8 @@ class GANConfig(ModelConfig):
         require(0 <= self.label_smoothing < 0.5, "model.label_smoothing must lie in [0, 0.5)")
 
 
-class GAN(Family):
+class GAN(AdversarialFamily):
     Config = GANConfig
-    ema_module_names = ("generator",)
 
     def __init__(self, config: GANConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
@@ -50,28 +47,3 @@ class GAN(Family):
                                       config.use_batchnorm)
         self.discriminator = MLPDiscriminator(image_shape, config.d_width, config.num_layers,
                                               config.dropout, config.num_classes)
-
-    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        def adam(module: torch.nn.Module) -> torch.optim.Optimizer:
-            return torch.optim.Adam(module.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
-                                    weight_decay=train_cfg.weight_decay, foreach=True)
-
-        return {"generator": adam(self.generator), "discriminator": adam(self.discriminator)}
-
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
-        """One D update then one G update; returns d_loss, g_loss, d_real, d_fake_accuracy."""
-        x0, labels = batch
-        z = torch.randn(x0.shape[0], self.config.latent_dim, device=x0.device)
-        return adversarial_step(self.generator, self.discriminator, x0,
-                                self.batch_labels(labels), z, optimizers,
-                                label_smoothing=self.config.label_smoothing)
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return (self.config.latent_dim,)
-
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              **_: object) -> torch.Tensor:
-        """One generator pass; sampler settings do not apply."""
-        return self.generator(z, labels)

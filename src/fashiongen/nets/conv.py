@@ -62,6 +62,27 @@ class ConvGenerator(nn.Module):
         return self.upsample(h)
 
 
+class ProjectionHead(nn.Module):
+    """features (B, D) [+ labels] -> logits (B,): a linear real/fake score, plus for a
+    conditional D the projection term <embed(label), features> (Miyato & Koyama,
+    arXiv 1802.05637)."""
+
+    def __init__(self, feature_dim: int, num_classes: int = 0, norm=lambda m: m) -> None:
+        super().__init__()
+        self.linear = norm(nn.Linear(feature_dim, 1))
+        self.label_projection = None
+        if num_classes:
+            self.label_projection = nn.Embedding(num_classes, feature_dim)
+            # N(0, 1) rows would swamp the logits at the start; keep the projection small.
+            nn.init.xavier_uniform_(self.label_projection.weight)
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.linear(h).squeeze(1)
+        if self.label_projection is not None:
+            logits = logits + (self.label_projection(labels) * h).sum(dim=1)
+        return logits
+
+
 class MinibatchStd(nn.Module):
     """Appends the features' standard deviation within small groups of samples as one more
     channel (Karras et al., arXiv 1710.10196), so D can tell a batch that lacks variety: the
@@ -103,16 +124,7 @@ class ConvDiscriminator(nn.Module):
             w_in += 1
         self.features = nn.Sequential(*layers, nn.Flatten())
         feature_dim = w_in * size * size
-        self.head = norm(nn.Linear(feature_dim, 1))
-        self.label_projection = None
-        if num_classes:
-            self.label_projection = nn.Embedding(num_classes, feature_dim)
-            # N(0, 1) rows would swamp the logits at the start; keep the projection small.
-            nn.init.xavier_uniform_(self.label_projection.weight)
+        self.head = ProjectionHead(feature_dim, num_classes, norm)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(x)
-        logits = self.head(h).squeeze(1)
-        if self.label_projection is not None:
-            logits = logits + (self.label_projection(labels) * h).sum(dim=1)
-        return logits
+        return self.head(self.features(x), labels)

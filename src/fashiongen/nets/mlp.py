@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from fashiongen.nets.conv import ProjectionHead
+
 LEAKY_SLOPE = 0.2
 
 
@@ -77,16 +79,7 @@ class MLPDiscriminator(nn.Module):
                        Dropout(dropout)]
             in_dim = out_dim
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(in_dim, 1)
-        self.label_projection = None
-        if num_classes:
-            self.label_projection = nn.Embedding(num_classes, in_dim)
-            # N(0, 1) rows would give projection logits of size ~sqrt(width) at init.
-            nn.init.xavier_uniform_(self.label_projection.weight)
+        self.head = ProjectionHead(in_dim, num_classes)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(x)
-        logits = self.head(h).squeeze(1)
-        if self.label_projection is not None:
-            logits = logits + (self.label_projection(labels) * h).sum(dim=1)
-        return logits
+        return self.head(self.features(x), labels)

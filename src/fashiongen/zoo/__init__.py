@@ -20,6 +20,7 @@ from fashiongen.errors import ConfigError
 
 ZOO_DIR = Path(__file__).parent
 MANIFEST = ZOO_DIR / "manifest.json"
+CHECK_NUM_SAMPLES = 500  # samples behind each model's recorded `fid_check`
 
 
 def manifest() -> dict[str, dict[str, Any]]:
@@ -64,6 +65,26 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
 
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def write_manifest(entries: dict[str, dict[str, Any]]) -> None:
+    write_text_atomic(MANIFEST, json.dumps(entries, indent=2) + "\n")
+
+
+def check_fid(name: str, num_samples: int = CHECK_NUM_SAMPLES, seed: int = 0) -> float:
+    """FID of zoo model `name` on balanced samples (the number its manifest records, so a
+    broken install or a changed sampler shows up as a different value)."""
+    import torch
+
+    from fashiongen.checkpoint import load_model
+    from fashiongen.generate import generate
+    from fashiongen.metrics import evaluate
+
+    model, checkpoint = load_model(zoo_path(name))
+    labels = torch.arange(num_samples) % model.num_classes if model.num_classes else None
+    images = generate(model, num_samples, labels=labels, seed=seed,
+                      sampling=checkpoint.config.sample)
+    return float(evaluate(images, labels=labels, use_memorisation=False, seed=seed)["fid"])
 
 
 def total_bytes() -> int:

@@ -1,0 +1,28 @@
+"""Every shipped zoo model loads offline, samples, and scores the FID its manifest records."""
+
+import pytest
+
+from fashiongen.cli import main
+from fashiongen.zoo import available, check_fid, manifest
+
+pytestmark = pytest.mark.slow
+ZOO = sorted(available())
+RELATIVE_TOLERANCE = 0.05  # CPU sampling is deterministic; this absorbs BLAS differences
+
+
+def test_a_zoo_ships():
+    assert ZOO, "the package ships no zoo models"
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_matches_its_manifest(name):
+    expected = manifest()[name]["fid_check"]
+    measured = check_fid(name, expected["num_samples"], expected["seed"])
+    assert measured == pytest.approx(expected["fid"], rel=RELATIVE_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_sample_from_the_zoo_by_name(name, tmp_path):
+    assert main(["sample", "--model", name, "--num-samples", "8", "--steps", "4",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 0

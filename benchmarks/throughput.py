@@ -16,8 +16,7 @@ import time
 
 import torch
 
-from fashiongen.cli import PRESETS_DIR
-from fashiongen.config import config_from_dict, read_toml
+from fashiongen.config import PRESETS_DIR, config_from_dict, read_toml
 from fashiongen.models import build_model
 
 FASHION_MNIST_TRAIN = 60_000

@@ -8,9 +8,15 @@ import torch
 from fashiongen.config import RunConfig, config_from_dict
 
 
+def pytest_configure(config):
+    # Tiny tensors: more threads only add contention (and module fixtures run before any
+    # function-scoped fixture could set this).
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    torch.set_num_threads(1)  # tiny tensors: more threads only add contention
+    torch.set_num_threads(1)
 
 
 def tiny_config(tmp_path, model: str | dict = "dcgan", **sections) -> RunConfig:

@@ -13,25 +13,11 @@ import sys
 from pathlib import Path
 
 from fashiongen import __version__
+from fashiongen.config import PRESETS_DIR, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
-PRESETS_DIR = Path(__file__).parent / "configs"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def preset_path(name_or_path: str) -> Path:
-    """A TOML file path, or the name of a shipped preset (`dcgan-quick`)."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        return path
-    preset = PRESETS_DIR / f"{name_or_path}.toml"
-    if not preset.exists():
-        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
-        raise ConfigError(f"no config file or preset named {name_or_path!r}; presets: {names}")
-    return preset
 
 
 def _rank() -> int:
@@ -220,7 +206,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from fashiongen.checkpoint import load_model
-    from fashiongen.generate import class_names_of, generate, parse_classes, save_samples
+    from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
     from fashiongen.train import select_device
 
     if (args.checkpoint is None) == (args.model is None):
@@ -251,10 +237,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         ids = parse_classes(args.classes, class_names)
         labels = torch.tensor(ids).repeat(args.num_samples // len(ids) + 1)[:args.num_samples]
     num_samples = len(labels) if labels is not None else args.num_samples
-    images = generate(model, num_samples, labels=labels, seed=args.seed, sampling=sampling)
-    if labels is None and model.num_classes:
-        labels = torch.randint(model.num_classes, (num_samples,),
-                               generator=torch.Generator().manual_seed(args.seed))
+    images, labels = generate_labelled(model, num_samples, labels=labels, seed=args.seed,
+                                       sampling=sampling)
     out = save_samples(args.out, images, labels, class_names=class_names, num_rows=num_rows)
     print(f"wrote {num_samples} samples from {checkpoint.path} to {out}")
     return 0

@@ -125,6 +125,23 @@ def require(ok: bool, message: str) -> None:
 # ---------------------------------------------------------------- dict <-> dataclass
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A TOML file path, or the name of a shipped preset (`dcgan-quick`)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.toml"
+    if not preset.exists():
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise ConfigError(f"no config file or preset named {name_or_path!r}; presets: {names}")
+    return preset
+
+
 def model_config_class(name: str) -> type[ModelConfig]:
     from fashiongen.models import MODELS  # late import: families import this module
 

@@ -53,10 +53,12 @@ def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
-             seed: int = 0, sampling: SampleConfig | None = None,
-             batch_size: int = MAX_BATCH) -> torch.Tensor:
-    """Draw `num_samples` images as uint8 (N, C, H, W), in batches, reproducibly from `seed`."""
+def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
+                      seed: int = 0, sampling: SampleConfig | None = None,
+                      batch_size: int = MAX_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Draw `num_samples` images as uint8 (N, C, H, W), in batches, reproducibly from `seed`,
+    with the labels they were drawn for (a conditional model given none draws them first,
+    from the same seed; None for an unconditional model)."""
     generator = torch.Generator().manual_seed(seed)
     if labels is None and model.num_classes:
         labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
@@ -66,7 +68,15 @@ def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = N
         chunk_labels = None if labels is None else labels[start:start + count]
         chunks.append(to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
                                             sampling=sampling)))
-    return torch.cat(chunks)
+    return torch.cat(chunks), labels
+
+
+def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
+             seed: int = 0, sampling: SampleConfig | None = None,
+             batch_size: int = MAX_BATCH) -> torch.Tensor:
+    """The images of `generate_labelled` alone: uint8 (N, C, H, W)."""
+    return generate_labelled(model, num_samples, labels=labels, seed=seed, sampling=sampling,
+                             batch_size=batch_size)[0]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:

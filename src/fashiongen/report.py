@@ -34,12 +34,18 @@ from matplotlib.figure import Figure
 
 from fashiongen import plots
 from fashiongen.checkpoint import Checkpoint, list_checkpoints, write_text_atomic
-from fashiongen.config import RunConfig, SampleConfig, config_from_dict, merge_overrides, read_toml
+from fashiongen.config import (
+    PRESETS_DIR,
+    RunConfig,
+    SampleConfig,
+    config_from_dict,
+    merge_overrides,
+    read_toml,
+)
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.synth import balanced_labels, read_samples
 
 DEFAULT_NUM_SAMPLES = 2000
-PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # as fashiongen.cli.PRESETS_DIR
 QUICK_SUFFIX = "-quick"
 BUDGET_EPOCHS = 100_000  # so that train.max_minutes, not the epochs, ends a budgeted run
 GRID_PER_CLASS = 8

@@ -7,17 +7,39 @@ Ctrl-C during training saves a checkpoint and exits with code 130.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from fashiongen import __version__
-from fashiongen.config import PRESETS_DIR, preset_path
+from fashiongen.config import MAX_SEED, PRESETS_DIR, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+_FULL_DISK = "free some disk space and run again (train --resume continues a run)"
+_NOT_WRITABLE = "choose a writable place or change its permissions"
+OS_ERROR_HINTS = {  # what to do about the OS errors a user can cause
+    errno.ENOSPC: _FULL_DISK,
+    errno.EDQUOT: _FULL_DISK,
+    errno.EACCES: _NOT_WRITABLE,
+    errno.EPERM: _NOT_WRITABLE,
+    errno.EROFS: "the file system is read-only: choose another place",
+    errno.ENOTDIR: "part of the path is a file, not a folder: choose another path",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "the path is a folder: give a file name",
+    errno.EEXIST: "a file stands where a folder is needed: choose another path",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit code 2, as all user errors."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def _rank() -> int:
@@ -35,6 +57,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="NAME",
                         help="fashion-mnist (default), mnist, synthetic or folder:PATH")
@@ -42,7 +74,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fashiongen", description="Train, sample and compare generative models of images.")
     parser.add_argument("--version", action="version", version=f"fashiongen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -56,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=_positive_int)
     train.add_argument("--budget-minutes", type=float, metavar="M",
                        help="stop after M minutes of training; with --model all, M per family")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=_seed)
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL-TIME)")
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
@@ -70,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a checkpoint folder, weights file or run folder")
     sample.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
     sample.add_argument("--num-samples", type=_positive_int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
                         help="class name or id (repeatable; conditional models)")
     sample.add_argument("--per-class", action="store_true",
@@ -98,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     featnet_train = featnet_commands.add_parser("train", help="train one for a dataset")
     featnet_train.add_argument("--dataset", default="fashion-mnist")
     featnet_train.add_argument("--epochs", type=_positive_int, default=12)
-    featnet_train.add_argument("--seed", type=int, default=0)
+    featnet_train.add_argument("--seed", type=_seed, default=0)
     featnet_train.add_argument("--threads", type=_positive_int, default=1)
     featnet_train.add_argument("--out", metavar="FILE",
                                help="output .safetensors (default: the user cache)")
@@ -118,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the real split to compare with")
     eval_cmd.add_argument("--dataset", help="the real dataset (default: the checkpoint's, "
                                             "or fashion-mnist for sample files)")
-    eval_cmd.add_argument("--seed", type=int, default=0)
+    eval_cmd.add_argument("--seed", type=_seed, default=0)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
 
     compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
@@ -126,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--out", required=True, metavar="DIR",
                              help="report folder: report.md, report.html, report.json")
     compare_cmd.add_argument("--num-samples", type=_positive_int, default=2000)
-    compare_cmd.add_argument("--seed", type=int, default=0)
+    compare_cmd.add_argument("--seed", type=_seed, default=0)
 
     synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
     synth_cmd.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
@@ -134,12 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="training images (a test split of N/6 more is added)")
     synth_cmd.add_argument("--out", required=True, metavar="DIR")
     synth_cmd.add_argument("--format", choices=["idx", "npz", "png"], default="idx")
-    synth_cmd.add_argument("--seed", type=int, default=0)
+    synth_cmd.add_argument("--seed", type=_seed, default=0)
 
     cas_cmd = commands.add_parser("cas", help="classification accuracy score of a synthetic set")
     cas_cmd.add_argument("synth_dir", metavar="DIR", help="a folder written by fashiongen synth")
     cas_cmd.add_argument("--epochs", type=_positive_int, default=5)
-    cas_cmd.add_argument("--seed", type=int, default=0)
+    cas_cmd.add_argument("--seed", type=_seed, default=0)
     cas_cmd.add_argument("--dataset", help="the real dataset (default: the model's)")
     cas_cmd.add_argument("--data-dir", metavar="DIR", help="folder holding its files")
     cas_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
@@ -240,7 +272,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     images, labels = generate_labelled(model, num_samples, labels=labels, seed=args.seed,
                                        sampling=sampling)
     out = save_samples(args.out, images, labels, class_names=class_names, num_rows=num_rows)
-    print(f"wrote {num_samples} samples from {checkpoint.path} to {out}")
+    source = f"zoo model {args.model}" if args.model else checkpoint.path
+    print(f"wrote {num_samples} samples from {source} to {out}")
     return 0
 
 
@@ -409,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        hint = f"; {OS_ERROR_HINTS[e.errno]}" if e.errno in OS_ERROR_HINTS else ""
+        print(f"error: {e.strerror or e}{where}{hint}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

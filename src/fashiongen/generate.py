@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashiongen.checkpoint import Checkpoint, atomic_path
+from fashiongen.checkpoint import (
+    Checkpoint,
+    atomic_path,
+    missing_folders,
+    remove_empty_folders,
+)
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
 from fashiongen.images import save_grid, to_pil, to_uint8
@@ -138,12 +143,21 @@ def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | N
             np.savez_compressed(f, **arrays)
         return out
     if out_text.endswith(("/", "\\")) or out.is_dir() or not out.suffix:
+        created = missing_folders(out)
         out.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(images):
-            label = "" if labels is None else f"_{_normalise(class_names[int(labels[i])])}" \
-                if class_names else f"_{int(labels[i])}"
-            picture = image.permute(1, 2, 0).numpy()
-            with atomic_path(out / f"{i:05d}{label}.png") as tmp:
-                to_pil(picture).save(tmp, format="PNG")
+        written: list[Path] = []
+        try:
+            for i, image in enumerate(images):
+                label = "" if labels is None else f"_{_normalise(class_names[int(labels[i])])}" \
+                    if class_names else f"_{int(labels[i])}"
+                picture = image.permute(1, 2, 0).numpy()
+                with atomic_path(out / f"{i:05d}{label}.png") as tmp:
+                    to_pil(picture).save(tmp, format="PNG")
+                written.append(out / f"{i:05d}{label}.png")
+        except BaseException:  # a failed write leaves no partial set of images
+            for path in written:
+                path.unlink(missing_ok=True)
+            remove_empty_folders(created)
+            raise
         return out
     raise ConfigError(f"cannot tell how to write {out}: use a .png grid, a .npz file, or a folder/")

@@ -9,7 +9,7 @@ from fashiongen.errors import ConfigError
 from fashiongen.models import MODELS, build_model
 from fashiongen.models.base import GenerativeModel
 
-SHAPES = [(1, 28, 28), (3, 32, 32)]
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
 def _build(name, num_classes=0, shape=(1, 28, 28)):

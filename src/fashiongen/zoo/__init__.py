@@ -15,7 +15,12 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fashiongen.checkpoint import atomic_path, load_checkpoint, write_text_atomic
+from fashiongen.checkpoint import (
+    atomic_path,
+    load_checkpoint,
+    tensors_digest,
+    write_text_atomic,
+)
 from fashiongen.errors import ConfigError
 
 ZOO_DIR = Path(__file__).parent
@@ -52,6 +57,7 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
                for k, v in weights.items()}
     with safe_open(checkpoint.path / "weights.safetensors", "pt") as f:
         metadata = dict(f.metadata())
+    metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
     path = zoo_dir / f"{name}.safetensors"
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from fashiongen import __version__
 from fashiongen.config import RunConfig, config_from_dict, config_to_dict
@@ -54,10 +54,18 @@ _UMASK = _current_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`."""
+    """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`.
+
+    On failure the temporary file goes, and so do the folders this call created for it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    created = missing_folders(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -66,8 +74,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        remove_empty_folders(created)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def missing_folders(folder: str | Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    folder = Path(folder).absolute()
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) as far as they are empty: undoes `mkdir(parents=True)`
+    after a failed write."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -132,7 +165,8 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
                                 dir=folder.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
-        save_file(_dedupe_shared(tensors), tmp / WEIGHTS_FILE, metadata=metadata)
+        (tmp / WEIGHTS_FILE).write_bytes(_canonical_header(save(_dedupe_shared(tensors),
+                                                               metadata=metadata)))
         _fsync_file(tmp / WEIGHTS_FILE)
         if state is not None:
             torch.save({**state, STATE_CHECKSUM_KEY: state_digest(state)}, tmp / STATE_FILE)
@@ -150,6 +184,18 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted. safetensors writes its metadata
+    from a Rust hash map, in an order that changes from one save to the next; the tensors'
+    offsets are explicit, so sorting changes no tensor and makes equal checkpoints equal bytes.
+    """
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors does
+    return len(text).to_bytes(8, "little") + text + data[8 + header_len:]
 
 
 def remove_checkpoint(folder: str | Path) -> None:
@@ -319,15 +365,20 @@ def load_training_state(file: Path) -> dict:
 
 
 def _unpickling_problem(error: Exception) -> str:
-    """The useful line of torch.load's error. Under weights_only=True its first lines suggest
-    retrying with weights_only=False, which is the one thing not to do with an unknown file."""
+    """The useful line of torch.load's error. Under weights_only=True it opens by suggesting
+    a retry with weights_only=False, the one thing not to do with an unknown file."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
+    if not lines or not lines[0].startswith("Weights only load failed"):
+        return lines[0] if lines else type(error).__name__
+    details = []
+    for line in lines[1:]:
         if "WeightsUnpickler error:" in line:
-            detail = line.split("WeightsUnpickler error:", 1)[1].strip()
-            detail = detail or (lines[i + 1] if i + 1 < len(lines) else "")
-            return f"refused by the safe unpickler: {detail or 'unsupported content'}"
-    return lines[0] if lines else type(error).__name__
+            line = line.split("WeightsUnpickler error:", 1)[1].strip()
+        elif line.startswith(("Please file an issue", "Check the documentation")):
+            continue
+        if line:
+            details.append(line)
+    return f"refused by the safe unpickler: {details[0] if details else 'unsupported content'}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -210,6 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         family = args.model or "dcgan"
         config_file = family if (PRESETS_DIR / f"{family}.toml").exists() else None
     data = read_toml(preset_path(config_file)) if config_file else {}
+    if args.resume and config_file is None and args.out:
+        data = _run_length(Path(args.out))  # unless --epochs etc. change it
     cfg = config_from_dict(merge_overrides(data, overrides + args.overrides))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
@@ -230,6 +232,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  loss curves:  {run / 'loss_curves.png'}")
     print(f"  animation:    {run / 'progress.gif'}")
     return 0
+
+
+def _run_length(run_dir: Path) -> dict:
+    """How long a run was set to train (`train.epochs`, `max_steps`, `max_minutes` from its
+    config.toml): what `train --resume` keeps unless told otherwise. Empty if unreadable."""
+    from fashiongen.config import read_toml
+
+    try:
+        train = read_toml(run_dir / "config.toml").get("train", {})
+    except ConfigError:
+        return {}
+    keys = ("epochs", "max_steps", "max_minutes")
+    return {"train": {k: train[k] for k in keys if k in train}} if isinstance(train, dict) else {}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

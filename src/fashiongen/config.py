@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -104,6 +105,9 @@ class SampleConfig:
         require(0 <= self.eta <= 1, "sample.eta must lie in [0, 1]")
         require(0 <= self.guidance_scale <= 50, "sample.guidance_scale must lie in [0, 50]")
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
+        from fashiongen.samplers import get_sampler  # late import: samplers pull in torch
+
+        get_sampler(self.sampler)  # an unknown name is a ConfigError listing the choices
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,12 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 0
     out_dir: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        require(0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}")
+
+
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; seed + 1 is used too
 
 
 def require(ok: bool, message: str) -> None:
@@ -167,7 +177,10 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a `RunConfig` from a nested dict; unknown keys and bad values raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("config must be a table of sections")
-    model_name = (data.get("model") or {}).get("name", ModelConfig.name)
+    model_table = data.get("model") or {}
+    if not isinstance(model_table, dict):
+        raise ConfigError('[model] must be a table of settings, e.g. model.name = "dcgan"')
+    model_name = model_table.get("name", ModelConfig.name)
     if not isinstance(model_name, str):
         raise ConfigError("model.name must be a string")
     section_types = {"model": model_config_class(model_name), "data": DataConfig,
@@ -182,7 +195,8 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         elif key in hints:
             kwargs[key] = _coerce(value, hints[key], key)
         else:
-            raise ConfigError(f"unknown config key {key!r}")
+            known = ", ".join([*section_types, *(k for k in hints if k not in section_types)])
+            raise ConfigError(f"unknown config key {key!r} (known: {known})")
     for key, cls in section_types.items():
         kwargs.setdefault(key, cls())
     return RunConfig(**kwargs)
@@ -194,7 +208,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}.{key}'")
+            raise ConfigError(f"unknown config key '{prefix}.{key}' (known keys of [{prefix}]: "
+                              f"{', '.join(sorted(names))})")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
     return cls(**kwargs)
 
@@ -256,7 +271,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(f"bad value for {key}: {value!r} (expected an integer)")
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"bad value for {key}: {value!r} (expected a finite number)")
+            return number
         raise ConfigError(f"bad value for {key}: {value!r} (expected a number)")
     if annotation is str:
         if isinstance(value, str):
@@ -278,7 +299,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"bad override key {key!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: absurd nesting
         value = raw.strip()
     return key.split("."), value
 
@@ -303,7 +324,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 

@@ -492,9 +492,22 @@ def _restore_state(state: dict[str, Any], optimizers: dict[str, torch.optim.Opti
                            "reseeded, so it will not repeat an uninterrupted run exactly")
             torch.manual_seed(distributed.rank_seed(seed, ctx.rank, step))
         data_rng.set_state(state["epoch_rng_state"])
+        _check_optimizer_shapes(optimizers)
         return step
     except (KeyError, IndexError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"training state does not match this model ({e})") from None
+
+
+def _check_optimizer_shapes(optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Loading an optimizer's state checks the parameter counts, not the shapes, so a state
+    saved for another network would fail at the first step, deep in torch."""
+    for name, opt in optimizers.items():
+        for param, values in opt.state.items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"optimizer {name!r} holds {key} of shape "
+                                     f"{tuple(value.shape)} for a parameter of shape "
+                                     f"{tuple(param.shape)}")
 
 
 def _all_finite(model: Family) -> bool:
@@ -512,16 +525,24 @@ def _open_for_resume(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, An
         ckpt.remove_stale_temporaries(directory)
     folder, saved, state = _latest_good_checkpoint(run_dir)
     config_file = run_dir / "config.toml"
-    if config_file.is_file():
-        try:
-            run_model = config_from_dict(read_toml(config_file)).model
-        except (ConfigError, OSError):
-            run_model = None  # unreadable: the checkpoint's own config decides
-        if run_model is not None and run_model != saved.config.model:
+    try:
+        run_config = read_toml(config_file) if config_file.is_file() else None
+    except ConfigError:
+        run_config = None  # unreadable: the checkpoint's own config decides
+    run_model = (run_config or {}).get("model")
+    if isinstance(run_model, dict) and "name" in run_model:
+        family = saved.config.model.name
+        if run_model["name"] != family:
             raise CheckpointError(
-                f"{config_file} describes a {run_model.name} model but checkpoint {folder} "
-                f"holds a {saved.config.model.name} with other settings: the folder mixes two "
-                "runs; restore its config.toml or train into a new --out")
+                f"{config_file} describes a {run_model['name']} model but checkpoint {folder} "
+                f"holds a {family}: the folder mixes two runs; restore its config.toml or "
+                "train into a new --out")
+        with contextlib.suppress(ConfigError):
+            if config_from_dict(run_config).model != saved.config.model:
+                raise CheckpointError(
+                    f"{config_file} describes another {family} than checkpoint {folder} "
+                    "holds: the folder mixes two runs; restore its config.toml or train "
+                    "into a new --out")
     return folder, saved, state
 
 

@@ -186,6 +186,29 @@ def test_sampling_a_damaged_checkpoint_names_the_file(finished_run, tmp_path, cl
     assert not (tmp_path / "g.png").exists()
 
 
+def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    """Rows a killed run logged after its last checkpoint are replaced, never duplicated."""
+    import shutil
+
+    run = train_run(tmp_path / "run", "--max-steps", "10", "--set",
+                    "train.checkpoint_every_n_steps=4", "--set", "train.log_every_n_steps=1")
+    shutil.rmtree(run / "final")  # as if killed at step 10, after its row, before final/
+    with open(run / "metrics.csv", "a") as f:
+        f.write("11,0.55,0.1")  # and a row half-written by the kill
+    train_run(run, "--resume", "--max-steps", "10")
+    with open(run / "metrics.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(1, 11))
+
+
+def test_plain_resume_keeps_the_runs_length(killed_run, cli):
+    """`train --resume --out RUN`, as the Ctrl-C message says, ends where the run would have
+    (step 12), not after the default number of epochs."""
+    result = cli("train", "--resume", "--out", killed_run, "--no-progress")
+    assert result.code == 0, result.err
+    assert load_checkpoint(killed_run / "final")[0].step == 12
+
+
 def test_stale_temporaries_are_ignored_then_cleared(killed_run):
     """What a writer killed mid-checkpoint leaves: a hidden folder with half the files."""
     half = killed_run / "checkpoints" / ".step_0000012.abc123.tmp"

@@ -4,6 +4,7 @@ written; a stop request on a checkpoint step writes that checkpoint once."""
 
 from __future__ import annotations
 
+import csv
 import math
 import signal
 from pathlib import Path
@@ -75,6 +76,9 @@ def test_nan_weights_with_finite_losses_roll_back(make_config, monkeypatch, caps
     assert "weights non-finite: rolled back to step 4, learning rate halved" in \
         capsys.readouterr().out
     _assert_everything_saved_is_finite(cfg.out_dir)
+    with open(Path(cfg.out_dir) / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == [5, 10, 12], "the rolled-back row of step 5 is logged once, not twice"
 
 
 def test_nan_weights_between_checks_are_caught_before_any_write(make_config, monkeypatch):

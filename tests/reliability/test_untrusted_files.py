@@ -151,3 +151,13 @@ def test_state_of_another_model_is_a_clear_error(run, cli):
     shutil.rmtree(run / "checkpoints")
     result = cli(*TRAIN, "--resume", "--out", run, "--max-steps", "14")
     assert "training state does not match this model" in result.one_error_line()
+
+
+def test_zoo_export_keeps_a_valid_checksum(run, tmp_path):
+    """Exporting re-saves the tensors as float16: the checksum must describe those."""
+    from fashiongen.checkpoint import load_model
+    from fashiongen.zoo import export
+
+    path = export(run, "tiny", {"summary": "test"}, zoo_dir=tmp_path)
+    model, checkpoint = load_model(path)
+    assert checkpoint.step == 12 and model.image_shape == (1, 28, 28)

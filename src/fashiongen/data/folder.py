@@ -77,7 +77,7 @@ def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
         for file, (_, file_size) in headers.items():
             if file_size != size:
                 problems[file] = (f"size {file_size[0]}x{file_size[1]} differs from {first.name}'s "
-                                  f"{size[0]}x{size[1]}; pass an image size to resize")
+                                  f"{size[0]}x{size[1]}")
     if channels is None:
         channels = RGB if any(mode not in GREY_MODES for mode, _ in headers.values()) else GREY
     if problems:
@@ -153,5 +153,7 @@ def _describe(error: BaseException) -> str:
 def _problems_error(root: Path, problems: dict[Path, str], every: list[_Item]) -> DataError:
     order = {file: i for i, (file, _) in enumerate(every)}
     first = min(problems, key=lambda file: order.get(file, len(order)))
+    todo = ("set data.image_size to resize every image" if problems[first].startswith("size ")
+            else "fix or remove them")
     return DataError(f"{len(problems)} of {len(every)} image files in {root} cannot be used "
-                     f"(first: {first}: {problems[first]})")
+                     f"(first: {first}: {problems[first]}); {todo}")

@@ -227,8 +227,13 @@ def load_idx_dataset(name: str, split: str, *, data_dir: str | Path | None = Non
     if files is None:  # removed between resolution and reading
         raise DataError(f"{name} files disappeared from {directory}")
     images_stem, labels_stem = SPLIT_FILES[split]
-    images, labels = _read_split_cached(_file_key(files[images_stem]),
-                                        _file_key(files[labels_stem]), len(source.class_names))
+    try:
+        images, labels = _read_split_cached(_file_key(files[images_stem]),
+                                            _file_key(files[labels_stem]),
+                                            len(source.class_names))
+    except DataError as e:
+        raise DataError(f"{e}; replace the file with a good copy (or delete it and let "
+                        "fashiongen download it again)") from None
     # Copies, so that changing one dataset in place never reaches the cache or another dataset.
     return ImageDataset(images=torch.from_numpy(images.copy()).unsqueeze(1),
                         labels=torch.from_numpy(labels.copy()),

@@ -28,15 +28,6 @@ def _seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny batches: a second thread only adds synchronisation, ruinous on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registered_and_configurable_from_toml_data():
     assert MODELS["gan"] is GAN
     cfg = config_from_dict({"model": {"name": "gan", "latent_dim": 8, "use_batchnorm": False}})

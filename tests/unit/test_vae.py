@@ -28,15 +28,6 @@ def _seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny batches: a second thread only adds synchronisation, ruinous on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _finite(losses):
     return all(torch.isfinite(torch.tensor(v)) for v in losses.values())
 

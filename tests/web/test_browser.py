@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fashiongen.web.studio import grid_size
+from fashiongen.web.studio import grid_size, zoo_models
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -25,6 +25,7 @@ TIMEOUT_MS = 60_000
 NUM_IMAGES = 16
 NUM_FRAMES = 8  # the page's default, seeds 0..7
 IMAGE_SHAPE = (1, 28, 28)
+ZOO_MODEL = "ddpm"
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,6 +53,10 @@ def test_generate_sneakers_offline(browser, server):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server.url, wait_until="networkidle")
     assert page.title() == "fashiongen studio"
+    if ZOO_MODEL in zoo_models():  # a trained model makes the screenshot worth looking at
+        page.get_by_label("Model").click()
+        page.get_by_role("option", name=ZOO_MODEL, exact=True).click()
+        page.get_by_text(re.compile(f"^{ZOO_MODEL}, step")).wait_for()
 
     page.get_by_label("Class").click()
     page.get_by_role("option", name="Sneaker", exact=True).click()

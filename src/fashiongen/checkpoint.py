@@ -419,20 +419,33 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     weights = dict(checkpoint.weights)
     if use_ema:
         weights.update(checkpoint.ema)
-    check_weights_fit(model, weights, checkpoint)
-    model.load_state_dict(weights, strict=True)
+    sampling_only = checkpoint.metadata.get("sampling_only") == "true"
+    check_weights_fit(model, weights, checkpoint, sampling_only=sampling_only)
+    model.load_state_dict(weights, strict=not sampling_only)
     return model.to(device).eval(), checkpoint
 
 
+# The adversary and its reversion controller: not needed to sample (zoo files leave them out).
+NOT_FOR_SAMPLING = ("discriminator.", "reversion.")
+
+
+def needed_for_sampling(key: str) -> bool:
+    return not any(key.startswith(p) or f".{p}" in key for p in NOT_FOR_SAMPLING)
+
+
 def check_weights_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor],
-                      checkpoint: Checkpoint) -> None:
-    """Raise CheckpointError unless `weights` has exactly the model's keys and shapes.
+                      checkpoint: Checkpoint, *, sampling_only: bool = False) -> None:
+    """Raise CheckpointError unless `weights` has exactly the model's keys and shapes
+    (with `sampling_only`, the adversary's may be missing).
 
     A checkpoint whose config names another family or shape than its tensors (tampered,
     or from another version) is then a one-line error, not a failure deep in torch.
     """
     expected = model.state_dict()
-    problems = [f"{k} missing" for k in expected.keys() - weights.keys()]
+    missing = expected.keys() - weights.keys()
+    if sampling_only:
+        missing = {k for k in missing if needed_for_sampling(k)}
+    problems = [f"{k} missing" for k in missing]
     problems += [f"{k} unexpected" for k in weights.keys() - expected.keys()]
     problems += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
                  for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from fashiongen.checkpoint import (
     atomic_path,
     load_checkpoint,
+    needed_for_sampling,
     tensors_digest,
     write_text_atomic,
 )
@@ -54,9 +55,10 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
-               for k, v in weights.items()}
+               for k, v in weights.items() if needed_for_sampling(k)}
     with safe_open(checkpoint.path / "weights.safetensors", "pt") as f:
         metadata = dict(f.metadata())
+    metadata["sampling_only"] = "true"
     metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
     path = zoo_dir / f"{name}.safetensors"
     with atomic_path(path) as tmp:

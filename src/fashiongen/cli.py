@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     featnet_train.add_argument("--out", metavar="FILE",
                                help="output .safetensors (default: the user cache)")
 
+    combine = commands.add_parser(
+        "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
+    combine.add_argument("gan", metavar="GAN_CHECKPOINT")
+    combine.add_argument("ddpm", metavar="DDPM_CHECKPOINT")
+    combine.add_argument("--max-strength", type=float, default=0.5)
+    combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
+
     commands.add_parser("zoo", help="list the shipped pretrained models")
     visualize = commands.add_parser(
         "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
@@ -330,6 +337,25 @@ def cmd_featnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_combine(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json as json_lib
+
+    from fashiongen.checkpoint import load_model, save_checkpoint
+    from fashiongen.models.hybrid import combine
+
+    gan, gan_checkpoint = load_model(args.gan)
+    ddpm, ddpm_checkpoint = load_model(args.ddpm)
+    hybrid = combine(gan, ddpm, max_strength=args.max_strength)
+    sample = dataclasses.replace(ddpm_checkpoint.config.sample,
+                                 strength=min(args.max_strength, 0.25))
+    config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
+    extra = json_lib.loads(gan_checkpoint.metadata.get("extra", "{}"))
+    folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra)
+    print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from fashiongen.zoo import available, manifest
 
@@ -434,7 +460,8 @@ def cmd_cas(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
-            "zoo": cmd_zoo, "visualize": cmd_visualize, "featnet": cmd_featnet,
+            "zoo": cmd_zoo, "combine": cmd_combine, "visualize": cmd_visualize,
+            "featnet": cmd_featnet,
             "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas}
 
 

@@ -94,3 +94,22 @@ def test_combine_existing_models():
                         (3, 32, 32))
     with pytest.raises(ConfigError, match="image shapes differ"):
         combine(gan, other)
+
+
+def test_combine_command_writes_a_sampleable_hybrid(tmp_path):
+    from fashiongen.cli import main
+
+    tiny = ["--data", "synthetic", "--max-steps", "2", "--no-progress",
+            "--set", "train.batch_size=32", "--set", "train.use_tensorboard=false",
+            "--set", "model.num_classes=10", "--set", "sample.num_steps=2"]
+    assert main(["train", "--model", "dcgan", "--set", "model.g_width=8",
+                 "--set", "model.d_width=8", "--out", str(tmp_path / "g"), *tiny]) == 0
+    assert main(["train", "--model", "ddpm", "--set", "model.base_width=8",
+                 "--out", str(tmp_path / "d"), *tiny]) == 0
+    assert main(["combine", str(tmp_path / "g"), str(tmp_path / "d"),
+                 "--out", str(tmp_path / "h")]) == 0
+    out = tmp_path / "h.npz"
+    assert main(["sample", str(tmp_path / "h"), "--num-samples", "3", "--class", "disc",
+                 "--steps", "2", "--out", str(out)]) == 0
+    assert main(["sample", str(tmp_path / "h"), "--strength", "0.9", "--out",
+                 str(tmp_path / "x.png")]) == 2  # beyond what the refiner learned

@@ -60,10 +60,12 @@ def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
 @torch.no_grad()
 def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
                       seed: int = 0, sampling: SampleConfig | None = None,
-                      batch_size: int = MAX_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      batch_size: int = MAX_BATCH, callback: Callback | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draw `num_samples` images as uint8 (N, C, H, W), in batches, reproducibly from `seed`,
     with the labels they were drawn for (a conditional model given none draws them first,
-    from the same seed; None for an unconditional model)."""
+    from the same seed; None for an unconditional model). `callback(step_index, num_steps)`
+    reports diffusion progress, batch by batch."""
     generator = torch.Generator().manual_seed(seed)
     if labels is None and model.num_classes:
         labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
@@ -72,7 +74,7 @@ def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor |
         count = min(batch_size, num_samples - start)
         chunk_labels = None if labels is None else labels[start:start + count]
         chunks.append(to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
-                                            sampling=sampling)))
+                                            sampling=sampling, callback=callback)))
     return torch.cat(chunks), labels
 
 

@@ -31,9 +31,9 @@ from PIL import Image
 from fashiongen.checkpoint import Checkpoint, load_model, weights_path
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
-from fashiongen.generate import class_names_of, parse_classes, save_samples
+from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
 from fashiongen.generate import interpolate as interpolate_latents
-from fashiongen.images import make_grid, to_pil, to_uint8
+from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import Family
 from fashiongen.samplers import SAMPLERS
 
@@ -175,13 +175,10 @@ class Studio:
         model, checkpoint = self.load(model_key)
         sampling = self._sampling(checkpoint, sampler, steps, guidance, strength)
         class_names = class_names_of(checkpoint)
-        generator = torch.Generator().manual_seed(seed)
         labels = self._labels(model, class_name, class_names, num_images)
-        if labels is None and model.num_classes:
-            # Drawn from the same generator first, exactly as `generate` does.
-            labels = torch.randint(model.num_classes, (num_images,), generator=generator)
-        images = to_uint8(self._sample(model, num_images, labels, generator, sampling,
-                                       progress))
+        callback = None if progress is None else (lambda i, n: progress(i + 1, n))
+        images, labels = generate_labelled(model, num_images, labels=labels, seed=seed,
+                                           sampling=sampling, callback=callback)
         picture = to_pil(make_grid(images), GRID_SCALE)
         return Grid(picture, _npz_bytes(images, labels, class_names if model.num_classes
                                         else None))
@@ -240,16 +237,6 @@ class Studio:
             raise ConfigError("this model is unconditional: choose class 'any'")
         (class_id,) = parse_classes([class_name], class_names)
         return torch.full((num_images,), class_id, dtype=torch.long)
-
-    @staticmethod
-    def _sample(model: Family, num_images: int, labels: torch.Tensor | None,
-                generator: torch.Generator, sampling: SampleConfig,
-                progress: Progress | None) -> torch.Tensor:
-        """`model.sample`, reporting diffusion progress when the family can."""
-        callback = None if progress is None else (lambda i, n: progress(i + 1, n))
-        with torch.no_grad():
-            return model.sample(num_images, labels=labels, generator=generator,
-                                sampling=sampling, callback=callback)
 
 
 def _npz_bytes(images: torch.Tensor, labels: torch.Tensor | None,

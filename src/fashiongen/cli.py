@@ -407,9 +407,13 @@ def cmd_train_all(args: argparse.Namespace) -> int:
         return 0
     report = train_all(args.budget_minutes, out, seed=seed, overrides=overrides,
                        progress=not args.no_progress)
+    _print_report_paths(report)
+    return 0
+
+
+def _print_report_paths(report: Path) -> None:
     print(f"report: {report} (also {report.with_suffix('.md').name}, "
           f"{report.with_suffix('.json').name})")
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -427,8 +431,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fashiongen.report import compare_runs
 
     report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed)
-    print(f"report: {report} (also {report.with_suffix('.md').name}, "
-          f"{report.with_suffix('.json').name})")
+    _print_report_paths(report)
     return 0
 
 

@@ -1,6 +1,5 @@
 """Integration: the CLI on real Fashion-MNIST (train a few steps, sample, resume exactly)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 from fashiongen.cli import main
+from fashiongen.data.sources import resolve_idx_dir
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not FASHION_MNIST.exists() and not Path.home().joinpath(
-        ".cache/fashiongen/fashion-mnist").exists(), reason="Fashion-MNIST not available"),
+    pytest.mark.skipif(resolve_idx_dir("fashion-mnist") is None,
+                       reason="Fashion-MNIST not available offline"),
 ]
 SMALL = ["--set", "model.g_width=16", "--set", "model.d_width=16", "--no-progress",
          "--set", "train.checkpoint_every_n_steps=20", "--set", "train.use_tensorboard=false"]

@@ -5,17 +5,16 @@ keyed by the featnet's fingerprint, so sharing it is safe).
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
 from fashiongen.cli import main
+from fashiongen.data.sources import resolve_idx_dir
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not FASHION_MNIST.exists() and not Path.home().joinpath(
-        ".cache/fashiongen/fashion-mnist").exists(), reason="Fashion-MNIST not available"),
+    pytest.mark.skipif(resolve_idx_dir("fashion-mnist") is None,
+                       reason="Fashion-MNIST not available offline"),
 ]
 SMALL = ["--set", "model.g_width=16", "--set", "model.d_width=16", "--no-progress",
          "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1"]

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from fashiongen.cli import main
+from fashiongen.data.sources import resolve_idx_dir
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 TINY_DCGAN = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--no-progress"]
 IMAGE_SHAPE = (1, 28, 28)
 SERVER_START_TIMEOUT_S = 90
@@ -44,7 +44,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def has_fashion_mnist() -> bool:
-    return FASHION_MNIST.exists() or (Path.home() / ".cache/fashiongen/fashion-mnist").exists()
+    return resolve_idx_dir("fashion-mnist") is not None
 
 
 def free_port() -> int:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from fashiongen.data.sources import resolve_idx_dir
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 KERNEL_NAME = "fashiongen-test"
 TIMEOUT_S = 300  # per cell; the whole notebook takes about a minute on 2 busy CPU cores
-HAS_FASHION_MNIST = any(p.exists() for p in (
-    Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
-    Path.home() / ".cache/fashiongen/fashion-mnist"))
+HAS_FASHION_MNIST = resolve_idx_dir("fashion-mnist") is not None
 
 
 def test_notebook_is_committed_without_outputs():

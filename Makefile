@@ -9,12 +9,12 @@ FASHIONGEN := $(VENV)/bin/fashiongen
 DATASET_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
 
-.PHONY: install dataset browser demo test test-unit lint bench clean
+.PHONY: install install-bench dataset browser demo test test-unit lint bench bench-quality clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,web]'
+	$(PY) -m pip install -q -e '.[dev,web,onnx]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -62,9 +62,17 @@ test: install dataset browser
 test-unit: install
 	$(VENV)/bin/pytest -q tests/unit -m "not slow"
 
-# Measurements, not tests: training throughput of every preset beside the machine's fp32 roof.
-bench: install dataset
-	$(PY) benchmarks/throughput.py
+install-bench: install
+	$(PY) -m pip install -q -e '.[dev,web,onnx,bench]'
+
+# Measurements, not tests (benchmarks/README.md): throughput of every family and peer beside
+# the machine's fp32 roof, sampling speed per sampler and backend; minutes.
+bench: install-bench dataset
+	$(PY) benchmarks/throughput.py --out benchmarks/results
+
+# Every family and peer trained for the same CPU budget, then scored (about 90 minutes).
+bench-quality: install-bench dataset
+	$(PY) benchmarks/quality_per_budget.py --out docs/results/quality_per_budget
 
 lint: install
 	$(VENV)/bin/ruff check src tests

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--guidance-scale", type=float)
     sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
+    sample.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: the sampling networks run in onnxruntime on the CPU "
+                             "(1.3-1.7x faster here; needs the onnx extra)")
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -141,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("ddpm", metavar="DDPM_CHECKPOINT")
     combine.add_argument("--max-strength", type=float, default=0.5)
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
+
+    export = commands.add_parser(
+        "export", help="the networks sampling runs, as ONNX files (batch size dynamic)")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?")
+    export.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR")
 
     commands.add_parser("zoo", help="list the shipped pretrained models")
     visualize = commands.add_parser(
@@ -254,6 +263,18 @@ def _run_length(run_dir: Path) -> dict:
     return {"train": {k: train[k] for k in keys if k in train}} if isinstance(train, dict) else {}
 
 
+def _checkpoint_or_zoo(args: argparse.Namespace) -> str | Path:
+    """The CHECKPOINT argument, or the zoo model `--model NAME` names (exactly one of them)."""
+    if (args.checkpoint is None) == (args.model is None):
+        raise ConfigError("give a checkpoint or run folder, or --model NAME from the zoo "
+                          "(see: fashiongen zoo)")
+    if args.model is not None:
+        from fashiongen.zoo import zoo_path
+
+        return zoo_path(args.model)
+    return args.checkpoint
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -263,15 +284,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
     from fashiongen.train import select_device
 
-    if (args.checkpoint is None) == (args.model is None):
-        raise ConfigError("give a checkpoint or run folder, or --model NAME from the zoo "
-                          "(see: fashiongen zoo)")
-    if args.model is not None:
-        from fashiongen.zoo import zoo_path
-
-        args.checkpoint = zoo_path(args.model)
+    args.checkpoint = _checkpoint_or_zoo(args)
     model, checkpoint = load_model(args.checkpoint, use_ema=not args.no_ema,
-                                   device=select_device("auto"))
+                                   device="cpu" if args.backend == "onnx" else
+                                   select_device("auto"))
+    if args.backend == "onnx":
+        from fashiongen.export import use_onnx
+
+        use_onnx(model)
     changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
                                  ("eta", args.eta), ("guidance_scale", args.guidance_scale),
                                  ("strength", args.strength)) if v is not None}
@@ -353,6 +373,16 @@ def cmd_combine(args: argparse.Namespace) -> int:
     extra = json_lib.loads(gan_checkpoint.metadata.get("extra", "{}"))
     folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra)
     print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fashiongen.checkpoint import load_model
+    from fashiongen.export import export_onnx
+
+    model, _ = load_model(_checkpoint_or_zoo(args), device="cpu")
+    for name, path in export_onnx(model, args.out).items():
+        print(f"wrote {name}: {path}")
     return 0
 
 
@@ -463,8 +493,8 @@ def cmd_cas(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
-            "zoo": cmd_zoo, "combine": cmd_combine, "visualize": cmd_visualize,
-            "featnet": cmd_featnet,
+            "zoo": cmd_zoo, "export": cmd_export, "combine": cmd_combine,
+            "visualize": cmd_visualize, "featnet": cmd_featnet,
             "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas}
 
 

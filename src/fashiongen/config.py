@@ -53,6 +53,9 @@ class TrainConfig:
     epochs: int = 5
     max_steps: int | None = None  # stop after this many steps (overrides epochs when smaller)
     max_minutes: float | None = None  # stop once this much training time has been spent
+    # What training time counts: "wall" seconds, or this process's "cpu" seconds (all threads),
+    # which a busy shared machine cannot shrink: fair budgets ("10 CPU-minutes").
+    clock: Literal["wall", "cpu"] = "wall"
     batch_size: int = 128
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)

@@ -308,7 +308,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                                                 if k not in ("step", "epoch")))
 
     model.train()
-    train_seconds = float(state.get("train_seconds", 0.0))
+    train_seconds = float(state.get("train_seconds", 0.0))  # on `budget_clock`
+    budget_clock = time.process_time if cfg.train.clock == "cpu" else time.perf_counter
     last_grid_step = -1
     session_seconds = 0.0
     images_seen = 0
@@ -331,13 +332,13 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                                          (index_in_epoch + 1) * cfg.train.batch_size])
             batch = (to_model_range(images[batch_index]), labels[batch_index])
 
-            started = time.perf_counter()
+            started, clock_started = time.perf_counter(), budget_clock()
             with amp:
                 losses = model.train_step(batch, optimizers)
             # Read once, so that a signal arriving later waits for the next step's checks.
             stop_requested = stop.signal is not None
             out_of_time = (cfg.train.max_minutes is not None and train_seconds
-                           + time.perf_counter() - started >= 60 * cfg.train.max_minutes)
+                           + budget_clock() - clock_started >= 60 * cfg.train.max_minutes)
             next_step = step + 1
             state_leaves = (next_step % cfg.train.log_every_n_steps == 0
                             or next_step % cfg.train.checkpoint_every_n_steps == 0
@@ -352,6 +353,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - started
+            budget_elapsed = budget_clock() - clock_started
 
             if not verdict.finite:
                 rollbacks += 1
@@ -375,7 +377,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                 continue
 
             step += 1
-            train_seconds += elapsed
+            train_seconds += budget_elapsed
             session_seconds += elapsed
             images_seen += cfg.train.batch_size
             log.add(verdict.losses, cfg.train.batch_size, elapsed)

@@ -129,6 +129,27 @@ def test_time_budget_stops_training(make_config):
     assert (result.run_dir / "final" / "weights.safetensors").is_file()
 
 
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_cpu_clock_budget_ignores_time_without_cpu_work(make_config, monkeypatch, clock):
+    """A step that waits (a busy machine, here a sleep) spends wall time but no CPU time."""
+    import time
+
+    real_step = DCGAN.train_step
+
+    def waiting_step(self, batch, optimizers):
+        time.sleep(0.05)
+        return real_step(self, batch, optimizers)
+
+    monkeypatch.setattr(DCGAN, "train_step", waiting_step)
+    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 100, "max_steps": 20,
+                                                "max_minutes": 0.01, "clock": clock})
+    result = train(cfg, progress=False)
+    if clock == "wall":  # 0.6 s of budget: at most 12 sleeping steps
+        assert result.steps <= 12 and result.train_seconds >= 0.6
+    else:  # the sleeps cost no CPU (a step computes for ~15 ms), so the step limit ends it
+        assert result.steps == 20 and result.train_seconds < 0.6
+
+
 def test_vae_run_writes_its_visuals(make_config):
     cfg = make_config(model={"name": "vae", "width": 8, "num_classes": 10},
                       train={"max_steps": 3})

@@ -18,6 +18,7 @@ Tensor glossary, used throughout the package:
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -91,7 +92,9 @@ class Family(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        # Sampling networks swapped for onnxruntime ones (fashiongen.export) hold no weights.
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,166 @@
+"""Few-step sampling: FID against network evaluations and seconds, zoo DDPM and zoo hybrid.
+
+    python benchmarks/step_sweep.py --out docs/results/step_sweep          # the FIDs (long)
+    python benchmarks/step_sweep.py --out docs/results/step_sweep --time   # quiet machine
+
+The zoo DDPM with DDIM and DPM-Solver++ 2M at 5, 10, 20 and 50 steps against 1000-step
+ancestral sampling, and the zoo hybrid (GAN draft + a few refining steps) on the same axes.
+Every row draws N samples with the same seed and balanced class labels, each model's own
+guidance; the networks run in onnxruntime (the `onnx` backend: within one grey level of
+torch, and faster). One network evaluation = one batched call of the denoiser (or of G),
+classifier-free guidance's two halves included. Seconds per 1000 images are timed apart
+(`--time`, 128 images a row, 2 threads) so a busy machine during the long FID run cannot
+skew them. Writes OUT/step_sweep.json, OUT/README.md and OUT/step_sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (5, 10, 20, 50)] + \
+    [("ancestral", 1000)]
+HYBRID_ROWS = [(0.0, 1), (0.25, 5), (0.25, 10), (0.4, 10), (0.4, 20)]  # strength, DDIM steps
+METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_accuracy")
+TIME_BATCH = 128
+
+
+def settings():
+    """(row name, zoo model, SampleConfig changes) for every row, fastest first."""
+    for sampler, steps in DDPM_ROWS:
+        yield f"ddpm {sampler} {steps}", "ddpm", {"sampler": sampler, "num_steps": steps}
+    for strength, steps in HYBRID_ROWS:
+        name = "hybrid draft alone" if strength == 0 else f"hybrid {strength} ddim {steps}"
+        yield name, "hybrid", {"sampler": "ddim", "num_steps": steps, "strength": strength}
+
+
+def load(name: str, backend: str):
+    from fashiongen.checkpoint import load_model
+    from fashiongen.export import use_onnx
+    from fashiongen.zoo import zoo_path
+
+    model, checkpoint = load_model(zoo_path(name))
+    if backend == "onnx":
+        use_onnx(model)
+    return model, checkpoint.config.sample
+
+
+def nfe(model, sampling) -> int:
+    if hasattr(model, "num_network_evaluations"):
+        return model.num_network_evaluations(sampling)
+    return sampling.num_steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/results/step_sweep"))
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
+    parser.add_argument("--time", action="store_true", help="time every row (quiet machine)")
+    args = parser.parse_args()
+    from fashiongen.generate import generate
+    from fashiongen.metrics import evaluate
+
+    path = args.out / "step_sweep.json"
+    result = json.loads(path.read_text()) if path.is_file() else {
+        "num_samples": args.num_samples, "seed": args.seed, "backend": args.backend, "rows": {}}
+    models = {}
+    for row, zoo_name, changes in settings():
+        if zoo_name not in models:
+            models[zoo_name] = load(zoo_name, args.backend)
+        model, base = models[zoo_name]
+        sampling = dataclasses.replace(base, **changes)
+        entry = result["rows"].setdefault(row, {"nfe": nfe(model, sampling)})
+        if args.time:
+            generate(model, 8, sampling=sampling)  # warm-up
+            started = time.perf_counter()
+            generate(model, TIME_BATCH, sampling=sampling, seed=1)
+            entry["seconds_per_1000"] = round(1000 * (time.perf_counter() - started)
+                                              / TIME_BATCH, 2)
+        elif "fid" not in entry:
+            labels = torch.arange(args.num_samples) % model.num_classes
+            images = generate(model, args.num_samples, labels=labels, seed=args.seed,
+                              sampling=sampling)
+            scores = evaluate(images, labels=labels, seed=args.seed)
+            entry.update({k: scores[k] for k in METRICS})
+        else:
+            continue
+        print(row, entry, flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    if args.time:
+        result["timing"] = {"threads": torch.get_num_threads(), "batch": TIME_BATCH}
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
+
+
+def report(result: dict, out: Path) -> None:
+    rows = result["rows"]
+    reference = rows.get("ddpm ancestral 1000", {}).get("fid")
+    lines = ["| row | network evaluations | FID | vs 1000-step | KID | precision | recall "
+             "| coverage | cond. acc. | s / 1000 images |", "|" + "---|" * 10]
+    for name, r in rows.items():
+        if "fid" not in r:
+            continue
+        ratio = f"{r['fid'] / reference:.2f}x" if reference else ""
+        seconds = r.get("seconds_per_1000")
+        lines.append(f"| {name} | {r['nfe']} | {r['fid']:.3f} | {ratio} | {r['kid_mean']:.4f} | "
+                     f"{r['precision']:.3f} | {r['recall']:.3f} | {r['coverage']:.3f} | "
+                     f"{r['conditional_accuracy']:.3f} | "
+                     f"{'' if seconds is None else f'{seconds:.1f}'} |")
+    text = ["# Few-step sampling: zoo DDPM and zoo hybrid", "",
+            f"N = {result['num_samples']} samples a row, seed {result['seed']}, balanced "
+            f"classes, backend {result['backend']}; timing: "
+            f"{result.get('timing', 'not yet measured')}.", "",
+            "Commands: `python benchmarks/step_sweep.py --out docs/results/step_sweep` (FIDs), "
+            "then the same with `--time` on a quiet machine.", "", *lines, "",
+            "![FID against network evaluations and seconds](step_sweep.png)", ""]
+    (out / "README.md").write_text("\n".join(text))
+    plot(rows, reference, out / "step_sweep.png")
+    print("\n".join(text))
+
+
+def plot(rows: dict, reference: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = all("seconds_per_1000" in r for r in rows.values() if "fid" in r)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4.2),
+                             squeeze=False)
+    series = {"DDIM": "ddpm ddim", "DPM-Solver++ 2M": "ddpm dpmpp_2m",
+              "hybrid, strength 0.25": "hybrid 0.25", "hybrid, strength 0.4": "hybrid 0.4",
+              "1000-step ancestral": "ddpm ancestral", "GAN draft alone": "hybrid draft"}
+    for ax, key, label in zip(axes[0], ("nfe", "seconds_per_1000"),
+                              ("network evaluations per image", "seconds per 1000 images"),
+                              strict=False):  # one panel until the rows are timed
+        for name, prefix in series.items():
+            points = sorted((r[key], r["fid"]) for n, r in rows.items()
+                            if n.startswith(prefix) and "fid" in r and key in r)
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, "o-" if len(points) > 1 else "s", label=name)
+        if reference:
+            ax.axhline(reference, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("FID (feature-net space, lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

@@ -40,9 +40,10 @@ def _setup(preset: str, option: str):
                 setattr(model, name, torch.compile(child))
     optimizers = model.make_optimizers(cfg.train)
     if option == "fused_adam":
-        optimizers = {k: type(o)(o.param_groups[0]["params"], **{
-            **{h: v for h, v in o.defaults.items() if h not in ("foreach", "fused")},
-            "fused": True}) for k, o in optimizers.items()}
+        optimizers = {k: type(o)([{h: v for h, v in group.items() if h not in ("foreach",
+                                                                                 "fused")}
+                                  for group in o.param_groups], fused=True)
+                      for k, o in optimizers.items()}
     quick_images = quick.train.epochs * 60_000
     return (lambda: model.train_step((x0, labels), optimizers)), cfg.train.batch_size, quick_images
 

@@ -110,6 +110,21 @@ def _sample(*extra: str) -> Callable[[Path, Path], list[str]]:
     return lambda run, tmp: ["sample", str(run), "--num-samples", "8", *extra]
 
 
+def _without_module(monkeypatch: pytest.MonkeyPatch, name: str, argv: list[str]) -> list[str]:
+    """Run `argv` as if package `name` were not installed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def missing(module, *args, **kwargs):
+        if module == name:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", missing)
+    return argv
+
+
 def _full_disk_on(target: str, monkeypatch: pytest.MonkeyPatch, after_calls: int = 0) -> None:
     """Make `target` (module.attr) write a few bytes, then fail as a full disk does."""
     import importlib
@@ -226,6 +241,11 @@ CASES: dict[str, tuple[Callable, str]] = {
                         r"fashiongen sample --help\)"),
     "--steps 5000": (lambda tmp, mp, run: _sample("--steps", "5000")(run, tmp),
                      r"sample\.num_steps must be between 1 and 1000"),
+    "--backend onnx without onnxruntime": (
+        lambda tmp, mp, run: _without_module(mp, "onnxruntime", _sample("--backend", "onnx")(
+            run, tmp)), r"the onnx backend needs onnxruntime: pip install 'fashiongen\[onnx\]'"),
+    "--backend tensorrt": (lambda tmp, mp, run: _sample("--backend", "tensorrt")(run, tmp),
+                           r"argument --backend: invalid choice: 'tensorrt'"),
     "--eta 2": (lambda tmp, mp, run: _sample("--eta", "2")(run, tmp),
                 r"sample\.eta must lie in \[0, 1\]"),
     "--guidance-scale 99": (lambda tmp, mp, run: _sample("--guidance-scale", "99")(run, tmp),

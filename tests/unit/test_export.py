@@ -1,13 +1,10 @@
 """ONNX export and the onnxruntime sampling backend, for every family."""
 
-import builtins
-
 import pytest
 import torch
 
 from fashiongen.cli import main
 from fashiongen.config import config_from_dict
-from fashiongen.errors import ConfigError
 from fashiongen.generate import generate
 from fashiongen.models import MODELS, build_model
 
@@ -56,20 +53,6 @@ def test_batch_size_is_dynamic(tmp_path):
     use_onnx(model, tmp_path)
     for count in (1, 7, 130):
         assert model.sample(count, generator=torch.Generator().manual_seed(0)).shape[0] == count
-
-
-def test_missing_onnxruntime_is_one_clear_error(monkeypatch, tmp_path):
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    model, _ = _build("gan", 0)
-    with pytest.raises(ConfigError, match=r"pip install 'fashiongen\[onnx\]'"):
-        use_onnx(model, tmp_path)
 
 
 def test_cli_sample_with_onnx_backend(make_config, tmp_path, capsys, monkeypatch):

@@ -43,13 +43,13 @@ demo: install dataset
 	mkdir -p $(DEMO_DIR)
 	$(FASHIONGEN) zoo
 	$(FASHIONGEN) sample --model ddpm --per-class --num-samples 80 --out $(DEMO_DIR)/zoo_ddpm.png
-	$(FASHIONGEN) sample --model gan --per-class --num-samples 80 --out $(DEMO_DIR)/zoo_gan.png
+	$(FASHIONGEN) sample --model hybrid --per-class --num-samples 80 --out $(DEMO_DIR)/zoo_hybrid.png
 	$(FASHIONGEN) data info
 	$(FASHIONGEN) train --config dcgan-quick --out $(DEMO_DIR)/dcgan
 	$(FASHIONGEN) sample $(DEMO_DIR)/dcgan --num-samples 64 --seed 1 --out $(DEMO_DIR)/demo_samples.png
 	@echo
 	@echo "Demo done. Look at:"
-	@echo "  pretrained zoo, one row per class: $(DEMO_DIR)/zoo_ddpm.png $(DEMO_DIR)/zoo_gan.png"
+	@echo "  pretrained zoo, one row per class: $(DEMO_DIR)/zoo_ddpm.png $(DEMO_DIR)/zoo_hybrid.png"
 	@echo "  samples (fresh seed):    $(DEMO_DIR)/demo_samples.png"
 	@echo "  grids during training:   $(DEMO_DIR)/dcgan/samples/"
 	@echo "  loss curves:             $(DEMO_DIR)/dcgan/loss_curves.png"

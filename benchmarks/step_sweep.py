@@ -4,7 +4,8 @@
     python benchmarks/step_sweep.py --out docs/results/step_sweep --time   # quiet machine
 
 The zoo DDPM with DDIM and DPM-Solver++ 2M at 5, 10, 20 and 50 steps against 1000-step
-ancestral sampling, and the zoo hybrid (GAN draft + a few refining steps) on the same axes.
+ancestral sampling, and the zoo hybrid (the zoo GAN's draft noised to strength s, then a few
+DPM-Solver++ steps of the zoo DDPM) on the same axes.
 Every row draws N samples with the same seed and balanced class labels, each model's own
 guidance; the networks run in onnxruntime (the `onnx` backend: within one grey level of
 torch, and faster). One network evaluation = one batched call of the denoiser (or of G),
@@ -25,9 +26,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (5, 10, 20, 50)] + \
+DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (2, 3, 5, 10, 20, 50)] + \
     [("ancestral", 1000)]
-HYBRID_ROWS = [(0.0, 1), (0.25, 5), (0.25, 10), (0.4, 10), (0.4, 20)]  # strength, DDIM steps
+# strength, DPM-Solver++ steps from there (the zoo hybrid's default: 0.4, 3)
+HYBRID_ROWS = [(0.0, 1), (0.25, 1), (0.25, 2), (0.4, 1), (0.4, 2), (0.4, 3), (0.4, 5),
+               (0.4, 10), (0.6, 3), (0.6, 5), (0.6, 10)]
 METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_accuracy")
 TIME_BATCH = 128
 
@@ -37,8 +40,8 @@ def settings():
     for sampler, steps in DDPM_ROWS:
         yield f"ddpm {sampler} {steps}", "ddpm", {"sampler": sampler, "num_steps": steps}
     for strength, steps in HYBRID_ROWS:
-        name = "hybrid draft alone" if strength == 0 else f"hybrid {strength} ddim {steps}"
-        yield name, "hybrid", {"sampler": "ddim", "num_steps": steps, "strength": strength}
+        name = "hybrid draft alone" if strength == 0 else f"hybrid {strength} dpmpp_2m {steps}"
+        yield name, "hybrid", {"sampler": "dpmpp_2m", "num_steps": steps, "strength": strength}
 
 
 def load(name: str, backend: str):
@@ -103,7 +106,9 @@ def main() -> None:
 
 
 def report(result: dict, out: Path) -> None:
-    rows = result["rows"]
+    order = [name for name, _, _ in settings()]
+    rows = dict(sorted(result["rows"].items(),
+                       key=lambda item: order.index(item[0]) if item[0] in order else -1))
     reference = rows.get("ddpm ancestral 1000", {}).get("fid")
     lines = ["| row | network evaluations | FID | vs 1000-step | KID | precision | recall "
              "| coverage | cond. acc. | s / 1000 images |", "|" + "---|" * 10]
@@ -137,9 +142,10 @@ def plot(rows: dict, reference: float | None, path: Path) -> None:
     timed = all("seconds_per_1000" in r for r in rows.values() if "fid" in r)
     fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4.2),
                              squeeze=False)
-    series = {"DDIM": "ddpm ddim", "DPM-Solver++ 2M": "ddpm dpmpp_2m",
+    series = {"DDPM, DDIM": "ddpm ddim", "DDPM, DPM-Solver++ 2M": "ddpm dpmpp_2m",
               "hybrid, strength 0.25": "hybrid 0.25", "hybrid, strength 0.4": "hybrid 0.4",
-              "1000-step ancestral": "ddpm ancestral", "GAN draft alone": "hybrid draft"}
+              "hybrid, strength 0.6": "hybrid 0.6", "DDPM, 1000-step ancestral":
+              "ddpm ancestral", "GAN draft alone": "hybrid draft"}
     for ax, key, label in zip(axes[0], ("nfe", "seconds_per_1000"),
                               ("network evaluations per image", "seconds per 1000 images"),
                               strict=False):  # one panel until the rows are timed

@@ -142,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
     combine.add_argument("gan", metavar="GAN_CHECKPOINT")
     combine.add_argument("ddpm", metavar="DDPM_CHECKPOINT")
-    combine.add_argument("--max-strength", type=float, default=0.5)
+    combine.add_argument("--max-strength", type=float, default=0.5,
+                         help="the most a draft may be noised (fraction of the schedule)")
+    combine.add_argument("--strength", type=float,
+                         help="the sampling default (default: max-strength, at most 0.25)")
+    combine.add_argument("--steps", type=_positive_int,
+                         help="refining steps by default (default: the DDPM's own)")
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
 
     export = commands.add_parser(
@@ -367,8 +372,9 @@ def cmd_combine(args: argparse.Namespace) -> int:
     gan, gan_checkpoint = load_model(args.gan)
     ddpm, ddpm_checkpoint = load_model(args.ddpm)
     hybrid = combine(gan, ddpm, max_strength=args.max_strength)
-    sample = dataclasses.replace(ddpm_checkpoint.config.sample,
-                                 strength=min(args.max_strength, 0.25))
+    strength = min(args.max_strength, 0.25) if args.strength is None else args.strength
+    sample = dataclasses.replace(ddpm_checkpoint.config.sample, strength=strength,
+                                 num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps)
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     extra = json_lib.loads(gan_checkpoint.metadata.get("extra", "{}"))
     folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra)

@@ -113,3 +113,10 @@ def test_combine_command_writes_a_sampleable_hybrid(tmp_path):
                  "--steps", "2", "--out", str(out)]) == 0
     assert main(["sample", str(tmp_path / "h"), "--strength", "0.9", "--out",
                  str(tmp_path / "x.png")]) == 2  # beyond what the refiner learned
+    from fashiongen.checkpoint import load_model
+
+    assert load_model(tmp_path / "h")[1].config.sample.strength == 0.25
+    assert main(["combine", str(tmp_path / "g"), str(tmp_path / "d"), "--max-strength", "0.6",
+                 "--strength", "0.4", "--steps", "3", "--out", str(tmp_path / "h2")]) == 0
+    sampling = load_model(tmp_path / "h2")[1].config.sample
+    assert (sampling.strength, sampling.num_steps) == (0.4, 3)

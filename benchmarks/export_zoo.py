@@ -2,6 +2,7 @@
 
     python benchmarks/export_zoo.py --runs runs/gpu --results docs/results/family_table.json
     python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid
+    python benchmarks/export_zoo.py --budget-runs runs/quality_per_budget
 
 Each run folder named after a family becomes the zoo model of that name. The manifest
 records the preset, the exact command, the commit, the device and training time (from the
@@ -72,15 +73,58 @@ def export_combined_hybrid(checkpoint: Path, commit: str, num_samples: int = 200
     print(entries["hybrid"])
 
 
+# Unconditional models trained on this machine's CPU by `make bench-quality`: zoo name, job.
+BUDGET_RUNS = {"ddpm-uncond": "ddpm-long", "gan-uncond": "gan", "vae-uncond": "vae"}
+
+
+def export_budget_runs(runs: Path, results: Path, commit: str) -> None:
+    """The unconditional quick-preset runs of the quality-per-budget benchmark, as zoo models;
+    their metrics are that benchmark's (same N and seed as the rest of the zoo)."""
+    for name, job in BUDGET_RUNS.items():
+        result = json.loads((results / f"{job}.json").read_text())
+        family, minutes = result["family"], result["budget_minutes"]
+        info = {
+            "summary": f"{DESCRIPTIONS[family].split(',')[0]}, unconditional, {minutes:g} "
+                       "CPU-minutes on this machine",
+            "preset": f"configs/{family}-quick.toml",
+            "command": (f"fashiongen train --config {family}-quick --out runs/{name} --set "
+                        f"train.epochs=100000 --set train.max_minutes={minutes:g} --set "
+                        "train.clock=cpu --set train.num_threads=1"
+                        + (" --set train.ema_decay=0.999" if job == "ddpm-long" else "")
+                        + "  (= make bench-quality's job " + job + ")"),
+            "commit": commit,
+            "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
+            "train_seconds": round(result["train_cpu_seconds"], 1),
+            "epochs": result["epochs"],
+            "metrics": {"num_samples": result["num_samples"], "seed": result["seed"],
+                        **{k: result[k] for k in ("fid", "kid_mean", "precision", "recall",
+                                                  "coverage", "conditional_accuracy")}},
+        }
+        print(export(runs / job, name, info))
+        entries = manifest()
+        entries[name]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
+                                      "fid": check_fid(name)}
+        write_manifest(entries)
+        print(entries[name])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
     parser.add_argument("--device", default="NVIDIA H100 (lent GPU machine), fp32")
     parser.add_argument("--combined-hybrid", type=Path, metavar="CHECKPOINT")
+    parser.add_argument("--budget-runs", type=Path, metavar="DIR",
+                        help="runs/quality_per_budget: add its unconditional models")
+    parser.add_argument("--budget-results", type=Path,
+                        default=Path("docs/results/quality_per_budget/results"))
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
+    if args.budget_runs:
+        export_budget_runs(args.budget_runs, args.budget_results, commit)
+        print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
+        return
     if args.combined_hybrid:
         export_combined_hybrid(args.combined_hybrid, commit)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")

@@ -6,7 +6,8 @@ One run measures, in this order:
 - the fp32 roof: a 2048^3 matmul and a 3x3 convolution, in GFLOP/s (again at the end);
 - training, each row in its own process (so its peak memory is its own): parameters, FLOPs
   per training image (torch.utils.flop_counter over one step), images/s after warm-up,
-  achieved GFLOP/s and % of the roof, peak resident memory above the bare process;
+  achieved GFLOP/s and % of the roof, the process's peak resident memory (a bare process
+  with torch imported is given beside it);
   rows: the five families' full presets, the four peers (benchmarks/peers/), and the
   project's own code on each peer's architecture (the GAN peers' networks trained by
   `adversarial_step`, our U-Net at the diffusers U-Net's parameter count);
@@ -119,7 +120,7 @@ def _ours_on_gan_peer(name: str):
 def training_row(row: str, seconds: float) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # torch imported, no model
     if row in FAMILIES:
         step, batch_size, model = _family_step(row)
         modules = [model]
@@ -145,7 +146,7 @@ def training_row(row: str, seconds: float) -> dict:
             "batch_size": batch_size, "images_per_s": round(images_per_s, 1),
             "mflop_per_image": round(flops / 1e6, 2),
             "gflops": round(flops * images_per_s / 1e9, 2),
-            "peak_mib": round((peak - baseline) / 1024, 1)}
+            "peak_mib": round(peak / 1024, 1), "bare_process_mib": round(baseline / 1024, 1)}
 
 
 # ---------------------------------------------------------------- sampling
@@ -224,7 +225,9 @@ def markdown(result: dict) -> str:
         f"{result['roof_before']['matmul']:.0f} / {result['roof_after']['matmul']:.0f} GFLOP/s, "
         f"3x3 conv {result['roof_before']['conv3x3']:.0f} / "
         f"{result['roof_after']['conv3x3']:.0f} (before / after); % of roof below uses "
-        f"{roof_value:.0f}.", "",
+        f"{roof_value:.0f}. Peak MiB is the whole training process's resident peak; a bare "
+        f"process with torch imported: {result['training'][0]['bare_process_mib']:.0f} MiB.",
+        "",
         "### Training (random data of Fashion-MNIST's shape, after warm-up)", "",
         "| row | parameters | batch | MFLOP / image | images/s | GFLOP/s | % of roof "
         "| peak MiB | vs peer |", "|---|---|---|---|---|---|---|---|---|"]

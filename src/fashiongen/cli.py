@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
     sample.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="onnx: the sampling networks run in onnxruntime on the CPU "
-                             "(1.3-1.7x faster here; needs the onnx extra)")
+                             "(needs the onnx extra; 1.1-2x faster on one thread, not "
+                             "faster on two: benchmarks/README.md)")
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -398,10 +399,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     shipped = available()
     if not shipped:
         print("no zoo models ship with this install")
+    width = max(map(len, shipped), default=0)
     for name, entry in manifest().items():
         if name in shipped:
             classes = f"{entry['num_classes']} classes" if entry["num_classes"] else "unconditional"
-            print(f"{name:<10} {entry['family']:<7} {classes:<13} {entry.get('summary', '')}")
+            print(f"{name:<{width}}  {entry['family']:<7} {classes:<13} "
+                  f"{entry.get('summary', '')}")
     return 0
 
 

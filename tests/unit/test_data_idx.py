@@ -181,6 +181,14 @@ def _outcome(read: Callable[[], np.ndarray]) -> np.ndarray | DataError:
         return e
 
 
+def test_empty_shape_with_huge_dimensions_is_a_data_error():
+    """Found by the fuzz test: 0 x 436207616 x 2650800128 doubles hold no bytes, but numpy
+    cannot make that shape."""
+    data = bytes.fromhex("00000e03" "00000000" "1a000000" "9e000000")
+    with pytest.raises(DataError, match=r"^fuzz: shape 0x436207616x2650800128 is too large"):
+        parse_idx(data, "fuzz")
+
+
 @settings(max_examples=300, deadline=None)
 @given(_any_bytes)
 def test_fuzz_parse_raises_only_data_error(data: bytes) -> None:

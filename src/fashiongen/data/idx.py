@@ -85,6 +85,9 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>", *,
                              f"found {actual}")
     if actual > expected:
         raise _error(source, f"{actual - expected} unexpected bytes after the {shape} data")
+    if math.prod(d for d in dims if d) * dtype.itemsize >= np.iinfo(np.intp).max:
+        # empty, but numpy refuses a shape whose other dimensions overflow its index type
+        raise _error(source, f"shape {shape} is too large for an array")
     array = np.frombuffer(data, dtype=dtype, count=count, offset=header_bytes)
     return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 

@@ -2,6 +2,8 @@
 
     python benchmarks/export_zoo.py --runs runs/gpu --results docs/results/family_table.json
     python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid
+    python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid-uncond \
+        --name hybrid-uncond --parts gan-uncond ddpm-uncond
     python benchmarks/export_zoo.py --budget-runs runs/quality_per_budget
 
 Each run folder named after a family becomes the zoo model of that name. The manifest
@@ -39,12 +41,13 @@ DESCRIPTIONS = {
 }
 
 
-COMBINE_COMMAND = ("fashiongen combine src/fashiongen/zoo/gan.safetensors "
-                   "src/fashiongen/zoo/ddpm.safetensors --max-strength 0.6 --strength 0.4 "
-                   "--steps 3 --out runs/zoo-hybrid")
+COMBINE_COMMAND = ("fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
+                   "src/fashiongen/zoo/{ddpm}.safetensors --max-strength 0.6 --strength 0.4 "
+                   "--steps 3 --out runs/zoo-{name}")
 
 
-def export_combined_hybrid(checkpoint: Path, commit: str, num_samples: int = 2000,
+def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
+                           gan: str = "gan", ddpm: str = "ddpm", num_samples: int = 2000,
                            seed: int = 0) -> None:
     from family_table import score
 
@@ -53,11 +56,11 @@ def export_combined_hybrid(checkpoint: Path, commit: str, num_samples: int = 200
     model, loaded = load_model(checkpoint)
     metrics = score(model, loaded.config.sample, num_samples, seed)
     entries = manifest()
-    parts = [entries["gan"], entries["ddpm"]]
-    info = {"summary": "zoo MLP GAN draft + zoo DDPM refiner (strength 0.4, 3 DPM-Solver++ "
+    parts = [entries[gan], entries[ddpm]]
+    info = {"summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength 0.4, 3 DPM-Solver++ "
                        "steps: 4 network evaluations)",
-            "preset": "configs/gan.toml + configs/ddpm.toml, joined by `fashiongen combine`",
-            "command": COMBINE_COMMAND, "commit": commit,
+            "preset": f"the zoo's {gan} + {ddpm}, joined by `fashiongen combine`",
+            "command": COMBINE_COMMAND.format(gan=gan, ddpm=ddpm, name=name), "commit": commit,
             "device": "this machine's CPU (combining trains nothing); the parts: "
                       + parts[0]["device"],
             "train_seconds": round(sum(p["train_seconds"] for p in parts), 1),
@@ -65,21 +68,24 @@ def export_combined_hybrid(checkpoint: Path, commit: str, num_samples: int = 200
             "metrics": {"num_samples": num_samples, "seed": seed,
                         **{k: metrics[k] for k in ("fid", "kid_mean", "precision", "recall",
                                                    "coverage", "conditional_accuracy")}}}
-    print(export(checkpoint, "hybrid", info))
+    print(export(checkpoint, name, info))
     entries = manifest()
-    entries["hybrid"]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
-                                      "fid": check_fid("hybrid")}
+    entries[name]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
+                                  "fid": check_fid(name)}
     write_manifest(entries)
-    print(entries["hybrid"])
+    print(entries[name])
 
 
 # Unconditional models trained on this machine's CPU by `make bench-quality`: zoo name, job.
-BUDGET_RUNS = {"ddpm-uncond": "ddpm-long", "gan-uncond": "gan", "vae-uncond": "vae"}
+BUDGET_RUNS = {"ddpm-uncond": "ddpm-long", "gan-uncond": "gan", "vae-uncond": "vae",
+               "dcgan-uncond": "dcgan-uncond"}
 
 
 def export_budget_runs(runs: Path, results: Path, commit: str) -> None:
     """The unconditional quick-preset runs of the quality-per-budget benchmark, as zoo models;
     their metrics are that benchmark's (same N and seed as the rest of the zoo)."""
+    from quality_per_budget import JOB_OVERRIDES
+
     for name, job in BUDGET_RUNS.items():
         result = json.loads((results / f"{job}.json").read_text())
         family, minutes = result["family"], result["budget_minutes"]
@@ -90,7 +96,7 @@ def export_budget_runs(runs: Path, results: Path, commit: str) -> None:
             "command": (f"fashiongen train --config {family}-quick --out runs/{name} --set "
                         f"train.epochs=100000 --set train.max_minutes={minutes:g} --set "
                         "train.clock=cpu --set train.num_threads=1"
-                        + (" --set train.ema_decay=0.999" if job == "ddpm-long" else "")
+                        + "".join(f" --set {o}" for o in JOB_OVERRIDES.get(job, []))
                         + "  (= make bench-quality's job " + job + ")"),
             "commit": commit,
             "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
@@ -114,6 +120,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
     parser.add_argument("--device", default="NVIDIA H100 (lent GPU machine), fp32")
     parser.add_argument("--combined-hybrid", type=Path, metavar="CHECKPOINT")
+    parser.add_argument("--name", default="hybrid", help="zoo name of the combined hybrid")
+    parser.add_argument("--parts", nargs=2, default=["gan", "ddpm"], metavar=("GAN", "DDPM"),
+                        help="the zoo models it was combined from")
     parser.add_argument("--budget-runs", type=Path, metavar="DIR",
                         help="runs/quality_per_budget: add its unconditional models")
     parser.add_argument("--budget-results", type=Path,
@@ -126,7 +135,7 @@ def main() -> None:
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     if args.combined_hybrid:
-        export_combined_hybrid(args.combined_hybrid, commit)
+        export_combined_hybrid(args.combined_hybrid, commit, args.name, *args.parts)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     results = json.loads(args.results.read_text())

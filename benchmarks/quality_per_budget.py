@@ -28,12 +28,15 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 OURS = {"gan": "gan", "dcgan": "dcgan", "vae": "vae", "ddpm": "ddpm", "hybrid": "hybrid",
-        "ddpm-long": "ddpm"}
+        "ddpm-long": "ddpm", "dcgan-uncond": "dcgan"}
+# what a job changes in its family's quick preset
+JOB_OVERRIDES = {"ddpm-long": ["train.ema_decay=0.999"],  # a longer run affords a slower EMA
+                 "dcgan-uncond": ["model.num_classes=0"]}  # the quick preset is conditional
 PEER_JOBS = {"mlp-gan": "mlp-gan", "tf-dcgan": "tf-dcgan", "keras-vae": "keras-vae",
              "diffusers-ddpm": "diffusers-ddpm", "diffusers-ddpm-long": "diffusers-ddpm"}
 LONG_JOBS = ("ddpm-long", "diffusers-ddpm-long")  # the diffusion budget
 JOB_ORDER = ["ddpm-long", "diffusers-ddpm-long", "diffusers-ddpm", "ddpm", "hybrid", "dcgan",
-             "tf-dcgan", "gan", "mlp-gan", "vae", "keras-vae"]
+             "dcgan-uncond", "tf-dcgan", "gan", "mlp-gan", "vae", "keras-vae"]
 METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
            "modes_missing", "conditional_accuracy")
 
@@ -50,9 +53,7 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
     family = OURS[job]
     run = runs / job
     overrides = ['train.clock="cpu"', "train.num_threads=1", "train.use_tensorboard=false",
-                 f"out_dir={json.dumps(str(run))}"]
-    if job == "ddpm-long":
-        overrides.append("train.ema_decay=0.999")  # a longer run affords a slower average
+                 f"out_dir={json.dumps(str(run))}", *JOB_OVERRIDES.get(job, [])]
     cfg = family_configs(minutes, runs, families=[family], seed=seed,
                          overrides=overrides)[family]
     if not (run / "summary.json").is_file():

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from family_table import balanced_labels  # benchmarks/ is on sys.path: scripts run from it
+from family_table import real_floor as score_real
 
-HERE = Path(__file__).resolve().parent
 OURS = {"gan": "gan", "dcgan": "dcgan", "vae": "vae", "ddpm": "ddpm", "hybrid": "hybrid",
         "ddpm-long": "ddpm", "dcgan-uncond": "dcgan"}
 # what a job changes in its family's quick preset
@@ -39,10 +40,6 @@ JOB_ORDER = ["ddpm-long", "diffusers-ddpm-long", "diffusers-ddpm", "ddpm", "hybr
              "dcgan-uncond", "tf-dcgan", "gan", "mlp-gan", "vae", "keras-vae"]
 METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
            "modes_missing", "conditional_accuracy")
-
-
-def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:
-    return torch.arange(num_samples) % num_classes if num_classes else None
 
 
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
@@ -82,7 +79,6 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
 
 
 def train_peer(job: str, minutes: float, seed: int) -> tuple:
-    sys.path.insert(0, str(HERE))
     from peers import PEERS
 
     from fashiongen.data import load_dataset
@@ -179,9 +175,6 @@ def forwarded(args: argparse.Namespace) -> list[str]:
 def real_floor(args: argparse.Namespace) -> dict:
     path = args.out / "results" / "real.json"
     if not path.is_file():
-        sys.path.insert(0, str(HERE))
-        from family_table import real_floor as score_real
-
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(score_real(args.num_samples, args.seed), indent=2) + "\n")
     return json.loads(path.read_text())

@@ -55,12 +55,6 @@ def load(name: str, backend: str):
     return model, checkpoint.config.sample
 
 
-def nfe(model, sampling) -> int:
-    if hasattr(model, "num_network_evaluations"):
-        return model.num_network_evaluations(sampling)
-    return sampling.num_steps
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/results/step_sweep"))
@@ -81,7 +75,7 @@ def main() -> None:
             models[zoo_name] = load(zoo_name, args.backend)
         model, base = models[zoo_name]
         sampling = dataclasses.replace(base, **changes)
-        entry = result["rows"].setdefault(row, {"nfe": nfe(model, sampling)})
+        entry = result["rows"].setdefault(row, {"nfe": model.num_network_evaluations(sampling)})
         if args.time:
             generate(model, 8, sampling=sampling)  # warm-up
             started = time.perf_counter()

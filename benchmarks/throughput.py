@@ -188,9 +188,7 @@ def sampling_rows() -> list[dict]:
                                      SAMPLE_BATCH, repeats=1 if steps >= 1000 else 2)
                 how = "one pass" if not model.sampling_fields else f"{sampler} {steps}"
                 rows.append({"row": family, "backend": backend, "sampling": how,
-                             "nfe": model.num_network_evaluations(sampling)
-                             if hasattr(model, "num_network_evaluations") else
-                             (steps if model.sampling_fields else 1),
+                             "nfe": model.num_network_evaluations(sampling),
                              "images_per_s": rate})
     from peers import PEERS as PEER_CLASSES
 

@@ -92,6 +92,7 @@ def export_onnx(model: Family, out_dir: str | Path | None = None) -> dict[str, P
 
 def _export(model: Family, out_dir: str | Path | None) -> dict[str, tuple[Path, tuple]]:
     out_dir = Path(out_dir) if out_dir is not None else cache_dir("onnx")
+    was_training = model.training
     model = model.cpu().eval()
     exported = {}
     for name, example in sampling_calls(model).items():
@@ -110,6 +111,7 @@ def _export(model: Family, out_dir: str | Path | None) -> dict[str, tuple[Path, 
                                   dynamic_axes={n: {0: "batch"} for n in [*inputs, "output"]},
                                   dynamo=False)
         exported[name] = (path, example)
+    model.train(was_training)  # exporting leaves the caller's model as it was
     return exported
 
 

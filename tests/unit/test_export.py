@@ -36,7 +36,9 @@ def test_onnx_backend_draws_the_same_images(name, num_classes, tmp_path):
 
 def test_export_is_cached_per_weights(tmp_path):
     model, _ = _build("gan", 0)
+    model.train()
     first = export_onnx(model, tmp_path)
+    assert model.training and model.generator.training
     assert list(first) == ["generator"] and first["generator"].is_file()
     stamp = first["generator"].stat().st_mtime_ns
     assert export_onnx(model, tmp_path) == first

@@ -134,6 +134,11 @@ class Family(nn.Module):
                                             sampling=sampling, callback=callback)
         return x0.clamp(-1, 1)
 
+    def num_network_evaluations(self, sampling: SampleConfig) -> int:
+        """Network calls per batch of samples: one pass, or one per diffusion step
+        (classifier-free guidance's two halves go in one batched call)."""
+        return sampling.num_steps if "num_steps" in self.sampling_fields else 1
+
     def randn(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Gaussian noise drawn on the generator's device (CPU by default), then moved:
         the same seed gives the same samples on every device."""

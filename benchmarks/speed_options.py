@@ -4,22 +4,26 @@
 
 Options, each against the plain configuration in the same process and run: `channels_last`
 memory format; Adam with `fused=True` instead of the `foreach=True` the families use;
-`torch.compile` of each network (compile seconds, steady images/s, and how many images
-until the compile time is paid back, against the quick preset's images); 1 thread against
-2 threads per image. Only options that pay are kept in the families: see the table.
+`torch.compile` of each network as `train.compile` does it (cold: an empty inductor cache,
+as on a user's first run; compile seconds, steady images/s, and how many images until the
+compile time is paid back, against the quick preset's images); 1 thread against 2 threads
+per image. Only options that pay are kept in the families: see the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")  # before torch
+import torch  # noqa: E402
 
-from fashiongen.config import PRESETS_DIR, config_from_dict, read_toml
-from fashiongen.models import build_model
+from fashiongen.config import PRESETS_DIR, config_from_dict, read_toml  # noqa: E402
+from fashiongen.models import build_model  # noqa: E402
 
 PRESETS = ["dcgan", "ddpm", "gan", "vae"]
 
@@ -35,9 +39,7 @@ def _setup(preset: str, option: str):
         model = model.to(memory_format=torch.channels_last)
         x0 = x0.contiguous(memory_format=torch.channels_last)
     if option == "compile":
-        for name, child in list(model.named_children()):
-            if any(p.requires_grad for p in child.parameters()):
-                setattr(model, name, torch.compile(child))
+        model.compile_networks()
     optimizers = model.make_optimizers(cfg.train)
     if option == "fused_adam":
         optimizers = {k: type(o)([{h: v for h, v in group.items() if h not in ("foreach",

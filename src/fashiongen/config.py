@@ -70,6 +70,9 @@ class TrainConfig:
     num_grid_samples: int = 64
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    # torch.compile the family's networks in place (checkpoints unchanged); pays back where
+    # benchmarks/speed_options.py says so (the DCGAN presets); needs a C++ compiler on CPU.
+    compile: bool = False
     num_threads: int = 0  # 0 = all cores
     on_nonfinite: Literal["rollback", "stop"] = "rollback"
     use_tensorboard: bool = True  # when the tensorboard package is installed

@@ -31,6 +31,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -85,6 +86,19 @@ def select_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device is 'mps' but MPS is not available")
     return torch.device(name)
+
+
+def compile_networks(model: Family, device: torch.device, *, announce: bool = True) -> None:
+    """`train.compile`: compile the family's networks in place, or say why not and train
+    eagerly (inductor needs a C++ compiler for CPU code)."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        if announce:
+            tqdm.write("warning: train.compile needs a C++ compiler on CPU and none was found; "
+                       "training without compiling", file=sys.stderr)
+        return
+    names = model.compile_networks()
+    if announce:
+        tqdm.write(f"compiling {', '.join(names)} (the first steps take longer)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- EMA
@@ -236,6 +250,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
         ckpt.check_weights_fit(model, {**saved.weights, **saved.ema}, saved)
         model.load_state_dict(saved.weights)
     ema = init_ema(model, cfg.train.ema_decay)
+    if cfg.train.compile:
+        compile_networks(model, device, announce=ctx.is_main)
     if resumed_from is not None:
         for k, v in saved.ema.items():
             if k in ema:
@@ -410,7 +426,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     bar.close()
 
     epochs_done = step / steps_per_epoch
-    if last_grid_step != step:
+    sampling_changed = model.finish_training(images, labels)  # e.g. the VAE's fitted prior
+    if last_grid_step != step or sampling_changed:
         write_grid(max(1, math.ceil(epochs_done)))
     final = save(run_dir / "final")
     images_per_second = images_seen / session_seconds if session_seconds else 0.0

@@ -152,6 +152,8 @@ def two_process_runs(tmp_path_factory):
     runs += [[*args, "--out", root / name] for name, args in DETERMINISTIC.items()]
     runs += [[*DETERMINISTIC["det_gan"], "--model", "diverging_gan", "--max-steps", "7",
               "--out", root / "diverging_gan"]]
+    runs += [[*DETERMINISTIC["det_gan"], "--set", "train.compile=true",
+              "--out", root / "det_gan_compiled"]]
     runs += [[*DETERMINISTIC["det_gan"], "--model", "flaky_gan", "--max-steps", "12",
               "--set", "train.checkpoint_every_n_steps=4", "--out", root / "flaky_gan"]]
     argv: list[str | Path] = [WORKER, report]
@@ -213,7 +215,7 @@ def test_a_nonfinite_loss_on_one_rank_rolls_all_back(two_process_runs, test_fami
 @pytest.mark.slow
 def test_only_rank_0_writes_and_prints(two_process_runs):
     root, output = two_process_runs
-    for run in ["dcgan", *DETERMINISTIC, "diverging_gan", "flaky_gan"]:
+    for run in ["dcgan", *DETERMINISTIC, "det_gan_compiled", "diverging_gan", "flaky_gan"]:
         main, other = rank_reports(root, run)
         assert any("final" in change for change in main["changes"]), "the probe works"
         assert other["changes"] == []
@@ -242,6 +244,19 @@ def test_two_processes_match_one(two_process_runs, test_families, tmp_path, fami
                 assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3), key
     if family == "det_ddpm":
         assert min(float(r["grad_norm"]) for r in one_rows) > 0.25, "clipping was active"
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_data_parallel(two_process_runs):
+    """`train.compile` under torchrun: replicas stay identical and follow the eager run."""
+    root, _ = two_process_runs
+    reports = rank_reports(root, "det_gan_compiled")
+    assert reports[0]["state_sha256"] == reports[1]["state_sha256"]
+    eager = load_file(root / "det_gan" / "final" / "weights.safetensors")
+    compiled = load_file(root / "det_gan_compiled" / "final" / "weights.safetensors")
+    assert eager.keys() == compiled.keys()
+    gaps = [(eager[k] - compiled[k]).abs().max().item() for k in eager]
+    assert max(gaps) < MAX_GAP and statistics.median(gaps) < MEDIAN_GAP
 
 
 @pytest.mark.slow

@@ -177,3 +177,42 @@ def test_training_time_evaluation_is_logged(make_config, monkeypatch):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[0]["eval_fid"]) == 1.5
+
+
+def test_compiled_training_matches_eager_and_keeps_checkpoints(make_config, tmp_path):
+    """`train.compile`: the networks compile in place, so checkpoints keep their keys and
+    load without compiling; a compiled run (with its eval-mode grids and a resume) follows
+    the eager one up to float rounding."""
+    from torch._dynamo.utils import counters
+
+    # no dropout: inductor draws its own random numbers, so masks would differ from eager
+    model = {**SMALL_DCGAN, "use_spectral_norm": True, "dropout": 0.0, "num_classes": 10}
+    base = make_config(model=model, train={"epochs": 2, "max_steps": 12, "ema_decay": 0.9,
+                                           "checkpoint_every_n_steps": 6})
+    eager = train(replace(base, out_dir=str(tmp_path / "eager")), progress=False)
+    counters.clear()
+    compiled_cfg = replace(base, out_dir=str(tmp_path / "compiled"),
+                           train={"compile": True, "max_steps": 6})
+    train(compiled_cfg, progress=False)
+    compiled = train(replace(compiled_cfg, train={"max_steps": 12}), resume=True,
+                     progress=False)
+    assert counters["stats"]["unique_graphs"] >= 2, "G and D ran compiled"
+    a = load_file(eager.final_checkpoint / "weights.safetensors")
+    b = load_file(compiled.final_checkpoint / "weights.safetensors")
+    assert a.keys() == b.keys()
+    gaps = {k: (a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()}
+    assert max(gaps.values()) < 1e-3, max(gaps.items(), key=lambda kv: kv[1])
+    assert (compiled.run_dir / "samples" / "epoch_0001.png").is_file()
+    saved, _ = load_checkpoint(compiled.final_checkpoint)
+    assert saved.config.train.compile
+    from fashiongen.checkpoint import load_model
+
+    loaded, _ = load_model(compiled.run_dir)
+    assert loaded.sample(4, labels=torch.arange(4)).shape == (4, 1, 28, 28)
+
+
+def test_compile_without_a_cpp_compiler_trains_eagerly(make_config, monkeypatch, capsys):
+    monkeypatch.setattr("fashiongen.train.shutil.which", lambda name: None)
+    cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 2})
+    assert train(cfg, progress=False).steps == 2
+    assert "needs a C++ compiler" in capsys.readouterr().err

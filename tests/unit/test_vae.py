@@ -8,7 +8,7 @@ import torch
 from fashiongen.config import TrainConfig, config_from_dict
 from fashiongen.errors import ConfigError
 from fashiongen.models import MODELS
-from fashiongen.models.vae import VAE, VAEConfig
+from fashiongen.models.vae import VAE, VAEConfig, fit_gaussian_mixture
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
@@ -161,3 +161,82 @@ def test_learns_a_single_pattern():
     assert last < first / 10, (first, last)
     assert (model.reconstruct(x0[:2]) - pattern).abs().max() < 0.1
     assert sample_error() < 0.6 * error_before, error_before
+
+
+# ---------------------------------------------------------------- the fitted prior
+
+
+def test_mixture_fit_recovers_two_clusters():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3000, 2, generator=g) * 0.5 + torch.tensor([4.0, 0.0])
+    b = torch.randn(1000, 2, generator=g) * torch.tensor([0.2, 1.0]) + torch.tensor([-4.0, 1.0])
+    log_w, means, tril = fit_gaussian_mixture(torch.cat([a, b]), 2)
+    order = means[:, 0].argsort(descending=True)
+    assert log_w.exp()[order].tolist() == pytest.approx([0.75, 0.25], abs=0.01)
+    assert torch.allclose(means[order], torch.tensor([[4.0, 0.0], [-4.0, 1.0]]), atol=0.1)
+    stds = torch.diagonal(tril @ tril.transpose(1, 2), dim1=1, dim2=2).sqrt()[order]
+    assert torch.allclose(stds, torch.tensor([[0.5, 0.5], [0.2, 1.0]]), atol=0.05)
+
+
+def test_mixture_fit_with_fewer_points_than_components():
+    log_w, means, _ = fit_gaussian_mixture(torch.randn(3, 4), 10)
+    assert len(log_w) == len(means) == 3
+
+
+def _fitted(num_classes=0, **fields):
+    """A fitted-prior VAE whose encoder is the identity on a 2-d 'image', so the codes of
+    the training images are the points themselves."""
+    model = _model(num_classes, prior="fitted", latent_dim=2, prior_components=2, **fields)
+    model.encode = lambda x0, labels=None: (x0.flatten(1)[:, :2], None)
+    return model
+
+
+def test_prior_codes_follow_the_fitted_mixture():
+    model = _fitted()
+    g = torch.Generator().manual_seed(0)
+    points = torch.cat([torch.randn(600, 2, generator=g) * 0.1 + 3,
+                        torch.randn(200, 2, generator=g) * 0.1 - 3])
+    images = ((points.clamp(-6, 6) / 6 + 1) * 127.5).round().to(torch.uint8).view(-1, 1, 1, 2)
+    model.fit_prior(images, torch.zeros(len(images), dtype=torch.long))
+    assert bool(model.prior_is_fitted)
+    codes = model.prior_codes(torch.randn(20000, 2, generator=g), None) * 6  # back in units
+    assert (codes[:, 0] > 0).float().mean().item() == pytest.approx(0.75, abs=0.02)
+    upper = codes[codes[:, 0] > 0]
+    assert upper.mean(0).tolist() == pytest.approx([3, 3], abs=0.05)
+    assert upper.std(0).tolist() == pytest.approx([0.1, 0.1], abs=0.03), \
+        "the re-standardised coordinate keeps the component's own spread"
+
+
+def test_conditional_prior_fits_one_mixture_per_class():
+    model = _fitted(num_classes=2)
+    images = torch.tensor([[10, 10]] * 50 + [[240, 240]] * 50, dtype=torch.uint8)
+    labels = torch.tensor([0] * 50 + [1] * 50)
+    model.fit_prior(images.view(-1, 1, 1, 2), labels)
+    codes = model.prior_codes(torch.randn(100, 2), torch.tensor([0, 1] * 50))
+    assert (codes[0::2] < -0.8).all() and (codes[1::2] > 0.8).all()
+
+
+def test_fitted_prior_is_fit_at_the_end_of_training_and_saved(make_config):
+    from fashiongen.checkpoint import load_model
+    from fashiongen.train import train
+
+    cfg = make_config(model={"name": "vae", "prior": "fitted", "prior_components": 3,
+                             "num_classes": 10}, train={"epochs": 1})
+    run = train(cfg, progress=False).run_dir
+    model, _ = load_model(run)
+    assert bool(model.prior_is_fitted)
+    weights = model.prior_log_weights.softmax(1)
+    assert weights.shape == (10, 3) and torch.allclose(weights.sum(1), torch.ones(10))
+    standard = _model(10)
+    standard.load_state_dict(model.state_dict(), strict=False)
+    labels = torch.arange(8) % 10
+    fitted_x = model.sample(8, labels=labels, generator=_seeded(0))
+    standard_x = standard.sample(8, labels=labels, generator=_seeded(0))
+    assert not torch.allclose(fitted_x, standard_x), "samples decode the mixture's codes"
+
+
+def test_unfitted_prior_samples_from_the_standard_normal():
+    fitted, standard = _model(prior="fitted"), _model()
+    standard.load_state_dict(fitted.state_dict(), strict=False)
+    assert torch.equal(fitted.sample(4, generator=_seeded(0)),
+                       standard.sample(4, generator=_seeded(0)))

@@ -134,6 +134,26 @@ class Family(nn.Module):
                                             sampling=sampling, callback=callback)
         return x0.clamp(-1, 1)
 
+    def finish_training(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Called by the training loop once training ends, before the final checkpoint,
+        with the whole training set (uint8 images, labels); a family that fits something to
+        the data after training (the VAE's fitted prior) does it here and returns True."""
+        return False
+
+    def compile_networks(self) -> list[str]:
+        """`torch.compile` each network of this family in place (`nn.Module.compile`), so
+        parameters, state-dict keys and checkpoints stay as they are; networks of nested
+        families (the hybrid's parts) too. Compilation happens lazily at each network's first
+        call. Returns the compiled networks' names."""
+        compiled = []
+        for name, child in self.named_children():
+            if isinstance(child, Family):
+                compiled += [f"{name}.{inner}" for inner in child.compile_networks()]
+            elif any(True for _ in child.parameters()):
+                child.compile()
+                compiled.append(name)
+        return compiled
+
     def num_network_evaluations(self, sampling: SampleConfig) -> int:
         """Network calls per batch of samples: one pass, or one per diffusion step
         (classifier-free guidance's two halves go in one batched call)."""

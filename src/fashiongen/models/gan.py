@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fashiongen.config import ModelConfig, require
-from fashiongen.models.adversarial import AdversarialFamily
+from fashiongen.config import require
+from fashiongen.models.adversarial import AdversarialConfig, AdversarialFamily
 from fashiongen.models.base import ImageShape
 from fashiongen.nets.mlp import MLPDiscriminator, MLPGenerator
 
 
 @dataclass(frozen=True)
-class GANConfig(ModelConfig):
+class GANConfig(AdversarialConfig):
     name: str = "gan"
     latent_dim: int = 100
     g_width: int = 256  # G's first hidden layer; doubling per layer (256-512-1024)
@@ -26,15 +26,12 @@ class GANConfig(ModelConfig):
     num_layers: int = 3  # hidden layers in each of G and D
     use_batchnorm: bool = True  # in G only; D sees real and fake in one batch
     dropout: float = 0.3  # in D
-    label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.latent_dim >= 1, "model.latent_dim must be >= 1")
         require(self.g_width >= 1 and self.d_width >= 1, "model.g_width/d_width must be >= 1")
         require(1 <= self.num_layers <= 8, "model.num_layers must be between 1 and 8")
         require(0 <= self.dropout < 1, "model.dropout must lie in [0, 1)")
-        require(0 <= self.label_smoothing < 0.5, "model.label_smoothing must lie in [0, 0.5)")
 
 
 class GAN(AdversarialFamily):

@@ -7,6 +7,13 @@ transposed-conv decoder whose likelihood p(x|z) is Bernoulli (BCE on images mapp
 al., beta-VAE, ICLR 2017), optionally warmed up linearly from 0 (Bowman et al., arXiv
 1511.06349). Networks live in `nets/autoencoder.py`. Conditional when `num_classes > 0`
 (labels into encoder and decoder: a CVAE, Sohn et al., NeurIPS 2015).
+
+Samples come from the N(0, I) prior, or (`prior = "fitted"`) from a Gaussian mixture fitted
+by EM to the training set's posterior means once training ends (ex-post density estimation,
+Ghosh et al., arXiv 1903.12436): decoding codes where the encoder actually put the data
+avoids the prior's "holes". A latent z ~ N(0, I) maps to a mixture sample deterministically
+(its first coordinate picks the component and is then re-standardised), so seeds,
+interpolation and the latent-space tools work the same with either prior.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ from torch import nn
 
 from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
+from fashiongen.images import to_model_range
 from fashiongen.models.base import Batch, Family, ImageShape, eval_mode
 from fashiongen.nets.autoencoder import ConvDecoder, ConvEncoder
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+PRIOR_RIDGE = 1e-4  # added to every fitted covariance: no component collapses onto a point
+ENCODE_BATCH = 2000
+UNUSED_LOG_WEIGHT = -1e4  # never drawn; finite so weight checks and float16 copies are happy
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ class VAEConfig(ModelConfig):
     use_learned_scale: bool = False  # gaussian only: learn one log-scale
     beta: float = 1.0  # KL weight; 1 = the ELBO
     kl_warmup_steps: int = 0  # ramp the KL weight linearly from 0 to beta; 0 = off
+    prior: Literal["standard", "fitted"] = "standard"  # what samples decode (module docstring)
+    prior_components: int = 30  # fitted: Gaussians in the mixture (per class when conditional)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +58,33 @@ class VAEConfig(ModelConfig):
         require(self.gaussian_scale > 0, "model.gaussian_scale must be > 0")
         require(self.beta >= 0, "model.beta must be >= 0")
         require(self.kl_warmup_steps >= 0, "model.kl_warmup_steps must be >= 0")
+        require(1 <= self.prior_components <= 1000, "model.prior_components must be in 1..1000")
+
+
+def fit_gaussian_mixture(x: torch.Tensor, num_components: int, *, num_iterations: int = 50,
+                         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM for a full-covariance Gaussian mixture on points x (N, D), started from a seeded
+    random subset of the points: (log-weights (K,), means (K, D), Cholesky factors of the
+    covariances (K, D, D)), with K = min(num_components, N)."""
+    x = x.double()
+    n, d = x.shape
+    k = min(num_components, n)
+    start = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
+    means = x[start].clone()
+    ridge = PRIOR_RIDGE * torch.eye(d, dtype=x.dtype)
+    covs = (torch.cov(x.T).reshape(d, d) if n > 1 else torch.eye(d, dtype=x.dtype)) + ridge
+    covs = covs.expand(k, d, d).clone()
+    log_weights = torch.full((k,), -math.log(k), dtype=x.dtype)
+    for _ in range(num_iterations):
+        mixture = torch.distributions.MultivariateNormal(means, covariance_matrix=covs)
+        resp = (mixture.log_prob(x[:, None, :]) + log_weights).softmax(dim=1)  # (N, K)
+        counts = resp.sum(0).clamp_min(1e-8)
+        log_weights = (counts / n).log()
+        means = (resp.T @ x) / counts[:, None]
+        centred = x[:, None, :] - means  # (N, K, D)
+        covs = torch.einsum("nk,nki,nkj->kij", resp, centred, centred) / counts[:, None, None]
+        covs = covs + ridge
+    return log_weights.float(), means.float(), torch.linalg.cholesky(covs).float()
 
 
 def to_unit_range(x0: torch.Tensor) -> torch.Tensor:
@@ -70,6 +110,12 @@ class VAE(Family):
                 self.register_buffer("log_scale", log_scale)
         # A buffer, so checkpoints and exact resumption carry the KL warm-up's position.
         self.register_buffer("num_steps_taken", torch.zeros((), dtype=torch.long))
+        if config.prior == "fitted":  # filled by fit_prior; until then samples use N(0, I)
+            groups, k, d = max(1, config.num_classes), config.prior_components, config.latent_dim
+            self.register_buffer("prior_is_fitted", torch.zeros((), dtype=torch.bool))
+            self.register_buffer("prior_log_weights", torch.zeros(groups, k))
+            self.register_buffer("prior_means", torch.zeros(groups, k, d))
+            self.register_buffer("prior_scale_tril", torch.eye(d).expand(groups, k, d, d).clone())
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         return {"vae": torch.optim.Adam(self.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
@@ -116,6 +162,54 @@ class VAE(Family):
         self.num_steps_taken += 1
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
+    # ------------------------------------------------------------ fitted prior
+
+    def finish_training(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
+        if self.config.prior != "fitted":
+            return False
+        self.fit_prior(images, labels)
+        return True
+
+    @torch.no_grad()
+    def fit_prior(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fit the mixture prior to the posterior means of uint8 training images (N, C, H, W)
+        with their labels (one mixture per class when conditional)."""
+        labels = labels.to(self.device)
+        given = self.batch_labels(labels)
+        codes = torch.cat([
+            self.encode(to_model_range(images[i:i + ENCODE_BATCH].to(self.device)),
+                        None if given is None else given[i:i + ENCODE_BATCH])[0]
+            for i in range(0, len(images), ENCODE_BATCH)]).cpu()
+        groups = labels.cpu() if self.num_classes else torch.zeros(len(codes), dtype=torch.long)
+        self.prior_log_weights.fill_(UNUSED_LOG_WEIGHT)  # components a small class cannot fill
+        for g in range(self.prior_log_weights.shape[0]):
+            members = codes[groups == g]
+            if not len(members):
+                raise ConfigError(f"cannot fit the prior: no training images of class {g}")
+            log_w, means, tril = fit_gaussian_mixture(members, self.config.prior_components)
+            k = len(log_w)
+            self.prior_log_weights[g, :k] = log_w.to(self.device)
+            self.prior_means[g, :k] = means.to(self.device)
+            self.prior_scale_tril[g, :k] = tril.to(self.device)
+        self.prior_is_fitted.fill_(True)
+
+    def prior_codes(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Map z ~ N(0, I) (B, D) to codes from the fitted mixture: Phi(z_1) picks the
+        component by its cumulative weight, the position within that slice becomes a fresh
+        uniform, so the re-standardised z_1 stays N(0, 1) and independent of the choice."""
+        group = labels if labels is not None else torch.zeros(len(z), dtype=torch.long,
+                                                             device=z.device)
+        weights = self.prior_log_weights[group].softmax(dim=1)  # (B, K)
+        upper = weights.cumsum(dim=1)
+        u = torch.special.ndtr(z[:, 0]).clamp(1e-7, 1 - 1e-7)
+        k = torch.searchsorted(upper, u[:, None]).clamp(max=weights.shape[1] - 1)
+        chosen = weights.gather(1, k).squeeze(1)
+        within = ((u - (upper.gather(1, k).squeeze(1) - chosen)) / chosen).clamp(1e-7, 1 - 1e-7)
+        z = torch.cat([torch.special.ndtri(within)[:, None], z[:, 1:]], dim=1)
+        k = k.squeeze(1)
+        means, tril = self.prior_means[group, k], self.prior_scale_tril[group, k]
+        return means + (tril @ z[:, :, None]).squeeze(2)
+
     # ------------------------------------------------------------ inference
 
     def _mean_image(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -160,5 +254,8 @@ class VAE(Family):
 
     def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
                               **_: object) -> torch.Tensor:
-        """The decoder's mean image for z ~ N(0, I); sampler settings do not apply."""
+        """The decoder's mean image for z ~ N(0, I) (mapped through the fitted prior when
+        there is one); sampler settings do not apply."""
+        if self.config.prior == "fitted" and bool(self.prior_is_fitted):
+            z = self.prior_codes(z, labels)
         return self._mean_image(self.decoder(z, labels))

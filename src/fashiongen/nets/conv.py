@@ -30,10 +30,13 @@ def upsampling_plan(size: int) -> tuple[int, int]:
 
 
 class ConvGenerator(nn.Module):
-    """z (B, latent_dim) [+ labels] -> images (B, C, H, W) in [-1, 1]."""
+    """z (B, latent_dim) [+ labels] -> images (B, C, H, W) in [-1, 1].
+
+    `extra_convs` stride-1 3x3 conv layers follow each up-sampling before the last: depth at
+    a resolution without more up-sampling."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, extra_convs: int = 0) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         if height != width_px:
@@ -52,6 +55,9 @@ class ConvGenerator(nn.Module):
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
+            for _ in range(extra_convs):
+                layers += [nn.Conv2d(w_out, w_out, 3, 1, 1, bias=False),
+                           nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.upsample = nn.Sequential(*layers)
 

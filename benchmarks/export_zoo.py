@@ -5,10 +5,14 @@
     python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid-uncond \
         --name hybrid-uncond --parts gan-uncond ddpm-uncond
     python benchmarks/export_zoo.py --budget-runs runs/quality_per_budget
+    python benchmarks/export_zoo.py --runs runs/cpu-zoo --families gan dcgan vae ddpm \
+        --device "this machine: 2-core AMD EPYC CPU, fp32" --score
 
 Each run folder named after a family becomes the zoo model of that name. The manifest
 records the preset, the exact command, the commit, the device and training time (from the
-run's summary.json) and the metrics measured by benchmarks/family_table.py.
+run's summary.json) and the metrics measured by benchmarks/family_table.py (or, with
+`--score`, measured here at the same N and seed). A run folder may hold `command.txt`, the
+exact command that trained it, when that was more than `fashiongen train --config FAMILY`.
 
 `--combined-hybrid CHECKPOINT` replaces only the zoo's hybrid with a checkpoint made by
 `fashiongen combine` from the zoo's own GAN and DDPM (no training of its own), scored here
@@ -119,6 +123,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
     parser.add_argument("--device", default="NVIDIA H100 (lent GPU machine), fp32")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--score", action="store_true",
+                        help="score each run here (N = 2000, seed 0) instead of --results")
     parser.add_argument("--combined-hybrid", type=Path, metavar="CHECKPOINT")
     parser.add_argument("--name", default="hybrid", help="zoo name of the combined hybrid")
     parser.add_argument("--parts", nargs=2, default=["gan", "ddpm"], metavar=("GAN", "DDPM"),
@@ -138,20 +145,32 @@ def main() -> None:
         export_combined_hybrid(args.combined_hybrid, commit, args.name, *args.parts)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
-    results = json.loads(args.results.read_text())
-    for family in FAMILIES:
+    results = None if args.score else json.loads(args.results.read_text())
+    for family in args.families:
         run = args.runs / family
         summary = json.loads((run / "summary.json").read_text())
-        metrics = results["families"][family]
+        if results is None:
+            from family_table import score
+
+            from fashiongen.checkpoint import load_model
+
+            model, loaded = load_model(run)
+            metrics, num_samples, seed = score(model, loaded.config.sample, 2000, 0), 2000, 0
+        else:
+            metrics = results["families"][family]
+            num_samples, seed = results["num_samples"], results["seed"]
+        command_file = run / "command.txt"
+        command = (command_file.read_text().strip() if command_file.is_file()
+                   else f"fashiongen train --config {family} --out runs/{family}")
         info = {
             "summary": DESCRIPTIONS[family],
             "preset": f"configs/{family}.toml",
-            "command": f"fashiongen train --config {family} --out runs/{family}",
+            "command": command,
             "commit": commit,
             "device": args.device,
             "train_seconds": round(summary["train_seconds"], 1),
             "epochs": summary["epochs"],
-            "metrics": {"num_samples": results["num_samples"], "seed": results["seed"],
+            "metrics": {"num_samples": num_samples, "seed": seed,
                         **{k: metrics[k] for k in ("fid", "kid_mean", "precision", "recall",
                                                    "coverage", "conditional_accuracy")}},
         }

@@ -71,10 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
     args = parser.parse_args()
     threads = torch.get_num_threads()
     rows = []
-    for preset in PRESETS:
+    for preset in args.presets:
         base = measure(preset, "plain", args.seconds, threads)
         rows.append(base)
         for option in ("channels_last", "fused_adam", "compile"):

@@ -90,12 +90,24 @@ def select_device(name: str) -> torch.device:
 
 def compile_networks(model: Family, device: torch.device, *, announce: bool = True) -> None:
     """`train.compile`: compile the family's networks in place, or say why not and train
-    eagerly (inductor needs a C++ compiler for CPU code)."""
+    eagerly. A tiny function is compiled (forward and backward) first, so a missing or broken
+    C++ compiler (inductor needs one for CPU code) is a warning, not a failed run; a network
+    whose own forward fails to compile later runs eagerly too (dynamo's suppress_errors)."""
+    problem = None
     if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        problem = "no C++ compiler was found"
+    else:
+        try:
+            probe = torch.ones(4, device=device, requires_grad=True)
+            torch.compile(lambda x: (x.sin() * 2).sum())(probe).backward()
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: run eagerly
+            problem = f"compiling failed ({str(error).strip().splitlines()[0][:160]})"
+    if problem:
         if announce:
-            tqdm.write("warning: train.compile needs a C++ compiler on CPU and none was found; "
-                       "training without compiling", file=sys.stderr)
+            tqdm.write(f"warning: train.compile: {problem}; training without compiling",
+                       file=sys.stderr)
         return
+    torch._dynamo.config.suppress_errors = True
     names = model.compile_networks()
     if announce:
         tqdm.write(f"compiling {', '.join(names)} (the first steps take longer)", file=sys.stderr)
@@ -426,7 +438,9 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     bar.close()
 
     epochs_done = step / steps_per_epoch
+    finishing = budget_clock()
     sampling_changed = model.finish_training(images, labels)  # e.g. the VAE's fitted prior
+    train_seconds += budget_clock() - finishing  # it is training work: budgets count it
     if last_grid_step != step or sampling_changed:
         write_grid(max(1, math.ceil(epochs_done)))
     final = save(run_dir / "final")

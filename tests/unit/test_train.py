@@ -215,4 +215,20 @@ def test_compile_without_a_cpp_compiler_trains_eagerly(make_config, monkeypatch,
     monkeypatch.setattr("fashiongen.train.shutil.which", lambda name: None)
     cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 2})
     assert train(cfg, progress=False).steps == 2
-    assert "needs a C++ compiler" in capsys.readouterr().err
+    assert "no C++ compiler was found; training without compiling" in capsys.readouterr().err
+
+
+def test_a_failing_compiler_falls_back_to_eager(make_config, monkeypatch, capsys):
+    """The probe that `train.compile` compiles first fails (as it does, run alone, with a
+    broken `inductor_config.cpp.cxx`): the run trains eagerly and says why."""
+    def broken_compile(fn, **_):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 3})
+    assert train(cfg, progress=False).steps == 3
+    err = capsys.readouterr().err
+    assert "train.compile: compiling failed (InvalidCxxCompiler: No working C++ compiler " \
+           "found); training without compiling" in err

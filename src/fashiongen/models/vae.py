@@ -35,6 +35,8 @@ from fashiongen.nets.autoencoder import ConvDecoder, ConvEncoder
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 PRIOR_RIDGE = 1e-4  # added to every fitted covariance: no component collapses onto a point
 ENCODE_BATCH = 2000
+MAX_FIT_POINTS = 20_000  # per mixture: about 10 s of EM on one core
+CONVERGED = 1e-5  # EM stops when the mean log-likelihood per point gains less than this
 UNUSED_LOG_WEIGHT = -1e4  # never drawn; finite so weight checks and float16 copies are happy
 
 
@@ -65,26 +67,41 @@ def fit_gaussian_mixture(x: torch.Tensor, num_components: int, *, num_iterations
                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EM for a full-covariance Gaussian mixture on points x (N, D), started from a seeded
     random subset of the points: (log-weights (K,), means (K, D), Cholesky factors of the
-    covariances (K, D, D)), with K = min(num_components, N)."""
-    x = x.double()
+    covariances (K, D, D)), with K = min(num_components, N). At most MAX_FIT_POINTS points
+    are used (a seeded subset); float64, one component at a time (no (N, K, D) temporaries);
+    stops early once the likelihood stops rising."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x = x[order[:MAX_FIT_POINTS]].double()  # a seeded subset bounds the time
     n, d = x.shape
     k = min(num_components, n)
-    start = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
-    means = x[start].clone()
+    means = x[:k].clone()  # k random points: the subset is shuffled
     ridge = PRIOR_RIDGE * torch.eye(d, dtype=x.dtype)
-    covs = (torch.cov(x.T).reshape(d, d) if n > 1 else torch.eye(d, dtype=x.dtype)) + ridge
-    covs = covs.expand(k, d, d).clone()
+    spread = torch.cov(x.T).reshape(d, d) if n > 1 else torch.eye(d, dtype=x.dtype)
+    tril = torch.linalg.cholesky(spread + ridge).expand(k, d, d).clone()
     log_weights = torch.full((k,), -math.log(k), dtype=x.dtype)
+    log_prob = torch.empty(n, k, dtype=x.dtype)
+    previous = -math.inf
     for _ in range(num_iterations):
-        mixture = torch.distributions.MultivariateNormal(means, covariance_matrix=covs)
-        resp = (mixture.log_prob(x[:, None, :]) + log_weights).softmax(dim=1)  # (N, K)
+        inverse = torch.linalg.solve_triangular(tril, torch.eye(d, dtype=x.dtype).expand(k, d, d),
+                                                upper=False)  # L_j^-1, (K, D, D)
+        for j in range(k):  # E step: log N(x | mean_j, L_j L_j^T), whitened by one matmul
+            white = x @ inverse[j].T - means[j] @ inverse[j].T
+            log_det = tril[j].diagonal().log().sum()
+            log_prob[:, j] = -0.5 * white.square().sum(1) - log_det - d * HALF_LOG_2PI
+        joint = log_prob + log_weights
+        log_likelihood = torch.logsumexp(joint, dim=1).mean().item()
+        if log_likelihood - previous < CONVERGED:
+            break
+        previous = log_likelihood
+        resp = joint.softmax(dim=1)  # (N, K)
         counts = resp.sum(0).clamp_min(1e-8)
         log_weights = (counts / n).log()
         means = (resp.T @ x) / counts[:, None]
-        centred = x[:, None, :] - means  # (N, K, D)
-        covs = torch.einsum("nk,nki,nkj->kij", resp, centred, centred) / counts[:, None, None]
-        covs = covs + ridge
-    return log_weights.float(), means.float(), torch.linalg.cholesky(covs).float()
+        for j in range(k):  # M step: each component's weighted covariance
+            centred = x - means[j]
+            cov = (centred * resp[:, j:j + 1]).T @ centred / counts[j]
+            tril[j] = torch.linalg.cholesky(cov + ridge)
+    return log_weights.float(), means.float(), tril.float()
 
 
 def to_unit_range(x0: torch.Tensor) -> torch.Tensor:

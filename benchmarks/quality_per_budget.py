@@ -213,6 +213,9 @@ def write_table(args: argparse.Namespace) -> None:
         "FID in this run. The first row scores real training images the same way: the floor.",
         "", f"Command: `make bench-quality` (= `python benchmarks/quality_per_budget.py "
         f"--out {args.out}`); samples of each job in `grids/`.", "", *lines, ""]
+    notes = args.out / "notes.md"  # hand-written: which rows were re-run when, and why
+    if notes.is_file():
+        text += [notes.read_text().strip(), ""]
     (args.out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 

@@ -108,9 +108,10 @@ def compile_networks(model: Family, device: torch.device, *, announce: bool = Tr
                        file=sys.stderr)
         return
     torch._dynamo.config.suppress_errors = True
-    names = model.compile_networks()
-    if announce:
-        tqdm.write(f"compiling {', '.join(names)} (the first steps take longer)", file=sys.stderr)
+    # Compile afresh: shapes an earlier run in this process saw would otherwise make this one
+    # compile dynamic-shape kernels, which round differently (the same seed, other bytes).
+    torch._dynamo.reset()
+    model.compile_networks()  # quietly: stderr stays for warnings and the one error line
 
 
 # ---------------------------------------------------------------- EMA
@@ -262,8 +263,6 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
         ckpt.check_weights_fit(model, {**saved.weights, **saved.ema}, saved)
         model.load_state_dict(saved.weights)
     ema = init_ema(model, cfg.train.ema_decay)
-    if cfg.train.compile:
-        compile_networks(model, device, announce=ctx.is_main)
     if resumed_from is not None:
         for k, v in saved.ema.items():
             if k in ema:
@@ -336,6 +335,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                                                 if k not in ("step", "epoch")))
 
     model.train()
+    if cfg.train.compile:  # once every setup check has passed
+        compile_networks(model, device, announce=ctx.is_main)
     train_seconds = float(state.get("train_seconds", 0.0))  # on `budget_clock`
     budget_clock = time.process_time if cfg.train.clock == "cpu" else time.perf_counter
     last_grid_step = -1

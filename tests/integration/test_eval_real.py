@@ -16,7 +16,10 @@ pytestmark = [
     pytest.mark.skipif(resolve_idx_dir("fashion-mnist") is None,
                        reason="Fashion-MNIST not available offline"),
 ]
-SMALL = ["--set", "model.g_width=16", "--set", "model.d_width=16", "--no-progress",
+# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
+# tests compiling)
+SMALL = ["--set", "train.compile=false",
+         "--set", "model.g_width=16", "--set", "model.d_width=16", "--no-progress",
          "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1"]
 
 

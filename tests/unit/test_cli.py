@@ -9,7 +9,10 @@ from PIL import Image
 
 from fashiongen.cli import main
 
-TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
+# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
+# tests compiling)
+TINY = ["--set", "train.compile=false",
+        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
         "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
         "--set", "train.use_tensorboard=false"]
 

@@ -34,7 +34,8 @@ COMMON = ["--data", "synthetic", "--no-progress", "--set", "train.batch_size=32"
           "--set", "train.num_grid_samples=16", "--set", "train.use_tensorboard=false",
           "--set", "train.log_every_n_steps=1"]
 NUM_STEPS = 12  # the dcgan run; resumed from step NUM_STEPS // 2
-DCGAN = ["--model", "dcgan", *COMMON, "--set", "model.g_width=8", "--set", "model.d_width=8",
+DCGAN = ["--model", "dcgan", *COMMON, "--set", "train.compile=false",
+         "--set", "model.g_width=8", "--set", "model.d_width=8",
          "--set", "train.ema_decay=0.9",
          "--set", f"train.checkpoint_every_n_steps={NUM_STEPS // 2}",
          # reversion on a hair trigger: a family decision on local statistics, which ranks

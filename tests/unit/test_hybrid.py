@@ -99,7 +99,10 @@ def test_combine_existing_models():
 def test_combine_command_writes_a_sampleable_hybrid(tmp_path):
     from fashiongen.cli import main
 
-    tiny = ["--data", "synthetic", "--max-steps", "2", "--no-progress",
+    # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
+    # tests compiling)
+    tiny = ["--set", "train.compile=false",
+            "--data", "synthetic", "--max-steps", "2", "--no-progress",
             "--set", "train.batch_size=32", "--set", "train.use_tensorboard=false",
             "--set", "model.num_classes=10", "--set", "sample.num_steps=2"]
     assert main(["train", "--model", "dcgan", "--set", "model.g_width=8",

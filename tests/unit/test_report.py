@@ -21,7 +21,10 @@ from fashiongen.data.synthetic import CLASS_NAMES
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.nets.featnet import FeatNet
 
-TINY = ["--data", "synthetic", "--max-steps", "3", "--no-progress",
+# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
+# tests compiling)
+TINY = ["--set", "train.compile=false",
+        "--data", "synthetic", "--max-steps", "3", "--no-progress",
         "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
         "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
         "--set", "train.use_tensorboard=false"]

@@ -240,3 +240,11 @@ def test_unfitted_prior_samples_from_the_standard_normal():
     standard.load_state_dict(fitted.state_dict(), strict=False)
     assert torch.equal(fitted.sample(4, generator=_seeded(0)),
                        standard.sample(4, generator=_seeded(0)))
+
+
+def test_a_class_without_training_images_keeps_the_standard_prior():
+    model = _fitted(num_classes=2)
+    model.fit_prior(torch.full((20, 1, 1, 2), 200, dtype=torch.uint8),
+                    torch.zeros(20, dtype=torch.long))
+    z = torch.randn(50, 2)
+    assert torch.allclose(model.prior_codes(z, torch.ones(50, dtype=torch.long)), z, atol=1e-5)

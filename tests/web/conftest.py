@@ -23,7 +23,10 @@ import torch
 from fashiongen.cli import main
 from fashiongen.data.sources import resolve_idx_dir
 
-TINY_DCGAN = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--no-progress"]
+# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
+# tests compiling)
+TINY_DCGAN = ["--set", "train.compile=false",
+              "--set", "model.g_width=8", "--set", "model.d_width=8", "--no-progress"]
 IMAGE_SHAPE = (1, 28, 28)
 SERVER_START_TIMEOUT_S = 90
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}

@@ -201,9 +201,11 @@ class VAE(Family):
         self.prior_log_weights.fill_(UNUSED_LOG_WEIGHT)  # components a small class cannot fill
         for g in range(self.prior_log_weights.shape[0]):
             members = codes[groups == g]
-            if not len(members):
-                raise ConfigError(f"cannot fit the prior: no training images of class {g}")
-            log_w, means, tril = fit_gaussian_mixture(members, self.config.prior_components)
+            if len(members):
+                log_w, means, tril = fit_gaussian_mixture(members, self.config.prior_components)
+            else:  # a class absent from the training set keeps the N(0, I) prior
+                d = codes.shape[1]
+                log_w, means, tril = torch.zeros(1), torch.zeros(1, d), torch.eye(d)[None]
             k = len(log_w)
             self.prior_log_weights[g, :k] = log_w.to(self.device)
             self.prior_means[g, :k] = means.to(self.device)

@@ -58,6 +58,12 @@ class TrainConfig:
     clock: Literal["wall", "cpu"] = "wall"
     batch_size: int = 128
     lr: float = 2e-4
+    # Learning-rate schedule over the run's steps (train.epochs, or train.max_steps when
+    # smaller): a linear warm-up over `warmup_steps`, then "constant", or "cosine" down to
+    # `min_lr_ratio` * lr at the last step. A time budget that ends first stops it early.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     ema_decay: float = 0.0  # 0 = no EMA of the sampling networks
@@ -83,6 +89,8 @@ class TrainConfig:
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
         require(1 <= self.batch_size <= 65536, "train.batch_size must be between 1 and 65536")
         require(self.lr > 0, "train.lr must be > 0")
+        require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must lie in [0, 1]")
         require(all(0 <= b < 1 for b in self.betas), "train.betas must lie in [0, 1)")
         require(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1)")
         require(self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1")

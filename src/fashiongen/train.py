@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
 from fashiongen import distributed
-from fashiongen.config import RunConfig, config_from_dict, read_toml, replace, to_toml
+from fashiongen.config import RunConfig, TrainConfig, config_from_dict, read_toml, replace, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
     CheckpointError,
@@ -60,6 +60,7 @@ from fashiongen.models.base import Family
 
 MAX_ROLLBACKS = 3  # rollbacks in a row (without a checkpoint between) before giving up
 LR_DECAY_ON_ROLLBACK = 0.5  # per rollback in a row: the n-th multiplies the LR by 0.5**n
+BASE_LR_KEY = "base_lr"  # a param group's rate before the schedule's factor
 WEIGHTS_KEY = "weights"  # reported beside the losses when the weights become non-finite
 
 
@@ -340,6 +341,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     train_seconds = float(state.get("train_seconds", 0.0))  # on `budget_clock`
     budget_clock = time.process_time if cfg.train.clock == "cpu" else time.perf_counter
     last_grid_step = -1
+    scheduled = cfg.train.lr_schedule != "constant" or cfg.train.warmup_steps > 0
     session_seconds = 0.0
     images_seen = 0
     rollbacks = 0
@@ -361,6 +363,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
                                          (index_in_epoch + 1) * cfg.train.batch_size])
             batch = (to_model_range(images[batch_index]), labels[batch_index])
 
+            if scheduled:
+                set_learning_rates(optimizers, lr_factor_at(cfg.train, step, total_steps))
             started, clock_started = time.perf_counter(), budget_clock()
             with amp:
                 losses = model.train_step(batch, optimizers)
@@ -642,7 +646,31 @@ def _rollback(run_dir: Path, model: Family, optimizers: dict[str, torch.optim.Op
     for opt in optimizers.values():
         for group in opt.param_groups:
             group["lr"] *= lr_factor
+            if BASE_LR_KEY in group:  # a schedule's rates follow from its base
+                group[BASE_LR_KEY] *= lr_factor
     return restored_step, None
+
+
+def lr_factor_at(train_cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning-rate multiplier for step `step` (0-based) of `total_steps`: a linear
+    warm-up, then constant or a cosine down to `train_cfg.min_lr_ratio`."""
+    warmup = train_cfg.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if train_cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - 1 - warmup)
+    floor = train_cfg.min_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_learning_rates(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
+    """Each param group's rate = its base rate (its configured rate, kept in the optimizer's
+    state so that checkpoints carry it) x `factor`."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault(BASE_LR_KEY, group["lr"])
+            group["lr"] = group[BASE_LR_KEY] * factor
 
 
 class _MetricsLog:

@@ -11,7 +11,7 @@ from fashiongen.checkpoint import list_checkpoints, load_checkpoint
 from fashiongen.config import replace
 from fashiongen.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from fashiongen.models.dcgan import DCGAN
-from fashiongen.train import train
+from fashiongen.train import lr_factor_at, train
 
 SMALL_DCGAN = {"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 16}
 
@@ -80,6 +80,63 @@ def test_nonfinite_loss_rolls_back_and_lowers_lr(make_config, monkeypatch):
     lr = state["optimizers"]["generator"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(cfg.train.lr / 2)
     assert all(torch.isfinite(v).all() for v in saved.weights.values() if v.is_floating_point())
+
+
+def test_lr_schedule_factors(make_config):
+    cfg = make_config(train={"lr_schedule": "cosine", "warmup_steps": 4, "min_lr_ratio": 0.1})
+    factors = [lr_factor_at(cfg.train, step, 14) for step in range(14)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 9)))
+    assert all(a > b for a, b in zip(factors[4:-1], factors[5:], strict=True))
+    constant = replace(cfg, train={"lr_schedule": "constant"})
+    assert [lr_factor_at(constant.train, s, 14) for s in (0, 1, 4, 13)] == [0.25, 0.5, 1, 1]
+
+
+def test_cosine_schedule_resumes_exactly_and_rollback_lowers_its_base(
+        make_config, tmp_path, monkeypatch):
+    base = make_config(model=SMALL_DCGAN, train={
+        "max_steps": 16, "lr_schedule": "cosine", "warmup_steps": 3, "min_lr_ratio": 0.2,
+        "checkpoint_every_n_steps": 6})
+    one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
+    _, state = load_checkpoint(one_go.final_checkpoint, with_state=True)
+    group = state["optimizers"]["generator"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.2 * base.train.lr), "the last step ran at the floor"
+    assert group["base_lr"] == base.train.lr
+    # Interrupted after the step-6 checkpoint (not max_steps=6, which would shorten the
+    # schedule's horizon), then resumed.
+    first = replace(base, out_dir=str(tmp_path / "b"))
+    calls = {"n": 0}
+    original = DCGAN.train_step
+
+    def stop_after_six(self, batch, optimizers):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self, batch, optimizers)
+
+    monkeypatch.setattr(DCGAN, "train_step", stop_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        train(first, progress=False)
+    monkeypatch.setattr(DCGAN, "train_step", original)
+    resumed = train(first, resume=True, progress=False)
+    a = load_file(one_go.final_checkpoint / "weights.safetensors")
+    b = load_file(resumed.final_checkpoint / "weights.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    def flaky(self, batch, optimizers):
+        calls["n"] += 1
+        losses = original(self, batch, optimizers)
+        return {**losses, "g_loss": math.nan} if calls["n"] == 9 else losses
+
+    calls["n"] = 0
+    monkeypatch.setattr(DCGAN, "train_step", flaky)
+    rolled = train(replace(base, out_dir=str(tmp_path / "c")), progress=False)
+    _, state = load_checkpoint(rolled.final_checkpoint, with_state=True)
+    group = state["optimizers"]["generator"]["param_groups"][0]
+    assert group["base_lr"] == pytest.approx(base.train.lr / 2)
+    assert group["lr"] == pytest.approx(0.2 * base.train.lr / 2)
 
 
 def test_nonfinite_loss_can_stop(make_config, monkeypatch):

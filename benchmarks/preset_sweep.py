@@ -3,6 +3,8 @@
     python benchmarks/preset_sweep.py --sweep dcgan-discriminator --epochs 4 --out runs/sweep
     python benchmarks/preset_sweep.py --sweep dcgan-loss --cpu-minutes 5 --out runs/sweep-loss
     python benchmarks/preset_sweep.py --sweep vae-prior --cpu-minutes 5 --out runs/sweep-vae
+    python benchmarks/preset_sweep.py --sweep dcgan-objective --cpu-minutes 5 --out runs/sw-dcgan
+    python benchmarks/preset_sweep.py --sweep gan-objective --cpu-minutes 5 --out runs/sw-gan
 
 Trains the sweep's preset with each variant for the same epochs (or the same
 budget of CPU time on one thread, `train.clock = "cpu"`) and seed, then scores 2000 balanced
@@ -25,6 +27,9 @@ from fashiongen.cli import main as cli
 from fashiongen.generate import generate
 from fashiongen.metrics import evaluate
 
+CLASSIC = ["model.loss=non_saturating", "model.r1_gamma=0", "model.r2_gamma=0",
+           "model.use_spectral_norm=true", "model.use_minibatch_std=true",
+           "train.betas=[0.5, 0.999]"]
 SWEEPS = {  # name -> (preset, {variant: overrides})
     # the first session's sweep, at 4 epochs of the dcgan preset (no .md: older script)
     "dcgan-discriminator": ("dcgan", {
@@ -52,8 +57,46 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
         "fitted prior, beta 0.25": ["model.prior=fitted", "model.beta=0.25"],
         "fitted prior, beta 0.1": ["model.prior=fitted", "model.beta=0.1"],
     }),
+    # R3GAN's objective (the dcgan preset) against the classic losses, one ingredient
+    # removed per row; the classic rows are the previous preset (spectral-norm D with
+    # minibatch-std, Adam betas (0.5, 0.999))
+    "dcgan-objective": ("dcgan", {
+        "preset: relativistic + R1 + R2 (lazy, every 4th D step), Adam (0, 0.99)": [],
+        "classic: non-saturating, SN D, mbstd, Adam (0.5, 0.999)": CLASSIC,
+        "classic hinge, SN D, mbstd, Adam (0.5, 0.999)": [*CLASSIC, "model.loss=hinge"],
+        "no R2 (R1 only)": ["model.r2_gamma=0"],
+        "no penalties": ["model.r1_gamma=0", "model.r2_gamma=0"],
+        "non-saturating loss + R1 + R2": ["model.loss=non_saturating"],
+        "Adam (0.5, 0.999)": ["train.betas=[0.5, 0.999]"],
+        "D weight reversion on": ["model.d_reversion=true"],
+    }),
+    "gan-objective": ("gan", {
+        "preset": [],
+        "classic: non-saturating, dropout 0.3 in D, Adam (0.5, 0.999)": [
+            "model.loss=non_saturating", "model.r1_gamma=0", "model.r2_gamma=0",
+            "model.dropout=0.3", "train.betas=[0.5, 0.999]"],
+    }),
 }
-METRICS = ("fid", "precision", "recall", "coverage", "modes_missing")
+METRICS = ("fid", "precision", "recall", "coverage", "modes_missing", "conditional_accuracy")
+
+
+def score(run: Path, num_samples: int, *, use_ema: bool = True) -> dict:
+    """The sweep's metrics of `num_samples` class-balanced samples from a trained run."""
+    model, _ = load_model(run, use_ema=use_ema)
+    labels = torch.arange(num_samples) % model.num_classes if model.num_classes else None
+    r = evaluate(generate(model, num_samples, labels=labels, seed=0), labels=labels,
+                 use_memorisation=False)
+    return {k: r.get(k) for k in METRICS}
+
+
+def table_row(name: str, r: dict) -> str:
+    accuracy = r["conditional_accuracy"]
+    row = (f"| {name} | {r['fid']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+           f"{r['coverage']:.3f} | {'-' if accuracy is None else f'{accuracy:.3f}'} | "
+           f"{r['modes_missing']} |")
+    if "raw" in r:
+        row += f" {r['raw']['fid']:.3f} | {r['raw']['recall']:.3f} |"
+    return row
 
 
 def main() -> None:
@@ -65,6 +108,11 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variant numbers to train and score (default all; "
+                             "the table is written only for all)")
+    parser.add_argument("--score-raw", action="store_true",
+                        help="also score the raw (non-EMA) generator of each variant")
     args = parser.parse_args()
     budget = ["--epochs", str(args.epochs)]
     if args.cpu_minutes:
@@ -73,27 +121,30 @@ def main() -> None:
                   "--set", "train.clock=cpu", "--set", "train.num_threads=1"]
     preset, variants = SWEEPS[args.sweep]
     results = {}
+    chosen = (set(range(len(variants))) if args.variants is None
+              else {int(i) for i in args.variants.split(",")})
     for i, (name, overrides) in enumerate(variants.items()):
+        if i not in chosen:
+            continue
         run = args.out / f"v{i}"
         if not (run / "summary.json").is_file():
             sets = [x for o in overrides for x in ("--set", o)]
             cli(["train", "--config", preset, *budget, "--out", str(run), "--no-progress",
                  *sets])
-        model, _ = load_model(run)
-        n = args.num_samples
-        labels = torch.arange(n) % model.num_classes if model.num_classes else None
-        r = evaluate(generate(model, n, labels=labels, seed=0), labels=labels,
-                     use_memorisation=False)
-        results[name] = {"overrides": overrides, **{k: r[k] for k in METRICS}}
+        results[name] = {"overrides": overrides, **score(run, args.num_samples)}
+        if args.score_raw:
+            results[name]["raw"] = score(run, args.num_samples, use_ema=False)
         print(name, results[name], flush=True)
+    if args.variants is not None:
+        return
     budget = (f"{args.cpu_minutes:g} CPU-minutes on one thread" if args.cpu_minutes
               else f"{args.epochs} epochs")
     lines = [f"`{' '.join(['python', *sys.argv])}`: preset `{preset}`, {budget} per variant, "
              f"N = {args.num_samples}, seed 0.", "",
-             "| variant | FID | precision | recall | coverage | missing |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['fid']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{r['coverage']:.3f} | {r['modes_missing']} |" for name, r in results.items()]
+             "| variant | FID | precision | recall | coverage | class acc. | missing |"
+             + (" raw G: FID | raw G: recall |" if args.score_raw else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if args.score_raw else "")]
+    lines += [table_row(name, r) for name, r in results.items()]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"sweep_{args.sweep}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.results / f"sweep_{args.sweep}.md").write_text("\n".join(lines) + "\n")

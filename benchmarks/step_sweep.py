@@ -2,6 +2,8 @@
 
     python benchmarks/step_sweep.py --out docs/results/step_sweep          # the FIDs (long)
     python benchmarks/step_sweep.py --out docs/results/step_sweep --time   # quiet machine
+    python benchmarks/step_sweep.py --grid few --hybrid runs/zoo-hybrid --num-samples 2000 \
+        --out docs/results/hybrid_sweep      # a hybrid against the DDPM at 1-6 evaluations
 
 The zoo DDPM with DDIM and DPM-Solver++ 2M at 5, 10, 20 and 50 steps against 1000-step
 ancestral sampling, and the zoo hybrid (the zoo GAN's draft noised to strength s, then a few
@@ -32,24 +34,30 @@ DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (2, 3, 5, 10, 20, 50)
 HYBRID_ROWS = [(0.0, 1), (0.25, 1), (0.25, 2), (0.4, 1), (0.4, 2), (0.4, 3), (0.4, 5),
                (0.4, 10), (0.6, 3), (0.6, 5), (0.6, 10)]
 METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_accuracy")
+# `--grid few`: both at 1-6 network evaluations (a hybrid's draft is one of them)
+FEW_DDPM_ROWS = [("dpmpp_2m", n) for n in range(1, 7)]
+FEW_HYBRID_ROWS = [(0.0, 1)] + [(s, n) for s in (0.1, 0.2, 0.3, 0.4) for n in range(1, 6)]
+GRIDS = {"default": (DDPM_ROWS, HYBRID_ROWS), "few": (FEW_DDPM_ROWS, FEW_HYBRID_ROWS)}
 TIME_BATCH = 128
 
 
-def settings():
+def settings(grid: str = "default"):
     """(row name, zoo model, SampleConfig changes) for every row, fastest first."""
-    for sampler, steps in DDPM_ROWS:
+    ddpm_rows, hybrid_rows = GRIDS[grid]
+    for sampler, steps in ddpm_rows:
         yield f"ddpm {sampler} {steps}", "ddpm", {"sampler": sampler, "num_steps": steps}
-    for strength, steps in HYBRID_ROWS:
+    for strength, steps in hybrid_rows:
         name = "hybrid draft alone" if strength == 0 else f"hybrid {strength} dpmpp_2m {steps}"
         yield name, "hybrid", {"sampler": "dpmpp_2m", "num_steps": steps, "strength": strength}
 
 
-def load(name: str, backend: str):
+def load(name: str, backend: str, path: Path | None = None):
+    """A zoo model by name, or the checkpoint at `path`."""
     from fashiongen.checkpoint import load_model
     from fashiongen.export import use_onnx
     from fashiongen.zoo import zoo_path
 
-    model, checkpoint = load_model(zoo_path(name))
+    model, checkpoint = load_model(path or zoo_path(name))
     if backend == "onnx":
         use_onnx(model)
     return model, checkpoint.config.sample
@@ -62,6 +70,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
     parser.add_argument("--time", action="store_true", help="time every row (quiet machine)")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
+    parser.add_argument("--hybrid", type=Path, default=None,
+                        help="a hybrid checkpoint (fashiongen combine) instead of the zoo's")
     args = parser.parse_args()
     from fashiongen.generate import generate
     from fashiongen.metrics import evaluate
@@ -70,9 +81,10 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.is_file() else {
         "num_samples": args.num_samples, "seed": args.seed, "backend": args.backend, "rows": {}}
     models = {}
-    for row, zoo_name, changes in settings():
+    for row, zoo_name, changes in settings(args.grid):
         if zoo_name not in models:
-            models[zoo_name] = load(zoo_name, args.backend)
+            models[zoo_name] = load(zoo_name, args.backend,
+                                    args.hybrid if zoo_name == "hybrid" else None)
         model, base = models[zoo_name]
         sampling = dataclasses.replace(base, **changes)
         entry = result["rows"].setdefault(row, {"nfe": model.num_network_evaluations(sampling)})
@@ -96,11 +108,11 @@ def main() -> None:
     if args.time:
         result["timing"] = {"threads": torch.get_num_threads(), "batch": TIME_BATCH}
         path.write_text(json.dumps(result, indent=2) + "\n")
-    report(result, args.out)
+    report(result, args.out, args.grid)
 
 
-def report(result: dict, out: Path) -> None:
-    order = [name for name, _, _ in settings()]
+def report(result: dict, out: Path, grid: str = "default") -> None:
+    order = [name for name, _, _ in settings(grid)]
     rows = dict(sorted(result["rows"].items(),
                        key=lambda item: order.index(item[0]) if item[0] in order else -1))
     reference = rows.get("ddpm ancestral 1000", {}).get("fid")
@@ -119,8 +131,8 @@ def report(result: dict, out: Path) -> None:
             f"N = {result['num_samples']} samples a row, seed {result['seed']}, balanced "
             f"classes, backend {result['backend']}; timing: "
             f"{result.get('timing', 'not yet measured')}.", "",
-            "Commands: `python benchmarks/step_sweep.py --out docs/results/step_sweep` (FIDs), "
-            "then the same with `--time` on a quiet machine.", "", *lines, "",
+            f"Command: `{' '.join(['python', 'benchmarks/step_sweep.py', *sys.argv[1:]])}` "
+            "(FIDs), then the same with `--time` on a quiet machine.", "", *lines, "",
             "![FID against network evaluations and seconds](step_sweep.png)", ""]
     (out / "README.md").write_text("\n".join(text))
     plot(rows, reference, out / "step_sweep.png")
@@ -137,7 +149,7 @@ def plot(rows: dict, reference: float | None, path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4.2),
                              squeeze=False)
     series = {"DDPM, DDIM": "ddpm ddim", "DDPM, DPM-Solver++ 2M": "ddpm dpmpp_2m",
-              "hybrid, strength 0.25": "hybrid 0.25", "hybrid, strength 0.4": "hybrid 0.4",
+              **{f"hybrid, strength {x}": f"hybrid {x} " for x in (0.1, 0.2, 0.25, 0.3, 0.4)},
               "hybrid, strength 0.6": "hybrid 0.6", "DDPM, 1000-step ancestral":
               "ddpm ancestral", "GAN draft alone": "hybrid draft"}
     for ax, key, label in zip(axes[0], ("nfe", "seconds_per_1000"),

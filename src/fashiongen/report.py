@@ -7,10 +7,11 @@ then writes `report.md`, a self-contained `report.html` (images as base64 data U
 budget and writes that report (`fashiongen train --model all`). The metrics come from
 `fashiongen.metrics.evaluate`: FID (Heusel et al., arXiv 1706.08500), KID (Bińkowski et al.,
 arXiv 1801.01401), improved precision/recall (Kynkäänniemi et al., arXiv 1904.06991),
-density/coverage (Naeem et al., arXiv 2002.09797), the entropy of predicted classes and the
-pixel-space copy rate; docs/metrics.md says what each means and how they behave on real data.
-The feature network and dataset can be injected (`featnet=`, `dataset=`), so tests run on the
-synthetic dataset with an untrained featnet.
+density/coverage (Naeem et al., arXiv 2002.09797), recall, coverage and spread within each
+class, the entropy of predicted classes and the pixel-space copy rate; docs/metrics.md says
+what each means and how they behave on real data. The feature network and dataset can be
+injected (`featnet=`, `dataset=`), so tests run on the synthetic dataset with an untrained
+featnet.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("recall", "recall", "{:.3f}"),
     ("density", "density", "{:.3f}"),
     ("coverage", "coverage", "{:.3f}"),
+    ("per_class_recall", "class recall", "{:.3f}"),
+    ("per_class_coverage", "class coverage", "{:.3f}"),
+    ("intra_class_spread", "class spread", "{:.3f}"),
     ("class_entropy", "class entropy", "{:.3f}"),
     ("modes_missing", "modes missing", "{}"),
     ("conditional_accuracy", "cond. acc.", "{:.3f}"),
@@ -261,6 +265,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
         "recall": "share of real images on the sample manifold (diversity)",
         "density": "real neighbourhoods per sample, ~1 for real data",
         "coverage": "share of real neighbourhoods holding a sample",
+        "per_class_recall": "recall within each class, mean over classes",
+        "per_class_coverage": "coverage within each class, mean over classes",
+        "intra_class_spread": "pairwise distance within a class / real's, ~1 for real data",
         "class_entropy": f"of predicted classes, nats (max {result['class_entropy_max']:.3f})",
         "modes_missing": "classes with < 2% of the samples",
         "conditional_accuracy": "samples classified as the class asked for",
@@ -504,7 +511,10 @@ def _preamble(report: dict[str, Any]) -> list[str]:
                  f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['date']}. "
                  "Training time and images/s come from each run's summary.json.")
     lines.append("Metrics: FID (arXiv 1706.08500) and KID (arXiv 1801.01401), lower is better; "
-                 "precision/recall (arXiv 1904.06991) and density/coverage (arXiv 2002.09797); "
+                 "precision/recall (arXiv 1904.06991) and density/coverage (arXiv 2002.09797), "
+                 "class recall and class coverage: the same within each class, averaged over "
+                 "classes; class spread: mean pairwise feature distance within a class over "
+                 "that of its real images (~1 for real data); "
                  "class entropy in nats (max ln 10 = 2.303); copy rate: samples nearer a "
                  "training image than 99% of real test images are. See docs/metrics.md.")
     return lines

@@ -793,8 +793,9 @@ def _evaluate_during_training(model: Family, cfg: RunConfig, dataset: str
     except ConfigError as e:
         tqdm.write(f"warning: no training-time evaluation: {e}")
         return None
-    keys = ("fid", "kid_mean", "precision", "recall", "coverage", "class_entropy")
-    return {f"eval_{k}": float(result[k]) for k in keys}
+    keys = ("fid", "kid_mean", "precision", "recall", "coverage", "class_entropy",
+            "per_class_recall", "per_class_coverage", "intra_class_spread")
+    return {f"eval_{k}": math.nan if result.get(k) is None else float(result[k]) for k in keys}
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

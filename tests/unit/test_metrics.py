@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from fashiongen.errors import ConfigError
 from fashiongen.metrics import (
     FeatureStats,
     ReferenceStats,
+    class_diversity,
     class_histogram,
     class_metrics,
+    class_reference,
     conditional_accuracy,
     copy_rate,
     copy_threshold,
@@ -24,15 +27,22 @@ from fashiongen.metrics import (
     feature_stats,
     fid,
     kid,
+    kth_neighbour_distances,
+    mean_pairwise_distance,
     memorisation,
     modes_missing,
     nearest_train_distances,
     neighbour_metrics,
+    neighbour_radii,
     neighbours,
     precision_recall,
 )
 from fashiongen.metrics import cache as stats_cache
+from fashiongen.metrics.conditional import CLASS_DIVERSITY_KEYS
 from fashiongen.nets.featnet import FeatNet
+
+# the module, which the package's `evaluate` function shadows as an attribute
+evaluate_module = importlib.import_module("fashiongen.metrics.evaluate")
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -194,6 +204,155 @@ def test_neighbour_metrics_agree_across_chunkings_and_the_fused_pass(monkeypatch
         pytest.approx(whole)
 
 
+def test_neighbour_radii_and_mean_pairwise_distance_match_brute_force(monkeypatch):
+    x = torch.randn(70, 5, generator=torch.Generator().manual_seed(18))
+    brute = torch.cdist(x.double(), x.double())
+    expected_mean = float(brute.sum() / (70 * 69))
+    whole = neighbour_radii(x, (5, 3))
+    monkeypatch.setattr(neighbours, "CHUNK_ELEMENTS", 300)  # several row chunks
+    chunked = neighbour_radii(x, (3, 5))
+    for k in (3, 5):
+        sorted_rows = brute.sort(1).values[:, k].float()
+        torch.testing.assert_close(whole[k], sorted_rows)
+        torch.testing.assert_close(chunked[k], sorted_rows)
+        torch.testing.assert_close(kth_neighbour_distances(x, k), sorted_rows)
+    assert mean_pairwise_distance(x) == pytest.approx(expected_mean, rel=1e-5)
+    # identical rows: 0 up to the float32 rounding of cdist's matrix-product form
+    assert mean_pairwise_distance(x[:1].repeat(40, 1)) < 1e-3 * expected_mean
+    with pytest.raises(ValueError, match="k must be"):
+        neighbour_radii(x[:5], (3, 5))
+    with pytest.raises(ValueError, match="two samples"):
+        mean_pairwise_distance(x[:1])
+
+
+# --- per-class recall, coverage and spread --------------------------------------------------
+
+NUM_CLASSES = 4
+PER_CLASS_KEYS = ("per_class_recall", "per_class_coverage", "intra_class_spread")
+
+
+def clustered(num: int, centres: torch.Tensor, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of one Gaussian cluster per class; labels cycle 0, 1, ..., K-1, 0, ..."""
+    labels = torch.arange(num) % len(centres)
+    return centres[labels] + torch.randn(num, centres.shape[1], generator=generator), labels
+
+
+def repeated(features: torch.Tensor, labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Every sample replaced by one of the first `per_class` samples of its class, in turn."""
+    firsts = torch.stack([torch.nonzero(labels == c).flatten()[:per_class]
+                          for c in range(NUM_CLASSES)])  # (K, per_class) sample indices
+    turn = torch.arange(len(labels)) // NUM_CLASSES % per_class  # labels cycle through K
+    return features[firsts[labels, turn]]
+
+
+@pytest.fixture(scope="module")
+def per_class_sets() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Real features (300 per class) and samples (100 per class) of one distribution."""
+    generator = torch.Generator().manual_seed(17)
+    centres = 6 * torch.randn(NUM_CLASSES, 8, generator=generator)
+    return {"real": clustered(1200, centres, generator),
+            "fake": clustered(400, centres, generator)}
+
+
+def per_class(sets, fake: torch.Tensor | None = None, labels: torch.Tensor | None = None
+              ) -> dict:
+    real, real_labels = sets["real"]
+    same, same_labels = sets["fake"]
+    return class_diversity(real, real_labels, same if fake is None else fake,
+                           same_labels if labels is None else labels)
+
+
+def test_per_class_metrics_of_a_set_against_itself_are_one(per_class_sets):
+    real, labels = per_class_sets["real"]
+    scores = class_diversity(real, labels, real.clone(), labels)
+    assert [scores[k] for k in PER_CLASS_KEYS] == [1.0, 1.0, pytest.approx(1.0, abs=1e-6)]
+    assert list(scores) == list(CLASS_DIVERSITY_KEYS)
+    assert scores["per_class_num_samples"] == scores["per_class_num_real"] == [300] * 4
+
+
+def test_per_class_metrics_of_one_distribution_match_real_levels(per_class_sets):
+    scores = per_class(per_class_sets)
+    assert scores["intra_class_spread"] == pytest.approx(1.0, abs=0.05)
+    assert all(s == pytest.approx(1.0, abs=0.1) for s in scores["intra_class_spread_by_class"])
+    # the real-vs-real level of improved recall at k = 3 and a 1 : 3 size ratio
+    assert scores["per_class_recall"] > 0.75 and scores["per_class_coverage"] > 0.6
+    assert scores["per_class_recall"] == pytest.approx(np.mean(
+        scores["per_class_recall_by_class"]))
+
+
+def test_one_repeated_image_per_class_scores_near_zero(per_class_sets):
+    fake, labels = per_class_sets["fake"]
+    scores = per_class(per_class_sets, repeated(fake, labels, 1))
+    assert scores["intra_class_spread"] < 0.01
+    assert scores["per_class_recall"] < 0.02 and scores["per_class_coverage"] < 0.05
+
+
+def test_three_images_per_class_lie_in_between(per_class_sets):
+    fake, labels = per_class_sets["fake"]
+    one, three, full = (per_class(per_class_sets, repeated(fake, labels, n))
+                        for n in (1, 3, 100))
+    # 3 distinct images: 2/3 of the pairs differ, so the spread is about 2/3 of real's
+    assert 0.01 < 0.3 < three["intra_class_spread"] < 0.95 < full["intra_class_spread"]
+    assert one["per_class_coverage"] < three["per_class_coverage"] < \
+        full["per_class_coverage"] / 4
+    # exact repeats give the sample balls radius 0, so recall sees almost nothing
+    assert three["per_class_recall"] < 0.05 < 0.75 < full["per_class_recall"]
+
+
+def test_samples_ignoring_their_labels_spread_wider_than_real_classes(per_class_sets):
+    fake, labels = per_class_sets["fake"]
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    scores = per_class(per_class_sets, fake, shuffled)
+    assert scores["intra_class_spread"] > 2 * per_class(per_class_sets)["intra_class_spread"]
+
+
+def test_classes_with_too_few_samples_are_none_and_left_out(per_class_sets):
+    fake, labels = per_class_sets["fake"]
+    six = torch.nonzero(labels == 1).flatten()[:6]  # 6 = k + 1 samples: the fewest scored
+    five = torch.nonzero(labels == 3).flatten()[:5]
+    keep = torch.cat([torch.nonzero(labels == 0).flatten(), six, five])  # class 2: none
+    scores = per_class(per_class_sets, fake[keep], labels[keep])
+    assert scores["per_class_num_samples"] == [100, 6, 0, 5]
+    assert scores["per_class_min_samples"] == 6
+    for key in PER_CLASS_KEYS:
+        by_class = scores[f"{key}_by_class"]
+        assert by_class[2] is None and by_class[3] is None
+        assert by_class[0] is not None and by_class[1] is not None
+        assert scores[key] == pytest.approx((by_class[0] + by_class[1]) / 2)
+    real, real_labels = per_class_sets["real"]
+    nothing = class_diversity(real, real_labels, fake[five], labels[five])
+    assert all(nothing[key] is None for key in PER_CLASS_KEYS)
+    # a class with samples but too few real images is left out the same way
+    few_real = class_diversity(real[:20], real_labels[:20], fake, labels)
+    assert few_real["per_class_num_real"] == [5] * 4 and few_real["per_class_recall"] is None
+
+
+def test_class_reference_holds_within_class_radii_and_spreads(per_class_sets):
+    real, labels = per_class_sets["real"]
+    radii, spread = class_reference(real, labels, (3, 5), num_classes=6)
+    assert spread.dtype == np.float64 and spread.shape == (6,) and np.isnan(spread[4:]).all()
+    for c in range(NUM_CLASSES):
+        rows = labels == c
+        np.testing.assert_allclose(radii[5][rows.numpy()],
+                                   kth_neighbour_distances(real[rows], 5).numpy())
+        assert spread[c] == pytest.approx(mean_pairwise_distance(real[rows]))
+    cached = class_diversity(real, labels, *per_class_sets["fake"], real_class_radii=radii,
+                             real_class_spread=spread)
+    assert cached == per_class(per_class_sets)  # cached statistics change nothing
+    # overlapping classes: a point's k-th neighbour within its class lies farther than its
+    # k-th neighbour among all points
+    mixed = torch.randn(400, 4, generator=torch.Generator().manual_seed(20))
+    mixed_labels = torch.arange(400) % NUM_CLASSES
+    within, _ = class_reference(mixed, mixed_labels, (3,))
+    overall = kth_neighbour_distances(mixed, 3).numpy()
+    assert (within[3] >= overall).all() and (within[3] > overall).mean() > 0.9
+    rows = (mixed_labels == 2).numpy()
+    np.testing.assert_allclose(within[3][rows], kth_neighbour_distances(mixed[rows], 3).numpy())
+    with pytest.raises(ValueError, match="non-negative"):
+        class_diversity(real, labels, real[:10], torch.full((10,), -1))
+
+
 # --- class histogram ------------------------------------------------------------------------
 
 def test_entropy_is_max_for_uniform_and_zero_for_one_class():
@@ -302,6 +461,86 @@ def test_evaluate_converts_other_shapes_and_rejects_floats(tiny_featnet):
         evaluate(images.float(), dataset="synthetic", featnet=tiny_featnet)
     with pytest.raises(ConfigError, match="at least"):
         evaluate(images[:3], dataset="synthetic", featnet=tiny_featnet)
+
+
+def mixing_featnet() -> FeatNet:
+    """An untrained featnet whose head is centred on the synthetic features, so that its
+    predictions spread over the classes (an untrained one predicts a single class)."""
+    from fashiongen.data import load_dataset
+
+    torch.manual_seed(0)
+    net = FeatNet(10).eval()
+    features = net.features(load_dataset("synthetic", "test").images)
+    with torch.no_grad():
+        net.head.bias.copy_(-(net.head.weight @ features.mean(0)))
+    return net
+
+
+def test_evaluate_scores_each_class_by_requested_else_predicted_class():
+    from fashiongen.data import load_dataset
+
+    net, test = mixing_featnet(), load_dataset("synthetic", "test")
+    kwargs = {"dataset": "synthetic", "featnet": net, "num_kid_subsets": 2,
+              "use_memorisation": False}
+    asked = evaluate(test.images, labels=test.labels, **kwargs)
+    assert [asked[k] for k in PER_CLASS_KEYS] == [1.0, 1.0, pytest.approx(1.0, abs=1e-6)]
+    assert asked["per_class_num_samples"] == [16] * 10 and asked["notes"] == []
+    assert len(asked["intra_class_spread_by_class"]) == len(asked["class_names"])
+    assert "per_class" in asked["seconds"]
+    predicted = torch.bincount(net.logits(test.images).argmax(1), minlength=10).tolist()
+    assert predicted != [16] * 10
+    unconditional = evaluate(test.images, **kwargs)
+    assert unconditional["per_class_num_samples"] == predicted
+    assert any("predicts" in note for note in unconditional["notes"])
+    scored = [v for v in unconditional["per_class_recall_by_class"] if v is not None]
+    assert unconditional["per_class_recall"] == pytest.approx(np.mean(scored))
+    assert unconditional["per_class_recall"] < 1.0  # mixed classes no longer match the real
+    few = [f"{c} ({n} samples)" for c, n in enumerate(predicted) if n < 6]
+    assert all(any(f in note for note in unconditional["notes"]) for f in few)
+    with pytest.raises(ConfigError, match=">= 0"):
+        evaluate(test.images, labels=test.labels - 1, **kwargs)
+
+
+def test_old_reference_cache_gains_class_stats_without_recomputing(tiny_featnet, monkeypatch):
+    from fashiongen.data import load_dataset
+
+    test = load_dataset("synthetic", "test")
+    old = stats_cache.compute_reference_stats(test.images, tiny_featnet, dataset="synthetic",
+                                              split="test")
+    assert not old.has_class_stats() and "labels" not in old.to_arrays()
+    stats_cache.save_reference_stats(old)
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("the cached features should have been kept")
+
+    monkeypatch.setattr(evaluate_module, "compute_reference_stats", recompute)
+    ref = evaluate_module.reference_stats("synthetic", "test", tiny_featnet)
+    assert ref.has_class_stats((3, 5))
+    np.testing.assert_array_equal(ref.features, old.features)
+    np.testing.assert_array_equal(ref.labels, test.labels.numpy())
+    loaded = stats_cache.load_reference_stats("synthetic", "test", tiny_featnet.fingerprint(),
+                                              (3, 5))
+    assert loaded.has_class_stats((3, 5))
+    np.testing.assert_array_equal(loaded.class_radii[3], ref.class_radii[3])
+    np.testing.assert_array_equal(loaded.class_spread, ref.class_spread)
+
+
+def test_single_class_reference_gives_none_and_a_note(tiny_featnet, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(19)
+    for split in ("train", "test"):
+        folder = tmp_path / "shoes" / split / "shoe"
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(
+                folder / f"{i}.png")
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    result = evaluate(images, dataset=f"folder:{tmp_path / 'shoes'}", featnet=tiny_featnet,
+                      num_kid_subsets=2, use_memorisation=False)
+    assert all(result[key] is None for key in CLASS_DIVERSITY_KEYS)
+    assert any("test split has a single class" in note for note in result["notes"])
+    assert result["fid"] is not None and result["recall"] is not None
 
 
 @pytest.mark.slow

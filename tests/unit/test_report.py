@@ -7,6 +7,7 @@ tests at the end use the real Fashion-MNIST featnet and data, and are marked slo
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -116,6 +117,53 @@ def test_json_holds_the_table(compared):
         assert row["parameters"] > 0 and row["sample_images_per_second"] > 0
         assert row["fid"] >= 0 and 0 <= row["coverage"] <= 1
     assert data["references"][0]["count"] == 160
+
+
+def test_report_has_the_per_class_columns_with_notes_on_what_they_leave_out(compared):
+    text = (compared / "report.md").read_text()
+    for header in ("class recall", "class coverage", "class spread"):
+        assert f" {header} |" in text and f"<th>{header}</th>" in (
+            compared / "report.html").read_text()
+    cond, uncond = json.loads((compared / "report.json").read_text())["rows"]
+    # 30 samples of 10 classes: 3 a class, fewer than the k + 1 = 6 a class needs
+    assert cond["evaluation"]["per_class_num_samples"] == [3] * 10
+    assert cond["per_class_recall"] is None and cond["intra_class_spread"] is None
+    assert "- dcgan-cond: per-class metrics leave out classes with fewer than 6 samples" in text
+    assert any("predicts" in note for note in uncond["evaluation"]["notes"])
+    assert sum(uncond["evaluation"]["per_class_num_samples"]) == NUM_SAMPLES
+
+
+def test_eval_reports_per_class_metrics_for_balanced_samples(runs):
+    result = report.evaluate_source(runs["cond"], num_samples=80, featnet=tiny_featnet(),
+                                    dataset="synthetic", use_memorisation=False)
+    assert result["per_class_num_samples"] == [8] * 10
+    for key in ("per_class_recall", "per_class_coverage", "intra_class_spread"):
+        by_class = result[f"{key}_by_class"]
+        assert len(by_class) == 10 and None not in by_class
+        assert result[key] == pytest.approx(np.mean(by_class))
+    printed = report.format_evaluation(result)
+    for header, key in (("class recall", "per_class_recall"),
+                        ("class spread", "intra_class_spread")):
+        assert re.search(rf"^{header}\s+{result[key]:.3f}\s", printed, re.MULTILINE)
+
+
+def test_training_time_evaluation_logs_the_per_class_columns(make_config, monkeypatch):
+    import importlib
+
+    from fashiongen.train import train
+
+    net = tiny_featnet()
+    monkeypatch.setattr(importlib.import_module("fashiongen.metrics.evaluate"), "load_featnet",
+                        lambda name: net)
+    cfg = make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 8,
+                             "num_classes": 10},
+                      train={"epochs": 1, "eval_every_n_epochs": 1, "eval_num_samples": 60})
+    run = train(cfg, progress=False).run_dir
+    with open(run / "eval.csv", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert 0 <= float(row["eval_per_class_recall"]) <= 1
+    assert 0 <= float(row["eval_per_class_coverage"]) <= 1
+    assert float(row["eval_intra_class_spread"]) >= 0
 
 
 def test_compare_cli_rejects_a_missing_run(runs, tmp_path, capsys):

@@ -1,12 +1,13 @@
-"""Evaluation metrics: FID, KID, precision/recall, density/coverage, class histogram, copying.
+"""Evaluation metrics: FID, KID, precision/recall, density/coverage (overall and per class),
+intra-class spread, class histogram, copying.
 
 Sample quality is measured in the feature space of a small classifier trained on the dataset
 itself (`fashiongen.nets.featnet`), since Inception-v3 features (Heusel et al., arXiv
 1706.08500) mean little on 28x28 grey clothing. `evaluate(images, dataset=...)` runs every
 metric; the plain functions (`fid`, `kid`, `precision_recall`, `density_coverage`,
-`class_metrics`, `nearest_train_distances`) and the streaming `FeatureStats` work on any
-features. Statistics are float64; real-data statistics are cached per (dataset, split,
-featnet fingerprint) under `$XDG_CACHE_HOME/fashiongen/stats/`.
+`class_diversity`, `class_metrics`, `nearest_train_distances`) and the streaming
+`FeatureStats` work on any features. Statistics are float64; real-data statistics are cached
+per (dataset, split, featnet fingerprint) under `$XDG_CACHE_HOME/fashiongen/stats/`.
 
 Feature networks: one for Fashion-MNIST ships with the package
 (`fashiongen/featnets/fashion-mnist.safetensors`, its accuracy, seed, epochs, command and
@@ -27,12 +28,15 @@ from fashiongen.metrics.classes import (
     entropy_nats,
     modes_missing,
 )
+from fashiongen.metrics.conditional import class_diversity, class_reference, min_class_samples
 from fashiongen.metrics.evaluate import evaluate, reference_stats
 from fashiongen.metrics.memorisation import copy_rate, copy_threshold, nearest_train_distances
 from fashiongen.metrics.neighbours import (
     density_coverage,
     kth_neighbour_distances,
+    mean_pairwise_distance,
     neighbour_metrics,
+    neighbour_radii,
     precision_recall,
 )
 from fashiongen.metrics.stats import FeatureStats, feature_stats, fid, kid
@@ -40,8 +44,10 @@ from fashiongen.metrics.stats import FeatureStats, feature_stats, fid, kid
 __all__ = [
     "FeatureStats",
     "ReferenceStats",
+    "class_diversity",
     "class_histogram",
     "class_metrics",
+    "class_reference",
     "conditional_accuracy",
     "copy_rate",
     "copy_threshold",
@@ -52,9 +58,12 @@ __all__ = [
     "fid",
     "kid",
     "kth_neighbour_distances",
+    "mean_pairwise_distance",
+    "min_class_samples",
     "modes_missing",
     "nearest_train_distances",
     "neighbour_metrics",
+    "neighbour_radii",
     "precision_recall",
     "reference_stats",
     "stats_dir",

@@ -2,12 +2,14 @@
 
 FID needs the mean and covariance of real features (Heusel et al., arXiv 1706.08500), the
 k-NN metrics need the real features themselves and their k-th neighbour radii (Kynkäänniemi
-et al., arXiv 1904.06991; Naeem et al., arXiv 2002.09797), and the memorisation copy rate
-needs the real test-to-train nearest distances. All are cached as `.npz` files (read with
-`allow_pickle=False`, written atomically) under `$XDG_CACHE_HOME/fashiongen/stats/`
-(default `~/.cache/fashiongen/stats/`), keyed by dataset, split and the featnet's weight
-fingerprint, so retraining the featnet never reuses stale statistics. A cache file that is
-unreadable or of another shape is recomputed.
+et al., arXiv 1904.06991; Naeem et al., arXiv 2002.09797), the per-class metrics the real
+labels, the radii within each class and each class's mean pairwise distance, and the
+memorisation copy rate needs the real test-to-train nearest distances. All are cached as
+`.npz` files (read with `allow_pickle=False`, written atomically) under
+`$XDG_CACHE_HOME/fashiongen/stats/` (default `~/.cache/fashiongen/stats/`), keyed by dataset,
+split and the featnet's weight fingerprint, so retraining the featnet never reuses stale
+statistics. A cache file that is unreadable or of another shape is recomputed; one written
+before the per-class statistics existed keeps its features and gains them on first use.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fashiongen.checkpoint import atomic_path
+from fashiongen.metrics.conditional import class_reference
 from fashiongen.metrics.memorisation import copy_threshold, nearest_train_distances
-from fashiongen.metrics.neighbours import kth_neighbour_distances
+from fashiongen.metrics.neighbours import neighbour_radii
 from fashiongen.metrics.stats import FeatureStats
 from fashiongen.nets.featnet import FeatNet, user_cache_dir
 
@@ -67,10 +70,26 @@ class ReferenceStats:
     cov: np.ndarray  # float64 (D, D)
     features: np.ndarray  # float32 (N, D)
     radii: dict[int, np.ndarray]  # k -> float32 (N,) distance to the k-th nearest other sample
+    labels: np.ndarray | None = None  # int64 (N,) the real images' classes
+    class_radii: dict[int, np.ndarray] = field(default_factory=dict)  # k -> float32 (N,), within
+    # the image's class (NaN in classes of at most k images)
+    class_spread: np.ndarray | None = None  # float64 (K,) mean pairwise distance in each class
 
     @property
     def count(self) -> int:
         return len(self.features)
+
+    def has_class_stats(self, ks: tuple[int, ...] = ()) -> bool:
+        """Whether labels, class spreads and within-class radii for `ks` are all here."""
+        return self.labels is not None and self.class_spread is not None and all(
+            k in self.class_radii for k in ks)
+
+    def with_class_stats(self, labels: np.ndarray | torch.Tensor, ks: tuple[int, ...]
+                         ) -> ReferenceStats:
+        """A copy holding the per-class statistics of these features under `labels`."""
+        labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+        class_radii, class_spread = class_reference(self.features, labels, ks)
+        return replace(self, labels=labels, class_radii=class_radii, class_spread=class_spread)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"format": np.array(STATS_FORMAT), "dataset": np.array(self.dataset),
@@ -78,15 +97,21 @@ class ReferenceStats:
                   "featnet_fingerprint": np.array(self.featnet_fingerprint),
                   "mu": self.mu, "cov": self.cov, "features": self.features}
         arrays.update({f"radii_k{k}": v for k, v in self.radii.items()})
+        if self.has_class_stats():
+            arrays.update(labels=self.labels, class_spread=self.class_spread)
+            arrays.update({f"class_radii_k{k}": v for k, v in self.class_radii.items()})
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceStats:
-        radii = {int(key[len("radii_k"):]): value for key, value in arrays.items()
-                 if key.startswith("radii_k")}
+        def by_k(prefix: str) -> dict[int, np.ndarray]:
+            return {int(key[len(prefix):]): value for key, value in arrays.items()
+                    if key.startswith(prefix)}
+
         return cls(str(arrays["dataset"]), str(arrays["split"]),
                    str(arrays["featnet_fingerprint"]), arrays["mu"], arrays["cov"],
-                   arrays["features"], radii)
+                   arrays["features"], by_k("radii_k"), arrays.get("labels"),
+                   by_k("class_radii_k"), arrays.get("class_spread"))
 
 
 def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
@@ -95,14 +120,17 @@ def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
 
 
 def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: str,
-                            split: str, ks: tuple[int, ...] = (3, 5)) -> ReferenceStats:
-    """Features, mean, covariance and k-NN radii of real uint8 images."""
+                            split: str, ks: tuple[int, ...] = (3, 5),
+                            labels: torch.Tensor | None = None) -> ReferenceStats:
+    """Features, mean, covariance and k-NN radii of real uint8 images, and with `labels`
+    (N,) the per-class statistics."""
     stats = FeatureStats(keep_features=True)
     stats.update(featnet.features(images))
     mu, cov = stats.compute()
     features = stats.features
-    radii = {k: kth_neighbour_distances(features, k).numpy() for k in ks}
-    return ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii)
+    radii = {k: r.numpy() for k, r in neighbour_radii(features, ks).items()}
+    ref = ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii)
+    return ref if labels is None else ref.with_class_stats(labels, ks)
 
 
 def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
@@ -119,6 +147,11 @@ def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
                                                                    featnet_fingerprint)
     shapes_ok = ref.cov.shape == (ref.mu.size, ref.mu.size) and ref.features.ndim == 2 and all(
         k in ref.radii and ref.radii[k].shape == (ref.count,) for k in ks)
+    class_ok = ref.has_class_stats() and ref.labels.shape == (ref.count,) and \
+        ref.class_spread.ndim == 1 and all(r.shape == (ref.count,)
+                                           for r in ref.class_radii.values())
+    if key_ok and shapes_ok and not class_ok:  # recomputed from the features when needed
+        ref = replace(ref, labels=None, class_radii={}, class_spread=None)
     return ref if key_ok and shapes_ok else None
 
 

@@ -3,10 +3,11 @@
 `evaluate` embeds the samples with the dataset's feature network and compares them with
 cached real statistics: FID (Heusel et al., arXiv 1706.08500), KID (Bińkowski et al., arXiv
 1801.01401), improved precision/recall (Kynkäänniemi et al., arXiv 1904.06991),
-density/coverage (Naeem et al., arXiv 2002.09797), the predicted-class histogram (Che et al.,
-arXiv 1612.02136) and pixel-space memorisation (Carlini et al., arXiv 2301.13188). Samples of
-another size or channel count are first converted to the featnet's 1x28x28 grey input, and
-the result says so in `notes`.
+density/coverage (Naeem et al., arXiv 2002.09797), the same recall and coverage within each
+class plus the intra-class spread (`metrics.conditional`), the predicted-class histogram (Che
+et al., arXiv 1612.02136) and pixel-space memorisation (Carlini et al., arXiv 2301.13188).
+Samples of another size or channel count are first converted to the featnet's 1x28x28 grey
+input, and the result says so in `notes`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from fashiongen.errors import ConfigError
@@ -26,6 +28,7 @@ from fashiongen.metrics.cache import (
     save_reference_stats,
 )
 from fashiongen.metrics.classes import class_metrics
+from fashiongen.metrics.conditional import CLASS_DIVERSITY_KEYS, class_diversity
 from fashiongen.metrics.memorisation import memorisation_metrics
 from fashiongen.metrics.neighbours import neighbour_metrics
 from fashiongen.metrics.stats import FeatureStats, fid, kid
@@ -54,15 +57,54 @@ def _load_split(dataset: str, split: str) -> torch.Tensor:
 def reference_stats(dataset: str, split: str, featnet: FeatNet, *, use_cache: bool = True,
                     ks: tuple[int, ...] = (K_PRECISION_RECALL, K_DENSITY_COVERAGE)
                     ) -> ReferenceStats:
-    """Real statistics of `dataset`/`split` under `featnet`, from the cache or computed."""
+    """Real statistics of `dataset`/`split` under `featnet`, per class too, from the cache
+    or computed (a cache file without the per-class statistics gains them)."""
+    from fashiongen.data import load_dataset
+
     fingerprint = featnet.fingerprint()
     ref = load_reference_stats(dataset, split, fingerprint, ks) if use_cache else None
-    if ref is None:
-        ref = compute_reference_stats(_load_split(dataset, split), featnet, dataset=dataset,
-                                      split=split, ks=ks)
-        if use_cache:
-            save_reference_stats(ref)
+    if ref is not None and ref.has_class_stats(ks):
+        return ref
+    data = load_dataset(dataset, split)
+    if ref is not None and len(data.labels) == ref.count:
+        ref = ref.with_class_stats(data.labels, ks)
+    else:
+        ref = compute_reference_stats(to_featnet_images(data.images), featnet, dataset=dataset,
+                                      split=split, ks=ks, labels=data.labels)
+    if use_cache:
+        save_reference_stats(ref)
     return ref
+
+
+def _class_diversity(real: ReferenceStats, features: torch.Tensor, logits: torch.Tensor,
+                     labels: torch.Tensor | None, class_names: list[str], notes: list[str]
+                     ) -> dict[str, Any]:
+    """`class_diversity` of the samples (their requested classes, else the featnet's
+    predictions) against the reference's labelled features, with notes on what was left out."""
+    if real.labels is None or len(np.unique(real.labels)) < 2:
+        what = "no labels" if real.labels is None else "a single class"
+        notes.append(f"per-class metrics not computed: the {real.split} split has {what}")
+        return dict.fromkeys(CLASS_DIVERSITY_KEYS)
+    if labels is None:
+        notes.append("per-class metrics: each sample counts for the class the feature net "
+                     "predicts for it (no requested labels); real images for their own labels")
+    scores = class_diversity(real.features, real.labels, features,
+                             logits.argmax(1) if labels is None else labels,
+                             num_classes=len(class_names), k_recall=K_PRECISION_RECALL,
+                             k_coverage=K_DENSITY_COVERAGE, real_class_radii=real.class_radii,
+                             real_class_spread=real.class_spread)
+    least = scores["per_class_min_samples"]
+    left_out = []
+    for c, (n, r, value) in enumerate(zip(scores["per_class_num_samples"],
+                                          scores["per_class_num_real"],
+                                          scores["per_class_recall_by_class"], strict=True)):
+        name = class_names[c] if c < len(class_names) else str(c)
+        if value is None:
+            left_out.append(f"{name} ({n} samples)" if n < least else f"{name} ({r} real images)")
+    if left_out:
+        notes.append(f"per-class metrics leave out classes with fewer than {least} samples or "
+                     f"real images: {', '.join(left_out)}")
+    return scores
 
 
 def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
@@ -74,7 +116,8 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
 
     Args:
         images: uint8 (N, C, H, W) in [0, 255]; converted to 1x28x28 grey if need be.
-        labels: the class each sample was asked for (N,), for conditional accuracy.
+        labels: the class each sample was asked for (N,), for conditional accuracy and the
+            per-class metrics (without them, each sample counts for its predicted class).
         dataset: a name `fashiongen.data.load_dataset` accepts; picks featnet and references.
         ref: the real split to compare with, "test" or "train".
         featnet: defaults to `load_featnet(dataset)`.
@@ -89,7 +132,18 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         `recall`, `density`, `coverage`, `class_histogram`, `class_names`, `class_entropy`
         (nats), `class_entropy_max`, `modes_missing`, `conditional_accuracy` (None without
         labels), `nn_train_distance_median`, `copy_rate`, `copy_threshold` (None without
-        memorisation), `notes` and `seconds` per stage.
+        memorisation), `notes` and `seconds` per stage; and per class, each class's samples
+        (those asked for it, else those predicted as it) against the reference images of
+        that class, with the same k as above (3 for recall, 5 for coverage):
+        `per_class_recall`, `per_class_coverage`: means over the scored classes of the recall
+        and coverage within each class; `intra_class_spread`: mean over the scored classes
+        of (mean pairwise feature distance of the class's samples) / (the same of its real
+        images), ~1 for real data, 0 for one image repeated; `per_class_recall_by_class`,
+        `per_class_coverage_by_class`, `intra_class_spread_by_class`: one float per class in
+        `class_names` order, None for a class with fewer than `per_class_min_samples`
+        (k + 1 = 6) samples or real images (left out of the means, and named in `notes`);
+        `per_class_num_samples`, `per_class_num_real`: the counts per class. All of them are
+        None when the reference split has no labels or a single class (with a note).
 
     Raises:
         ConfigError: too few samples, mismatched labels, or no featnet for the dataset.
@@ -101,6 +155,8 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         raise ConfigError(f"evaluate needs at least {min_samples} samples, got {len(images)}")
     if labels is not None and len(labels) != len(images):
         raise ConfigError(f"{len(labels)} labels for {len(images)} images")
+    if labels is not None and int(labels.min()) < 0:
+        raise ConfigError("labels must be class indices >= 0")
     seconds: dict[str, float] = {}
     notes: list[str] = []
     clock = time.perf_counter()
@@ -145,6 +201,8 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     result.update(class_metrics(logits, labels))
     result["class_names"] = list(featnet.class_names)
     lap("classes")
+    result.update(_class_diversity(real, features, logits, labels, result["class_names"], notes))
+    lap("per_class")
     if use_memorisation:
         train = _load_split(dataset, "train")
         threshold = reference_copy_threshold(dataset, train, lambda: _load_split(dataset, "test"),

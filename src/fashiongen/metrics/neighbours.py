@@ -12,7 +12,7 @@ feature sets need a few hundred MB at most and a few seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ import torch
 CHUNK_ELEMENTS = 1 << 24  # distance-matrix entries per chunk (64 MB of float32)
 
 
-def _as_features(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_features(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, D) features as a float32 CPU tensor; ValueError for another rank."""
     t = torch.as_tensor(x).detach().cpu().float()
     if t.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {tuple(t.shape)}")
@@ -35,16 +36,37 @@ def distance_chunks(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[slice, t
         yield rows, torch.cdist(a[rows], b)
 
 
-def kth_neighbour_distances(x: np.ndarray | torch.Tensor, k: int) -> torch.Tensor:
-    """Distance from each row of `x` to its k-th nearest other row, float32 (N,)."""
-    x = _as_features(x)
-    if not 1 <= k < len(x):
-        raise ValueError(f"k must be in [1, {len(x) - 1}] for {len(x)} samples, got {k}")
-    radii = torch.empty(len(x))
+def neighbour_radii(x: np.ndarray | torch.Tensor, ks: Iterable[int]) -> dict[int, torch.Tensor]:
+    """Distance from each row of `x` to its k-th nearest other row, for every k in `ks` in
+    one pass over the distances: {k: float32 (N,)}."""
+    x = as_features(x)
+    ks = sorted(set(ks))
+    if not ks or not 1 <= ks[0] <= ks[-1] < len(x):
+        raise ValueError(f"k must be in [1, {len(x) - 1}] for {len(x)} samples, got {ks}")
+    radii = {k: torch.empty(len(x)) for k in ks}
     for rows, d in distance_chunks(x, x):
         # k + 1 smallest include the point itself at distance 0
-        radii[rows] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+        nearest = d.topk(ks[-1] + 1, dim=1, largest=False).values
+        for k in ks:
+            radii[k][rows] = nearest[:, k]
     return radii
+
+
+def kth_neighbour_distances(x: np.ndarray | torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row of `x` to its k-th nearest other row, float32 (N,)."""
+    return neighbour_radii(x, (k,))[k]
+
+
+def mean_pairwise_distance(x: np.ndarray | torch.Tensor) -> float:
+    """Mean Euclidean distance between distinct rows (over the N (N - 1) ordered pairs), the
+    chunks' float32 distances summed in float64."""
+    x = as_features(x)
+    if len(x) < 2:
+        raise ValueError(f"a mean pairwise distance needs two samples, got {len(x)}")
+    total = 0.0
+    for _, d in distance_chunks(x, x):
+        total += float(d.sum(dtype=torch.float64))
+    return total / (len(x) * (len(x) - 1))
 
 
 def _share_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
@@ -69,7 +91,7 @@ def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     Returns:
         (precision, recall), each in [0, 1].
     """
-    real, fake = _as_features(real), _as_features(fake)
+    real, fake = as_features(real), as_features(fake)
     radii = kth_neighbour_distances(real, k) if real_radii is None else torch.as_tensor(
         real_radii).float()
     precision = _share_inside(fake, real, radii)
@@ -91,7 +113,7 @@ def density_coverage(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     Returns:
         (density, coverage); density is about 1 for matching sets, coverage in [0, 1].
     """
-    real, fake = _as_features(real), _as_features(fake)
+    real, fake = as_features(real), as_features(fake)
     radii = kth_neighbour_distances(real, k) if real_radii is None else torch.as_tensor(
         real_radii).float()
     balls_per_fake = 0.0
@@ -126,7 +148,7 @@ def neighbour_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.
     Returns:
         {"precision", "recall", "density", "coverage"}.
     """
-    real, fake = _as_features(real), _as_features(fake)
+    real, fake = as_features(real), as_features(fake)
     radii = dict(real_radii or {})
     radii_pr, radii_dc = (torch.as_tensor(radii[k]).float() if k in radii
                           else kth_neighbour_distances(real, k) for k in (k_precision, k_density))

@@ -8,21 +8,19 @@ A checkpoint is a folder holding
   state.pt             optimizers, RNG states, step and epoch, for exact resumption, with a
                        SHA-256 of its contents inside; loaded with
                        `torch.load(weights_only=True)`, which runs no pickled code.
-Folders are written under a temporary name, fsynced, and renamed into place, so a reader
-never sees half a checkpoint; a process killed meanwhile leaves only hidden `.*.tmp` entries,
-which `remove_stale_temporaries` clears. safetensors and torch.save keep no checksums of
-their data, so the SHA-256s are what turns a flipped byte into a clear error.
+Folders are written under a temporary name, fsynced, and renamed into place
+(`fashiongen.files`), so a reader never sees half a checkpoint; a process killed meanwhile
+leaves only hidden `.*.tmp` entries, which `remove_stale_temporaries` clears. safetensors
+and torch.save keep no checksums of their data, so the SHA-256s are what turns a flipped
+byte into a clear error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,92 +32,20 @@ from safetensors.torch import load_file, save
 from fashiongen import __version__
 from fashiongen.config import RunConfig, config_from_dict, config_to_dict
 from fashiongen.errors import CheckpointError, FashiongenError
+from fashiongen.files import (  # noqa: F401 - re-exported: writers import them from here
+    TEMP_SUFFIX,
+    atomic_path,
+    missing_folders,
+    remove_empty_folders,
+    staged_folder,
+    write_text_atomic,
+)
 
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
 EMA_PREFIX = "ema."
 FORMAT = "fashiongen-checkpoint/1"
-TEMP_SUFFIX = ".tmp"  # every temporary this module writes is a hidden `.NAME....tmp` entry
 STATE_CHECKSUM_KEY = "_sha256"  # inside state.pt: the digest of everything else in it
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`.
-
-    On failure the temporary file goes, and so do the folders this call created for it.
-    """
-    path = Path(path)
-    created = missing_folders(path.parent)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except BaseException:
-        remove_empty_folders(created)
-        raise
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        _fsync_file(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        remove_empty_folders(created)
-        raise
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def missing_folders(folder: str | Path) -> list[Path]:
-    """`folder` and those of its parents that do not exist yet, deepest first."""
-    folder = Path(folder).absolute()
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if candidate.exists() or candidate.is_symlink():
-            break
-        missing.append(candidate)
-    return missing
-
-
-def remove_empty_folders(folders: list[Path]) -> None:
-    """Remove `folders` (deepest first) as far as they are empty: undoes `mkdir(parents=True)`
-    after a failed write."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass
@@ -137,9 +63,10 @@ class Checkpoint:
 
 def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunConfig,
                     step: int, ema: dict[str, torch.Tensor] | None = None,
-                    state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
-                    ) -> Path:
-    """Write a checkpoint folder atomically; refuses non-finite weights.
+                    state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    overwrite: bool = True) -> Path:
+    """Write a checkpoint folder atomically; refuses non-finite weights, and an existing
+    `folder` unless `overwrite` (which swaps the old for the new once it is complete).
 
     The bytes of `weights.safetensors` depend only on the weights, EMA, config, step and
     `extra`, so the same training run gives the same file.
@@ -160,29 +87,11 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
         "extra": json.dumps(extra or {}),
         "tensors_sha256": tensors_digest(tensors),
     }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=TEMP_SUFFIX,
-                                dir=folder.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
-    try:
+    with staged_folder(folder, overwrite=overwrite) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(_canonical_header(save(_dedupe_shared(tensors),
                                                                metadata=metadata)))
-        _fsync_file(tmp / WEIGHTS_FILE)
         if state is not None:
             torch.save({**state, STATE_CHECKSUM_KEY: state_digest(state)}, tmp / STATE_FILE)
-            _fsync_file(tmp / STATE_FILE)
-        _fsync_dir(tmp)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old{TEMP_SUFFIX}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

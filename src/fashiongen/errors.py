@@ -28,3 +28,12 @@ class TrainingDivergedError(FashiongenError):
 
 class TrainingInterruptedError(FashiongenError):
     """Ctrl-C or SIGTERM stopped training; a checkpoint was saved first."""
+
+
+class OutputExistsError(ConfigError):
+    """An output path already holds something this command did not make (--overwrite
+    replaces it)."""
+
+
+class RunBusyError(FashiongenError):
+    """Another process is writing into the run folder (it holds the folder's lock)."""

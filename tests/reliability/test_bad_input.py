@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from reliability_helpers import TRAIN, child_env, hidden_temporaries, run_process, train_run
 
-import fashiongen.checkpoint as ckpt
+import fashiongen.files as files
 from fashiongen.checkpoint import list_checkpoints, load_checkpoint
 from fashiongen.data.sources import write_idx_split
 from fashiongen.errors import ConfigError
@@ -272,7 +272,7 @@ CASES: dict[str, tuple[Callable, str]] = {
         _sample("--out", str(tmp / OUT / "g.png"))(run, tmp),
         r"File exists: .*out; a file stands where a folder is needed"),
     "read-only output folder": (
-        lambda tmp, mp, run: mp.setattr(ckpt.tempfile, "mkstemp", _denied) or
+        lambda tmp, mp, run: mp.setattr(files.tempfile, "mkstemp", _denied) or
         _sample("--out", str(tmp / OUT / "g.png"))(run, tmp),
         r"Permission denied: .*out; choose a writable place"),
     "full disk (grid PNG)": (

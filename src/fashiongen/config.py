@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fashiongen.errors import ConfigError
+from fashiongen.limits import (
+    MAX_BATCH_SIZE,
+    MAX_EVAL_SAMPLES,
+    MAX_SAMPLING_STEPS,
+    MAX_TRAIN_GRID_SAMPLES,
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ class TrainConfig:
         require(self.epochs >= 1, "train.epochs must be >= 1")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
-        require(1 <= self.batch_size <= 65536, "train.batch_size must be between 1 and 65536")
+        require(1 <= self.batch_size <= MAX_BATCH_SIZE,
+                f"train.batch_size must be between 1 and {MAX_BATCH_SIZE}")
         require(self.lr > 0, "train.lr must be > 0")
         require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must lie in [0, 1]")
@@ -98,9 +105,10 @@ class TrainConfig:
         require(self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1")
         require(self.grid_every_n_epochs >= 1, "train.grid_every_n_epochs must be >= 1")
         require(self.eval_every_n_epochs >= 0, "train.eval_every_n_epochs must be >= 0")
-        require(10 <= self.eval_num_samples <= 50000,
-                "train.eval_num_samples must be between 10 and 50000")
-        require(1 <= self.num_grid_samples <= 256, "train.num_grid_samples must be in 1..256")
+        require(10 <= self.eval_num_samples <= MAX_EVAL_SAMPLES,
+                f"train.eval_num_samples must be between 10 and {MAX_EVAL_SAMPLES}")
+        require(1 <= self.num_grid_samples <= MAX_TRAIN_GRID_SAMPLES,
+                f"train.num_grid_samples must be in 1..{MAX_TRAIN_GRID_SAMPLES}")
         require(self.num_threads >= 0, "train.num_threads must be >= 0")
 
 
@@ -115,7 +123,8 @@ class SampleConfig:
     strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
 
     def __post_init__(self) -> None:
-        require(1 <= self.num_steps <= 1000, "sample.num_steps must be between 1 and 1000")
+        require(1 <= self.num_steps <= MAX_SAMPLING_STEPS,
+                f"sample.num_steps must be between 1 and {MAX_SAMPLING_STEPS}")
         require(0 <= self.eta <= 1, "sample.eta must lie in [0, 1]")
         require(0 <= self.guidance_scale <= 50, "sample.guidance_scale must lie in [0, 50]")
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
+from fashiongen import limits
 from fashiongen.checkpoint import Checkpoint, load_model, weights_path
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
@@ -37,9 +38,9 @@ from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import Family
 from fashiongen.samplers import SAMPLERS
 
-MAX_IMAGES = 64
-MAX_STEPS = 1000
-MAX_FRAMES = 16
+MAX_IMAGES = limits.MAX_WEB_IMAGES
+MAX_STEPS = limits.MAX_SAMPLING_STEPS
+MAX_FRAMES = limits.MAX_WEB_FRAMES
 MAX_SEED = 2**53 - 1  # the largest integer a browser's (JSON) number holds exactly
 ANY_CLASS = "any"
 GRID_SCALE = 2  # as `fashiongen.images.save_grid`, so a downloaded grid equals `sample --out`

@@ -1,7 +1,9 @@
 """The `fashiongen` command line: parse, build a config, call one library function.
 
 User errors print one line on stderr and exit with code 2 (`--debug` shows the traceback);
-Ctrl-C during training saves a checkpoint and exits with code 130.
+Ctrl-C during training saves a checkpoint and exits with code 130. Every command that writes
+refuses an existing output unless given `--overwrite` (`fashiongen.files`), and every count
+is bounded by the one limits table (`fashiongen.limits`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import typing
 from pathlib import Path
 
-from fashiongen import __version__
+from fashiongen import __version__, limits
 from fashiongen.config import MAX_SEED, PRESETS_DIR, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
@@ -57,6 +59,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(limit: int) -> typing.Callable[[str], int]:
+    """A whole number from 1 to `limit` (an entry of the limits table)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit} (see the limits in "
+                                             f"docs/errors.md), got {value}")
+        return value
+
+    return parse
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, what: str = "--out") -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace an existing {what} (once the new one is complete)")
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -93,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_overwrite(train)
     train.add_argument("--dry-run", action="store_true", help="print the resolved config")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_data_args(train)
@@ -101,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?",
                         help="a checkpoint folder, weights file or run folder")
     sample.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
-    sample.add_argument("--num-samples", type=_positive_int, default=64)
+    sample.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), default=64)
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
                         help="class name or id (repeatable; conditional models)")
@@ -109,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one grid row per class (conditional models)")
     sample.add_argument("--out", default="samples.png",
                         help="grid .png, .npz of uint8 images+labels, or a folder/ of PNGs")
+    _add_overwrite(sample)
     sample.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
     sample.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
     sample.add_argument("--eta", type=float)
@@ -138,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     featnet_train.add_argument("--threads", type=_positive_int, default=1)
     featnet_train.add_argument("--out", metavar="FILE",
                                help="output .safetensors (default: the user cache)")
+    _add_overwrite(featnet_train)
 
     combine = commands.add_parser(
         "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
@@ -150,23 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("--steps", type=_positive_int,
                          help="refining steps by default (default: the DDPM's own)")
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
+    _add_overwrite(combine)
 
     export = commands.add_parser(
         "export", help="the networks sampling runs, as ONNX files (batch size dynamic)")
     export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?")
     export.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
     export.add_argument("--out", required=True, type=Path, metavar="DIR")
+    _add_overwrite(export)
 
     commands.add_parser("zoo", help="list the shipped pretrained models")
     visualize = commands.add_parser(
         "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
     visualize.add_argument("run", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
-    visualize.add_argument("--out", type=Path, metavar="DIR", help="default: the run folder")
+    visualize.add_argument("--out", type=Path, metavar="DIR",
+                           help="a new folder (default: the run folder's own pictures)")
+    _add_overwrite(visualize)
 
     eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
     eval_cmd.add_argument("source", metavar="CHECKPOINT_OR_SAMPLES",
                           help="checkpoint, run folder, samples .npz, or folder of PNGs")
-    eval_cmd.add_argument("--num-samples", type=_positive_int,
+    eval_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES),
                           help="samples to draw (default 2000) or to read (default all)")
     eval_cmd.add_argument("--ref", choices=["test", "train"], default="test",
                           help="the real split to compare with")
@@ -174,21 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
                                             "or fashion-mnist for sample files)")
     eval_cmd.add_argument("--seed", type=_seed, default=0)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    _add_overwrite(eval_cmd, "--json file")
 
     compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
     compare_cmd.add_argument("runs", nargs="+", metavar="RUN_DIR")
     compare_cmd.add_argument("--out", required=True, metavar="DIR",
                              help="report folder: report.md, report.html, report.json")
-    compare_cmd.add_argument("--num-samples", type=_positive_int, default=2000)
+    compare_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES), default=2000)
     compare_cmd.add_argument("--seed", type=_seed, default=0)
+    _add_overwrite(compare_cmd)
 
     synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
     synth_cmd.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    synth_cmd.add_argument("--num-samples", type=_positive_int, required=True,
+    synth_cmd.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), required=True,
                            help="training images (a test split of N/6 more is added)")
     synth_cmd.add_argument("--out", required=True, metavar="DIR")
     synth_cmd.add_argument("--format", choices=["idx", "npz", "png"], default="idx")
     synth_cmd.add_argument("--seed", type=_seed, default=0)
+    _add_overwrite(synth_cmd)
 
     cas_cmd = commands.add_parser("cas", help="classification accuracy score of a synthetic set")
     cas_cmd.add_argument("synth_dir", metavar="DIR", help="a folder written by fashiongen synth")
@@ -197,13 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     cas_cmd.add_argument("--dataset", help="the real dataset (default: the model's)")
     cas_cmd.add_argument("--data-dir", metavar="DIR", help="folder holding its files")
     cas_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    _add_overwrite(cas_cmd, "--json file")
 
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
     serve.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                        help="checkpoints or run folders to offer, besides the model zoo")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--port", type=int, default=7860, help="1 to 65535 (default: 7860)")
     return parser
 
 
@@ -242,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_toml(cfg), end="")
         return 0
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
     if _rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
     run = result.run_dir
@@ -287,7 +318,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from fashiongen.checkpoint import load_model
-    from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
+    from fashiongen.generate import class_names_of, parse_classes, sample_to
     from fashiongen.train import select_device
 
     args.checkpoint = _checkpoint_or_zoo(args)
@@ -317,9 +348,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         ids = parse_classes(args.classes, class_names)
         labels = torch.tensor(ids).repeat(args.num_samples // len(ids) + 1)[:args.num_samples]
     num_samples = len(labels) if labels is not None else args.num_samples
-    images, labels = generate_labelled(model, num_samples, labels=labels, seed=args.seed,
-                                       sampling=sampling)
-    out = save_samples(args.out, images, labels, class_names=class_names, num_rows=num_rows)
+    out = sample_to(args.out, model, num_samples, labels=labels, seed=args.seed,
+                    sampling=sampling, class_names=class_names, num_rows=num_rows,
+                    overwrite=args.overwrite)
     source = f"zoo model {args.model}" if args.model else checkpoint.path
     print(f"wrote {num_samples} samples from {source} to {out}")
     return 0
@@ -352,13 +383,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_featnet(args: argparse.Namespace) -> int:
     import torch
 
-    from fashiongen.nets.featnet import train_featnet
+    from fashiongen.files import check_free
+    from fashiongen.nets.featnet import featnet_file_name, train_featnet, user_cache_dir
 
+    out = Path(args.out or user_cache_dir() / "featnets" / featnet_file_name(args.dataset))
+    check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
     command = (f"fashiongen featnet train --dataset {args.dataset} --epochs {args.epochs} "
                f"--seed {args.seed} --threads {args.threads}"
                + (f" --out {args.out}" if args.out else ""))
-    train_featnet(args.dataset, epochs=args.epochs, seed=args.seed, out_path=args.out,
+    train_featnet(args.dataset, epochs=args.epochs, seed=args.seed, out_path=out,
                   command=command)
     return 0
 
@@ -368,17 +402,23 @@ def cmd_combine(args: argparse.Namespace) -> int:
     import json as json_lib
 
     from fashiongen.checkpoint import load_model, save_checkpoint
+    from fashiongen.files import check_free
+    from fashiongen.generate import check_can_sample, check_same_classes
     from fashiongen.models.hybrid import combine
 
+    check_free(args.out, overwrite=args.overwrite, folder=True)
     gan, gan_checkpoint = load_model(args.gan)
     ddpm, ddpm_checkpoint = load_model(args.ddpm)
+    check_same_classes(gan_checkpoint, ddpm_checkpoint)
     hybrid = combine(gan, ddpm, max_strength=args.max_strength)
     strength = min(args.max_strength, 0.25) if args.strength is None else args.strength
     sample = dataclasses.replace(ddpm_checkpoint.config.sample, strength=strength,
                                  num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps)
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
+    check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing
     extra = json_lib.loads(gan_checkpoint.metadata.get("extra", "{}"))
-    folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra)
+    folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra,
+                             overwrite=args.overwrite)
     print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
     return 0
 
@@ -386,10 +426,13 @@ def cmd_combine(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fashiongen.checkpoint import load_model
     from fashiongen.export import export_onnx
+    from fashiongen.files import staged_folder
 
     model, _ = load_model(_checkpoint_or_zoo(args), device="cpu")
-    for name, path in export_onnx(model, args.out).items():
-        print(f"wrote {name}: {path}")
+    with staged_folder(args.out, overwrite=args.overwrite) as tmp:
+        written = {name: path.name for name, path in export_onnx(model, tmp).items()}
+    for name, file_name in written.items():
+        print(f"wrote {name}: {args.out / file_name}")
     return 0
 
 
@@ -411,13 +454,24 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_visualize(args: argparse.Namespace) -> int:
     from fashiongen.checkpoint import load_model
     from fashiongen.data import load_from_config
+    from fashiongen.files import locked_if_run, staged_folder
     from fashiongen.visuals import write_run_visuals
 
     model, checkpoint = load_model(args.run)
     test = load_from_config(checkpoint.config.data, "test")
-    out = args.out or (args.run if args.run.is_dir() else args.run.parent)
-    for path in write_run_visuals(model, out, test.images, test.labels,
-                                  sampling=checkpoint.config.sample):
+
+    def draw(folder: Path) -> list[Path]:
+        return write_run_visuals(model, folder, test.images, test.labels,
+                                 sampling=checkpoint.config.sample)
+
+    if args.out is None:  # the run's own pictures, redrawn while no other process writes it
+        out = args.run if args.run.is_dir() else args.run.parent
+        with locked_if_run(out):
+            written = draw(out)
+    else:
+        with staged_folder(args.out, overwrite=args.overwrite) as tmp:
+            written = [args.out / path.name for path in draw(tmp)]
+    for path in written:
         print(f"wrote {path}")
     return 0
 
@@ -431,9 +485,9 @@ def cmd_train_all(args: argparse.Namespace) -> int:
 
     if args.budget_minutes is None:
         raise ConfigError("--model all needs --budget-minutes M (training minutes per family)")
-    if args.config or args.resume:
+    if args.config or args.resume or args.overwrite:
         raise ConfigError("--model all takes each family's quick preset and resumes by itself: "
-                          "drop --config / --resume")
+                          "drop --config / --resume / --overwrite")
     overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in (
         ("epochs", "train.epochs"), ("max_steps", "train.max_steps"), ("data", "data.name"),
         ("data_dir", "data.data_dir")) if getattr(args, flag) is not None] + args.overrides
@@ -456,20 +510,36 @@ def _print_report_paths(report: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fashiongen.report import evaluate_source, format_evaluation, write_json
+    from fashiongen.report import evaluate_source, format_evaluation
 
+    _check_json_free(args)
     result = evaluate_source(args.source, num_samples=args.num_samples, ref=args.ref,
                              seed=args.seed, dataset=args.dataset)
     print(format_evaluation(result))
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
+    _write_json_result(args, result)
     return 0
+
+
+def _check_json_free(args: argparse.Namespace) -> None:
+    """Refuse a taken `--json` before the (long) work that fills it."""
+    from fashiongen.files import check_free
+
+    if args.json:
+        check_free(args.json, overwrite=args.overwrite)
+
+
+def _write_json_result(args: argparse.Namespace, result: dict) -> None:
+    from fashiongen.report import write_json
+
+    if args.json:
+        print(f"wrote {write_json(args.json, result, overwrite=args.overwrite)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from fashiongen.report import compare_runs
 
-    report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed)
+    report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed,
+                          overwrite=args.overwrite)
     _print_report_paths(report)
     return 0
 
@@ -478,7 +548,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from fashiongen.synth import write_synthetic_dataset
 
     manifest = write_synthetic_dataset(args.checkpoint, args.out, num_samples=args.num_samples,
-                                       fmt=args.format, seed=args.seed)
+                                       fmt=args.format, seed=args.seed,
+                                       overwrite=args.overwrite)
     how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
            "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
            "png": f"--data folder:{args.out}"}[args.format]
@@ -490,14 +561,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_cas(args: argparse.Namespace) -> int:
-    from fashiongen.report import write_json
     from fashiongen.synth import classification_accuracy_score, format_cas
 
+    _check_json_free(args)
     result = classification_accuracy_score(args.synth_dir, epochs=args.epochs, seed=args.seed,
                                            dataset=args.dataset, data_dir=args.data_dir)
     print(format_cas(result))
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
+    _write_json_result(args, result)
     return 0
 
 

@@ -1,5 +1,9 @@
 """Sampling from a trained model and writing the results: grid PNG, PNG folder or npz.
 
+Each output appears whole or not at all, and an existing one is replaced only when asked
+(`fashiongen.files`); a folder of PNGs is written batch by batch, so its size is bounded by
+disk, not memory (`fashiongen.limits`).
+
 Used by the CLI, the web page and the notebook. Class names may be given by name
 ("sneaker", case- and punctuation-insensitive) or by id.
 """
@@ -8,19 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from fashiongen.checkpoint import (
-    Checkpoint,
-    atomic_path,
-    missing_folders,
-    remove_empty_folders,
-)
+from fashiongen import limits
+from fashiongen.checkpoint import Checkpoint
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
+from fashiongen.files import atomic_path, check_free, staged_folder
 from fashiongen.images import save_grid, to_pil, to_uint8
 from fashiongen.models.base import Callback, Family, eval_mode
 
@@ -35,6 +38,29 @@ def class_names_of(checkpoint: Checkpoint) -> list[str]:
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def check_same_classes(a: Checkpoint, b: Checkpoint) -> None:
+    """Refuse to combine models of different datasets or classes (a shirt refined by a digit
+    model): one line naming both."""
+    datasets = [json.loads(c.metadata.get("extra", "{}")).get("dataset") for c in (a, b)]
+    if None not in datasets and datasets[0] != datasets[1]:
+        raise ConfigError(f"{a.path} was trained on {datasets[0]} but {b.path} on "
+                          f"{datasets[1]}: combine models of one dataset")
+    names = [class_names_of(c) for c in (a, b)]
+    if names[0] != names[1]:
+        raise ConfigError(f"{a.path} and {b.path} have different classes "
+                          f"({', '.join(names[0]) or 'none'} vs {', '.join(names[1]) or 'none'})")
+
+
+def check_can_sample(model: Family, sampling: SampleConfig, *, what: str) -> None:
+    """Draw one image as `fashiongen sample` will with these settings, so that a model whose
+    own settings cannot sample is refused before it is written, not when it is read."""
+    try:
+        with eval_mode(model):
+            model.sample(1, generator=torch.Generator().manual_seed(0), sampling=sampling)
+    except (ConfigError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{what} would not sample with its own settings: {e}") from None
 
 
 def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
@@ -58,24 +84,36 @@ def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
 
 
 @torch.no_grad()
+def iter_generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
+                  seed: int = 0, sampling: SampleConfig | None = None,
+                  batch_size: int = MAX_BATCH, callback: Callback | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Draw `num_samples` images batch by batch, reproducibly from `seed`: yields uint8
+    (n, C, H, W) batches with the labels they were drawn for (a conditional model given none
+    draws them all first, from the same seed; None for an unconditional model), so the
+    images need never be in memory at once. `callback(step_index, num_steps)` reports
+    diffusion progress, batch by batch."""
+    generator = torch.Generator().manual_seed(seed)
+    if labels is None and model.num_classes:
+        labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        chunk_labels = None if labels is None else labels[start:start + count]
+        yield to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
+                                    sampling=sampling, callback=callback)), chunk_labels
+
+
 def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
                       seed: int = 0, sampling: SampleConfig | None = None,
                       batch_size: int = MAX_BATCH, callback: Callback | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Draw `num_samples` images as uint8 (N, C, H, W), in batches, reproducibly from `seed`,
-    with the labels they were drawn for (a conditional model given none draws them first,
-    from the same seed; None for an unconditional model). `callback(step_index, num_steps)`
-    reports diffusion progress, batch by batch."""
-    generator = torch.Generator().manual_seed(seed)
-    if labels is None and model.num_classes:
-        labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
-    chunks = []
-    for start in range(0, num_samples, batch_size):
-        count = min(batch_size, num_samples - start)
-        chunk_labels = None if labels is None else labels[start:start + count]
-        chunks.append(to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
-                                            sampling=sampling, callback=callback)))
-    return torch.cat(chunks), labels
+    """`iter_generate`'s images as one uint8 (N, C, H, W) tensor, with their labels."""
+    batches = list(iter_generate(model, num_samples, labels=labels, seed=seed,
+                                 sampling=sampling, batch_size=batch_size, callback=callback))
+    images = torch.cat([images for images, _ in batches])
+    if batches[0][1] is None:
+        return images, None
+    return images, torch.cat([batch_labels for _, batch_labels in batches])
 
 
 def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
@@ -128,15 +166,65 @@ def interpolate(model: Family, *, seed_a: int, seed_b: int, num_frames: int = 8,
     return to_uint8(x0.clamp(-1, 1))
 
 
+SampleForm = Literal["grid", "npz", "folder"]
+
+
+def output_form(out: str | Path) -> SampleForm:
+    """How `out` is written: `x.png` a grid, `x.npz` arrays, `dir/` (or no suffix) PNGs."""
+    path = Path(out)
+    if path.suffix.lower() == ".png":
+        return "grid"
+    if path.suffix.lower() == ".npz":
+        return "npz"
+    if str(out).endswith(("/", "\\")) or path.is_dir() or not path.suffix:
+        return "folder"
+    raise ConfigError(f"cannot tell how to write {path}: use a .png grid, a .npz file, or a "
+                      "folder/")
+
+
+def sample_to(out: str | Path, model: Family, num_samples: int, *,
+              labels: torch.Tensor | None = None, seed: int = 0,
+              sampling: SampleConfig | None = None, class_names: list[str] | None = None,
+              num_rows: int | None = None, overwrite: bool = False,
+              batch_size: int = MAX_BATCH) -> Path:
+    """Draw `num_samples` images (as `iter_generate`) and write them to `out` by its form.
+
+    A grid or an `.npz` holds the images in memory, so their count is bounded
+    (`fashiongen.limits`); a folder of PNGs is written batch by batch. Both checks, and the
+    refusal of an existing `out` without `overwrite`, come before any sampling.
+    """
+    form = output_form(out)
+    check_free(out, overwrite=overwrite, folder=form == "folder")
+    limits.check_count("--num-samples", num_samples, limits.MAX_NUM_SAMPLES)
+    if form == "grid":
+        limits.check_count("--num-samples", num_samples, limits.MAX_GRID_IMAGES,
+                           what="the images one grid PNG may hold",
+                           hint=": write an .npz or a folder/ instead")
+    if form != "folder":
+        limits.check_images_fit(num_samples, model.image_shape,
+                                hint=", or write a folder/ of PNGs, which streams to disk")
+    batches = iter_generate(model, num_samples, labels=labels, seed=seed, sampling=sampling,
+                            batch_size=batch_size)
+    if form == "folder":
+        return write_png_folder(out, batches, num_images=num_samples, class_names=class_names,
+                                overwrite=overwrite)
+    images, drawn = zip(*batches, strict=True)
+    return save_samples(out, torch.cat(images),
+                        None if drawn[0] is None else torch.cat(drawn),
+                        class_names=class_names, num_rows=num_rows, overwrite=overwrite)
+
+
 def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None = None,
-                 *, class_names: list[str] | None = None, num_rows: int | None = None) -> Path:
-    """Write uint8 images by the target's form: `x.png` a grid, `x.npz` arrays, `dir/` PNGs."""
-    out_text = str(out)
+                 *, class_names: list[str] | None = None, num_rows: int | None = None,
+                 overwrite: bool = False) -> Path:
+    """Write uint8 images by the target's form: `x.png` a grid, `x.npz` arrays, `dir/` PNGs;
+    each appears whole or not at all, and an existing `out` is refused unless `overwrite`."""
+    form = output_form(out)
     out = Path(out)
-    if out.suffix.lower() == ".png":
-        return save_grid(out, images, num_rows=num_rows)
-    if out.suffix.lower() == ".npz":
-        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+    if form == "grid":
+        return save_grid(out, images, num_rows=num_rows, overwrite=overwrite)
+    if form == "npz":
+        with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
             arrays = {"images": images.numpy()}
             if labels is not None:
                 arrays["labels"] = labels.cpu().numpy().astype(np.int64)
@@ -144,22 +232,26 @@ def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | N
                 arrays["class_names"] = np.array(class_names)
             np.savez_compressed(f, **arrays)
         return out
-    if out_text.endswith(("/", "\\")) or out.is_dir() or not out.suffix:
-        created = missing_folders(out)
-        out.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-        try:
+    return write_png_folder(out, [(images, labels)], num_images=len(images),
+                            class_names=class_names, overwrite=overwrite)
+
+
+def write_png_folder(out: str | Path,
+                     batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
+                     num_images: int, class_names: list[str] | None = None,
+                     overwrite: bool = False) -> Path:
+    """Write `num_images` uint8 images, in batches, as `00000_<class>.png` ... into a folder
+    that appears whole once every image is written (`fashiongen.files.staged_folder`)."""
+    out = Path(out)
+    width = max(5, len(str(num_images - 1)))  # names sort in drawing order
+    with staged_folder(out, overwrite=overwrite) as tmp:
+        index = 0
+        for images, labels in batches:
             for i, image in enumerate(images):
                 label = "" if labels is None else f"_{_normalise(class_names[int(labels[i])])}" \
                     if class_names else f"_{int(labels[i])}"
-                picture = image.permute(1, 2, 0).numpy()
-                with atomic_path(out / f"{i:05d}{label}.png") as tmp:
-                    to_pil(picture).save(tmp, format="PNG")
-                written.append(out / f"{i:05d}{label}.png")
-        except BaseException:  # a failed write leaves no partial set of images
-            for path in written:
-                path.unlink(missing_ok=True)
-            remove_empty_folders(created)
-            raise
-        return out
-    raise ConfigError(f"cannot tell how to write {out}: use a .png grid, a .npz file, or a folder/")
+                # Plain writes: the whole folder is renamed into place once complete.
+                to_pil(image.permute(1, 2, 0).numpy()).save(tmp / f"{index:0{width}d}{label}.png",
+                                                             format="PNG")
+                index += 1
+    return out

@@ -54,11 +54,12 @@ def to_pil(picture: np.ndarray, scale: int = 1) -> Image.Image:
 
 
 def save_grid(path: str | Path, images: torch.Tensor, num_rows: int | None = None,
-              scale: int = 2) -> Path:
-    """Save uint8 (N, C, H, W) images as one grid PNG (written atomically)."""
-    from fashiongen.checkpoint import atomic_path
+              scale: int = 2, *, overwrite: bool = True) -> Path:
+    """Save uint8 (N, C, H, W) images as one grid PNG, written atomically (an existing file is
+    refused unless `overwrite`)."""
+    from fashiongen.files import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         to_pil(make_grid(images, num_rows), scale).save(tmp, format="PNG")
     return path

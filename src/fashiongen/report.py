@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from fashiongen import plots
+from fashiongen import limits, plots
 from fashiongen.checkpoint import Checkpoint, list_checkpoints, write_text_atomic
 from fashiongen.config import (
     PRESETS_DIR,
@@ -103,10 +103,11 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write `data` as indented JSON, atomically."""
+def write_json(path: str | Path, data: Any, *, overwrite: bool = True) -> Path:
+    """Write `data` as indented JSON, atomically (an existing file refused unless `overwrite`)."""
     path = Path(path)
-    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n",
+                      overwrite=overwrite)
     return path
 
 
@@ -160,6 +161,7 @@ def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, s
     """
     from fashiongen.generate import generate
 
+    limits.check_images_fit(num_samples, model.image_shape)
     labels = balanced_labels(num_samples, model.num_classes)
     sampling = checkpoint.config.sample
     started = time.perf_counter()
@@ -405,13 +407,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
                  num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0,
                  dataset: str | None = None, featnet: Any = None,
                  use_memorisation: bool = True, use_cache: bool = True,
-                 log: Callable[[str], None] = print) -> Path:
+                 overwrite: bool = False, log: Callable[[str], None] = print) -> Path:
     """Compare runs: one table row each, sample grids, loss curves, quality-versus-cost plots.
 
     Every run is sampled afresh (`num_samples` images, `seed`, its own sampler settings,
     balanced classes if conditional), timed, and scored by `evaluate` against the real test
     split. Writes `report.md` (images beside it), `report.html` (self-contained) and
-    `report.json` into `out_dir`.
+    `report.json` into `out_dir`, which appears whole once the report is complete; an
+    existing `out_dir` is refused before any scoring unless `overwrite`.
 
     Args:
         run_dirs: run folders (or checkpoints) to compare.
@@ -422,12 +425,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
         featnet: the feature network; default `load_featnet` of each run's dataset.
         use_memorisation: compute copy rates.
         use_cache: read and write cached reference statistics.
+        overwrite: replace an existing `out_dir`.
         log: receives one line per run.
 
     Returns:
         The path of `report.html`.
     """
-    from fashiongen.images import save_grid
+    from fashiongen.files import staged_folder
 
     if not run_dirs:
         raise ConfigError("compare needs at least one run folder")
@@ -436,7 +440,19 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
         if not is_checkpoint(path):
             raise DataError(f"no such run folder or checkpoint: {path}" if not path.exists()
                             else f"{path} holds no checkpoint")
-    out = Path(out_dir)
+    with staged_folder(out_dir, overwrite=overwrite) as out:
+        _write_report(out, paths, num_samples=num_samples, seed=seed, dataset=dataset,
+                      featnet=featnet, use_memorisation=use_memorisation,
+                      use_cache=use_cache, log=log)
+    return Path(out_dir) / HTML_FILE
+
+
+def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: int,
+                  dataset: str | None, featnet: Any, use_memorisation: bool, use_cache: bool,
+                  log: Callable[[str], None]) -> None:
+    """Score `paths` and write the report's files into the folder `out`."""
+    from fashiongen.images import save_grid
+
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for path, name in zip(paths, _unique_names(paths), strict=True):
@@ -465,7 +481,6 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
     write_json(out / JSON_FILE, report)
     write_text_atomic(out / MARKDOWN_FILE, render_markdown(report))
     write_text_atomic(out / HTML_FILE, render_html(report, out))
-    return out / HTML_FILE
 
 
 def _loss_curves(run_dir: Path, images_dir: Path, name: str) -> str | None:
@@ -644,5 +659,6 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
             log(f"{family}: {'resuming' if resume else 'training'} in {run}")
             train(cfg, resume=resume, progress=progress)
         runs.append(run)
-    return compare_runs(runs, Path(out_dir) / "report", num_samples=num_samples, seed=seed,
-                        featnet=featnet, log=log)
+    report = Path(out_dir) / "report"
+    return compare_runs(runs, report, num_samples=num_samples, seed=seed, featnet=featnet,
+                        overwrite=(report / JSON_FILE).is_file(), log=log)  # its own, redrawn

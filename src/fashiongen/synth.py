@@ -16,10 +16,7 @@ training images.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,16 +191,19 @@ def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:
 
 def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_samples: int,
                             fmt: SynthFormat = "idx", seed: int = 0, featnet: Any = None,
-                            log: Callable[[str], None] = print) -> dict[str, Any]:
+                            overwrite: bool = False, log: Callable[[str], None] = print
+                            ) -> dict[str, Any]:
     """Sample a labelled dataset from a model and write it in a format the data layer loads.
 
     The train split holds `num_samples` images; a test split holds `num_samples // 6` more
     (at least one per class), so IDX and folder loaders find both splits. The whole folder
-    is written under a temporary name and renamed into place.
+    is written under a temporary name and renamed into place; its images are held in memory
+    meanwhile, so their count is bounded (`fashiongen.limits`).
 
     Args:
         checkpoint: a checkpoint folder, weights file or run folder.
-        out_dir: the dataset folder to create (must not exist, or be empty).
+        out_dir: the dataset folder to create (must not exist, or be empty, unless
+            `overwrite`).
         num_samples: training images.
         fmt: "idx" (grey images only; `load_dataset(<model's dataset>, data_dir=out_dir)`),
             "npz" (`train.npz`, `test.npz`, readable by `read_samples`) or "png"
@@ -211,16 +211,20 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
         seed: seeds sampling.
         featnet: labels an unconditional model's samples; default `load_featnet` of the
             model's dataset.
+        overwrite: replace an existing `out_dir` once the new dataset is complete.
         log: receives progress lines.
 
     Returns:
         The manifest, also written to `out_dir/synth.json`.
 
     Raises:
-        ConfigError: a bad format or count, a non-empty `out_dir`, colour images for IDX,
-            or an unconditional model without a feature network.
+        ConfigError: a bad format or count, colour images for IDX, or an unconditional
+            model without a feature network.
+        OutputExistsError: a non-empty `out_dir`, without `overwrite`.
     """
+    from fashiongen import limits
     from fashiongen.checkpoint import load_model
+    from fashiongen.files import check_free, staged_folder
     from fashiongen.generate import class_names_of, generate
     from fashiongen.train import select_device
 
@@ -229,8 +233,7 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     if num_samples < 1:
         raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"{out_dir} already exists and is not empty: choose a new --out")
+    check_free(out_dir, overwrite=overwrite, folder=True)  # before the sampling
     model, ckpt = load_model(checkpoint, device=select_device("auto"))
     if fmt == "idx" and model.image_shape[0] != 1:
         raise ConfigError(f"IDX files hold grey images; this model makes {model.image_shape[0]}"
@@ -248,6 +251,7 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
                      f"{featnet.name}, test accuracy {featnet.test_accuracy})")
     num_test = max(num_classes or 1, num_samples // TEST_DIVISOR)
     total = num_samples + num_test
+    limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
     log(f"sampling {total} images from {ckpt.path} ({ckpt.config.model.name}, step {ckpt.step})")
     requested = balanced_labels(total, num_classes)
     images = generate(model, total, labels=requested, seed=seed, sampling=ckpt.config.sample)
@@ -255,9 +259,7 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     splits = {"train": (images[:num_samples], labels[:num_samples]),
               "test": (images[num_samples:], labels[num_samples:])}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, overwrite=overwrite) as tmp:
         files = _WRITERS[fmt](tmp, splits, class_names)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -277,12 +279,6 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
             "notes": notes,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

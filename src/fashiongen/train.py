@@ -17,7 +17,11 @@ finite) at every step whose state is logged or saved, before anything is written
 the run back to its last checkpoint with a lower learning rate (up to `MAX_ROLLBACKS` times
 in a row) or stops it (`train.on_nonfinite = "stop"`); non-finite weights are never saved.
 
+One process writes a run folder at a time: it holds the folder's lock (`fashiongen.files`,
+an flock on `.fashiongen.lock`, rank 0 under torchrun) from start to end.
+
 Run folder layout:
+  .fashiongen.lock (the PID of the process writing the run)
   config.toml, metrics.csv, summary.json, loss_curves.png, progress.gif
   samples/epoch_0001.png ...
   checkpoints/step_0000500/{weights.safetensors,state.pt} ...   (the last few)
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -44,13 +49,14 @@ import torch
 from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
-from fashiongen import distributed
+from fashiongen import distributed, files
 from fashiongen.config import RunConfig, TrainConfig, config_from_dict, read_toml, replace, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
     CheckpointError,
     ConfigError,
     FashiongenError,
+    OutputExistsError,
     TrainingDivergedError,
     TrainingInterruptedError,
 )
@@ -197,30 +203,115 @@ def grid_labels(model: Family, num_samples: int) -> torch.Tensor | None:
     return torch.arange(model.num_classes).repeat_interleave(per_class)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-          dataset: ImageDataset | None = None) -> TrainResult:
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, dataset: ImageDataset | None = None) -> TrainResult:
     """Train `cfg.model` on `cfg.data`, writing everything under `cfg.out_dir`.
+
+    One process writes a run folder at a time: it holds the folder's lock (`RunLock`) from
+    start to end, and a second one is refused naming its PID.
 
     Args:
         cfg: the resolved run configuration.
         resume: continue from the run folder's latest readable checkpoint (the saved config
             is used, except `train.epochs` / `train.max_steps`, which may be raised).
+        overwrite: replace whatever `cfg.out_dir` holds (a run, a file, a folder) once the
+            new run is complete; it is trained in a hidden folder beside it meanwhile.
+            Without it (and without `resume`) the folder must be missing or empty.
         progress: show a progress bar.
         dataset: an already loaded training set (tests); default loads `cfg.data`.
 
     Launched by torchrun with WORLD_SIZE > 1, every process calls this and they train one
-    model data-parallel; `cfg.train.batch_size` is then the global batch.
+    model data-parallel; `cfg.train.batch_size` is then the global batch; rank 0 holds the
+    lock.
     """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: "
+                          "choose one")
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, ctx, resume=resume, progress=progress, dataset=dataset)
+        target = Path(cfg.out_dir)
+        with _run_folder(target, ctx, resume=resume, overwrite=overwrite) as run_dir:
+            result = _train(cfg, ctx, run_dir, resume=resume, progress=progress,
+                            dataset=dataset)
+        return dataclasses.replace(result, run_dir=target,
+                                   final_checkpoint=target / result.final_checkpoint.name)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progress: bool,
-           dataset: ImageDataset | None) -> TrainResult:
-    run_dir = Path(cfg.out_dir)
+@contextlib.contextmanager
+def _run_folder(target: Path, ctx: distributed.DistContext, *, resume: bool,
+                overwrite: bool) -> Iterator[Path]:
+    """The folder a run writes into, locked by rank 0 until training ends: `target` itself,
+    or with `overwrite` of a taken `target` a hidden staging folder beside it, swapped with
+    `target` once the run is complete (and removed if it is not). A run `target` stays
+    locked meanwhile, so nothing else writes it either."""
+    staging = target.with_name(f".{target.name}.overwrite{ckpt.TEMP_SUFFIX}")
+    locks: list[files.RunLock] = []
+
+    def open_on_main() -> Path:
+        if resume:
+            if not target.is_dir():
+                raise CheckpointError(f"nothing to resume: {target} does not exist")
+            # Refused, naming its PID, while another process writes the run; a folder that
+            # is no run stays as it was.
+            locks.append(files.RunLock(target, keep_file=False).acquire())
+            return target
+        if _is_free(target) or (target / files.LOCK_FILE).exists():
+            locks.append(files.RunLock(target).acquire())
+            if _is_free(target):
+                return target
+        if not overwrite:
+            raise _taken(target)
+        # One `train --overwrite` of `target` at a time; it clears what a killed one left.
+        locks.append(files.RunLock(staging).acquire())
+        for leftover in staging.iterdir():
+            if leftover.name != files.LOCK_FILE:
+                files.remove_tree(leftover)
+        return staging
+
+    run_dir = None
+    try:
+        run_dir = ctx.run_on_main(open_on_main)
+        yield run_dir
+        if run_dir == staging:
+            ctx.run_on_main(lambda: files.move_into_place(staging, target, overwrite=True))
+    except BaseException as error:
+        if run_dir == staging:
+            if ctx.is_main:
+                files.remove_tree(staging)
+            if isinstance(error, TrainingInterruptedError):
+                raise TrainingInterruptedError(
+                    f"interrupted before the new run was complete: {target} keeps its "
+                    "previous content; run the command again to start afresh") from None
+        raise
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _is_free(folder: Path) -> bool:
+    """Missing, or an empty folder (but for its lock file)."""
+    if not os.path.lexists(folder):
+        return True
+    return (folder.is_dir() and not folder.is_symlink()
+            and {p.name for p in folder.iterdir()} <= {files.LOCK_FILE})
+
+
+def _taken(folder: Path) -> FashiongenError:
+    if ckpt.list_checkpoints(folder) or (folder / "final").exists() \
+            or (folder / files.LOCK_FILE).exists():
+        return OutputExistsError(f"run folder {folder} already holds a run: pass --resume to "
+                                 "continue it, --overwrite to replace it once the new run is "
+                                 "complete, or choose another --out")
+    what = "and is not empty" if folder.is_dir() else "(a file)"
+    return OutputExistsError(f"{folder} already exists {what}, and is not a run: pass "
+                             "--overwrite to replace it once the new run is complete, or "
+                             "choose another --out")
+
+
+def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resume: bool,
+           progress: bool, dataset: ImageDataset | None) -> TrainResult:
     state: dict[str, Any] = {}
     resumed_from = None
     if resume:
@@ -228,8 +319,6 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
         cfg = replace(saved.config, train={"epochs": cfg.train.epochs,
                                            "max_steps": cfg.train.max_steps,
                                            "max_minutes": cfg.train.max_minutes})
-    else:
-        ctx.run_on_main(lambda: _check_new_run(run_dir))
 
     torch.manual_seed(cfg.seed)
     num_threads = cfg.train.num_threads or ctx.default_num_threads()
@@ -473,15 +562,9 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, *, resume: bool, progre
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_figures(run_dir)
     with ema_weights(model, ema):
-        _write_visuals(model, cfg, data)
+        _write_visuals(model, cfg, data, run_dir)
     ctx.barrier()
     return result
-
-
-def _check_new_run(run_dir: Path) -> None:
-    if ckpt.list_checkpoints(run_dir) or (run_dir / "final").exists():
-        raise ConfigError(f"run folder {run_dir} already holds checkpoints: "
-                          "pass --resume to continue it or --out for a new run")
 
 
 def _training_state(step: int, optimizers: dict[str, torch.optim.Optimizer],
@@ -807,7 +890,7 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
-def _write_visuals(model: Family, cfg: RunConfig, data: ImageDataset) -> None:
+def _write_visuals(model: Family, cfg: RunConfig, data: ImageDataset, run_dir: Path) -> None:
     """Interpolations, and reconstructions/traversals for autoencoders (fashiongen.visuals)."""
     from fashiongen.visuals import write_run_visuals
 
@@ -815,7 +898,7 @@ def _write_visuals(model: Family, cfg: RunConfig, data: ImageDataset) -> None:
         held_out = load_from_config(cfg.data, "test")
     except FashiongenError:
         held_out = data
-    write_run_visuals(model, cfg.out_dir, held_out.images, held_out.labels, seed=cfg.seed,
+    write_run_visuals(model, run_dir, held_out.images, held_out.labels, seed=cfg.seed,
                       sampling=cfg.sample)
     model.train()
 

@@ -82,6 +82,34 @@ def hidden_temporaries(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob(".*") if p.name.endswith(".tmp"))
 
 
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Everything under `root`, hidden entries included: relative path -> bytes (None for a
+    folder), to assert that a refused or killed command left a folder exactly as it was."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+def visible(root: Path) -> list[str]:
+    """The names in `root` a user sees (hidden entries left out)."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
+def wait_for_lock_holder(run: Path, process: subprocess.Popen,
+                         timeout: float = SUBPROCESS_TIMEOUT_S) -> int:
+    """Wait until `process` holds the run lock of `run`; its PID, as the lock file names it."""
+    import time
+
+    from fashiongen.files import LOCK_FILE, lock_holder
+
+    deadline = time.monotonic() + timeout
+    while lock_holder(run) != process.pid:
+        assert process.poll() is None, f"exited with {process.returncode} before locking"
+        assert time.monotonic() < deadline, "the process never took the run lock"
+        time.sleep(0.02)
+    assert (run / LOCK_FILE).read_text().strip() == str(process.pid)
+    return process.pid
+
+
 def damage(path: Path, how: str) -> None:
     """Damage a file: truncate, empty, garbage, or flip one byte in its second half."""
     data = path.read_bytes()

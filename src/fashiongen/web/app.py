@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fashiongen.checkpoint import atomic_path
-from fashiongen.errors import FashiongenError
+from fashiongen.errors import ConfigError, FashiongenError
 from fashiongen.samplers import SAMPLERS
 from fashiongen.web.studio import (
     ANY_CLASS,
@@ -33,6 +33,7 @@ from fashiongen.web.studio import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MIN_PORT, MAX_PORT = 1, 65535
 GRID_HEIGHT_PX = 480  # shown enlarged; the file keeps its own size
 STRIP_HEIGHT_PX = 160
 MAX_QUEUED_REQUESTS = 64  # further requests are refused with "queue full" until some finish
@@ -177,6 +178,8 @@ def serve(checkpoints: Sequence[str | Path] = (), *, host: str = DEFAULT_HOST,
 
     With `block=False` it returns the running `gradio.Blocks` (call `.close()` to stop).
     """
+    if not MIN_PORT <= port <= MAX_PORT:  # a one-line error, not a traceback from the socket
+        raise ConfigError(f"--port must be between {MIN_PORT} and {MAX_PORT}, got {port}")
     studio = Studio.from_sources(checkpoints)  # a bad path fails before Gradio's slow import
     gr = _import_gradio()
     out_dir = Path(tempfile.mkdtemp(prefix="fashiongen-web-"))

@@ -73,6 +73,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     ema_decay: float = 0.0  # 0 = no EMA of the sampling networks
+    # the decay at step s is min(ema_decay, (1 + s) / (10 + s)): early in a run the average
+    # covers only recent steps instead of the first, untrained weights
+    use_ema_warmup: bool = False
     checkpoint_every_n_steps: int = 500
     keep_checkpoints: int = 3
     log_every_n_steps: int = 50

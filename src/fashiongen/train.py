@@ -137,6 +137,13 @@ def init_ema(model: Family, decay: float) -> dict[str, torch.Tensor]:
     return {k: state[k].detach().clone() for k in ema_keys(model)}
 
 
+def ema_decay_at(train_cfg: TrainConfig, step: int) -> float:
+    """The EMA decay used after step `step` (0-based): `ema_decay`, warmed up if asked."""
+    if train_cfg.use_ema_warmup:
+        return min(train_cfg.ema_decay, (1 + step) / (10 + step))
+    return train_cfg.ema_decay
+
+
 @torch.no_grad()
 def update_ema(ema: dict[str, torch.Tensor], model: Family, decay: float) -> None:
     """Floating tensors move towards the model's by (1 - decay); others (BN counts) copy."""
@@ -471,7 +478,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
             verdict = sync.agree_on_step(losses)  # all ranks roll back or go on together
             verdict.losses.pop(WEIGHTS_KEY, None)
             if verdict.finite:
-                update_ema(ema, model, cfg.train.ema_decay)
+                update_ema(ema, model, ema_decay_at(cfg.train, step))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - started

@@ -289,3 +289,27 @@ def test_a_failing_compiler_falls_back_to_eager(make_config, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "train.compile: compiling failed (InvalidCxxCompiler: No working C++ compiler " \
            "found); training without compiling" in err
+
+
+def test_ema_warmup_follows_recent_weights_early_and_reaches_the_decay():
+    from fashiongen.config import TrainConfig
+    from fashiongen.train import ema_decay_at
+
+    warm = TrainConfig(ema_decay=0.999, use_ema_warmup=True)
+    assert ema_decay_at(warm, 0) == pytest.approx(0.1)
+    assert ema_decay_at(warm, 90) == pytest.approx(0.91)
+    assert ema_decay_at(warm, 100_000) == pytest.approx(0.999), "capped at ema_decay"
+    assert ema_decay_at(TrainConfig(ema_decay=0.999), 0) == 0.999, "off by default"
+
+
+def test_ema_warmup_makes_the_early_average_track_the_weights(make_config, tmp_path):
+    def ema_gap(use_warmup):
+        cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 20, "ema_decay": 0.999,
+                                                    "use_ema_warmup": use_warmup})
+        cfg = replace(cfg, out_dir=str(tmp_path / f"warmup_{use_warmup}"))
+        run = train(cfg, progress=False).run_dir
+        weights = load_file(run / "final" / "weights.safetensors")
+        key = next(k for k in weights if k.startswith("ema.generator.") and "weight" in k)
+        return (weights[key] - weights[key.removeprefix("ema.")]).abs().mean().item()
+
+    assert ema_gap(True) < 0.5 * ema_gap(False), "the warmed-up EMA lags far less"

@@ -45,3 +45,18 @@ def tiny_config(tmp_path, model: str | dict = "dcgan", **sections) -> RunConfig:
 @pytest.fixture
 def make_config(tmp_path):
     return lambda model="dcgan", **sections: tiny_config(tmp_path, model, **sections)
+
+
+@pytest.fixture
+def fake_featnet(monkeypatch, tmp_path):
+    """An untrained feature net for the synthetic classes, as `load_featnet` returns it, and a
+    fresh cache: eval / compare plumbing on synthetic data in seconds (numbers meaningless)."""
+    from fashiongen.data.synthetic import CLASS_NAMES
+    from fashiongen.nets.featnet import FeatNet
+
+    torch.manual_seed(0)
+    net = FeatNet(len(CLASS_NAMES)).eval()
+    net.class_names = list(CLASS_NAMES)
+    monkeypatch.setattr("fashiongen.nets.featnet.load_featnet", lambda name: net)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return net

@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from fashiongen import __version__
-from fashiongen.config import RunConfig, config_from_dict, config_to_dict
+from fashiongen.config import RunConfig, SampleConfig, config_from_dict, config_to_dict
 from fashiongen.errors import CheckpointError, FashiongenError
 from fashiongen.files import (  # noqa: F401 - re-exported: writers import them from here
     TEMP_SUFFIX,
@@ -182,10 +182,29 @@ def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def model_source(name_or_path: str | Path) -> Path:
+    """What a command that reads a model was given: an existing path as it is, else the
+    weights of the zoo model of that name (a local file or folder named like a zoo model
+    wins). Anything else is a CheckpointError naming both kinds."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    from fashiongen.zoo import available  # late: the zoo reads checkpoints
+
+    zoo = available()
+    if str(name_or_path) in zoo:
+        return zoo[str(name_or_path)]
+    if len(path.parts) > 1:  # a path, not a name
+        raise CheckpointError(f"no such checkpoint or run folder: {path}")
+    choices = ", ".join(sorted(zoo)) or "none ship with this install"
+    raise CheckpointError(f"no such checkpoint or run folder: {path}, nor a zoo model of "
+                          f"that name (the zoo has: {choices})")
+
+
 def weights_path(path: str | Path) -> Path:
     """The weights file of a checkpoint folder, a run folder (its final or latest checkpoint),
-    or a weights file given directly."""
-    path = Path(path)
+    a weights file given directly, or a zoo model's name (`model_source`)."""
+    path = model_source(path)
     if path.is_file():
         return path
     if (path / WEIGHTS_FILE).is_file():
@@ -197,8 +216,6 @@ def weights_path(path: str | Path) -> Path:
     latest = latest_checkpoint(path)
     if latest is not None:
         return latest / WEIGHTS_FILE
-    if not path.exists():
-        raise CheckpointError(f"no such checkpoint or run folder: {path}")
     raise CheckpointError(f"no checkpoint found in {path}")
 
 
@@ -308,8 +325,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"):
-    """Build the family a checkpoint names and load its weights (EMA ones when present).
+def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+               ) -> tuple[Any, Checkpoint]:
+    """Build the family a checkpoint (folder, weights file, run folder or zoo name) names
+    and load its weights (EMA ones when present). The model keeps the checkpoint's sampling
+    settings, which `fashiongen.generate` uses when given none (`own_sampling`).
 
     Returns (model in eval mode, Checkpoint).
     """
@@ -331,7 +351,14 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     sampling_only = checkpoint.metadata.get("sampling_only") == "true"
     check_weights_fit(model, weights, checkpoint, sampling_only=sampling_only)
     model.load_state_dict(weights, strict=not sampling_only)
+    model.checkpoint_sampling = checkpoint.config.sample
     return model.to(device).eval(), checkpoint
+
+
+def own_sampling(model: torch.nn.Module) -> SampleConfig | None:
+    """The sampling settings of the checkpoint `model` was loaded from (`load_model`); None
+    for a model built in this process (training), which samples with the library defaults."""
+    return getattr(model, "checkpoint_sampling", None)
 
 
 # The adversary and its reversion controller: not needed to sample (zoo files leave them out).

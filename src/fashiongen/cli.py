@@ -86,18 +86,52 @@ def _seed(text: str) -> int:
     return value
 
 
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="NAME",
-                        help="fashion-mnist (default), mnist, synthetic or folder:PATH")
-    parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
+def _add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None,
+                   what: str = "fashion-mnist (default)", data_dir: bool = True) -> None:
+    """`--data NAME` (`--dataset`, its older spelling, too) and `--data-dir DIR`."""
+    parser.add_argument("--data", "--dataset", dest="data", metavar="NAME", default=default,
+                        help=f"{what}, mnist, synthetic or folder:PATH")
+    if data_dir:
+        parser.add_argument("--data-dir", metavar="DIR",
+                            help="folder holding the dataset's files")
+
+
+def _add_model_source(parser: argparse.ArgumentParser, *, what: str = "") -> None:
+    """The one way a command is told which model to read: a positional checkpoint, run
+    folder or zoo name, or `--model NAME` (`_model_source`)."""
+    parser.add_argument("source", metavar="MODEL", nargs="?",
+                        help=f"a zoo model's name, a run folder or a checkpoint{what}")
+    parser.add_argument("--model", metavar="NAME", help="a zoo model's name (see: fashiongen "
+                                                        "zoo), instead of MODEL")
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Flags every command takes, before or after its name: the top parser sets the
+    defaults, a command's parser only what it was given (SUPPRESS)."""
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks on errors")
+
+
+class _CommandParsers:
+    """`add_subparsers().add_parser` that gives each command the global flags."""
+
+    def __init__(self, commands: argparse._SubParsersAction) -> None:
+        self.commands = commands
+
+    def add_parser(self, name: str, **kwargs: typing.Any) -> argparse.ArgumentParser:
+        parser = self.commands.add_parser(name, **kwargs)
+        _add_global_flags(parser)
+        return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fashiongen", description="Train, sample and compare generative models of images.")
     parser.add_argument("--version", action="version", version=f"fashiongen {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global_flags(parser, top=True)
+    commands = _CommandParsers(parser.add_subparsers(dest="command", required=True,
+                                                     metavar="COMMAND"))
 
     train = commands.add_parser("train", help="train a model")
     train.add_argument("--model", metavar="NAME", help="model family (default: dcgan)")
@@ -118,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
 
     sample = commands.add_parser("sample", help="draw images from a trained model")
-    sample.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?",
-                        help="a checkpoint folder, weights file or run folder")
-    sample.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
+    _add_model_source(sample)
     sample.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), default=64)
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
@@ -142,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "faster on two: benchmarks/README.md)")
 
     data = commands.add_parser("data", help="dataset tools")
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    data_commands = _CommandParsers(data.add_subparsers(dest="data_command", required=True,
+                                                        metavar="COMMAND"))
     info = data_commands.add_parser("info", help="where a dataset comes from and what it holds")
     info.add_argument("name", nargs="?", default="fashion-mnist")
     info.add_argument("--data-dir", metavar="DIR")
@@ -150,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
 
     featnet = commands.add_parser("featnet", help="the metrics' feature network")
-    featnet_commands = featnet.add_subparsers(dest="featnet_command", required=True,
-                                              metavar="COMMAND")
+    featnet_commands = _CommandParsers(featnet.add_subparsers(
+        dest="featnet_command", required=True, metavar="COMMAND"))
     featnet_train = featnet_commands.add_parser("train", help="train one for a dataset")
-    featnet_train.add_argument("--dataset", default="fashion-mnist")
+    _add_data_args(featnet_train, default="fashion-mnist", data_dir=False)
     featnet_train.add_argument("--epochs", type=_positive_int, default=12)
     featnet_train.add_argument("--seed", type=_seed, default=0)
     featnet_train.add_argument("--threads", type=_positive_int, default=1)
@@ -163,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     combine = commands.add_parser(
         "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
-    combine.add_argument("gan", metavar="GAN_CHECKPOINT")
-    combine.add_argument("ddpm", metavar="DDPM_CHECKPOINT")
+    combine.add_argument("gan", metavar="GAN_MODEL", help="a zoo name, run folder or checkpoint")
+    combine.add_argument("ddpm", metavar="DDPM_MODEL", help="a zoo name, run folder or checkpoint")
     combine.add_argument("--max-strength", type=float, default=0.5,
                          help="the most a draft may be noised (fraction of the schedule)")
     combine.add_argument("--strength", type=float,
@@ -176,42 +209,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="the networks sampling runs, as ONNX files (batch size dynamic)")
-    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", nargs="?")
-    export.add_argument("--model", metavar="NAME", help="a model of the shipped zoo instead")
+    _add_model_source(export)
     export.add_argument("--out", required=True, type=Path, metavar="DIR")
     _add_overwrite(export)
 
     commands.add_parser("zoo", help="list the shipped pretrained models")
     visualize = commands.add_parser(
         "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
-    visualize.add_argument("run", type=Path, metavar="CHECKPOINT_OR_RUN_DIR")
+    _add_model_source(visualize)
     visualize.add_argument("--out", type=Path, metavar="DIR",
-                           help="a new folder (default: the run folder's own pictures)")
+                           help="a new folder (default: the run folder's own pictures; "
+                                "needed for a zoo model)")
     _add_overwrite(visualize)
 
     eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
-    eval_cmd.add_argument("source", metavar="CHECKPOINT_OR_SAMPLES",
-                          help="checkpoint, run folder, samples .npz, or folder of PNGs")
+    _add_model_source(eval_cmd, what=", or samples: an .npz or a folder of PNGs")
     eval_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES),
                           help="samples to draw (default 2000) or to read (default all)")
     eval_cmd.add_argument("--ref", choices=["test", "train"], default="test",
                           help="the real split to compare with")
-    eval_cmd.add_argument("--dataset", help="the real dataset (default: the checkpoint's, "
-                                            "or fashion-mnist for sample files)")
+    _add_data_args(eval_cmd, what="the real dataset: the model's (default; fashion-mnist for "
+                                  "sample files)", data_dir=False)
     eval_cmd.add_argument("--seed", type=_seed, default=0)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(eval_cmd, "--json file")
 
     compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
-    compare_cmd.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    compare_cmd.add_argument("runs", nargs="+", metavar="MODEL",
+                             help="zoo model names, run folders or checkpoints")
     compare_cmd.add_argument("--out", required=True, metavar="DIR",
                              help="report folder: report.md, report.html, report.json")
     compare_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES), default=2000)
+    _add_data_args(compare_cmd, what="the real dataset: each model's own (default)",
+                   data_dir=False)
     compare_cmd.add_argument("--seed", type=_seed, default=0)
     _add_overwrite(compare_cmd)
 
     synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
-    synth_cmd.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    _add_model_source(synth_cmd)
     synth_cmd.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), required=True,
                            help="training images (a test split of N/6 more is added)")
     synth_cmd.add_argument("--out", required=True, metavar="DIR")
@@ -223,14 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     cas_cmd.add_argument("synth_dir", metavar="DIR", help="a folder written by fashiongen synth")
     cas_cmd.add_argument("--epochs", type=_positive_int, default=5)
     cas_cmd.add_argument("--seed", type=_seed, default=0)
-    cas_cmd.add_argument("--dataset", help="the real dataset (default: the model's)")
-    cas_cmd.add_argument("--data-dir", metavar="DIR", help="folder holding its files")
+    _add_data_args(cas_cmd, what="the real dataset: the model's (default)")
     cas_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(cas_cmd, "--json file")
 
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
-    serve.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
-                       help="checkpoints or run folders to offer, besides the model zoo")
+    serve.add_argument("checkpoints", nargs="*", metavar="MODEL",
+                       help="run folders or checkpoints to offer, besides the model zoo")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="1 to 65535 (default: 7860)")
@@ -238,8 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
-    from fashiongen.train import resolve_run_name, train
+    from fashiongen.config import config_from_dict, deep_merge, merge_overrides, read_toml, to_toml
+    from fashiongen.train import (
+        resolve_run_name,
+        resumed_config,
+        run_config_table,
+        train,
+        unsafe_resume_change,
+    )
 
     if args.model == "all":
         return cmd_train_all(args)
@@ -261,14 +301,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config_file is None and not args.resume:
         family = args.model or "dcgan"
         config_file = family if (PRESETS_DIR / f"{family}.toml").exists() else None
-    data = read_toml(preset_path(config_file)) if config_file else {}
-    if args.resume and config_file is None and args.out:
-        data = _run_length(Path(args.out))  # unless --epochs etc. change it
-    cfg = config_from_dict(merge_overrides(data, overrides + args.overrides))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-    if not args.resume:
-        cfg = resolve_run_name(cfg)
+    data = read_toml(preset_path(config_file)) if config_file else {}
+    saved = run_config_table(args.out) if args.resume else {}  # the changes go on top
+    table = merge_overrides(deep_merge(saved, data), overrides + args.overrides)
+    family = saved.get("model", {}).get("name")
+    if args.resume and table.get("model", {}).get("name") != family:  # before its keys clash
+        raise unsafe_resume_change("model.name", family, table["model"]["name"])
+    cfg = config_from_dict(table)
+    # On resume an unsafe change is one line here, as it would be in `train`.
+    cfg = resumed_config(config_from_dict(saved), cfg) if args.resume else resolve_run_name(cfg)
     if args.dry_run:
         print(to_toml(cfg), end="")
         return 0
@@ -277,8 +320,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
     run = result.run_dir
-    print(f"trained {cfg.model.name}: {result.steps} steps, {result.epochs:.2f} epochs, "
-          f"{result.images_per_second:.0f} images/s")
+    print(f"trained {result.family}: {result.steps} steps, {result.epochs:.2f} epochs, "
+          f"{result.images_per_second:.0f} images/s; stopped at {result.stop_reason}")
     print(f"  run folder:   {run}")
     print(f"  checkpoint:   {result.final_checkpoint}")
     print(f"  sample grids: {run / 'samples'}")
@@ -287,29 +330,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_length(run_dir: Path) -> dict:
-    """How long a run was set to train (`train.epochs`, `max_steps`, `max_minutes` from its
-    config.toml): what `train --resume` keeps unless told otherwise. Empty if unreadable."""
-    from fashiongen.config import read_toml
+def _model_source(args: argparse.Namespace) -> Path:
+    """The model a command reads: MODEL (a zoo name, run folder or checkpoint) or
+    `--model NAME` of the zoo, exactly one of them."""
+    from fashiongen.checkpoint import model_source
 
-    try:
-        train = read_toml(run_dir / "config.toml").get("train", {})
-    except ConfigError:
-        return {}
-    keys = ("epochs", "max_steps", "max_minutes")
-    return {"train": {k: train[k] for k in keys if k in train}} if isinstance(train, dict) else {}
-
-
-def _checkpoint_or_zoo(args: argparse.Namespace) -> str | Path:
-    """The CHECKPOINT argument, or the zoo model `--model NAME` names (exactly one of them)."""
-    if (args.checkpoint is None) == (args.model is None):
-        raise ConfigError("give a checkpoint or run folder, or --model NAME from the zoo "
-                          "(see: fashiongen zoo)")
+    if (args.source is None) == (args.model is None):
+        raise ConfigError(f"{args.command} takes one model: a zoo name, run folder or "
+                          "checkpoint, or --model NAME (see: fashiongen zoo)")
     if args.model is not None:
         from fashiongen.zoo import zoo_path
 
         return zoo_path(args.model)
-    return args.checkpoint
+    return model_source(args.source)
+
+
+def _is_users_run(source: Path) -> bool:
+    """Whether `source` is the user's own run or checkpoint, not a file of the shipped zoo."""
+    from fashiongen.zoo import ZOO_DIR
+
+    return not source.resolve().is_relative_to(ZOO_DIR.resolve())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -321,8 +361,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from fashiongen.generate import class_names_of, parse_classes, sample_to
     from fashiongen.train import select_device
 
-    args.checkpoint = _checkpoint_or_zoo(args)
-    model, checkpoint = load_model(args.checkpoint, use_ema=not args.no_ema,
+    source = _model_source(args)
+    model, checkpoint = load_model(source, use_ema=not args.no_ema,
                                    device="cpu" if args.backend == "onnx" else
                                    select_device("auto"))
     if args.backend == "onnx":
@@ -336,8 +376,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     class_names = class_names_of(checkpoint)
     labels, num_rows = None, None
     if (args.classes or args.per_class) and not model.num_classes:
-        raise ConfigError(f"{args.checkpoint} is unconditional: --class and --per-class need a "
-                          "model trained with model.num_classes > 0")
+        raise ConfigError(f"{args.model or args.source} is unconditional: --class and "
+                          "--per-class need a model trained with model.num_classes > 0")
     if args.per_class:
         ids = parse_classes(args.classes, class_names) if args.classes else \
             list(range(model.num_classes))
@@ -351,8 +391,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = sample_to(args.out, model, num_samples, labels=labels, seed=args.seed,
                     sampling=sampling, class_names=class_names, num_rows=num_rows,
                     overwrite=args.overwrite)
-    source = f"zoo model {args.model}" if args.model else checkpoint.path
-    print(f"wrote {num_samples} samples from {source} to {out}")
+    what = checkpoint.path if _is_users_run(source) else f"zoo model {args.model or args.source}"
+    print(f"wrote {num_samples} samples from {what} to {out}")
     return 0
 
 
@@ -386,13 +426,13 @@ def cmd_featnet(args: argparse.Namespace) -> int:
     from fashiongen.files import check_free
     from fashiongen.nets.featnet import featnet_file_name, train_featnet, user_cache_dir
 
-    out = Path(args.out or user_cache_dir() / "featnets" / featnet_file_name(args.dataset))
+    out = Path(args.out or user_cache_dir() / "featnets" / featnet_file_name(args.data))
     check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
-    command = (f"fashiongen featnet train --dataset {args.dataset} --epochs {args.epochs} "
+    command = (f"fashiongen featnet train --data {args.data} --epochs {args.epochs} "
                f"--seed {args.seed} --threads {args.threads}"
                + (f" --out {args.out}" if args.out else ""))
-    train_featnet(args.dataset, epochs=args.epochs, seed=args.seed, out_path=out,
+    train_featnet(args.data, epochs=args.epochs, seed=args.seed, out_path=out,
                   command=command)
     return 0
 
@@ -428,7 +468,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fashiongen.export import export_onnx
     from fashiongen.files import staged_folder
 
-    model, _ = load_model(_checkpoint_or_zoo(args), device="cpu")
+    model, _ = load_model(_model_source(args), device="cpu")
     with staged_folder(args.out, overwrite=args.overwrite) as tmp:
         written = {name: path.name for name, path in export_onnx(model, tmp).items()}
     for name, file_name in written.items():
@@ -457,7 +497,11 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from fashiongen.files import locked_if_run, staged_folder
     from fashiongen.visuals import write_run_visuals
 
-    model, checkpoint = load_model(args.run)
+    source = _model_source(args)
+    model, checkpoint = load_model(source)
+    if args.out is None and not _is_users_run(source):
+        raise ConfigError(f"{args.model or args.source} is a zoo model: give --out DIR for "
+                          "its pictures")
     test = load_from_config(checkpoint.config.data, "test")
 
     def draw(folder: Path) -> list[Path]:
@@ -465,7 +509,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                                  sampling=checkpoint.config.sample)
 
     if args.out is None:  # the run's own pictures, redrawn while no other process writes it
-        out = args.run if args.run.is_dir() else args.run.parent
+        out = source if source.is_dir() else source.parent
         with locked_if_run(out):
             written = draw(out)
     else:
@@ -513,8 +557,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fashiongen.report import evaluate_source, format_evaluation
 
     _check_json_free(args)
-    result = evaluate_source(args.source, num_samples=args.num_samples, ref=args.ref,
-                             seed=args.seed, dataset=args.dataset)
+    result = evaluate_source(_model_source(args), num_samples=args.num_samples, ref=args.ref,
+                             seed=args.seed, dataset=args.data)
     print(format_evaluation(result))
     _write_json_result(args, result)
     return 0
@@ -539,7 +583,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fashiongen.report import compare_runs
 
     report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed,
-                          overwrite=args.overwrite)
+                          dataset=args.data, overwrite=args.overwrite)
     _print_report_paths(report)
     return 0
 
@@ -547,7 +591,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from fashiongen.synth import write_synthetic_dataset
 
-    manifest = write_synthetic_dataset(args.checkpoint, args.out, num_samples=args.num_samples,
+    manifest = write_synthetic_dataset(_model_source(args), args.out, num_samples=args.num_samples,
                                        fmt=args.format, seed=args.seed,
                                        overwrite=args.overwrite)
     how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
@@ -565,7 +609,7 @@ def cmd_cas(args: argparse.Namespace) -> int:
 
     _check_json_free(args)
     result = classification_accuracy_score(args.synth_dir, epochs=args.epochs, seed=args.seed,
-                                           dataset=args.dataset, data_dir=args.data_dir)
+                                           dataset=args.data, data_dir=args.data_dir)
     print(format_cas(result))
     _write_json_result(args, result)
     return 0

@@ -25,6 +25,7 @@ from fashiongen.errors import ConfigError
 from fashiongen.limits import (
     MAX_BATCH_SIZE,
     MAX_EVAL_SAMPLES,
+    MAX_GUIDANCE_SCALE,
     MAX_SAMPLING_STEPS,
     MAX_TRAIN_GRID_SAMPLES,
 )
@@ -129,7 +130,8 @@ class SampleConfig:
         require(1 <= self.num_steps <= MAX_SAMPLING_STEPS,
                 f"sample.num_steps must be between 1 and {MAX_SAMPLING_STEPS}")
         require(0 <= self.eta <= 1, "sample.eta must lie in [0, 1]")
-        require(0 <= self.guidance_scale <= 50, "sample.guidance_scale must lie in [0, 50]")
+        require(0 <= self.guidance_scale <= MAX_GUIDANCE_SCALE,
+                f"sample.guidance_scale must lie in [0, {MAX_GUIDANCE_SCALE}]")
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
         from fashiongen.samplers import get_sampler  # late import: samplers pull in torch
 
@@ -359,15 +361,16 @@ def resolve_config(config_file: str | Path | None = None, overrides: list[str] |
     """Defaults, then `base` (e.g. CLI flags), then the TOML file, then `--set` overrides."""
     data: dict[str, Any] = read_toml(config_file) if config_file else {}
     if base:
-        data = _deep_merge(base, data)
+        data = deep_merge(base, data)
     return config_from_dict(merge_overrides(data, overrides or []))
 
 
-def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """`low` with `high`'s values on top, tables merged key by key."""
     out = dict(low)
     for k, v in high.items():
         both_tables = isinstance(v, dict) and isinstance(out.get(k), dict)
-        out[k] = _deep_merge(out[k], v) if both_tables else v
+        out[k] = deep_merge(out[k], v) if both_tables else v
     return out
 
 

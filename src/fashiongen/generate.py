@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fashiongen import limits
-from fashiongen.checkpoint import Checkpoint
+from fashiongen.checkpoint import Checkpoint, own_sampling
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
 from fashiongen.files import atomic_path, check_free, staged_folder
@@ -92,7 +92,10 @@ def iter_generate(model: Family, num_samples: int, *, labels: torch.Tensor | Non
     (n, C, H, W) batches with the labels they were drawn for (a conditional model given none
     draws them all first, from the same seed; None for an unconditional model), so the
     images need never be in memory at once. `callback(step_index, num_steps)` reports
-    diffusion progress, batch by batch."""
+    diffusion progress, batch by batch. Without `sampling`, a model loaded from a checkpoint
+    samples with that checkpoint's settings (`fashiongen sample` does the same)."""
+    if sampling is None:
+        sampling = own_sampling(model)
     generator = torch.Generator().manual_seed(seed)
     if labels is None and model.num_classes:
         labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
@@ -150,8 +153,11 @@ def interpolate(model: Family, *, seed_a: int, seed_b: int, num_frames: int = 8,
 
     A conditional model keeps one class along the path (`label`, or class 0). Diffusion
     models interpolate their starting noise; use a deterministic sampler (DDIM with eta 0,
-    DPM-Solver++) for a smooth path.
+    DPM-Solver++) for a smooth path. Without `sampling`, a loaded model uses its
+    checkpoint's settings.
     """
+    if sampling is None:
+        sampling = own_sampling(model)
     ends = [model.randn(1, *model.latent_shape, generator=torch.Generator().manual_seed(seed))
             for seed in (seed_a, seed_b)]
     weights = torch.linspace(0, 1, num_frames).tolist()

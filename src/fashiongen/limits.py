@@ -18,6 +18,7 @@ MAX_IMAGE_BYTES = 2 * 1024**3  # uint8 images one command holds in memory at onc
 MAX_GRID_IMAGES = 10_000  # tiles of one grid PNG (a 100 x 100 grid)
 MAX_EVAL_SAMPLES = 50_000  # samples scored at once (eval, compare, train.eval_num_samples)
 MAX_SAMPLING_STEPS = 1000  # diffusion sampling steps (sample.num_steps, --steps, the page)
+MAX_GUIDANCE_SCALE = 50  # classifier-free guidance (sample.guidance_scale, the page's slider)
 MAX_BATCH_SIZE = 65_536  # train.batch_size
 MAX_TRAIN_GRID_SAMPLES = 256  # train.num_grid_samples
 MAX_WEB_IMAGES = 64  # images in one grid on the web page
@@ -33,6 +34,8 @@ LIMITS: dict[str, tuple[int, str]] = {
                                            "`train.eval_num_samples`"),
     "MAX_SAMPLING_STEPS": (MAX_SAMPLING_STEPS, "diffusion steps: `sample --steps`, "
                                                "`sample.num_steps`, the page's slider"),
+    "MAX_GUIDANCE_SCALE": (MAX_GUIDANCE_SCALE, "`sample --guidance-scale`, "
+                                               "`sample.guidance_scale`, the page's slider"),
     "MAX_BATCH_SIZE": (MAX_BATCH_SIZE, "`train.batch_size`"),
     "MAX_TRAIN_GRID_SAMPLES": (MAX_TRAIN_GRID_SAMPLES, "`train.num_grid_samples`"),
     "MAX_WEB_IMAGES": (MAX_WEB_IMAGES, "images per grid on the web page"),

@@ -34,7 +34,7 @@ import torch
 from matplotlib.figure import Figure
 
 from fashiongen import limits, plots
-from fashiongen.checkpoint import Checkpoint, list_checkpoints, write_text_atomic
+from fashiongen.checkpoint import Checkpoint, list_checkpoints, model_source, write_text_atomic
 from fashiongen.config import (
     PRESETS_DIR,
     RunConfig,
@@ -43,7 +43,7 @@ from fashiongen.config import (
     merge_overrides,
     read_toml,
 )
-from fashiongen.errors import ConfigError, DataError
+from fashiongen.errors import CheckpointError, ConfigError, DataError
 from fashiongen.synth import balanced_labels, read_samples
 
 DEFAULT_NUM_SAMPLES = 2000
@@ -212,9 +212,11 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
 
     if ref not in ("test", "train"):
         raise ConfigError(f"unknown reference split {ref!r}; choose test or train")
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"no such checkpoint, run folder or sample file: {path}")
+    try:
+        path = model_source(source)  # a zoo name, or an existing path
+    except CheckpointError:
+        raise DataError(f"no such checkpoint, run folder, zoo model or sample file: {source}"
+                        ) from None
     if is_checkpoint(path):
         model, checkpoint = load_for_sampling(path)
         dataset = dataset or checkpoint.config.data.name
@@ -435,16 +437,37 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
 
     if not run_dirs:
         raise ConfigError("compare needs at least one run folder")
-    paths = [Path(p) for p in run_dirs]
+    paths = [model_source(p) for p in run_dirs]  # zoo names too
     for path in paths:  # fail before the first, possibly long, scoring
         if not is_checkpoint(path):
-            raise DataError(f"no such run folder or checkpoint: {path}" if not path.exists()
-                            else f"{path} holds no checkpoint")
+            raise DataError(f"{path} holds no checkpoint")
+    check_can_score(paths, dataset=dataset, featnet=featnet)
     with staged_folder(out_dir, overwrite=overwrite) as out:
         _write_report(out, paths, num_samples=num_samples, seed=seed, dataset=dataset,
                       featnet=featnet, use_memorisation=use_memorisation,
                       use_cache=use_cache, log=log)
     return Path(out_dir) / HTML_FILE
+
+
+def trained_on(path: str | Path) -> str:
+    """The dataset a checkpoint's model was trained on, from its header alone."""
+    from fashiongen.checkpoint import read_metadata
+
+    return str(json.loads(read_metadata(path)["config"]).get("data", {}).get("name",
+                                                                           "fashion-mnist"))
+
+
+def check_can_score(paths: Sequence[Path], *, dataset: str | None, featnet: Any) -> None:
+    """Refuse, before any sampling, models of different datasets compared without one
+    `dataset` to score them against, and a dataset without a feature network."""
+    datasets = {path: dataset or trained_on(path) for path in paths}
+    if len(set(datasets.values())) > 1:
+        listed = ", ".join(f"{path.name}: {name}" for path, name in datasets.items())
+        raise ConfigError(f"the models were trained on different datasets ({listed}): "
+                          "compare models of one dataset, or pass --data NAME to score all "
+                          "against one")
+    for name in set(datasets.values()):
+        resolve_featnet(featnet, name)
 
 
 def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: int,
@@ -647,6 +670,8 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
 
     configs = family_configs(budget_minutes, out_dir, seed=seed, families=families,
                              overrides=overrides)
+    for cfg in configs.values():  # the report needs them: fail now, not after the training
+        resolve_featnet(featnet, cfg.data.name)
     log(f"training {len(configs)} families for {budget_minutes:g} min each "
         f"(about {len(configs) * budget_minutes:g} min in all), seed {seed}")
     runs = []

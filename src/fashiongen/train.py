@@ -50,7 +50,15 @@ from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
 from fashiongen import distributed, files
-from fashiongen.config import RunConfig, TrainConfig, config_from_dict, read_toml, replace, to_toml
+from fashiongen.config import (
+    RunConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    read_toml,
+    replace,
+    to_toml,
+)
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import (
     CheckpointError,
@@ -78,6 +86,64 @@ class TrainResult:
     epochs: float
     train_seconds: float
     images_per_second: float
+    family: str = ""  # the run's family (a resumed run's own, whatever was asked)
+    stop_reason: str = ""  # what ended training: `train.epochs`, `train.max_steps` or budget
+
+
+# What `train --resume` may change in a run's config: how long and how it trains, where its
+# data lives, how its grids sample. Anything else (family, network shape, dataset, seed) would
+# make the checkpoint another run's, so a change to it is refused.
+RESUME_SAFE_KEYS = ("train.", "data.data_dir", "sample.", "out_dir")
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resumed_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
+    """`requested` (a run's saved config with the user's changes) if resuming can honour
+    every change; a change to anything but RESUME_SAFE_KEYS is a one-line ConfigError."""
+    old, new = _flat(config_to_dict(saved)), _flat(config_to_dict(requested))
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key) and not key.startswith(RESUME_SAFE_KEYS):
+            raise unsafe_resume_change(key, old.get(key), new.get(key))
+    return requested
+
+
+def unsafe_resume_change(key: str, old: Any, new: Any) -> ConfigError:
+    return ConfigError(f"--resume cannot change {key} ({old!r} -> {new!r}): the checkpoint "
+                       "is of the run as it was; drop the change, or train into a new --out")
+
+
+def run_config_table(run_dir: str | Path) -> dict[str, Any]:
+    """A run's config as a table: its config.toml, or its latest checkpoint's if that is
+    unreadable (what `train --resume` starts from before the user's changes)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"nothing to resume: {run_dir} does not exist")
+    if not ckpt.list_checkpoints(run_dir) and not (run_dir / "final").is_dir():
+        raise CheckpointError(f"nothing to resume: no checkpoints in {run_dir}")
+    with contextlib.suppress(ConfigError):
+        return read_toml(run_dir / "config.toml")
+    try:
+        return json.loads(ckpt.read_metadata(run_dir)["config"])
+    except (FashiongenError, KeyError, ValueError):
+        raise CheckpointError(f"nothing to resume: {run_dir} holds no readable run") from None
+
+
+def _stop_reason(cfg: RunConfig, step: int, steps_per_epoch: int, out_of_time: bool) -> str:
+    if out_of_time:
+        return f"the budget of train.max_minutes={cfg.train.max_minutes:g} ({cfg.train.clock} time)"
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= step \
+            and cfg.train.max_steps < cfg.train.epochs * steps_per_epoch:
+        return f"train.max_steps={cfg.train.max_steps}"
+    return f"train.epochs={cfg.train.epochs}"
 
 
 def select_device(name: str) -> torch.device:
@@ -219,8 +285,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     Args:
         cfg: the resolved run configuration.
-        resume: continue from the run folder's latest readable checkpoint (the saved config
-            is used, except `train.epochs` / `train.max_steps`, which may be raised).
+        resume: continue from the run folder's latest readable checkpoint; `cfg` is then the
+            run's config with changes, applied where safe (`RESUME_SAFE_KEYS`: length,
+            learning rate, data location ...) and refused otherwise (`resumed_config`).
         overwrite: replace whatever `cfg.out_dir` holds (a run, a file, a folder) once the
             new run is complete; it is trained in a hidden folder beside it meanwhile.
             Without it (and without `resume`) the folder must be missing or empty.
@@ -323,9 +390,7 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
     resumed_from = None
     if resume:
         resumed_from, saved, state = ctx.run_on_main(lambda: _open_for_resume(run_dir))
-        cfg = replace(saved.config, train={"epochs": cfg.train.epochs,
-                                           "max_steps": cfg.train.max_steps,
-                                           "max_minutes": cfg.train.max_minutes})
+        cfg = resumed_config(saved.config, replace(cfg, out_dir=saved.config.out_dir))
 
     torch.manual_seed(cfg.seed)
     num_threads = cfg.train.num_threads or ctx.default_num_threads()
@@ -443,8 +508,14 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
     rollbacks = 0
     perm = None
     epoch_rng_state = data_rng.get_state()
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main),
-               unit="step", dynamic_ncols=True, desc=f"{cfg.model.name}")
+    # Under a budget the bar counts budget seconds (CPU or wall), so its total and ETA are true.
+    budget_seconds = None if cfg.train.max_minutes is None else 60 * cfg.train.max_minutes
+    bar = tqdm(total=total_steps if budget_seconds is None else round(budget_seconds, 1),
+               initial=step if budget_seconds is None else round(train_seconds, 1),
+               disable=not (progress and ctx.is_main), dynamic_ncols=True,
+               unit="step" if budget_seconds is None else f"s {cfg.train.clock}",
+               desc=f"{cfg.model.name}")
+    out_of_time = False
     # torchrun forwards Ctrl-C / SIGTERM to every worker; `agree_to_stop` makes them all
     # checkpoint at the same step.
     with _StopRequest() as stop, log, contextlib.closing(sync):
@@ -498,7 +569,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
                                        ctx, cfg.seed, lr_factor=lr_factor)
                 log.rewind(step)
                 last_checkpoint.clear()
-                bar.n = step
+                if budget_seconds is None:  # a budget bar counts time, which goes on
+                    bar.n = step
                 if ctx.is_main:
                     lowered = ("learning rate halved" if rollbacks == 1 else
                                f"learning rate x{lr_factor:g} ({rollbacks} rollbacks in a row)")
@@ -510,11 +582,16 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
             session_seconds += elapsed
             images_seen += cfg.train.batch_size
             log.add(verdict.losses, cfg.train.batch_size, elapsed)
-            bar.update(1)
+            if budget_seconds is None:
+                bar.update(1)
+            else:
+                bar.update(round(min(train_seconds, budget_seconds) - bar.n, 1))
             if step % cfg.train.log_every_n_steps == 0 or step == total_steps:
                 row = log.flush(step, step / steps_per_epoch, train_seconds)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
-                                 if k not in ("step", "epoch", "time_s")}, refresh=False)
+                shown = {k: f"{v:.3g}" for k, v in row.items()
+                         if k not in ("step", "epoch", "time_s")}
+                bar.set_postfix(shown if budget_seconds is None else {"step": step, **shown},
+                                refresh=False)
             epoch_done = step % steps_per_epoch == 0
             if epoch_done and (step // steps_per_epoch) % cfg.train.grid_every_n_epochs == 0:
                 write_grid(step // steps_per_epoch)
@@ -546,7 +623,9 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
         write_grid(max(1, math.ceil(epochs_done)))
     final = save(run_dir / "final")
     images_per_second = images_seen / session_seconds if session_seconds else 0.0
-    result = TrainResult(run_dir, final, step, epochs_done, train_seconds, images_per_second)
+    result = TrainResult(run_dir, final, step, epochs_done, train_seconds, images_per_second,
+                         family=cfg.model.name,
+                         stop_reason=_stop_reason(cfg, step, steps_per_epoch, out_of_time))
     if not ctx.is_main:
         ctx.barrier()  # return once rank 0 has written everything
         return result

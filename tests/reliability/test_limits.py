@@ -109,6 +109,9 @@ def test_the_web_page_and_the_cli_share_the_table(artefacts):
         page.generate_grid("m", "any", 0, 1, "ddim", limits.MAX_SAMPLING_STEPS + 1, 1.0, 0.5)
     with pytest.raises(ConfigError, match=f"between 1 and {limits.MAX_SAMPLING_STEPS}"):
         SampleConfig(num_steps=limits.MAX_SAMPLING_STEPS + 1)
+    with pytest.raises(ConfigError, match=rf"\[0, {limits.MAX_GUIDANCE_SCALE}\]"):
+        page.generate_grid("m", "any", 0, 1, "ddim", 2, limits.MAX_GUIDANCE_SCALE + 1, 0.5)
+    SampleConfig(guidance_scale=limits.MAX_GUIDANCE_SCALE)
     for field, bound in (("batch_size", limits.MAX_BATCH_SIZE),
                          ("eval_num_samples", limits.MAX_EVAL_SAMPLES),
                          ("num_grid_samples", limits.MAX_TRAIN_GRID_SAMPLES)):

@@ -161,7 +161,6 @@ def _is_write(event: str, args: tuple) -> str | None:
 def main(argv: list[str]) -> int:
     import torch.distributed as dist
 
-    import fashiongen.train
     from fashiongen.cli import main as cli_main
     from fashiongen.distributed import state_digest
     from fashiongen.models import MODELS
@@ -176,8 +175,9 @@ def main(argv: list[str]) -> int:
             runs[-1].append(arg)
 
     built: list[torch.nn.Module] = []
-    build_model = fashiongen.train.build_model
-    fashiongen.train.build_model = lambda *a, **k: built.append(build_model(*a, **k)) or built[-1]
+    loop = sys.modules["fashiongen.train"]  # the module: `fashiongen.train` is the API function
+    build_model = loop.build_model
+    loop.build_model = lambda *a, **k: built.append(build_model(*a, **k)) or built[-1]
     changes: list[str] = []
     watched: list[str] = []
 

@@ -98,4 +98,5 @@ def test_cli_export_writes_loadable_onnx(make_config, tmp_path, capsys):
 
 def test_cli_export_needs_one_source(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path)]) == 2
-    assert "give a checkpoint or run folder, or --model NAME" in capsys.readouterr().err
+    assert "export takes one model: a zoo name, run folder or checkpoint, or --model NAME" \
+        in capsys.readouterr().err

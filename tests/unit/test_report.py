@@ -170,7 +170,7 @@ def test_compare_cli_rejects_a_missing_run(runs, tmp_path, capsys):
     assert main(["compare", str(runs["cond"]), str(tmp_path / "nope"),
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "no such run folder" in err and err.count("\n") == 1
+    assert "no such checkpoint or run folder" in err and err.count("\n") == 1
 
 
 # --- eval ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import sys
 
 import pytest
 import torch
@@ -269,7 +270,7 @@ def test_compiled_training_matches_eager_and_keeps_checkpoints(make_config, tmp_
 
 
 def test_compile_without_a_cpp_compiler_trains_eagerly(make_config, monkeypatch, capsys):
-    monkeypatch.setattr("fashiongen.train.shutil.which", lambda name: None)
+    monkeypatch.setattr(sys.modules["fashiongen.train"].shutil, "which", lambda name: None)
     cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 2})
     assert train(cfg, progress=False).steps == 2
     assert "no C++ compiler was found; training without compiling" in capsys.readouterr().err

@@ -63,8 +63,8 @@ def test_concurrent_requests_all_succeed_and_page_stays_responsive(server, clien
     ({"num_images": 2.5}, f"number of images must be a whole number from 1 to {MAX_IMAGES}"),
     ({"steps": MAX_STEPS + 1}, f"greater than maximum value {MAX_STEPS}"),
     ({"seed": -1}, "less than minimum value 0"),
-    ({"guidance": 11.0}, "greater than maximum value"),
-    ({"class_name": "Hat"}, "Hat is not in the list of choices"),
+    ({"guidance": 51.0}, "greater than maximum value"),
+    ({"class_name": "Hat"}, "unknown class 'Hat'; choose from: T-shirt/top"),
     ({"sampler": "euler"}, "euler is not in the list of choices"),
 ])
 def test_out_of_bound_inputs_are_refused_with_a_message(client, changes, message):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fashiongen import limits
 from fashiongen.checkpoint import atomic_path
 from fashiongen.errors import ConfigError, FashiongenError
 from fashiongen.samplers import SAMPLERS
@@ -123,8 +124,11 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
             with gr.Column(scale=1):
                 model = gr.Dropdown(studio.keys, value=first.key, label="Model")
                 about = gr.Markdown(_describe(first))
+                # Any value passes the page to the studio, which checks it against the model
+                # named in the same call: the API needs no earlier /model_info in its session.
                 class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
-                                         visible=bool(first.class_names), elem_id="class")
+                                         visible=bool(first.class_names), elem_id="class",
+                                         allow_custom_value=True)
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                 num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
                                        label="Number of images")
@@ -134,7 +138,8 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
                                           label="Sampler")
                     steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
                                       label="Steps")
-                    guidance = gr.Slider(0, 10, value=first.sampling.guidance_scale,
+                    guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
+                                         value=first.sampling.guidance_scale,
                                          step=0.1, label="Guidance scale (1 = off)",
                                          visible=first.uses_sampler
                                          and bool(first.class_names))

@@ -465,12 +465,18 @@ def cmd_combine(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fashiongen.checkpoint import load_model
-    from fashiongen.export import export_onnx
+    from fashiongen.export import export_generation_graph, export_onnx
     from fashiongen.files import staged_folder
+    from fashiongen.generate import class_names_of
 
-    model, _ = load_model(_model_source(args), device="cpu")
+    model, checkpoint = load_model(_model_source(args), device="cpu")
+    names = class_names_of(checkpoint) if model.num_classes else []
     with staged_folder(args.out, overwrite=args.overwrite) as tmp:
-        written = {name: path.name for name, path in export_onnx(model, tmp).items()}
+        written = {name: path.name for name, path in
+                   export_onnx(model, tmp, class_names=names).items()}
+        whole = export_generation_graph(model, tmp, class_names=names)
+        if whole is not None:
+            written["the whole generation"] = whole.name
     for name, file_name in written.items():
         print(f"wrote {name}: {args.out / file_name}")
     return 0

@@ -6,11 +6,21 @@ two-image draw, then exports it with a dynamic batch axis; `use_onnx` swaps thos
 for `OnnxNetwork`s, so the families' own sampling code (samplers, guidance, the hybrid's
 noising) runs unchanged around onnxruntime. Exports are cached per weights in
 `~/.cache/fashiongen/onnx/`. Needs the `onnx` extra: `pip install 'fashiongen[onnx]'`.
+
+Each file is usable without this package (docs/onnx.md): its inputs and outputs are named
+for what they hold (`z`, `class_label`, `x_t`, `timestep`; `image` or `prediction`) and its
+metadata says the family, image shape, value range, class names, the diffusion schedule and
+prediction type, and the recommended sampler and steps. A diffusion model is also exported
+whole (`export_generation_graph`): noise and labels in, images out, the sampler unrolled
+for a fixed number of steps, so a client needs no sampler of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fashiongen.checkpoint import atomic_path
+from fashiongen import __version__
+from fashiongen.checkpoint import atomic_path, own_sampling
 from fashiongen.config import SampleConfig
 from fashiongen.data.sources import cache_dir
 from fashiongen.errors import ConfigError
@@ -26,6 +37,9 @@ from fashiongen.models.base import Family
 
 ONNX_OPSET = 17
 BACKENDS = ("torch", "onnx")
+EXPORT_FORMAT = "fashiongen-onnx/2"  # named inputs and outputs, metadata
+# A network's argument name -> the ONNX input's name, in the words of docs/onnx.md.
+INPUT_NAMES = {"z": "z", "x_t": "x_t", "t": "timestep", "labels": "class_label"}
 
 
 def _require_onnxruntime() -> Any:
@@ -69,8 +83,47 @@ class _TensorArguments(nn.Module):
                               for i in range(self.num_args)])
 
 
-def _fingerprint(network: nn.Module, example: tuple) -> str:
+def io_names(network: nn.Module, example: tuple) -> tuple[list[str], str]:
+    """The ONNX input names of the tensors in `example` and the output's name: a denoiser
+    (called with a timestep) predicts, every other sampling network returns an image."""
+    params = list(inspect.signature(network.forward).parameters)
+    names = [INPUT_NAMES.get(params[i], params[i]) for i, a in enumerate(example)
+             if a is not None]
+    return names, "prediction" if "timestep" in names else "image"
+
+
+def export_metadata(model: Family, name: str, *, sampling: SampleConfig | None = None,
+                    class_names: list[str] | None = None) -> dict[str, str]:
+    """What a client needs to use network `name` of `model` without fashiongen's code."""
+    sampling = sampling or own_sampling(model) or SampleConfig()
+    network_config = model.config
+    for part in name.split(".")[:-1]:  # a hybrid's part: its own family's config
+        network_config = getattr(model, part).config
+    metadata = {
+        "format": EXPORT_FORMAT, "fashiongen_version": __version__,
+        "family": model.config.name, "network": name,
+        "image_shape": json.dumps(list(model.image_shape)), "value_range": "[-1, 1]",
+        "num_classes": str(model.num_classes),
+        "class_names": json.dumps(list(class_names or [])),
+        "latent_shape": json.dumps(list(model.latent_shape)),
+    }
+    if hasattr(network_config, "schedule"):  # diffusion: the sampler a client reimplements
+        metadata.update({
+            "schedule": network_config.schedule, "prediction": network_config.prediction,
+            "num_train_timesteps": str(network_config.num_train_timesteps),
+            "recommended_sampler": sampling.sampler,
+            "recommended_num_steps": str(sampling.num_steps),
+            "recommended_guidance_scale": str(sampling.guidance_scale),
+            "null_class_label": str(model.num_classes),
+        })
+    if "strength" in model.sampling_fields:
+        metadata["recommended_strength"] = str(sampling.strength)
+    return metadata
+
+
+def _fingerprint(network: nn.Module, example: tuple, metadata: dict[str, str]) -> str:
     digest = hashlib.sha256(f"{torch.__version__} {ONNX_OPSET} {type(network).__name__}".encode())
+    digest.update(json.dumps(metadata, sort_keys=True).encode())
     for a in example:
         digest.update(b"none" if a is None else f"{a.dtype}{tuple(a.shape[1:])}".encode())
     for key, value in network.state_dict().items():
@@ -79,40 +132,118 @@ def _fingerprint(network: nn.Module, example: tuple) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_onnx(model: Family, out_dir: str | Path | None = None) -> dict[str, Path]:
+def export_onnx(model: Family, out_dir: str | Path | None = None, *,
+                sampling: SampleConfig | None = None,
+                class_names: list[str] | None = None) -> dict[str, Path]:
     """Export each sampling network of `model` to `out_dir/NAME-FINGERPRINT.onnx` (default:
     the user cache), batch size dynamic; a file already there for these weights is reused.
+    `sampling` (default: the checkpoint's) and `class_names` go into the metadata.
 
     Returns:
         {module name: .onnx path}, e.g. {"generator": ...} or {"gan.generator": ...,
         "refiner.net": ...} for a hybrid.
     """
-    return {name: path for name, (path, _) in _export(model, out_dir).items()}
+    return {name: path for name, (path, _) in _export(model, out_dir, sampling=sampling,
+                                                        class_names=class_names).items()}
 
 
-def _export(model: Family, out_dir: str | Path | None) -> dict[str, tuple[Path, tuple]]:
+def _export(model: Family, out_dir: str | Path | None, *, sampling: SampleConfig | None = None,
+            class_names: list[str] | None = None) -> dict[str, tuple[Path, tuple]]:
     out_dir = Path(out_dir) if out_dir is not None else cache_dir("onnx")
     was_training = model.training
     model = model.cpu().eval()
     exported = {}
     for name, example in sampling_calls(model).items():
         network = model.get_submodule(name)
-        path = out_dir / f"{name}-{_fingerprint(network, example)}.onnx"
+        metadata = export_metadata(model, name, sampling=sampling, class_names=class_names)
+        path = out_dir / f"{name}-{_fingerprint(network, example, metadata)}.onnx"
         if not path.is_file():
             wrapper = _TensorArguments(network, example).eval()
             tensors = tuple(a for a in example if a is not None)
-            inputs = [f"input{i}" for i in range(len(tensors))]
+            inputs, output = io_names(network, example)
             with atomic_path(path) as tmp, warnings.catch_warnings():
                 # The TorchScript exporter: 0.5 s a network here, against 6-8 s for
                 # dynamo=True, and onnxruntime runs both graphs at the same speed.
                 warnings.simplefilter("ignore")
                 torch.onnx.export(wrapper, tensors, str(tmp), input_names=inputs,
-                                  output_names=["output"], opset_version=ONNX_OPSET,
-                                  dynamic_axes={n: {0: "batch"} for n in [*inputs, "output"]},
+                                  output_names=[output], opset_version=ONNX_OPSET,
+                                  dynamic_axes={n: {0: "batch"} for n in [*inputs, output]},
                                   dynamo=False)
+                _add_metadata(tmp, metadata)
         exported[name] = (path, example)
     model.train(was_training)  # exporting leaves the caller's model as it was
     return exported
+
+
+# Samplers that draw no noise after the start: their unrolled graph is a function of its inputs.
+DETERMINISTIC_SAMPLERS = ("ddim", "dpmpp_2m")
+GENERATION_GRAPH = "generate-{num_steps}steps.onnx"
+
+
+class _Generation(nn.Module):
+    """A family's whole sampling from starting noise: traced, the sampler's loop unrolls."""
+
+    def __init__(self, model: Family, sampling: SampleConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.sampling = sampling
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.generate_from_latents(noise, labels=labels,
+                                                sampling=self.sampling).clamp(-1, 1)
+
+
+def generation_sampling(model: Family, sampling: SampleConfig | None = None) -> SampleConfig:
+    """The settings a generation graph is unrolled with: the checkpoint's, with DDIM (eta 0)
+    in place of a sampler that draws noise at every step."""
+    sampling = sampling or own_sampling(model) or SampleConfig()
+    if sampling.sampler in DETERMINISTIC_SAMPLERS and sampling.eta == 0:
+        return sampling
+    return dataclasses.replace(sampling, sampler="ddim", eta=0.0)
+
+
+def export_generation_graph(model: Family, out_dir: str | Path, *,
+                            sampling: SampleConfig | None = None,
+                            class_names: list[str] | None = None) -> Path | None:
+    """Write a pure diffusion model's whole generation, `generate-<N>steps.onnx`: inputs
+    `noise` (B, *latent_shape) float32 ~ N(0, I) and `class_label` (B,) int64 (conditional
+    models), output `image` (B, C, H, W) in [-1, 1]. Other families (one network pass, or the
+    hybrid, whose draft is noised afresh) return None."""
+    if "num_steps" not in model.sampling_fields or "strength" in model.sampling_fields:
+        return None
+    sampling = generation_sampling(model, sampling)
+    was_training = model.training
+    model = model.cpu().eval()
+    noise = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(2) % model.num_classes if model.num_classes else None
+    inputs = ["noise", "class_label"] if labels is not None else ["noise"]
+    example = (noise, labels) if labels is not None else (noise,)
+    metadata = {**export_metadata(model, "generation", sampling=sampling,
+                                  class_names=class_names),
+                "sampler": sampling.sampler, "num_steps": str(sampling.num_steps),
+                "guidance_scale": str(sampling.guidance_scale)}
+    path = Path(out_dir) / GENERATION_GRAPH.format(num_steps=sampling.num_steps)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on the unrolled loop
+        torch.onnx.export(_Generation(model, sampling).eval(), example, str(tmp),
+                          input_names=inputs, output_names=["image"],
+                          opset_version=ONNX_OPSET,
+                          dynamic_axes={n: {0: "batch"} for n in [*inputs, "image"]},
+                          dynamo=False)
+        _add_metadata(tmp, metadata)
+    model.train(was_training)
+    return path
+
+
+def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    graph.doc_string = (f"fashiongen {metadata['family']} {metadata['network']}: images in "
+                        f"{metadata['value_range']}, shape {metadata['image_shape']}")
+    onnx.save(graph, str(path))
 
 
 class OnnxNetwork(nn.Module):

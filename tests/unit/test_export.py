@@ -90,10 +90,14 @@ def test_cli_export_writes_loadable_onnx(make_config, tmp_path, capsys):
     assert f"wrote decoder: {path}" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     z = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    assert [i.name for i in session.get_inputs()] == ["z"]
+    assert [o.name for o in session.get_outputs()] == ["image"]
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["family"] == "vae" and metadata["value_range"] == "[-1, 1]"
     model, _ = load_model(run)
     with torch.no_grad():
         expected = model.decoder(torch.from_numpy(z), None).numpy()
-    np.testing.assert_allclose(session.run(None, {"input0": z})[0], expected, atol=1e-4)
+    np.testing.assert_allclose(session.run(None, {"z": z})[0], expected, atol=1e-4)
 
 
 def test_cli_export_needs_one_source(tmp_path, capsys):

@@ -1,0 +1,88 @@
+"""docs/onnx.md's client runs with onnxruntime and numpy alone, and its images are the torch
+sampler's (issue 17): the exported generation graph of a diffusion model, the named inputs
+and outputs, and the metadata a client reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fashiongen.cli import main
+from fashiongen.images import to_uint8
+
+pytest.importorskip("onnxruntime")
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "onnx.md"
+(CLIENT,) = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+# Run first in the client's process: torch and fashiongen cannot be imported there.
+NO_TORCH = "import sys\nsys.modules['torch'] = None\nsys.modules['fashiongen'] = None\n"
+
+
+def run_client(folder: Path) -> np.ndarray:
+    script = NO_TORCH + CLIENT + "\nnp.save('pixels.npy', pixels)\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return np.load(folder / "pixels.npy")
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_the_documented_client_matches_the_torch_sampler(make_config, num_classes, tmp_path):
+    from fashiongen.checkpoint import load_model
+    from fashiongen.train import train
+
+    cfg = make_config({"name": "ddpm", "base_width": 8, "num_classes": num_classes},
+                      train={"max_steps": 2},
+                      sample={"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0})
+    run = train(cfg, progress=False).run_dir
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    pixels = run_client(tmp_path)
+
+    model, checkpoint = load_model(run)
+    noise = np.random.default_rng(0).standard_normal((8, *model.latent_shape))
+    labels = torch.arange(8) % 10 if num_classes else None
+    with torch.no_grad():
+        expected = to_uint8(model.generate_from_latents(
+            torch.from_numpy(noise.astype(np.float32)), labels=labels,
+            sampling=checkpoint.config.sample))
+    assert pixels.shape == (8, 1, 28, 28) and pixels.dtype == np.uint8
+    assert np.abs(pixels.astype(int) - expected.numpy().astype(int)).max() <= 1
+
+
+def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, tmp_path):
+    import onnxruntime
+
+    from fashiongen.train import train
+
+    cfg = make_config({"name": "ddpm", "base_width": 8, "num_classes": 10},
+                      train={"max_steps": 2}, sample={"num_steps": 3, "sampler": "ancestral"})
+    run = train(cfg, progress=False).run_dir
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    (net,) = (tmp_path / "onnx").glob("net-*.onnx")
+    session = onnxruntime.InferenceSession(str(net), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x_t", "timestep", "class_label"]
+    assert [o.name for o in session.get_outputs()] == ["prediction"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["family"] == "ddpm" and meta["prediction"] in ("eps", "v")
+    assert meta["recommended_sampler"] == "ancestral" and meta["recommended_num_steps"] == "3"
+    assert len(json.loads(meta["class_names"])) == 10 and meta["null_class_label"] == "10"
+    whole = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "generate-3steps.onnx"),
+                                         providers=["CPUExecutionProvider"])
+    # ancestral sampling draws noise at every step: the graph is unrolled with DDIM, eta 0
+    assert whole.get_modelmeta().custom_metadata_map["sampler"] == "ddim"
+
+
+def test_one_pass_families_export_no_generation_graph(make_config, tmp_path):
+    from fashiongen.train import train
+
+    run = train(make_config({"name": "vae", "width": 8}, train={"max_steps": 2}),
+                progress=False).run_dir
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    assert [p.name.split("-")[0] for p in (tmp_path / "onnx").iterdir()] == ["decoder"]

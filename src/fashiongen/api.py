@@ -233,7 +233,12 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
         ref, seed, use_memorisation: as `fashiongen eval`.
     """
     from fashiongen.metrics import evaluate as score
-    from fashiongen.report import DEFAULT_NUM_SAMPLES, evaluate_source, sample_checkpoint
+    from fashiongen.report import (
+        DEFAULT_NUM_SAMPLES,
+        evaluate_source,
+        resolve_featnet,
+        sample_checkpoint,
+    )
 
     if isinstance(source, str | Path):
         return evaluate_source(source, num_samples=num_samples, ref=ref, seed=seed,
@@ -248,14 +253,17 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
         images = source
     images = torch.as_tensor(images)[:num_samples]
     labels = None if labels is None else torch.as_tensor(labels)[:num_samples]
-    return score(images, labels=labels, dataset=dataset or "fashion-mnist", ref=ref, seed=seed,
-                 use_memorisation=use_memorisation)
+    dataset = dataset or "fashion-mnist"
+    return score(images, labels=labels, dataset=dataset, ref=ref, seed=seed,
+                 featnet=resolve_featnet(None, dataset), use_memorisation=use_memorisation)
 
 
-def compare(runs: Sequence[str | Path], out_dir: str | Path, *,
-            num_samples: int = 2000, seed: int = 0, overwrite: bool = False) -> Path:
+def compare(runs: Sequence[str | Path], out_dir: str | Path, *, num_samples: int = 2000,
+            seed: int = 0, dataset: str | None = None, overwrite: bool = False) -> Path:
     """A comparison report of runs, checkpoints or zoo models (`fashiongen compare`):
-    report.md, report.html and report.json in `out_dir`; returns report.html's path."""
+    report.md, report.html and report.json in `out_dir`; returns report.html's path.
+    Models of different datasets need one `dataset` to be scored against."""
     from fashiongen.report import compare_runs
 
-    return compare_runs(runs, out_dir, num_samples=num_samples, seed=seed, overwrite=overwrite)
+    return compare_runs(runs, out_dir, num_samples=num_samples, seed=seed, dataset=dataset,
+                        overwrite=overwrite)

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from fashiongen import __version__, limits
-from fashiongen.config import MAX_SEED, PRESETS_DIR, preset_path
+from fashiongen.config import MAX_SEED, PRESETS_DIR, RunConfig, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
 EXIT_USER_ERROR = 2
@@ -273,13 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fashiongen.config import config_from_dict, deep_merge, merge_overrides, read_toml, to_toml
-    from fashiongen.train import (
-        resolve_run_name,
-        resumed_config,
-        run_config_table,
-        train,
-        unsafe_resume_change,
-    )
+    from fashiongen.train import resolve_run_name, run_config_table, train
 
     if args.model == "all":
         return cmd_train_all(args)
@@ -306,12 +300,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = read_toml(preset_path(config_file)) if config_file else {}
     saved = run_config_table(args.out) if args.resume else {}  # the changes go on top
     table = merge_overrides(deep_merge(saved, data), overrides + args.overrides)
-    family = saved.get("model", {}).get("name")
-    if args.resume and table.get("model", {}).get("name") != family:  # before its keys clash
-        raise unsafe_resume_change("model.name", family, table["model"]["name"])
-    cfg = config_from_dict(table)
-    # On resume an unsafe change is one line here, as it would be in `train`.
-    cfg = resumed_config(config_from_dict(saved), cfg) if args.resume else resolve_run_name(cfg)
+    if args.resume:
+        cfg = _resumed(Path(args.out), saved, table, check=args.dry_run)
+    else:
+        cfg = resolve_run_name(config_from_dict(table))
     if args.dry_run:
         print(to_toml(cfg), end="")
         return 0
@@ -328,6 +320,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  loss curves:  {run / 'loss_curves.png'}")
     print(f"  animation:    {run / 'progress.gif'}")
     return 0
+
+
+def _resumed(run_dir: Path, saved: dict, table: dict, *, check: bool) -> RunConfig:
+    """The config `train --resume` is asked for: the run's `saved` config with the changes
+    (`table`). A family change, or a table that is no config, is judged after the run itself
+    (a folder mixing two runs says so first); `check` judges every change now (`--dry-run`;
+    `train` does it against the checkpoint)."""
+    from fashiongen.config import config_from_dict
+    from fashiongen.train import check_run_folder, resumed_config, unsafe_resume_change
+
+    family, asked = saved.get("model", {}).get("name"), table.get("model", {}).get("name")
+    try:
+        cfg = config_from_dict(table)
+    except ConfigError:
+        check_run_folder(run_dir)
+        if asked != family:  # the new family's keys clash with the run's
+            raise unsafe_resume_change("model.name", family, asked) from None
+        raise
+    if asked != family:
+        check_run_folder(run_dir)
+        raise unsafe_resume_change("model.name", family, asked)
+    return resumed_config(config_from_dict(saved), cfg) if check else cfg
 
 
 def _model_source(args: argparse.Namespace) -> Path:
@@ -390,7 +404,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     num_samples = len(labels) if labels is not None else args.num_samples
     out = sample_to(args.out, model, num_samples, labels=labels, seed=args.seed,
                     sampling=sampling, class_names=class_names, num_rows=num_rows,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, progress=True)
     what = checkpoint.path if _is_users_run(source) else f"zoo model {args.model or args.source}"
     print(f"wrote {num_samples} samples from {what} to {out}")
     return 0
@@ -564,7 +578,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _check_json_free(args)
     result = evaluate_source(_model_source(args), num_samples=args.num_samples, ref=args.ref,
-                             seed=args.seed, dataset=args.data)
+                             seed=args.seed, dataset=args.data, progress=True)
     print(format_evaluation(result))
     _write_json_result(args, result)
     return 0
@@ -589,7 +603,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fashiongen.report import compare_runs
 
     report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed,
-                          dataset=args.data, overwrite=args.overwrite)
+                          dataset=args.data, overwrite=args.overwrite, progress=True)
     _print_report_paths(report)
     return 0
 
@@ -599,7 +613,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     manifest = write_synthetic_dataset(_model_source(args), args.out, num_samples=args.num_samples,
                                        fmt=args.format, seed=args.seed,
-                                       overwrite=args.overwrite)
+                                       overwrite=args.overwrite, progress=True)
     how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
            "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
            "png": f"--data folder:{args.out}"}[args.format]

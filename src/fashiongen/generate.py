@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fashiongen import limits
 from fashiongen.checkpoint import Checkpoint, own_sampling
@@ -86,33 +87,39 @@ def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
 @torch.no_grad()
 def iter_generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
                   seed: int = 0, sampling: SampleConfig | None = None,
-                  batch_size: int = MAX_BATCH, callback: Callback | None = None
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                  batch_size: int = MAX_BATCH, callback: Callback | None = None,
+                  progress: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Draw `num_samples` images batch by batch, reproducibly from `seed`: yields uint8
     (n, C, H, W) batches with the labels they were drawn for (a conditional model given none
     draws them all first, from the same seed; None for an unconditional model), so the
     images need never be in memory at once. `callback(step_index, num_steps)` reports
     diffusion progress, batch by batch. Without `sampling`, a model loaded from a checkpoint
-    samples with that checkpoint's settings (`fashiongen sample` does the same)."""
+    samples with that checkpoint's settings (`fashiongen sample` does the same). `progress`
+    shows a bar of images drawn on a terminal (none in logs: tqdm's own check)."""
     if sampling is None:
         sampling = own_sampling(model)
     generator = torch.Generator().manual_seed(seed)
     if labels is None and model.num_classes:
         labels = torch.randint(model.num_classes, (num_samples,), generator=generator)
-    for start in range(0, num_samples, batch_size):
-        count = min(batch_size, num_samples - start)
-        chunk_labels = None if labels is None else labels[start:start + count]
-        yield to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
-                                    sampling=sampling, callback=callback)), chunk_labels
+    with tqdm(total=num_samples, unit="image", desc="sampling", leave=False,
+              disable=None if progress else True) as bar:
+        for start in range(0, num_samples, batch_size):
+            count = min(batch_size, num_samples - start)
+            chunk_labels = None if labels is None else labels[start:start + count]
+            images = to_uint8(model.sample(count, labels=chunk_labels, generator=generator,
+                                           sampling=sampling, callback=callback))
+            bar.update(count)
+            yield images, chunk_labels
 
 
 def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
                       seed: int = 0, sampling: SampleConfig | None = None,
-                      batch_size: int = MAX_BATCH, callback: Callback | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      batch_size: int = MAX_BATCH, callback: Callback | None = None,
+                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`iter_generate`'s images as one uint8 (N, C, H, W) tensor, with their labels."""
     batches = list(iter_generate(model, num_samples, labels=labels, seed=seed,
-                                 sampling=sampling, batch_size=batch_size, callback=callback))
+                                 sampling=sampling, batch_size=batch_size, callback=callback,
+                                 progress=progress))
     images = torch.cat([images for images, _ in batches])
     if batches[0][1] is None:
         return images, None
@@ -121,10 +128,10 @@ def generate_labelled(model: Family, num_samples: int, *, labels: torch.Tensor |
 
 def generate(model: Family, num_samples: int, *, labels: torch.Tensor | None = None,
              seed: int = 0, sampling: SampleConfig | None = None,
-             batch_size: int = MAX_BATCH) -> torch.Tensor:
+             batch_size: int = MAX_BATCH, progress: bool = False) -> torch.Tensor:
     """The images of `generate_labelled` alone: uint8 (N, C, H, W)."""
     return generate_labelled(model, num_samples, labels=labels, seed=seed, sampling=sampling,
-                             batch_size=batch_size)[0]
+                             batch_size=batch_size, progress=progress)[0]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
@@ -192,7 +199,7 @@ def sample_to(out: str | Path, model: Family, num_samples: int, *,
               labels: torch.Tensor | None = None, seed: int = 0,
               sampling: SampleConfig | None = None, class_names: list[str] | None = None,
               num_rows: int | None = None, overwrite: bool = False,
-              batch_size: int = MAX_BATCH) -> Path:
+              batch_size: int = MAX_BATCH, progress: bool = False) -> Path:
     """Draw `num_samples` images (as `iter_generate`) and write them to `out` by its form.
 
     A grid or an `.npz` holds the images in memory, so their count is bounded
@@ -210,7 +217,7 @@ def sample_to(out: str | Path, model: Family, num_samples: int, *,
         limits.check_images_fit(num_samples, model.image_shape,
                                 hint=", or write a folder/ of PNGs, which streams to disk")
     batches = iter_generate(model, num_samples, labels=labels, seed=seed, sampling=sampling,
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress=progress)
     if form == "folder":
         return write_png_folder(out, batches, num_images=num_samples, class_names=class_names,
                                 overwrite=overwrite)

@@ -151,7 +151,8 @@ def resolve_featnet(featnet: Any, dataset: str) -> Any:
     return featnet if featnet is not None else load_featnet(dataset)
 
 
-def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, seed: int = 0
+def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, seed: int = 0,
+                      progress: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """Sample a model with its checkpoint's sampler settings, balanced classes if conditional.
 
@@ -165,7 +166,8 @@ def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, s
     labels = balanced_labels(num_samples, model.num_classes)
     sampling = checkpoint.config.sample
     started = time.perf_counter()
-    images = generate(model, num_samples, labels=labels, seed=seed, sampling=sampling)
+    images = generate(model, num_samples, labels=labels, seed=seed, sampling=sampling,
+                      progress=progress)
     seconds = time.perf_counter() - started
     info = {
         "kind": "checkpoint",
@@ -186,7 +188,8 @@ def sample_checkpoint(model: Any, checkpoint: Checkpoint, num_samples: int, *, s
 
 def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: str = "test",
                     seed: int = 0, dataset: str | None = None, featnet: Any = None,
-                    use_memorisation: bool = True, use_cache: bool = True) -> dict[str, Any]:
+                    use_memorisation: bool = True, use_cache: bool = True,
+                    progress: bool = False) -> dict[str, Any]:
     """Score a checkpoint, run folder, `.npz` sample file or folder of PNGs with every metric.
 
     Args:
@@ -200,6 +203,7 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
         featnet: the feature network (default `load_featnet(dataset)`).
         use_memorisation: compute the copy rate (nearest training images).
         use_cache: read and write cached reference statistics.
+        progress: a bar of images drawn, on a terminal.
 
     Returns:
         `fashiongen.metrics.evaluate`'s dict plus `source` (what was evaluated and how).
@@ -222,7 +226,8 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
         dataset = dataset or checkpoint.config.data.name
         featnet = resolve_featnet(featnet, dataset)
         images, labels, info = sample_checkpoint(model, checkpoint,
-                                                 num_samples or DEFAULT_NUM_SAMPLES, seed=seed)
+                                                 num_samples or DEFAULT_NUM_SAMPLES, seed=seed,
+                                                 progress=progress)
     else:
         dataset = dataset or "fashion-mnist"
         featnet = resolve_featnet(featnet, dataset)
@@ -324,7 +329,8 @@ def _grid_images(images: torch.Tensor, labels: torch.Tensor | None, num_classes:
 
 def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0,
               dataset: str | None = None, featnet: Any = None, use_memorisation: bool = True,
-              use_cache: bool = True) -> tuple[dict[str, Any], torch.Tensor, int | None]:
+              use_cache: bool = True, progress: bool = False
+              ) -> tuple[dict[str, Any], torch.Tensor, int | None]:
     """One report row: costs from summary.json, sampling speed and metrics measured now.
 
     Returns:
@@ -345,7 +351,8 @@ def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: 
     model, checkpoint = load_for_sampling(run)
     dataset = dataset or checkpoint.config.data.name
     featnet = resolve_featnet(featnet, dataset)
-    images, labels, info = sample_checkpoint(model, checkpoint, num_samples, seed=seed)
+    images, labels, info = sample_checkpoint(model, checkpoint, num_samples, seed=seed,
+                                             progress=progress)
     result = evaluate(images, labels=labels, dataset=dataset, featnet=featnet, seed=seed,
                       use_memorisation=use_memorisation, use_cache=use_cache)
     ips = info["sample_images_per_second"]
@@ -409,7 +416,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
                  num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0,
                  dataset: str | None = None, featnet: Any = None,
                  use_memorisation: bool = True, use_cache: bool = True,
-                 overwrite: bool = False, log: Callable[[str], None] = print) -> Path:
+                 overwrite: bool = False, log: Callable[[str], None] = print,
+                 progress: bool = False) -> Path:
     """Compare runs: one table row each, sample grids, loss curves, quality-versus-cost plots.
 
     Every run is sampled afresh (`num_samples` images, `seed`, its own sampler settings,
@@ -429,6 +437,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
         use_cache: read and write cached reference statistics.
         overwrite: replace an existing `out_dir`.
         log: receives one line per run.
+        progress: a bar of images drawn per run, on a terminal.
 
     Returns:
         The path of `report.html`.
@@ -445,7 +454,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
     with staged_folder(out_dir, overwrite=overwrite) as out:
         _write_report(out, paths, num_samples=num_samples, seed=seed, dataset=dataset,
                       featnet=featnet, use_memorisation=use_memorisation,
-                      use_cache=use_cache, log=log)
+                      use_cache=use_cache, log=log, progress=progress)
     return Path(out_dir) / HTML_FILE
 
 
@@ -472,7 +481,7 @@ def check_can_score(paths: Sequence[Path], *, dataset: str | None, featnet: Any)
 
 def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: int,
                   dataset: str | None, featnet: Any, use_memorisation: bool, use_cache: bool,
-                  log: Callable[[str], None]) -> None:
+                  log: Callable[[str], None], progress: bool) -> None:
     """Score `paths` and write the report's files into the folder `out`."""
     from fashiongen.images import save_grid
 
@@ -482,7 +491,8 @@ def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: i
         log(f"scoring {name} ({path}) on {num_samples} samples ...")
         row, grid, grid_rows = score_run(path, num_samples=num_samples, seed=seed,
                                          dataset=dataset, featnet=featnet,
-                                         use_memorisation=use_memorisation, use_cache=use_cache)
+                                         use_memorisation=use_memorisation, use_cache=use_cache,
+                                         progress=progress)
         row["name"] = name
         grid_file = out / "images" / f"samples_{_slug(name)}.png"
         save_grid(grid_file, grid, num_rows=grid_rows)
@@ -686,4 +696,5 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
         runs.append(run)
     report = Path(out_dir) / "report"
     return compare_runs(runs, report, num_samples=num_samples, seed=seed, featnet=featnet,
-                        overwrite=(report / JSON_FILE).is_file(), log=log)  # its own, redrawn
+                        overwrite=(report / JSON_FILE).is_file(), log=log,  # its own, redrawn
+                        progress=progress)

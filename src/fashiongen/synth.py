@@ -191,8 +191,8 @@ def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:
 
 def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_samples: int,
                             fmt: SynthFormat = "idx", seed: int = 0, featnet: Any = None,
-                            overwrite: bool = False, log: Callable[[str], None] = print
-                            ) -> dict[str, Any]:
+                            overwrite: bool = False, log: Callable[[str], None] = print,
+                            progress: bool = False) -> dict[str, Any]:
     """Sample a labelled dataset from a model and write it in a format the data layer loads.
 
     The train split holds `num_samples` images; a test split holds `num_samples // 6` more
@@ -213,6 +213,7 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
             model's dataset.
         overwrite: replace an existing `out_dir` once the new dataset is complete.
         log: receives progress lines.
+        progress: a bar of images drawn, on a terminal.
 
     Returns:
         The manifest, also written to `out_dir/synth.json`.
@@ -254,7 +255,8 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
     log(f"sampling {total} images from {ckpt.path} ({ckpt.config.model.name}, step {ckpt.step})")
     requested = balanced_labels(total, num_classes)
-    images = generate(model, total, labels=requested, seed=seed, sampling=ckpt.config.sample)
+    images = generate(model, total, labels=requested, seed=seed, sampling=ckpt.config.sample,
+                      progress=progress)
     labels = requested if requested is not None else featnet.logits(images).argmax(1)
     splits = {"train": (images[:num_samples], labels[:num_samples]),
               "test": (images[num_samples:], labels[num_samples:])}

@@ -291,7 +291,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         overwrite: replace whatever `cfg.out_dir` holds (a run, a file, a folder) once the
             new run is complete; it is trained in a hidden folder beside it meanwhile.
             Without it (and without `resume`) the folder must be missing or empty.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal).
         dataset: an already loaded training set (tests); default loads `cfg.data`.
 
     Launched by torchrun with WORLD_SIZE > 1, every process calls this and they train one
@@ -512,7 +512,8 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
     budget_seconds = None if cfg.train.max_minutes is None else 60 * cfg.train.max_minutes
     bar = tqdm(total=total_steps if budget_seconds is None else round(budget_seconds, 1),
                initial=step if budget_seconds is None else round(train_seconds, 1),
-               disable=not (progress and ctx.is_main), dynamic_ncols=True,
+               # on a terminal only (tqdm's check): logs get the summary lines, not bar frames
+               disable=None if progress and ctx.is_main else True, dynamic_ncols=True,
                unit="step" if budget_seconds is None else f"s {cfg.train.clock}",
                desc=f"{cfg.model.name}")
     out_of_time = False
@@ -731,6 +732,21 @@ def _open_for_resume(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, An
     for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
         ckpt.remove_stale_temporaries(directory)
     folder, saved, state = _latest_good_checkpoint(run_dir)
+    _check_one_run(run_dir, folder, saved)
+    return folder, saved, state
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Raise what `train --resume` would find wrong with the run itself (a folder mixing two
+    runs, tensors that do not fit their config) before a change asked of it is judged."""
+    folder, saved, _ = _latest_good_checkpoint(run_dir)
+    _check_one_run(run_dir, folder, saved)
+    model = build_model(saved.config.model, saved.image_shape)
+    ckpt.check_weights_fit(model, {**saved.weights, **saved.ema}, saved)
+
+
+def _check_one_run(run_dir: Path, folder: Path, saved: ckpt.Checkpoint) -> None:
+    """Refuse a checkpoint whose family or model differs from the run's config.toml."""
     config_file = run_dir / "config.toml"
     try:
         run_config = read_toml(config_file) if config_file.is_file() else None
@@ -750,7 +766,6 @@ def _open_for_resume(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, An
                     f"{config_file} describes another {family} than checkpoint {folder} "
                     "holds: the folder mixes two runs; restore its config.toml or train "
                     "into a new --out")
-    return folder, saved, state
 
 
 def _latest_good_checkpoint(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:

@@ -114,7 +114,10 @@ def test_evaluate_and_compare(tiny_run, tmp_path, fake_featnet):
     by_samples = fashiongen.evaluate(samples, dataset="synthetic", use_memorisation=False)
     assert by_model["num_samples"] == by_samples["num_samples"] == 20
     assert by_model["fid"] == pytest.approx(by_samples["fid"])  # the same balanced draw
-    report = fashiongen.compare([tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20)
+    with pytest.raises(ConfigError, match="trained on different datasets"):
+        fashiongen.compare([tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20)
+    report = fashiongen.compare([tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20,
+                                dataset="synthetic")
     assert report.name == "report.html" and report.is_file()
 
 

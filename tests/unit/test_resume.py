@@ -4,6 +4,8 @@ config; under a budget the progress bar counts budget time."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fashiongen.cli import main
@@ -57,7 +59,9 @@ def test_resume_of_a_missing_run_is_one_line(tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_a_budget_bar_counts_budget_seconds_and_the_summary_says_budget(tmp_path, capsys):
+def test_a_budget_bar_counts_budget_seconds_and_the_summary_says_budget(tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars show on a terminal only
     args = ["train", "--model", "ddpm", "--epochs", "1000", "--budget-minutes", "0.01",
             "--out", str(tmp_path / "b"), *[a for a in TINY if a != "--no-progress"]]
     assert main(args) == 0
@@ -65,3 +69,18 @@ def test_a_budget_bar_counts_budget_seconds_and_the_summary_says_budget(tmp_path
     assert "stopped at the budget of train.max_minutes=0.01 (wall time)" in captured.out
     assert "s wall" in captured.err and "/0.6 [" in captured.err  # the total is the budget
     assert "/1000" not in captured.err  # not the steps of 1000 epochs
+
+
+@pytest.mark.parametrize("on_a_terminal", [True, False])
+def test_long_commands_show_a_bar_on_a_terminal_only(tmp_path, capsys, monkeypatch,
+                                                     on_a_terminal):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: on_a_terminal)
+    assert main(["sample", "--model", "gan", "--num-samples", "300", "--out",
+                 str(tmp_path / "s.npz")]) == 0
+    assert ("sampling: " in capsys.readouterr().err) == on_a_terminal
+    run = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--max-steps", "2", "--out", str(run),
+                 "--data", "synthetic", "--set", "train.batch_size=32",
+                 "--set", "train.num_grid_samples=16", "--set", "train.use_tensorboard=false"]
+                ) == 0
+    assert ("vae: " in capsys.readouterr().err) == on_a_terminal

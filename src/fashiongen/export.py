@@ -181,16 +181,28 @@ GENERATION_GRAPH = "generate-{num_steps}steps.onnx"
 
 
 class _Generation(nn.Module):
-    """A family's whole sampling from starting noise: traced, the sampler's loop unrolls."""
+    """A family's whole sampling from its latents: traced, the sampler's loop unrolls. The
+    hybrid draws noise once more, to noise its draft (`DDPM.refine`): that draw becomes the
+    input `draft_noise`, handed to the refiner's `randn` while tracing."""
 
-    def __init__(self, model: Family, sampling: SampleConfig) -> None:
+    def __init__(self, model: Family, sampling: SampleConfig, *, conditional: bool) -> None:
         super().__init__()
         self.model = model
         self.sampling = sampling
+        self.conditional = conditional
 
-    def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model.generate_from_latents(noise, labels=labels,
-                                                sampling=self.sampling).clamp(-1, 1)
+    def forward(self, latents: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        labels = rest[0] if self.conditional else None
+        refiner = getattr(self.model, "refiner", None)
+        if refiner is not None:
+            draft_noise = rest[-1]
+            refiner.randn = lambda *shape, generator=None: draft_noise
+        try:
+            return self.model.generate_from_latents(latents, labels=labels,
+                                                    sampling=self.sampling).clamp(-1, 1)
+        finally:
+            if refiner is not None:
+                del refiner.randn  # the method again
 
 
 def generation_sampling(model: Family, sampling: SampleConfig | None = None) -> SampleConfig:
@@ -205,19 +217,28 @@ def generation_sampling(model: Family, sampling: SampleConfig | None = None) -> 
 def export_generation_graph(model: Family, out_dir: str | Path, *,
                             sampling: SampleConfig | None = None,
                             class_names: list[str] | None = None) -> Path | None:
-    """Write a pure diffusion model's whole generation, `generate-<N>steps.onnx`: inputs
-    `noise` (B, *latent_shape) float32 ~ N(0, I) and `class_label` (B,) int64 (conditional
-    models), output `image` (B, C, H, W) in [-1, 1]. Other families (one network pass, or the
-    hybrid, whose draft is noised afresh) return None."""
-    if "num_steps" not in model.sampling_fields or "strength" in model.sampling_fields:
+    """Write a diffusion model's or a hybrid's whole generation, `generate-<N>steps.onnx`.
+
+    Inputs, float32 ~ N(0, I) unless said: `noise` (B, C, H, W), a DDPM's starting noise, or
+    for the hybrid `z` (B, latent) and `draft_noise` (B, C, H, W); `class_label` (B,) int64
+    for a conditional model. Output `image` (B, C, H, W) in [-1, 1]. One-pass families
+    (GAN, DCGAN, VAE) have their network's file only: None.
+    """
+    if "num_steps" not in model.sampling_fields:
         return None
     sampling = generation_sampling(model, sampling)
     was_training = model.training
     model = model.cpu().eval()
-    noise = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
-    labels = torch.arange(2) % model.num_classes if model.num_classes else None
-    inputs = ["noise", "class_label"] if labels is not None else ["noise"]
-    example = (noise, labels) if labels is not None else (noise,)
+    seeded = torch.Generator().manual_seed(0)
+    hybrid = "strength" in model.sampling_fields
+    inputs = ["z" if hybrid else "noise"]
+    example = [torch.randn(2, *model.latent_shape, generator=seeded)]
+    if model.num_classes:
+        inputs.append("class_label")
+        example.append(torch.arange(2) % model.num_classes)
+    if hybrid:
+        inputs.append("draft_noise")
+        example.append(torch.randn(2, *model.image_shape, generator=seeded))
     metadata = {**export_metadata(model, "generation", sampling=sampling,
                                   class_names=class_names),
                 "sampler": sampling.sampler, "num_steps": str(sampling.num_steps),
@@ -225,7 +246,8 @@ def export_generation_graph(model: Family, out_dir: str | Path, *,
     path = Path(out_dir) / GENERATION_GRAPH.format(num_steps=sampling.num_steps)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on the unrolled loop
-        torch.onnx.export(_Generation(model, sampling).eval(), example, str(tmp),
+        torch.onnx.export(_Generation(model, sampling, conditional=bool(model.num_classes)),
+                          tuple(example), str(tmp),
                           input_names=inputs, output_names=["image"],
                           opset_version=ONNX_OPSET,
                           dynamic_axes={n: {0: "batch"} for n in [*inputs, "image"]},

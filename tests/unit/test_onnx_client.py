@@ -33,25 +33,45 @@ def run_client(folder: Path) -> np.ndarray:
     return np.load(folder / "pixels.npy")
 
 
-@pytest.mark.parametrize("num_classes", [0, 10])
-def test_the_documented_client_matches_the_torch_sampler(make_config, num_classes, tmp_path):
-    from fashiongen.checkpoint import load_model
-    from fashiongen.train import train
+def saved(folder: Path, model_table: dict, sample: dict) -> Path:
+    """An untrained model saved as a checkpoint (the graph, not the weights, is tested)."""
+    from fashiongen.checkpoint import save_checkpoint
+    from fashiongen.config import config_from_dict
+    from fashiongen.models import build_model
 
-    cfg = make_config({"name": "ddpm", "base_width": 8, "num_classes": num_classes},
-                      train={"max_steps": 2},
-                      sample={"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0})
-    run = train(cfg, progress=False).run_dir
-    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    cfg = config_from_dict({"model": model_table, "data": {"name": "synthetic"},
+                            "sample": sample})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (1, 28, 28))
+    return save_checkpoint(folder / "checkpoint", model=model, config=cfg, step=0)
+
+
+DDPM = {"name": "ddpm", "base_width": 8}
+HYBRID = {"name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
+          "refiner": DDPM}
+
+
+@pytest.mark.parametrize(("model_table", "num_classes"), [(DDPM, 0), (DDPM, 10), (HYBRID, 10)])
+def test_the_documented_client_matches_the_torch_sampler(model_table, num_classes, tmp_path,
+                                                         monkeypatch):
+    from fashiongen.checkpoint import load_model
+
+    checkpoint = saved(tmp_path, {**model_table, "num_classes": num_classes},
+                       {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0,
+                        "strength": 0.4})
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "onnx")]) == 0
     pixels = run_client(tmp_path)
 
-    model, checkpoint = load_model(run)
-    noise = np.random.default_rng(0).standard_normal((8, *model.latent_shape))
+    model, loaded = load_model(checkpoint)
+    rng = np.random.default_rng(0)  # the client's draws, in the order of its inputs
+    latents = torch.from_numpy(rng.standard_normal((8, *model.latent_shape)).astype(np.float32))
+    if model_table is HYBRID:  # its draft is noised with the client's `draft_noise`
+        draft_noise = torch.from_numpy(rng.standard_normal((8, 1, 28, 28)).astype(np.float32))
+        monkeypatch.setattr(model.refiner, "randn", lambda *shape, generator=None: draft_noise)
     labels = torch.arange(8) % 10 if num_classes else None
     with torch.no_grad():
-        expected = to_uint8(model.generate_from_latents(
-            torch.from_numpy(noise.astype(np.float32)), labels=labels,
-            sampling=checkpoint.config.sample))
+        expected = to_uint8(model.generate_from_latents(latents, labels=labels,
+                                                        sampling=loaded.config.sample))
     assert pixels.shape == (8, 1, 28, 28) and pixels.dtype == np.uint8
     assert np.abs(pixels.astype(int) - expected.numpy().astype(int)).max() <= 1
 

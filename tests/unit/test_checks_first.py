@@ -47,3 +47,29 @@ def test_compare_without_a_feature_network_fails_before_scoring(synthetic_run, t
     assert main(["compare", str(synthetic_run), str(synthetic_run), "--out",
                  str(tmp_path / "r")]) == 2
     assert "synthetic" in capsys.readouterr().err and scored == []
+
+
+def test_synth_checks_its_labeller_and_output_before_sampling(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "uncond"
+    assert main(["train", "--model", "dcgan", "--out", str(run), *TINY,
+                 "--set", "model.num_classes=0"]) == 0
+    sampled = []
+    monkeypatch.setattr("fashiongen.generate.generate", lambda *a, **k: sampled.append(a))
+    # an unconditional model is labelled by the feature net, which synthetic data lacks
+    assert main(["synth", str(run), "--num-samples", "10", "--out", str(tmp_path / "s")]) == 2
+    assert "no feature network" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    assert main(["synth", "gan", "--num-samples", "10", "--out", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sampled == [] and not (tmp_path / "s").exists()
+
+
+def test_cas_checks_its_datasets_before_training(tmp_path, capsys, monkeypatch):
+    trained = []
+    monkeypatch.setattr("fashiongen.nets.featnet.fit_featnet", lambda *a, **k: trained.append(a))
+    synth = tmp_path / "s"
+    assert main(["synth", "gan", "--num-samples", "10", "--format", "npz",
+                 "--out", str(synth)]) == 0
+    assert main(["cas", str(synth), "--data", "imagenet"]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err and trained == []

@@ -37,8 +37,8 @@ from fashiongen.zoo import (
 
 FAMILIES = ("gan", "dcgan", "vae", "ddpm", "hybrid")
 DESCRIPTIONS = {
-    "gan": "MLP GAN, class-conditional",
-    "dcgan": "DCGAN, class-conditional (spectral-norm D)",
+    "gan": "MLP GAN, class-conditional (R3GAN objective)",
+    "dcgan": "DCGAN, class-conditional (R3GAN objective)",
     "vae": "convolutional VAE, class-conditional",
     "ddpm": "DDPM U-Net, class-conditional with guidance",
     "hybrid": "DCGAN draft + truncated diffusion refiner",
@@ -46,8 +46,12 @@ DESCRIPTIONS = {
 
 
 COMBINE_COMMAND = ("fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
-                   "src/fashiongen/zoo/{ddpm}.safetensors --max-strength 0.6 --strength 0.4 "
-                   "--steps 3 --out runs/zoo-{name}")
+                   "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
+                   "--strength {strength} --steps {steps} --out runs/zoo-{name}")
+# what the manifest records of a model's scores
+MANIFEST_METRICS = ("fid", "kid_mean", "precision", "recall", "coverage",
+                    "conditional_accuracy", "per_class_recall", "per_class_coverage",
+                    "intra_class_spread")
 
 
 def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
@@ -61,17 +65,21 @@ def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
     metrics = score(model, loaded.config.sample, num_samples, seed)
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
-    info = {"summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength 0.4, 3 DPM-Solver++ "
-                       "steps: 4 network evaluations)",
+    sampling = loaded.config.sample
+    info = {"summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength {sampling.strength:g}, "
+                       f"{sampling.num_steps} {sampling.sampler} steps: "
+                       f"{model.num_network_evaluations(sampling)} network evaluations)",
             "preset": f"the zoo's {gan} + {ddpm}, joined by `fashiongen combine`",
-            "command": COMBINE_COMMAND.format(gan=gan, ddpm=ddpm, name=name), "commit": commit,
+            "command": COMBINE_COMMAND.format(
+                gan=gan, ddpm=ddpm, name=name, max_strength=loaded.config.model.max_strength,
+                strength=f"{sampling.strength:g}", steps=sampling.num_steps),
+            "commit": commit,
             "device": "this machine's CPU (combining trains nothing); the parts: "
                       + parts[0]["device"],
             "train_seconds": round(sum(p["train_seconds"] for p in parts), 1),
             "epochs": None,
             "metrics": {"num_samples": num_samples, "seed": seed,
-                        **{k: metrics[k] for k in ("fid", "kid_mean", "precision", "recall",
-                                                   "coverage", "conditional_accuracy")}}}
+                        **{k: metrics.get(k) for k in MANIFEST_METRICS}}}
     print(export(checkpoint, name, info))
     entries = manifest()
     entries[name]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
@@ -85,12 +93,15 @@ BUDGET_RUNS = {"ddpm-uncond": "ddpm-long", "gan-uncond": "gan", "vae-uncond": "v
                "dcgan-uncond": "dcgan-uncond"}
 
 
-def export_budget_runs(runs: Path, results: Path, commit: str) -> None:
+def export_budget_runs(runs: Path, results: Path, commit: str,
+                       names: list[str] | None = None) -> None:
     """The unconditional quick-preset runs of the quality-per-budget benchmark, as zoo models;
     their metrics are that benchmark's (same N and seed as the rest of the zoo)."""
     from quality_per_budget import JOB_OVERRIDES
 
     for name, job in BUDGET_RUNS.items():
+        if names and name not in names:
+            continue
         result = json.loads((results / f"{job}.json").read_text())
         family, minutes = result["family"], result["budget_minutes"]
         info = {
@@ -107,8 +118,7 @@ def export_budget_runs(runs: Path, results: Path, commit: str) -> None:
             "train_seconds": round(result["train_cpu_seconds"], 1),
             "epochs": result["epochs"],
             "metrics": {"num_samples": result["num_samples"], "seed": result["seed"],
-                        **{k: result[k] for k in ("fid", "kid_mean", "precision", "recall",
-                                                  "coverage", "conditional_accuracy")}},
+                        **{k: result.get(k) for k in MANIFEST_METRICS}},
         }
         print(export(runs / job, name, info))
         entries = manifest()
@@ -132,13 +142,15 @@ def main() -> None:
                         help="the zoo models it was combined from")
     parser.add_argument("--budget-runs", type=Path, metavar="DIR",
                         help="runs/quality_per_budget: add its unconditional models")
+    parser.add_argument("--budget-names", nargs="+", choices=sorted(BUDGET_RUNS),
+                        help="only these zoo models of --budget-runs")
     parser.add_argument("--budget-results", type=Path,
                         default=Path("docs/results/quality_per_budget/results"))
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     if args.budget_runs:
-        export_budget_runs(args.budget_runs, args.budget_results, commit)
+        export_budget_runs(args.budget_runs, args.budget_results, commit, args.budget_names)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     if args.combined_hybrid:
@@ -171,8 +183,7 @@ def main() -> None:
             "train_seconds": round(summary["train_seconds"], 1),
             "epochs": summary["epochs"],
             "metrics": {"num_samples": num_samples, "seed": seed,
-                        **{k: metrics[k] for k in ("fid", "kid_mean", "precision", "recall",
-                                                   "coverage", "conditional_accuracy")}},
+                        **{k: metrics.get(k) for k in MANIFEST_METRICS}},
         }
         path = export(run, family, info)
         entries = manifest()

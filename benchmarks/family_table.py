@@ -26,7 +26,8 @@ from fashiongen.generate import generate
 from fashiongen.metrics import evaluate
 
 COLUMNS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
-           "modes_missing", "conditional_accuracy", "copy_rate"]
+           "modes_missing", "conditional_accuracy", "copy_rate", "per_class_recall",
+           "per_class_coverage", "intra_class_spread"]
 
 
 def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:

@@ -40,7 +40,8 @@ LONG_JOBS = ("ddpm-long", "diffusers-ddpm-long")  # the diffusion budget
 JOB_ORDER = ["ddpm-long", "diffusers-ddpm-long", "diffusers-ddpm", "ddpm", "hybrid", "dcgan",
              "dcgan-uncond", "tf-dcgan", "gan", "mlp-gan", "vae", "keras-vae"]
 METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
-           "modes_missing", "conditional_accuracy")
+           "modes_missing", "conditional_accuracy", "per_class_recall", "per_class_coverage",
+           "intra_class_spread")
 
 
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:

@@ -80,7 +80,19 @@ def _class_diversity(real: ReferenceStats, features: torch.Tensor, logits: torch
                      labels: torch.Tensor | None, class_names: list[str], notes: list[str]
                      ) -> dict[str, Any]:
     """`class_diversity` of the samples (their requested classes, else the featnet's
-    predictions) against the reference's labelled features, with notes on what was left out."""
+    predictions) against the reference's labelled features, with notes on what was left out.
+
+    Each class's samples are scored against the reference images of that class with the same
+    k as the overall metrics (3 for recall, 5 for coverage): `per_class_recall`,
+    `per_class_coverage` are the means over the scored classes of the recall and coverage
+    within each class; `intra_class_spread` the mean over them of (mean pairwise feature
+    distance of the class's samples) / (the same of its real images), ~1 for real data, 0
+    for one image repeated; `per_class_recall_by_class`, `per_class_coverage_by_class`,
+    `intra_class_spread_by_class` one float per class in `class_names` order, None for a
+    class with fewer than `per_class_min_samples` (k + 1 = 6) samples or real images (left
+    out of the means, and named in `notes`); `per_class_num_samples`, `per_class_num_real`
+    the counts per class. All of them are None when the reference split has no labels or a
+    single class (with a note)."""
     if real.labels is None or len(np.unique(real.labels)) < 2:
         what = "no labels" if real.labels is None else "a single class"
         notes.append(f"per-class metrics not computed: the {real.split} split has {what}")
@@ -105,6 +117,36 @@ def _class_diversity(real: ReferenceStats, features: torch.Tensor, logits: torch
         notes.append(f"per-class metrics leave out classes with fewer than {least} samples or "
                      f"real images: {', '.join(left_out)}")
     return scores
+
+
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError("evaluate expects uint8 (N, C, H, W) images; convert with to_uint8")
+    min_samples = max(K_PRECISION_RECALL, K_DENSITY_COVERAGE) + 1
+    if len(images) < min_samples:
+        raise ConfigError(f"evaluate needs at least {min_samples} samples, got {len(images)}")
+    if labels is not None and len(labels) != len(images):
+        raise ConfigError(f"{len(labels)} labels for {len(images)} images")
+    if labels is not None and int(labels.min()) < 0:
+        raise ConfigError("labels must be class indices >= 0")
+
+
+def _kid(features: torch.Tensor, real: ReferenceStats, num_subsets: int, subset_size: int,
+         seed: int) -> dict[str, Any]:
+    """KID's mean and spread over `num_subsets` subsets drawn with `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = kid(features, real.features, num_subsets, subset_size, generator=generator)
+    return {"kid_mean": mean, "kid_std": std,
+            "kid_subset_size": min(subset_size, len(features), real.count),
+            "kid_num_subsets": num_subsets}
+
+
+def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[str, Any]:
+    """Nearest-training-image distances and the copy rate of featnet-shaped uint8 images."""
+    train = _load_split(dataset, "train")
+    threshold = reference_copy_threshold(dataset, train, lambda: _load_split(dataset, "test"),
+                                         use_cache=use_cache)
+    return memorisation_metrics(images, train, threshold)
 
 
 def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
@@ -132,31 +174,13 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         `recall`, `density`, `coverage`, `class_histogram`, `class_names`, `class_entropy`
         (nats), `class_entropy_max`, `modes_missing`, `conditional_accuracy` (None without
         labels), `nn_train_distance_median`, `copy_rate`, `copy_threshold` (None without
-        memorisation), `notes` and `seconds` per stage; and per class, each class's samples
-        (those asked for it, else those predicted as it) against the reference images of
-        that class, with the same k as above (3 for recall, 5 for coverage):
-        `per_class_recall`, `per_class_coverage`: means over the scored classes of the recall
-        and coverage within each class; `intra_class_spread`: mean over the scored classes
-        of (mean pairwise feature distance of the class's samples) / (the same of its real
-        images), ~1 for real data, 0 for one image repeated; `per_class_recall_by_class`,
-        `per_class_coverage_by_class`, `intra_class_spread_by_class`: one float per class in
-        `class_names` order, None for a class with fewer than `per_class_min_samples`
-        (k + 1 = 6) samples or real images (left out of the means, and named in `notes`);
-        `per_class_num_samples`, `per_class_num_real`: the counts per class. All of them are
-        None when the reference split has no labels or a single class (with a note).
+        memorisation), `notes` and `seconds` per stage; and the per-class keys of
+        `_class_diversity`.
 
     Raises:
         ConfigError: too few samples, mismatched labels, or no featnet for the dataset.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError("evaluate expects uint8 (N, C, H, W) images; convert with to_uint8")
-    min_samples = max(K_PRECISION_RECALL, K_DENSITY_COVERAGE) + 1
-    if len(images) < min_samples:
-        raise ConfigError(f"evaluate needs at least {min_samples} samples, got {len(images)}")
-    if labels is not None and len(labels) != len(images):
-        raise ConfigError(f"{len(labels)} labels for {len(images)} images")
-    if labels is not None and int(labels.min()) < 0:
-        raise ConfigError("labels must be class indices >= 0")
+    _check_inputs(images, labels)
     seconds: dict[str, float] = {}
     notes: list[str] = []
     clock = time.perf_counter()
@@ -189,11 +213,7 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         "fid": fid(mu, cov, real.mu, real.cov),
     }
     lap("fid")
-    generator = torch.Generator().manual_seed(seed)
-    result["kid_mean"], result["kid_std"] = kid(features, real.features, num_kid_subsets,
-                                                kid_subset_size, generator=generator)
-    result["kid_subset_size"] = min(kid_subset_size, len(images), real.count)
-    result["kid_num_subsets"] = num_kid_subsets
+    result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed))
     lap("kid")
     result.update(neighbour_metrics(real.features, features, k_precision=K_PRECISION_RECALL,
                                     k_density=K_DENSITY_COVERAGE, real_radii=real.radii))
@@ -203,14 +223,7 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     lap("classes")
     result.update(_class_diversity(real, features, logits, labels, result["class_names"], notes))
     lap("per_class")
-    if use_memorisation:
-        train = _load_split(dataset, "train")
-        threshold = reference_copy_threshold(dataset, train, lambda: _load_split(dataset, "test"),
-                                             use_cache=use_cache)
-        result.update(memorisation_metrics(images, train, threshold))
-    else:
-        result.update(nn_train_distance_median=None, copy_rate=None, copy_threshold=None)
+    result.update(_memorisation(images, dataset, use_cache) if use_memorisation else
+                  dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None))
     lap("memorisation")
-    result["notes"] = notes
-    result["seconds"] = seconds
-    return result
+    return {**result, "notes": notes, "seconds": seconds}

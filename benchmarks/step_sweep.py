@@ -3,7 +3,7 @@
     python benchmarks/step_sweep.py --out docs/results/step_sweep          # the FIDs (long)
     python benchmarks/step_sweep.py --out docs/results/step_sweep --time   # quiet machine
     python benchmarks/step_sweep.py --grid few --hybrid runs/zoo-hybrid --num-samples 2000 \
-        --out docs/results/hybrid_sweep      # a hybrid against the DDPM at 1-4 evaluations
+        --out docs/results/hybrid_sweep      # a hybrid against the DDPM at 1-6 evaluations
 
 The zoo DDPM with DDIM and DPM-Solver++ 2M at 5, 10, 20 and 50 steps against 1000-step
 ancestral sampling, and the zoo hybrid (the zoo GAN's draft noised to strength s, then a few
@@ -34,9 +34,9 @@ DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (2, 3, 5, 10, 20, 50)
 HYBRID_ROWS = [(0.0, 1), (0.25, 1), (0.25, 2), (0.4, 1), (0.4, 2), (0.4, 3), (0.4, 5),
                (0.4, 10), (0.6, 3), (0.6, 5), (0.6, 10)]
 METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_accuracy")
-# `--grid few`: both at 1-4 network evaluations (a hybrid's draft is one of them)
-FEW_DDPM_ROWS = [("dpmpp_2m", n) for n in range(1, 5)]
-FEW_HYBRID_ROWS = [(0.0, 1)] + [(s, n) for s in (0.1, 0.2, 0.3, 0.4) for n in range(1, 4)]
+# `--grid few`: both at 1-6 network evaluations (a hybrid's draft is one of them)
+FEW_DDPM_ROWS = [("dpmpp_2m", n) for n in range(1, 7)]
+FEW_HYBRID_ROWS = [(0.0, 1)] + [(s, n) for s in (0.1, 0.2, 0.3, 0.4) for n in range(1, 6)]
 GRIDS = {"default": (DDPM_ROWS, HYBRID_ROWS), "few": (FEW_DDPM_ROWS, FEW_HYBRID_ROWS)}
 TIME_BATCH = 128
 

@@ -47,7 +47,7 @@ METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "cla
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
     from fashiongen.checkpoint import load_model
     from fashiongen.report import family_configs
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     family = OURS[job]
     run = runs / job

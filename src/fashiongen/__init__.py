@@ -7,13 +7,12 @@ The public API (`fashiongen.api`)::
     samples = model.sample(16, classes="sneaker")  # its checkpoint's own sampling settings
     samples.save("sneakers.png")
 
-`fashiongen.train` is the training function; the module of the training loop is imported as
-`from fashiongen.train import ...` (it is loaded first, so the function's name stays bound).
+`fashiongen.train` is the training function (`fashiongen.api.train`); the training loop
+itself is the package `fashiongen.training`.
 """
 
 __version__ = "0.1.0"
 
-import fashiongen.train  # noqa: E402, F401 - before the function of that name is bound
 from fashiongen.api import (  # noqa: E402
     Model,
     Samples,

@@ -38,7 +38,7 @@ from fashiongen.generate import (
 )
 from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import Family
-from fashiongen.train import TrainResult
+from fashiongen.training import TrainResult
 
 __all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "train",
            "zoo_models"]
@@ -205,8 +205,8 @@ def train(config_or_preset: RunConfig | str | Path = "dcgan-quick", *, resume: b
     Returns:
         TrainResult: run_dir, final_checkpoint, steps, epochs, train_seconds ...
     """
-    from fashiongen.train import resolve_run_name
-    from fashiongen.train import train as train_config
+    from fashiongen.training import resolve_run_name
+    from fashiongen.training import train as train_config
 
     if isinstance(config_or_preset, RunConfig):
         data = config_to_dict(config_or_preset)

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from fashiongen import __version__, limits
-from fashiongen.config import MAX_SEED, PRESETS_DIR, RunConfig, preset_path
+from fashiongen.config import MAX_SEED, PRESETS_DIR, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
 EXIT_USER_ERROR = 2
@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fashiongen.config import config_from_dict, deep_merge, merge_overrides, read_toml, to_toml
-    from fashiongen.train import resolve_run_name, run_config_table, train
+    from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
+    from fashiongen.training import resolve_run_name, train
+    from fashiongen.training.state import resume_request
 
     if args.model == "all":
         return cmd_train_all(args)
@@ -298,12 +299,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     data = read_toml(preset_path(config_file)) if config_file else {}
-    saved = run_config_table(args.out) if args.resume else {}  # the changes go on top
-    table = merge_overrides(deep_merge(saved, data), overrides + args.overrides)
-    if args.resume:
-        cfg = _resumed(Path(args.out), saved, table, check=args.dry_run)
+    if args.resume:  # the changes go on top of the run's own config
+        cfg = resume_request(Path(args.out), data, overrides + args.overrides,
+                             check=args.dry_run)
     else:
-        cfg = resolve_run_name(config_from_dict(table))
+        cfg = resolve_run_name(config_from_dict(merge_overrides(data, overrides + args.overrides)))
     if args.dry_run:
         print(to_toml(cfg), end="")
         return 0
@@ -320,28 +320,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  loss curves:  {run / 'loss_curves.png'}")
     print(f"  animation:    {run / 'progress.gif'}")
     return 0
-
-
-def _resumed(run_dir: Path, saved: dict, table: dict, *, check: bool) -> RunConfig:
-    """The config `train --resume` is asked for: the run's `saved` config with the changes
-    (`table`). A family change, or a table that is no config, is judged after the run itself
-    (a folder mixing two runs says so first); `check` judges every change now (`--dry-run`;
-    `train` does it against the checkpoint)."""
-    from fashiongen.config import config_from_dict
-    from fashiongen.train import check_run_folder, resumed_config, unsafe_resume_change
-
-    family, asked = saved.get("model", {}).get("name"), table.get("model", {}).get("name")
-    try:
-        cfg = config_from_dict(table)
-    except ConfigError:
-        check_run_folder(run_dir)
-        if asked != family:  # the new family's keys clash with the run's
-            raise unsafe_resume_change("model.name", family, asked) from None
-        raise
-    if asked != family:
-        check_run_folder(run_dir)
-        raise unsafe_resume_change("model.name", family, asked)
-    return resumed_config(config_from_dict(saved), cfg) if check else cfg
 
 
 def _model_source(args: argparse.Namespace) -> Path:
@@ -372,8 +350,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from fashiongen.checkpoint import load_model
+    from fashiongen.device import select_device
     from fashiongen.generate import class_names_of, parse_classes, sample_to
-    from fashiongen.train import select_device
 
     source = _model_source(args)
     model, checkpoint = load_model(source, use_ema=not args.no_ema,

@@ -26,12 +26,13 @@ communication with the backward pass:
   counters and snapshot, a VAE's step counter) is broadcast from rank 0 after every step, as
   DDP broadcasts buffers; running statistics are therefore those of rank 0's shard, and in
   training BatchNorm normalises by each rank's local batch (DDP without SyncBatchNorm).
-- Per-step agreement: one small all-gather of [parameter checksum, losses...] lets every
-  rank roll back together after a non-finite loss on any rank, log losses averaged over
-  ranks, and notice replicas whose parameters diverged (a family decision taken on local
-  statistics, such as D reversion: rank 0's decision wins) and copy rank 0's over them; one
-  all-reduce (MAX) of [stop requested, time budget spent] makes all ranks stop at the same
-  step. Checkpoints are read by rank 0 alone and sent to the others (`run_on_main`).
+- Per-step agreement: one small all-gather of [parameter checksum, weights finite,
+  losses...] lets every rank roll back together after a non-finite loss or weight on any
+  rank, log losses averaged over ranks, and notice replicas whose parameters diverged (a
+  family decision taken on local statistics, such as D reversion: rank 0's decision wins)
+  and copy rank 0's over them; one all-reduce (MAX) of [stop requested, time budget spent]
+  makes all ranks stop at the same step. Checkpoints are read by rank 0 alone and sent to
+  the others (`run_on_main`).
 - Before every checkpoint the replicas' full states are hashed and compared: they must be
   bit-identical.
 Every rank draws its own noise (its global RNG is seeded from the run seed and its rank) and
@@ -288,7 +289,10 @@ class StepVerdict:
 
     finite: bool
     losses: dict[str, float]  # averaged over ranks (`event_` keys: rank 0's, whose state wins)
-    bad_key: str | None = None  # the first non-finite loss, on any rank
+    bad_key: str = ""  # not finite: the first non-finite loss on any rank, else WEIGHTS
+
+
+WEIGHTS = "weights"  # StepVerdict.bad_key when the losses were finite but some weights not
 
 
 class ReplicaSync:
@@ -334,33 +338,38 @@ class ReplicaSync:
         with torch.no_grad():
             return float(torch.stack([p.sum(dtype=torch.float64) for p in self.owned]).sum())
 
-    def agree_on_step(self, losses: dict[str, float]) -> StepVerdict:
-        """After `train_step`: agree on finiteness and losses; re-align the replicas.
+    def agree_on_step(self, losses: dict[str, float], *, weights_finite: bool) -> StepVerdict:
+        """After `train_step`: agree that every rank's losses and weights are finite (all
+        ranks then roll back or go on together), average the losses, re-align the replicas.
 
-        At world size 1 this only checks the losses. Otherwise a small all-gather lets every
-        rank see every rank's losses and parameter checksum; when all are finite, the state no
+        `weights_finite` is this rank's own check of its weights (the loop makes it only at
+        steps whose state is logged or saved: it reads every tensor). At world size 1 this
+        only checks. Otherwise a small all-gather of [parameter checksum, weights finite,
+        losses...] lets every rank see every rank's; when all are finite, the state no
         optimizer owns is broadcast from rank 0, and parameters too if the checksums differ.
         """
         keys = list(losses)
         if not self.ctx.is_distributed:
-            bad = next((k for k in keys if not math.isfinite(losses[k])), None)
-            return StepVerdict(bad is None, losses, bad)
-        row = torch.tensor([self._checksum(), *(losses[k] for k in keys)],
+            bad = next((k for k in keys if not math.isfinite(losses[k])), "")
+            bad = bad or ("" if weights_finite else WEIGHTS)
+            return StepVerdict(not bad, losses, bad)
+        row = torch.tensor([self._checksum(), float(weights_finite), *(losses[k] for k in keys)],
                            dtype=torch.float64, device=self.ctx.device)
         rows = [torch.empty_like(row) for _ in range(self.ctx.world_size)]
         dist.all_gather(rows, row)
-        table = torch.stack(rows).cpu()  # (world_size, 1 + num_losses)
-        finite_by_key = torch.isfinite(table[:, 1:]).all(0)
+        table = torch.stack(rows).cpu()  # (world_size, 2 + num_losses)
+        finite_by_key = torch.isfinite(table[:, 2:]).all(0)
         bad = next((k for k, ok in zip(keys, finite_by_key.tolist(), strict=True) if not ok),
-                   None)
-        if bad is not None:
+                   "")
+        bad = bad or ("" if bool(table[:, 1].all()) else WEIGHTS)
+        if bad:
             return StepVerdict(False, losses, bad)
         if not torch.equal(table[:, 0], table[:1, 0].expand(self.ctx.world_size)):
             broadcast_(self.owned)
             self.num_resyncs += 1
         broadcast_(self._unowned_state())
-        means = table[:, 1:].mean(0).tolist()
-        averaged = {k: (float(table[0, 1 + i]) if k.startswith("event_") else means[i])
+        means = table[:, 2:].mean(0).tolist()
+        averaged = {k: (float(table[0, 2 + i]) if k.startswith("event_") else means[i])
                     for i, k in enumerate(keys)}
         return StepVerdict(True, averaged)
 

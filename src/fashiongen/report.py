@@ -139,7 +139,7 @@ def describe_sampling(model: Any, sampling: SampleConfig) -> str:
 def load_for_sampling(path: str | Path, device: str = "auto") -> tuple[Any, Checkpoint]:
     """`load_model` (EMA weights) on the best available device."""
     from fashiongen.checkpoint import load_model
-    from fashiongen.train import select_device
+    from fashiongen.device import select_device
 
     return load_model(path, device=select_device(device))
 
@@ -676,7 +676,7 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
     Returns:
         The path of `report.html`.
     """
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     configs = family_configs(budget_minutes, out_dir, seed=seed, families=families,
                              overrides=overrides)

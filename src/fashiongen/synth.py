@@ -225,9 +225,9 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     """
     from fashiongen import limits
     from fashiongen.checkpoint import load_model
+    from fashiongen.device import select_device
     from fashiongen.files import check_free, staged_folder
     from fashiongen.generate import class_names_of, generate
-    from fashiongen.train import select_device
 
     if fmt not in SYNTH_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(SYNTH_FORMATS)}")

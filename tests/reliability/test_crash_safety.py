@@ -24,7 +24,9 @@ from safetensors.torch import load_file
 from fashiongen.checkpoint import STATE_FILE, WEIGHTS_FILE, list_checkpoints, load_checkpoint
 from fashiongen.config import config_from_dict, read_toml, replace
 from fashiongen.errors import CheckpointError
-from fashiongen.train import _checkpoint_step, _open_for_resume, train
+from fashiongen.training import train
+from fashiongen.training.state import checkpoint_step as _checkpoint_step
+from fashiongen.training.state import open_for_resume as _open_for_resume
 
 INTERVAL = 3  # checkpoint every 3 steps
 NUM_KILLS = 5

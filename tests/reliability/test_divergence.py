@@ -16,7 +16,9 @@ import fashiongen.checkpoint as ckpt
 from fashiongen.checkpoint import list_checkpoints, load_checkpoint
 from fashiongen.errors import TrainingDivergedError, TrainingInterruptedError
 from fashiongen.models.dcgan import DCGAN
-from fashiongen.train import MAX_ROLLBACKS, _checkpoint_step, train
+from fashiongen.training import train
+from fashiongen.training.loop import MAX_ROLLBACKS
+from fashiongen.training.state import checkpoint_step as _checkpoint_step
 
 SMALL_DCGAN = {"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 16}
 MAX_CALLS = 200  # a loop that never ends fails the test instead of hanging it

@@ -124,7 +124,7 @@ def test_gradients_are_averaged_once_per_backward_pass(one_process_group, monkey
 
 
 def test_train_leaves_no_process_group(make_config):
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     train(make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8},
                       train={"max_steps": 2}), progress=False)

@@ -58,7 +58,7 @@ def test_batch_size_is_dynamic(tmp_path):
 
 
 def test_cli_sample_with_onnx_backend(make_config, tmp_path, capsys, monkeypatch):
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = make_config({"name": "dcgan", "num_classes": 10},
@@ -81,7 +81,7 @@ def test_cli_export_writes_loadable_onnx(make_config, tmp_path, capsys):
     import onnxruntime
 
     from fashiongen.checkpoint import load_model
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     run = train(make_config({"name": "vae", "width": 8}, train={"max_steps": 2}),
                 progress=False).run_dir

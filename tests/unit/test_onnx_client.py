@@ -79,7 +79,7 @@ def test_the_documented_client_matches_the_torch_sampler(model_table, num_classe
 def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, tmp_path):
     import onnxruntime
 
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     cfg = make_config({"name": "ddpm", "base_width": 8, "num_classes": 10},
                       train={"max_steps": 2}, sample={"num_steps": 3, "sampler": "ancestral"})
@@ -100,7 +100,7 @@ def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, t
 
 
 def test_one_pass_families_export_no_generation_graph(make_config, tmp_path):
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     run = train(make_config({"name": "vae", "width": 8}, train={"max_steps": 2}),
                 progress=False).run_dir

@@ -150,7 +150,7 @@ def test_eval_reports_per_class_metrics_for_balanced_samples(runs):
 def test_training_time_evaluation_logs_the_per_class_columns(make_config, monkeypatch):
     import importlib
 
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     net = tiny_featnet()
     monkeypatch.setattr(importlib.import_module("fashiongen.metrics.evaluate"), "load_featnet",

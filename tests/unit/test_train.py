@@ -2,17 +2,19 @@
 
 import csv
 import math
+import shutil
 import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from fashiongen.checkpoint import list_checkpoints, load_checkpoint
+from fashiongen.checkpoint import STATE_CHECKSUM_KEY, list_checkpoints, load_checkpoint
 from fashiongen.config import replace
 from fashiongen.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from fashiongen.models.dcgan import DCGAN
-from fashiongen.train import lr_factor_at, train
+from fashiongen.training import train
+from fashiongen.training.schedule import lr_factor_at
 
 SMALL_DCGAN = {"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 16}
 
@@ -103,7 +105,7 @@ def test_cosine_schedule_resumes_exactly_and_rollback_lowers_its_base(
     _, state = load_checkpoint(one_go.final_checkpoint, with_state=True)
     group = state["optimizers"]["generator"]["param_groups"][0]
     assert group["lr"] == pytest.approx(0.2 * base.train.lr), "the last step ran at the floor"
-    assert group["base_lr"] == base.train.lr
+    assert state["base_lrs"]["generator"][0] == base.train.lr
     # Interrupted after the step-6 checkpoint (not max_steps=6, which would shorten the
     # schedule's horizon), then resumed.
     first = replace(base, out_dir=str(tmp_path / "b"))
@@ -136,8 +138,34 @@ def test_cosine_schedule_resumes_exactly_and_rollback_lowers_its_base(
     rolled = train(replace(base, out_dir=str(tmp_path / "c")), progress=False)
     _, state = load_checkpoint(rolled.final_checkpoint, with_state=True)
     group = state["optimizers"]["generator"]["param_groups"][0]
-    assert group["base_lr"] == pytest.approx(base.train.lr / 2)
+    assert state["base_lrs"]["generator"][0] == pytest.approx(base.train.lr / 2)
     assert group["lr"] == pytest.approx(0.2 * base.train.lr / 2)
+
+
+def test_a_checkpoint_keeping_base_rates_in_its_param_groups_resumes_exactly(
+        make_config, tmp_path):
+    """Checkpoints written before `LearningRates` kept each group's base rate under a
+    `base_lr` key of the group; they resume as they did."""
+    base = make_config(model=SMALL_DCGAN, train={
+        "max_steps": 8, "lr_schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.2,
+        "checkpoint_every_n_steps": 4})
+    one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "a", old)
+    shutil.rmtree(old / "final")
+    state_file = old / "checkpoints" / "step_0000004" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state.pop(STATE_CHECKSUM_KEY)
+    for name, rates in state.pop("base_lrs").items():
+        for group, rate in zip(state["optimizers"][name]["param_groups"], rates, strict=True):
+            group["base_lr"] = rate
+    torch.save(state, state_file)
+    resumed = train(replace(base, out_dir=str(old)), resume=True, progress=False)
+    a = load_file(one_go.final_checkpoint / "weights.safetensors")
+    b = load_file(resumed.final_checkpoint / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, state = load_checkpoint(resumed.final_checkpoint, with_state=True)
+    assert "base_lr" not in state["optimizers"]["generator"]["param_groups"][0]
 
 
 def test_nonfinite_loss_can_stop(make_config, monkeypatch):
@@ -270,7 +298,7 @@ def test_compiled_training_matches_eager_and_keeps_checkpoints(make_config, tmp_
 
 
 def test_compile_without_a_cpp_compiler_trains_eagerly(make_config, monkeypatch, capsys):
-    monkeypatch.setattr(sys.modules["fashiongen.train"].shutil, "which", lambda name: None)
+    monkeypatch.setattr(sys.modules["fashiongen.device"].shutil, "which", lambda name: None)
     cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 2})
     assert train(cfg, progress=False).steps == 2
     assert "no C++ compiler was found; training without compiling" in capsys.readouterr().err
@@ -294,7 +322,7 @@ def test_a_failing_compiler_falls_back_to_eager(make_config, monkeypatch, capsys
 
 def test_ema_warmup_follows_recent_weights_early_and_reaches_the_decay():
     from fashiongen.config import TrainConfig
-    from fashiongen.train import ema_decay_at
+    from fashiongen.training.ema import ema_decay_at
 
     warm = TrainConfig(ema_decay=0.999, use_ema_warmup=True)
     assert ema_decay_at(warm, 0) == pytest.approx(0.1)

@@ -218,7 +218,7 @@ def test_conditional_prior_fits_one_mixture_per_class():
 
 def test_fitted_prior_is_fit_at_the_end_of_training_and_saved(make_config):
     from fashiongen.checkpoint import load_model
-    from fashiongen.train import train
+    from fashiongen.training import train
 
     cfg = make_config(model={"name": "vae", "prior": "fitted", "prior_components": 3,
                              "num_classes": 10}, train={"epochs": 1})

@@ -59,6 +59,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _featnet_widths(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three widths C1,C2,C3, got {text!r}")
+    c1, c2, c3 = (_positive_int(part) for part in parts)
+    return c1, c2, c3
+
+
 def _count(limit: int) -> typing.Callable[[str], int]:
     """A whole number from 1 to `limit` (an entry of the limits table)."""
     def parse(text: str) -> int:
@@ -190,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     featnet_train.add_argument("--epochs", type=_positive_int, default=12)
     featnet_train.add_argument("--seed", type=_seed, default=0)
     featnet_train.add_argument("--threads", type=_positive_int, default=1)
+    featnet_train.add_argument("--widths", type=_featnet_widths, default=(32, 64, 128),
+                               metavar="C1,C2,C3", help="conv widths at 28, 14 and 7 pixels")
+    featnet_train.add_argument("--feature-dim", type=_positive_int, default=128,
+                               help="width of the semantic feature layer")
     featnet_train.add_argument("--out", metavar="FILE",
                                help="output .safetensors (default: the user cache)")
     _add_overwrite(featnet_train)
@@ -416,16 +428,18 @@ def cmd_featnet(args: argparse.Namespace) -> int:
     import torch
 
     from fashiongen.files import check_free
-    from fashiongen.nets.featnet import featnet_file_name, train_featnet, user_cache_dir
+    from fashiongen.metrics.featnet_training import train_featnet
+    from fashiongen.nets.featnet import featnet_file_name, user_cache_dir
 
     out = Path(args.out or user_cache_dir() / "featnets" / featnet_file_name(args.data))
     check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
     command = (f"fashiongen featnet train --data {args.data} --epochs {args.epochs} "
-               f"--seed {args.seed} --threads {args.threads}"
+               f"--seed {args.seed} --threads {args.threads} "
+               f"--widths {','.join(map(str, args.widths))} --feature-dim {args.feature_dim}"
                + (f" --out {args.out}" if args.out else ""))
     train_featnet(args.data, epochs=args.epochs, seed=args.seed, out_path=out,
-                  command=command)
+                  widths=args.widths, feature_dim=args.feature_dim, command=command)
     return 0
 
 

@@ -58,6 +58,7 @@ MISSING = "—"
 # (key, header, format) of the evaluation table and of the comparison's metric columns.
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("fid", "FID", "{:.2f}"),
+    ("laplacian_ratio", "HF ratio", "{:.2f}"),
     ("kid_mean", "KID", "{:.4f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
@@ -264,11 +265,14 @@ def format_evaluation(result: dict[str, Any]) -> str:
         f"samples:     N = {result['num_samples']}",
         f"reference:   {result['dataset']} {result['ref']} split, {result['ref_count']} images",
         f"feature net: {net['name']}, test accuracy {accuracy}, fingerprint {net['fingerprint']}",
+        *([f"metric:      {result['metric']['name']} v{result['metric']['version']}"]
+          if "metric" in result else []),
         "",
         f"{'metric':<16}{'value':>10}   meaning",
     ]
     meanings = {
         "fid": "Frechet distance of features (lower is better; floor > 0 at finite N)",
+        "laplacian_ratio": "mean |Laplacian| / real's: > 1 speckle or noise, < 1 blur",
         "kid_mean": f"kernel distance, unbiased (+/- {result['kid_std']:.4f} over subsets)",
         "precision": "share of samples on the real manifold (fidelity)",
         "recall": "share of real images on the sample manifold (diversity)",

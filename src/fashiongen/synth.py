@@ -394,7 +394,7 @@ def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAUL
         counts, epochs, seed, the classifier's description and `notes`.
     """
     from fashiongen.data import load_dataset
-    from fashiongen.nets.featnet import NO_FLIP_DATASETS, accuracy, fit_featnet
+    from fashiongen.metrics.featnet_training import NO_FLIP_DATASETS, accuracy, fit_featnet
 
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")

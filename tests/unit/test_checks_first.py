@@ -67,7 +67,8 @@ def test_synth_checks_its_labeller_and_output_before_sampling(tmp_path, capsys, 
 
 def test_cas_checks_its_datasets_before_training(tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr("fashiongen.nets.featnet.fit_featnet", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr("fashiongen.metrics.featnet_training.fit_featnet",
+                        lambda *a, **k: trained.append(a))
     synth = tmp_path / "s"
     assert main(["synth", "gan", "--num-samples", "10", "--format", "npz",
                  "--out", str(synth)]) == 0

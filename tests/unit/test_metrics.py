@@ -12,6 +12,8 @@ import torch
 
 from fashiongen.errors import ConfigError
 from fashiongen.metrics import (
+    METRIC_NAME,
+    METRIC_VERSION,
     FeatureStats,
     ReferenceStats,
     class_diversity,
@@ -21,6 +23,7 @@ from fashiongen.metrics import (
     conditional_accuracy,
     copy_rate,
     copy_threshold,
+    degradations,
     density_coverage,
     entropy_nats,
     evaluate,
@@ -28,6 +31,7 @@ from fashiongen.metrics import (
     fid,
     kid,
     kth_neighbour_distances,
+    mean_abs_laplacian,
     mean_pairwise_distance,
     memorisation,
     modes_missing,
@@ -411,19 +415,52 @@ def test_reference_stats_cache_round_trip(tmp_path):
     features = rng.normal(size=(40, 5)).astype(np.float32)
     mu, cov = feature_stats(features)
     ref = ReferenceStats("folder:/x y", "test", "abc123", mu, cov, features,
-                         {3: rng.random(40).astype(np.float32)})
+                         {3: rng.random(40).astype(np.float32)}, 0.25)
     path = stats_cache.save_reference_stats(ref)
     assert path.parent == tmp_path / "cache" / "fashiongen" / "stats"
+    assert path.name.endswith(f"-abc123-m{METRIC_VERSION}.npz")
     with np.load(path, allow_pickle=False) as data:
         assert "mu" in data.files
     loaded = stats_cache.load_reference_stats("folder:/x y", "test", "abc123", ks=(3,))
-    assert loaded is not None and loaded.count == 40
+    assert loaded is not None and loaded.count == 40 and loaded.laplacian == 0.25
     np.testing.assert_array_equal(loaded.cov, cov)
     np.testing.assert_array_equal(loaded.radii[3], ref.radii[3])
     assert stats_cache.load_reference_stats("folder:/x y", "test", "abc123", ks=(5,)) is None
     assert stats_cache.load_reference_stats("folder:/x y", "test", "other") is None
     path.write_bytes(b"not a zip")
     assert stats_cache.load_reference_stats("folder:/x y", "test", "abc123") is None
+
+
+def test_reference_cache_is_keyed_by_the_metric_version(tmp_path, monkeypatch):
+    rng = np.random.default_rng(17)
+    features = rng.normal(size=(20, 4)).astype(np.float32)
+    ref = ReferenceStats("synthetic", "test", "abc", *feature_stats(features), features,
+                         {3: rng.random(20).astype(np.float32)}, 0.2)
+    path = stats_cache.save_reference_stats(ref)
+    old_arrays = ref.to_arrays()  # the current version number inside
+    monkeypatch.setattr(stats_cache, "METRIC_VERSION", METRIC_VERSION + 1)
+    assert stats_cache.stats_path("synthetic", "test", "abc") != path
+    assert stats_cache.load_reference_stats("synthetic", "test", "abc") is None
+    stats_cache.save_arrays(stats_cache.stats_path("synthetic", "test", "abc"), old_arrays)
+    assert stats_cache.load_reference_stats("synthetic", "test", "abc") is None
+    monkeypatch.setattr(stats_cache, "METRIC_VERSION", METRIC_VERSION)
+    assert stats_cache.load_reference_stats("synthetic", "test", "abc") is not None
+
+
+# --- high-frequency diagnostic ----------------------------------------------------------------
+
+def test_mean_abs_laplacian_sees_noise_and_blur():
+    assert mean_abs_laplacian(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)) == 0.0
+    board = degradations.checkerboard(torch.full((1, 1, 6, 6), 128, dtype=torch.uint8), 0.5)
+    assert mean_abs_laplacian(board[:, :, 1:-1, 1:-1].contiguous()) > 1.5  # |4 (+/-0.5)| inside
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 6:22, 8:20] = 200  # a bright garment on black
+    sharp = mean_abs_laplacian(images)
+    assert mean_abs_laplacian(degradations.blur(images, 1.0)) < sharp
+    assert mean_abs_laplacian(degradations.gaussian_noise(images, 0.1, generator)) > sharp
+    with pytest.raises(TypeError, match="uint8"):
+        mean_abs_laplacian(images.float())
 
 
 # --- evaluate -------------------------------------------------------------------------------
@@ -444,6 +481,11 @@ def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
     assert result["fid"] == pytest.approx(0.0, abs=1e-6)
     assert result["precision"] == result["recall"] == result["coverage"] == 1.0
     assert result["featnet"]["fingerprint"] == tiny_featnet.fingerprint()
+    assert (result["metric"]["name"], result["metric"]["version"]) == (METRIC_NAME, METRIC_VERSION)
+    assert "texture" in result["metric"]["definition"]
+    assert result["metric"]["texture_dim"] == tiny_featnet.texture_dim
+    assert result["laplacian_ratio"] == pytest.approx(1.0)
+    assert result["laplacian_mean_abs"] == pytest.approx(result["laplacian_mean_abs_real"])
     assert 0 <= result["conditional_accuracy"] <= 1 and result["notes"] == []
     assert result["copy_rate"] < 0.1 and result["nn_train_distance_median"] > 0
     assert len(list((tmp_path / "cache" / "fashiongen" / "stats").glob("*.npz"))) == 2
@@ -472,7 +514,7 @@ def mixing_featnet() -> FeatNet:
     net = FeatNet(10).eval()
     features = net.features(load_dataset("synthetic", "test").images)
     with torch.no_grad():
-        net.head.bias.copy_(-(net.head.weight @ features.mean(0)))
+        net.head.bias.copy_(-(net.head.weight @ features[:, :net.feature_dim].mean(0)))
     return net
 
 
@@ -553,3 +595,32 @@ def test_evaluate_real_test_split_against_itself():
     assert result["fid"] < 5 and result["conditional_accuracy"] > 0.9
     assert result["modes_missing"] == 0
     assert result["copy_rate"] < 0.05
+
+
+@needs_fashion
+def test_fid_rises_with_every_degradation_on_a_small_ladder():
+    """Shipped featnet, 500 test images per set against 2000 others: each degradation's
+    FID grows with its strength, and its mildest rung is above the real floor."""
+    from fashiongen.data import load_dataset
+    from fashiongen.nets.featnet import load_featnet
+
+    net, test = load_featnet("fashion-mnist"), load_dataset("fashion-mnist", "test")
+    reference = feature_stats(net.features(test.images[:2000]))
+
+    def score(images: torch.Tensor) -> float:
+        return fid(*feature_stats(net.features(images)), *reference)
+
+    base = test.images[2000:2500]
+    floor = score(test.images[2500:3000])
+    ladder = {degradations.gaussian_noise: (0.05, 0.1, 0.2),
+              degradations.speckle: (0.1, 0.2, 0.4),
+              degradations.salt_and_pepper: (0.01, 0.03, 0.1),
+              degradations.blur: (0.75, 1.0, 2.0),
+              degradations.checkerboard: (0.04, 0.08, 0.16),
+              degradations.jpeg: (50, 25, 10),
+              degradations.posterise: (4, 3, 2),
+              degradations.contrast: (0.9, 0.8, 0.6),
+              degradations.brightness: (0.05, 0.1, 0.2)}
+    for degrade, strengths in ladder.items():
+        scores = [score(degrade(base, s, torch.Generator().manual_seed(0))) for s in strengths]
+        assert scores[0] > floor and scores == sorted(scores), (degrade.__name__, floor, scores)

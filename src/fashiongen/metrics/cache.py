@@ -3,18 +3,19 @@
 FID needs the mean and covariance of real features (Heusel et al., arXiv 1706.08500), the
 k-NN metrics need the real features themselves and their k-th neighbour radii (Kynkäänniemi
 et al., arXiv 1904.06991; Naeem et al., arXiv 2002.09797), the per-class metrics the real
-labels, the radii within each class and each class's mean pairwise distance, and the
-memorisation copy rate needs the real test-to-train nearest distances. All are cached as
-`.npz` files (read with `allow_pickle=False`, written atomically) under
-`$XDG_CACHE_HOME/fashiongen/stats/` (default `~/.cache/fashiongen/stats/`), keyed by dataset,
-split and the featnet's weight fingerprint, so retraining the featnet never reuses stale
-statistics. A cache file that is unreadable or of another shape is recomputed; one written
-before the per-class statistics existed keeps its features and gains them on first use.
+labels, the radii within each class and each class's mean pairwise distance, the
+high-frequency diagnostic the real images' mean absolute Laplacian, and the memorisation
+copy rate needs the real test-to-train nearest distances. All are cached as `.npz` files
+(read with `allow_pickle=False`, written atomically) under `$XDG_CACHE_HOME/fashiongen/stats/`
+(default `~/.cache/fashiongen/stats/`), keyed by dataset, split, the featnet's weight
+fingerprint and the metric version (`metrics.metric_space`), so neither a retrained featnet
+nor another definition of the feature space ever reuses stale statistics. A cache file
+that is unreadable or of another shape is recomputed; one written before the per-class
+statistics existed keeps its features and gains them on first use.
 """
 
 from __future__ import annotations
 
-import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,23 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashiongen.checkpoint import atomic_path
+from fashiongen.files import atomic_path, cache_root, safe_name
 from fashiongen.metrics.conditional import class_reference
+from fashiongen.metrics.highfreq import mean_abs_laplacian
 from fashiongen.metrics.memorisation import copy_threshold, nearest_train_distances
+from fashiongen.metrics.metric_space import METRIC_VERSION
 from fashiongen.metrics.neighbours import neighbour_radii
 from fashiongen.metrics.stats import FeatureStats
-from fashiongen.nets.featnet import FeatNet, user_cache_dir
+from fashiongen.nets.featnet import FeatNet
 
-STATS_FORMAT = "fashiongen-stats/1"
+STATS_FORMAT = "fashiongen-stats/2"  # /1: semantic features only, no Laplacian
 
 
 def stats_dir() -> Path:
     """`$XDG_CACHE_HOME/fashiongen/stats` (default `~/.cache/fashiongen/stats`)."""
-    return user_cache_dir() / "stats"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).strip("/")) or "dataset"
+    return cache_root() / "stats"
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -70,6 +69,7 @@ class ReferenceStats:
     cov: np.ndarray  # float64 (D, D)
     features: np.ndarray  # float32 (N, D)
     radii: dict[int, np.ndarray]  # k -> float32 (N,) distance to the k-th nearest other sample
+    laplacian: float  # mean absolute Laplacian of the real images (`metrics.highfreq`)
     labels: np.ndarray | None = None  # int64 (N,) the real images' classes
     class_radii: dict[int, np.ndarray] = field(default_factory=dict)  # k -> float32 (N,), within
     # the image's class (NaN in classes of at most k images)
@@ -95,7 +95,9 @@ class ReferenceStats:
         arrays = {"format": np.array(STATS_FORMAT), "dataset": np.array(self.dataset),
                   "split": np.array(self.split),
                   "featnet_fingerprint": np.array(self.featnet_fingerprint),
-                  "mu": self.mu, "cov": self.cov, "features": self.features}
+                  "mu": self.mu, "cov": self.cov, "features": self.features,
+                  "metric_version": np.array(METRIC_VERSION),
+                  "laplacian": np.array(self.laplacian)}
         arrays.update({f"radii_k{k}": v for k, v in self.radii.items()})
         if self.has_class_stats():
             arrays.update(labels=self.labels, class_spread=self.class_spread)
@@ -110,13 +112,15 @@ class ReferenceStats:
 
         return cls(str(arrays["dataset"]), str(arrays["split"]),
                    str(arrays["featnet_fingerprint"]), arrays["mu"], arrays["cov"],
-                   arrays["features"], by_k("radii_k"), arrays.get("labels"),
+                   arrays["features"], by_k("radii_k"), float(arrays["laplacian"]),
+                   arrays.get("labels"),
                    by_k("class_radii_k"), arrays.get("class_spread"))
 
 
 def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
-    """Cache file of the reference statistics for (dataset, split, featnet)."""
-    return stats_dir() / f"{_safe(dataset)}-{split}-{featnet_fingerprint}.npz"
+    """Cache file of the reference statistics for (dataset, split, featnet, metric version)."""
+    stem = safe_name(dataset, fallback="dataset")
+    return stats_dir() / f"{stem}-{split}-{featnet_fingerprint}-m{METRIC_VERSION}.npz"
 
 
 def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: str,
@@ -129,7 +133,8 @@ def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: 
     mu, cov = stats.compute()
     features = stats.features
     radii = {k: r.numpy() for k, r in neighbour_radii(features, ks).items()}
-    ref = ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii)
+    ref = ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii,
+                         mean_abs_laplacian(images))
     return ref if labels is None else ref.with_class_stats(labels, ks)
 
 
@@ -137,7 +142,8 @@ def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
                          ks: tuple[int, ...] = ()) -> ReferenceStats | None:
     """Cached statistics if present, readable, of this key and holding radii for `ks`."""
     arrays = load_arrays(stats_path(dataset, split, featnet_fingerprint))
-    if arrays is None or str(arrays.get("format", "")) != STATS_FORMAT:
+    if arrays is None or str(arrays.get("format", "")) != STATS_FORMAT or \
+            int(arrays.get("metric_version", -1)) != METRIC_VERSION:
         return None
     try:
         ref = ReferenceStats.from_arrays(arrays)
@@ -163,7 +169,7 @@ def save_reference_stats(ref: ReferenceStats) -> Path:
 
 def memorisation_path(dataset: str, num_train: int) -> Path:
     """Cache file of the real test-to-train nearest distances of a dataset."""
-    return stats_dir() / f"{_safe(dataset)}-memorisation-{num_train}.npz"
+    return stats_dir() / f"{safe_name(dataset, fallback='dataset')}-memorisation-{num_train}.npz"
 
 
 def reference_copy_threshold(dataset: str, train: torch.Tensor,

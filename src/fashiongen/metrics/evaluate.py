@@ -1,11 +1,14 @@
 """One entry point that scores a set of generated images against a dataset with every metric.
 
-`evaluate` embeds the samples with the dataset's feature network and compares them with
-cached real statistics: FID (Heusel et al., arXiv 1706.08500), KID (Bińkowski et al., arXiv
-1801.01401), improved precision/recall (Kynkäänniemi et al., arXiv 1904.06991),
-density/coverage (Naeem et al., arXiv 2002.09797), the same recall and coverage within each
-class plus the intra-class spread (`metrics.conditional`), the predicted-class histogram (Che
-et al., arXiv 1612.02136) and pixel-space memorisation (Carlini et al., arXiv 2301.13188).
+`evaluate` embeds the samples with the dataset's feature network (semantic features plus
+standardised texture statistics: `metrics.metric_space`, whose name, version and definition
+every result records under `metric`) and compares them with cached real statistics: FID (Heusel
+et al., arXiv 1706.08500), KID (Bińkowski et al., arXiv 1801.01401), improved precision/recall
+(Kynkäänniemi et al., arXiv 1904.06991), density/coverage (Naeem et al., arXiv 2002.09797), the
+same recall and coverage within each class plus the intra-class spread (`metrics.conditional`),
+the predicted-class histogram (Che et al., arXiv 1612.02136), pixel-space memorisation (Carlini
+et al., arXiv 2301.13188) and the high-frequency diagnostic (mean absolute Laplacian against
+the real images', `highfreq`).
 Samples of another size or channel count are first converted to the featnet's 1x28x28 grey
 input, and the result says so in `notes`.
 """
@@ -29,7 +32,9 @@ from fashiongen.metrics.cache import (
 )
 from fashiongen.metrics.classes import class_metrics
 from fashiongen.metrics.conditional import CLASS_DIVERSITY_KEYS, class_diversity
+from fashiongen.metrics.highfreq import mean_abs_laplacian
 from fashiongen.metrics.memorisation import memorisation_metrics
+from fashiongen.metrics.metric_space import metric_record
 from fashiongen.metrics.neighbours import neighbour_metrics
 from fashiongen.metrics.stats import FeatureStats, fid, kid
 from fashiongen.nets.featnet import IMAGE_SIZE, FeatNet, load_featnet, to_featnet_input
@@ -141,6 +146,13 @@ def _kid(features: torch.Tensor, real: ReferenceStats, num_subsets: int, subset_
             "kid_num_subsets": num_subsets}
 
 
+def _high_frequency(images: torch.Tensor, real: ReferenceStats) -> dict[str, float]:
+    """The samples' mean absolute Laplacian, the real images', and their ratio."""
+    value = mean_abs_laplacian(images)
+    return {"laplacian_mean_abs": value, "laplacian_mean_abs_real": real.laplacian,
+            "laplacian_ratio": value / real.laplacian if real.laplacian > 0 else None}
+
+
 def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[str, Any]:
     """Nearest-training-image distances and the copy rate of featnet-shaped uint8 images."""
     train = _load_split(dataset, "train")
@@ -169,12 +181,14 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         seed: seeds the KID subset draws.
 
     Returns:
-        A flat JSON-able dict: `num_samples`, `dataset`, `ref`, `ref_count`, `featnet`
-        {name, test_accuracy, fingerprint}, `fid`, `kid_mean`, `kid_std`, `precision`,
-        `recall`, `density`, `coverage`, `class_histogram`, `class_names`, `class_entropy`
-        (nats), `class_entropy_max`, `modes_missing`, `conditional_accuracy` (None without
-        labels), `nn_train_distance_median`, `copy_rate`, `copy_threshold` (None without
-        memorisation), `notes` and `seconds` per stage; and the per-class keys of
+        A flat JSON-able dict: `num_samples`, `dataset`, `ref`, `ref_count`, `featnet` {name,
+        test_accuracy, fingerprint}, `metric` {name, version, definition, ...},
+        `laplacian_mean_abs` (samples), `laplacian_mean_abs_real`, `laplacian_ratio` (samples /
+        real: > 1 excess high-frequency energy, < 1 blur), `fid`, `kid_mean`, `kid_std`,
+        `precision`, `recall`, `density`, `coverage`, `class_histogram`, `class_names`,
+        `class_entropy` (nats), `class_entropy_max`, `modes_missing`, `conditional_accuracy`
+        (None without labels), `nn_train_distance_median`, `copy_rate`, `copy_threshold` (None
+        without memorisation), `notes` and `seconds` per stage; and the per-class keys of
         `_class_diversity`.
 
     Raises:
@@ -210,8 +224,10 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         "ref_count": real.count,
         "featnet": {"name": featnet.name, "test_accuracy": featnet.test_accuracy,
                     "fingerprint": featnet.fingerprint()},
+        "metric": metric_record(featnet),
         "fid": fid(mu, cov, real.mu, real.cov),
     }
+    result.update(_high_frequency(images, real))
     lap("fid")
     result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed))
     lap("kid")

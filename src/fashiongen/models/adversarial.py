@@ -221,6 +221,8 @@ class AdversarialFamily(Family):
     """
 
     ema_module_names = ("generator",)
+    # The adversary: sampling does not need it (zoo files omit it).
+    training_only_modules = ("discriminator",)
     reversion: DiscriminatorReversion | None = None
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:

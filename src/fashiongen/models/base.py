@@ -1,8 +1,15 @@
 """The one interface between model families and everything else.
 
 Every family (`gan`, `dcgan`, `vae`, `ddpm`, `hybrid`) is an `nn.Module` with a config
-dataclass and three methods; the training loop, the CLI, metrics and the web page use
-nothing else, so none of them ever says `if model == "gan"`.
+dataclass. What the code around the families may use is written down here and nowhere
+else: a training side (`Trainable`: the training loop, checkpoints, EMA, distributed
+training) and a sampling side (`Samplable`: generation, export, visuals, reports, the web
+page and the API), together `GenerativeModel`. What only some families can do is a
+capability protocol, checked with `isinstance` (never by probing for attributes or by
+family name): `Autoencoder` (the VAE's encode/decode/reconstruct), `Diffusion` (a diffusion
+family's x0 prediction, which every sampler calls) and `DraftRefiner` (the hybrid: a draft
+noised to a `strength` and refined by a denoiser). So nothing outside `models/` ever says
+`if model == "gan"`.
 
 Tensor glossary, used throughout the package:
   x0      clean images, float (B, C, H, W) in [-1, 1]
@@ -13,6 +20,12 @@ Tensor glossary, used throughout the package:
   mu, logvar   a VAE posterior's mean and log-variance
   logits  unnormalised scores (a discriminator's, or a classifier's)
   labels  class ids (B,) int64 in [0, num_classes)
+  losses  what `train_step` returns: {name: float}, the same keys at every step. A key
+          starting with `event_` is not a loss but a 0/1 mark of something
+          that happened at this step (e.g. `event_d_reversion`: D was reverted); the
+          metrics log counts such keys instead of averaging them, the loss plot draws them
+          as vertical lines, and distributed training takes rank 0's value (whose state
+          wins) instead of the mean over ranks.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from torch import nn
 
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig
 from fashiongen.errors import ConfigError
-from fashiongen.samplers import Callback  # progress: callback(step_index, num_steps)
+from fashiongen.samplers import Callback, NoiseSchedule  # callback(step_index, num_steps)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # x0 (B, C, H, W) in [-1, 1], labels (B,) int64
 ImageShape = tuple[int, int, int]  # (C, H, W)
@@ -45,14 +58,16 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 @runtime_checkable
-class GenerativeModel(Protocol):
-    """What every family implements."""
+class Trainable(Protocol):
+    """The training side: what the training loop, checkpoints, EMA and distributed
+    training use."""
 
     Config: ClassVar[type[ModelConfig]]
     config: ModelConfig
-    image_shape: ImageShape
     # Submodules whose exponential moving average is used for sampling (e.g. the generator).
     ema_module_names: ClassVar[tuple[str, ...]]
+    # Submodules only training needs (a GAN's adversary): sampling-only files leave them out.
+    training_only_modules: ClassVar[tuple[str, ...]]
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """The optimizers `train_step` steps, keyed by name (saved and resumed by the loop)."""
@@ -60,7 +75,47 @@ class GenerativeModel(Protocol):
 
     def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
                    ) -> dict[str, float]:
-        """One full optimisation step (a GAN's D and G updates included); returns losses."""
+        """One full optimisation step (a GAN's D and G updates included); returns losses
+        (`event_` keys: see the glossary)."""
+        ...
+
+    def finish_training(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Once training ends: fit what depends on the whole training set; True if done."""
+        ...
+
+    def compile_networks(self) -> list[str]:
+        """`torch.compile` the networks in place; returns their names."""
+        ...
+
+    @classmethod
+    def needed_for_sampling(cls, key: str) -> bool:
+        """False for a state-dict key of a training-only module."""
+        ...
+
+
+@runtime_checkable
+class Samplable(Protocol):
+    """The sampling side: what generation, export, visuals, reports, the web page and the
+    API use."""
+
+    config: ModelConfig
+    image_shape: ImageShape
+    # The SampleConfig fields `sample` heeds (diffusion families); the others ignore it.
+    sampling_fields: ClassVar[frozenset[str]]
+    # The sampling settings of the checkpoint the model was loaded from; None when built here.
+    checkpoint_sampling: SampleConfig | None
+
+    @property
+    def num_classes(self) -> int:
+        """0 for an unconditional model."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent code (without the batch dimension)."""
         ...
 
     def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
@@ -68,6 +123,99 @@ class GenerativeModel(Protocol):
                sampling: SampleConfig | None = None,
                callback: Callback | None = None) -> torch.Tensor:
         """(num_samples, C, H, W) float in [-1, 1]; `labels` only for conditional models."""
+        ...
+
+    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None,
+                              sampling: SampleConfig | None = None,
+                              callback: Callback | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] from latents z (B, *latent_shape)."""
+        ...
+
+    def default_sampling(self) -> SampleConfig:
+        """The family's default sampling settings (valid for it, every network used)."""
+        ...
+
+    def num_network_evaluations(self, sampling: SampleConfig) -> int:
+        """Network calls per batch of samples."""
+        ...
+
+    def randn(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Gaussian noise from `generator`, on the model's device."""
+        ...
+
+    def check_labels(self, num_samples: int, labels: torch.Tensor | None,
+                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Validated labels (drawn uniformly when None and conditional)."""
+        ...
+
+
+@runtime_checkable
+class GenerativeModel(Trainable, Samplable, Protocol):
+    """What every family implements: both sides."""
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """A family with an encoder and a decoder over a flat latent (the VAE)."""
+
+    def encode(self, x0: torch.Tensor, labels: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters of x0 (B, C, H, W) in [-1, 1]: mu, logvar (B, latent_dim)."""
+        ...
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean images (B, C, H, W) in [-1, 1] of codes z (B, latent_dim)."""
+        ...
+
+    def reconstruct(self, x0: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] decoded from their posterior means."""
+        ...
+
+
+@runtime_checkable
+class Diffusion(Protocol):
+    """A diffusion family: predicts x0 from x_t, which every sampler in
+    `fashiongen.samplers` calls, and refines a given draft from an intermediate step."""
+
+    schedule: NoiseSchedule
+
+    @property
+    def num_timesteps(self) -> int: ...
+
+    @property
+    def max_timestep(self) -> int:
+        """The largest t the network is trained on."""
+        ...
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                guidance_scale: float = 1.0) -> torch.Tensor:
+        """The x0 prediction (B, C, H, W) in [-1, 1] for x_t at steps t (B,)."""
+        ...
+
+    def refine(self, x0_draft: torch.Tensor, t_start: int, *,
+               labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               sampling: SampleConfig | None = None,
+               callback: Callback | None = None) -> torch.Tensor:
+        """Noise a draft to x_{t_start}, then sample from t_start (SDEdit)."""
+        ...
+
+
+@runtime_checkable
+class DraftRefiner(Protocol):
+    """A family that drafts an image in one pass and refines it with a `Diffusion` family from
+    t0 = strength * T (the hybrid): `sample.strength` matters to it."""
+
+    refiner: Diffusion
+
+    @property
+    def max_strength(self) -> float:
+        """The largest strength the refiner was trained for."""
+        ...
+
+    def t_start(self, strength: float) -> int:
+        """The diffusion step a draft is noised to at `strength`."""
         ...
 
 
@@ -82,8 +230,12 @@ class Family(nn.Module):
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     ema_module_names: ClassVar[tuple[str, ...]] = ()
+    training_only_modules: ClassVar[tuple[str, ...]] = ()
     # The SampleConfig fields `sample` heeds (diffusion families); the others ignore it.
     sampling_fields: ClassVar[frozenset[str]] = frozenset()
+    # Set by `fashiongen.checkpoint.load_model`; `fashiongen.generate` samples with it when
+    # given no settings.
+    checkpoint_sampling: SampleConfig | None = None
 
     def __init__(self, config: ModelConfig, image_shape: ImageShape) -> None:
         super().__init__()
@@ -153,6 +305,16 @@ class Family(nn.Module):
                 child.compile()
                 compiled.append(name)
         return compiled
+
+    @classmethod
+    def needed_for_sampling(cls, key: str) -> bool:
+        """False for a state-dict key of one of `training_only_modules`."""
+        return not any(key.startswith(f"{name}.") for name in cls.training_only_modules)
+
+    def default_sampling(self) -> SampleConfig:
+        """The family's default sampling settings: the library's (which the families that
+        sample in one pass ignore)."""
+        return SampleConfig()
 
     def num_network_evaluations(self, sampling: SampleConfig) -> int:
         """Network calls per batch of samples: one pass, or one per diffusion step

@@ -49,6 +49,7 @@ class DCGANConfig(AdversarialConfig):
 
 class DCGAN(AdversarialFamily):
     Config = DCGANConfig
+    training_only_modules = ("discriminator", "reversion")  # D and its snapshot
 
     def __init__(self, config: DCGANConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)

@@ -20,7 +20,7 @@ import torch
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
-from fashiongen.models.dcgan import DCGANConfig
+from fashiongen.models.dcgan import DCGAN, DCGANConfig
 from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.samplers import timesteps
 
@@ -50,6 +50,8 @@ class HybridConfig(ModelConfig):
 class Hybrid(Family):
     Config = HybridConfig
     ema_module_names = ("gan.generator", "refiner.net")
+    # Those of either GAN family (it is chosen by the config, after the class is made).
+    training_only_modules = tuple(f"gan.{name}" for name in DCGAN.training_only_modules)
     sampling_fields = DDPM.sampling_fields | {"strength"}
     config: HybridConfig
 
@@ -75,6 +77,15 @@ class Hybrid(Family):
         refiner = self.refiner.train_step(batch, {"net": optimizers["refiner"]})
         losses["refiner_loss"] = refiner["loss"]
         return losses
+
+    @property
+    def max_strength(self) -> float:
+        """The largest strength the refiner was trained for."""
+        return self.config.max_strength
+
+    def default_sampling(self) -> SampleConfig:
+        """The library's settings, the strength at most `max_strength`, so both parts run."""
+        return SampleConfig(strength=min(SampleConfig.strength, self.max_strength))
 
     def t_start(self, strength: float) -> int:
         """The diffusion step a draft is noised to: strength * T, at most the trained t_max."""

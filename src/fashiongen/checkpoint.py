@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -40,6 +40,9 @@ from fashiongen.files import (  # noqa: F401 - re-exported: writers import them 
     staged_folder,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:  # annotations only: the families are built here lazily (load_model)
+    from fashiongen.models.base import Family
 
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
@@ -355,24 +358,16 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     return model.to(device).eval(), checkpoint
 
 
-def own_sampling(model: torch.nn.Module) -> SampleConfig | None:
+def own_sampling(model: Family) -> SampleConfig | None:
     """The sampling settings of the checkpoint `model` was loaded from (`load_model`); None
     for a model built in this process (training), which samples with the library defaults."""
-    return getattr(model, "checkpoint_sampling", None)
+    return model.checkpoint_sampling
 
 
-# The adversary and its reversion controller: not needed to sample (zoo files leave them out).
-NOT_FOR_SAMPLING = ("discriminator.", "reversion.")
-
-
-def needed_for_sampling(key: str) -> bool:
-    return not any(key.startswith(p) or f".{p}" in key for p in NOT_FOR_SAMPLING)
-
-
-def check_weights_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor],
+def check_weights_fit(model: Family, weights: dict[str, torch.Tensor],
                       checkpoint: Checkpoint, *, sampling_only: bool = False) -> None:
     """Raise CheckpointError unless `weights` has exactly the model's keys and shapes
-    (with `sampling_only`, the adversary's may be missing).
+    (with `sampling_only`, those of the family's `training_only_modules` may be missing).
 
     A checkpoint whose config names another family or shape than its tensors (tampered,
     or from another version) is then a one-line error, not a failure deep in torch.
@@ -380,7 +375,7 @@ def check_weights_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor],
     expected = model.state_dict()
     missing = expected.keys() - weights.keys()
     if sampling_only:
-        missing = {k for k in missing if needed_for_sampling(k)}
+        missing = {k for k in missing if model.needed_for_sampling(k)}
     problems = [f"{k} missing" for k in missing]
     problems += [f"{k} unexpected" for k in weights.keys() - expected.keys()]
     problems += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"

@@ -33,7 +33,7 @@ from fashiongen.checkpoint import atomic_path, own_sampling
 from fashiongen.config import SampleConfig
 from fashiongen.data.sources import cache_dir
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Family
+from fashiongen.models.base import Diffusion, DraftRefiner, Family
 
 ONNX_OPSET = 17
 BACKENDS = ("torch", "onnx")
@@ -58,10 +58,9 @@ def sampling_calls(model: Family) -> dict[str, tuple]:
         lambda _module, args, name=name: calls.setdefault(name, args))
         for name in model.ema_module_names]
     try:
-        # A hybrid refines only up to its max_strength; the others ignore strength.
-        strength = getattr(model.config, "max_strength", SampleConfig.strength)
+        # The family's defaults run every sampling network (a hybrid's refiner included).
         model.sample(2, generator=torch.Generator().manual_seed(0),
-                     sampling=SampleConfig(num_steps=2, strength=strength))
+                     sampling=dataclasses.replace(model.default_sampling(), num_steps=2))
     finally:
         for hook in hooks:
             hook.remove()
@@ -96,9 +95,8 @@ def export_metadata(model: Family, name: str, *, sampling: SampleConfig | None =
                     class_names: list[str] | None = None) -> dict[str, str]:
     """What a client needs to use network `name` of `model` without fashiongen's code."""
     sampling = sampling or own_sampling(model) or SampleConfig()
-    network_config = model.config
-    for part in name.split(".")[:-1]:  # a hybrid's part: its own family's config
-        network_config = getattr(model, part).config
+    owner, _, _ = name.rpartition(".")  # a hybrid's part ("refiner.net"): its own family
+    family = model.get_submodule(owner) if owner else model
     metadata = {
         "format": EXPORT_FORMAT, "fashiongen_version": __version__,
         "family": model.config.name, "network": name,
@@ -107,16 +105,16 @@ def export_metadata(model: Family, name: str, *, sampling: SampleConfig | None =
         "class_names": json.dumps(list(class_names or [])),
         "latent_shape": json.dumps(list(model.latent_shape)),
     }
-    if hasattr(network_config, "schedule"):  # diffusion: the sampler a client reimplements
+    if isinstance(family, Diffusion):  # the sampler a client reimplements
         metadata.update({
-            "schedule": network_config.schedule, "prediction": network_config.prediction,
-            "num_train_timesteps": str(network_config.num_train_timesteps),
+            "schedule": family.config.schedule, "prediction": family.config.prediction,
+            "num_train_timesteps": str(family.config.num_train_timesteps),
             "recommended_sampler": sampling.sampler,
             "recommended_num_steps": str(sampling.num_steps),
             "recommended_guidance_scale": str(sampling.guidance_scale),
             "null_class_label": str(model.num_classes),
         })
-    if "strength" in model.sampling_fields:
+    if isinstance(model, DraftRefiner):
         metadata["recommended_strength"] = str(sampling.strength)
     return metadata
 
@@ -193,7 +191,7 @@ class _Generation(nn.Module):
 
     def forward(self, latents: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         labels = rest[0] if self.conditional else None
-        refiner = getattr(self.model, "refiner", None)
+        refiner = self.model.refiner if isinstance(self.model, DraftRefiner) else None
         if refiner is not None:
             draft_noise = rest[-1]
             refiner.randn = lambda *shape, generator=None: draft_noise
@@ -224,13 +222,13 @@ def export_generation_graph(model: Family, out_dir: str | Path, *,
     for a conditional model. Output `image` (B, C, H, W) in [-1, 1]. One-pass families
     (GAN, DCGAN, VAE) have their network's file only: None.
     """
-    if "num_steps" not in model.sampling_fields:
+    if not isinstance(model, Diffusion | DraftRefiner):
         return None
     sampling = generation_sampling(model, sampling)
     was_training = model.training
     model = model.cpu().eval()
     seeded = torch.Generator().manual_seed(0)
-    hybrid = "strength" in model.sampling_fields
+    hybrid = isinstance(model, DraftRefiner)
     inputs = ["z" if hybrid else "noise"]
     example = [torch.randn(2, *model.latent_shape, generator=seeded)]
     if model.num_classes:

@@ -1,7 +1,10 @@
 """End-to-end CLI runs on the synthetic dataset (seconds)."""
 
+import contextlib
+import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,16 +25,33 @@ def run_cli(*args):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained(tmp_path_factory):
+    """A tiny conditional dcgan run: (its folder, what `train` printed)."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert run_cli("train", "--model", "dcgan", "--data", "synthetic", "--max-steps", 6,
-                   "--out", out, "--no-progress", "--set", "model.num_classes=10", *TINY) == 0
-    return out
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert run_cli("train", "--model", "dcgan", "--data", "synthetic", "--max-steps", 6,
+                       "--out", out, "--no-progress", "--set", "model.num_classes=10",
+                       *TINY) == 0
+    return out, printed.getvalue()
 
 
-def test_train_prints_where_things_are(trained_run):
-    assert (trained_run / "final" / "weights.safetensors").is_file()
-    assert (trained_run / "loss_curves.png").is_file()
+@pytest.fixture(scope="module")
+def trained_run(trained):
+    return trained[0]
+
+
+def test_train_prints_where_things_are(trained):
+    run, printed = trained
+    first, *rest = printed.splitlines()
+    assert first.startswith("trained dcgan: 6 steps,")
+    places = dict(line.strip().split(":", 1) for line in rest)
+    places = {what: Path(where.strip()) for what, where in places.items()}
+    assert places["run folder"] == run
+    assert places["checkpoint"] == run / "final"
+    assert (places["checkpoint"] / "weights.safetensors").is_file()
+    assert places["sample grids"] == run / "samples" and any(places["sample grids"].glob("*.png"))
+    assert places["loss curves"] == run / "loss_curves.png" and places["loss curves"].is_file()
+    assert places["animation"] == run / "progress.gif"
 
 
 def test_sample_grid_png(trained_run, tmp_path, capsys):

@@ -1,14 +1,17 @@
-"""The synthetic dataset: shapes, balance, determinism, distinct classes, speed."""
+"""The synthetic dataset: shapes, balance, determinism, distinct classes, drawn in memory."""
 
 from __future__ import annotations
 
-import time
+import builtins
+import io
+import os
 
+import numpy as np
 import pytest
 import torch
 
-from fashiongen.data import load_dataset
-from fashiongen.data.synthetic import CLASS_NAMES, make_synthetic
+from fashiongen.data import load_dataset, synthetic
+from fashiongen.data.synthetic import CLASS_NAMES, SHAPES, make_synthetic
 
 
 @pytest.mark.parametrize(("split", "count"), [("train", 640), ("test", 160)])
@@ -50,8 +53,31 @@ def test_honours_image_size_and_channels(image_size: int, channels: int | None) 
         assert torch.equal(ds.images[:, 0], ds.images[:, 2])
 
 
-def test_fast() -> None:
-    start = time.perf_counter()
+def test_drawn_in_memory_without_touching_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **_: object) -> None:
+        raise AssertionError(f"the synthetic dataset opened {args[0]!r}")
+
+    for module in (builtins, io):
+        monkeypatch.setattr(module, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     load_dataset("synthetic")
     load_dataset("synthetic", "test", image_size=64, channels=3)
-    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("num_images", [10, 640])
+def test_drawing_is_vectorised(monkeypatch: pytest.MonkeyPatch, num_images: int) -> None:
+    """Each class's shape is evaluated once, over all its images at once (what keeps the
+    dataset milliseconds to draw), whatever the number of images."""
+    calls = []
+
+    def counted(shape: synthetic.Mask) -> synthetic.Mask:
+        def mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+            calls.append(u.shape[0])
+            return shape(u, v)
+        return mask
+
+    expected = make_synthetic(num_images=num_images)
+    monkeypatch.setattr(synthetic, "SHAPES", tuple(counted(shape) for shape in SHAPES))
+    drawn = make_synthetic(num_images=num_images)
+    assert len(calls) == len(SHAPES) and sum(calls) == num_images
+    assert torch.equal(drawn.images, expected.images)

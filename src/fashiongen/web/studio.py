@@ -7,10 +7,9 @@ Every input is checked here, on the server, whatever the page allowed; a refusal
 `ConfigError` with a one-line message the page shows. The Gradio page (`web/app.py`) is a
 thin layer over this module, so everything here is tested without a browser.
 
-Interpolation goes through latents when a family offers `latent_shape` and
-`generate_from_latents(z, labels=, generator=, sampling=)`, with spherical interpolation
-(White, "Sampling Generative Networks", arXiv 1609.04468); a family without them gets a
-strip of independent samples from seeds spread between A and B, and the page says so.
+Interpolation goes through every family's latents (`latent_shape`,
+`generate_from_latents`, the sampling side of `fashiongen.models.base`), with spherical
+interpolation (White, "Sampling Generative Networks", arXiv 1609.04468).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from fashiongen.errors import ConfigError
 from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
 from fashiongen.generate import interpolate as interpolate_latents
 from fashiongen.images import make_grid, to_pil
-from fashiongen.models.base import Family
+from fashiongen.models.base import DraftRefiner, Family
 from fashiongen.samplers import SAMPLERS
 
 MAX_IMAGES = limits.MAX_WEB_IMAGES
@@ -155,7 +154,7 @@ class Studio:
             image_shape=tuple(model.image_shape),
             class_names=class_names_of(checkpoint) if model.num_classes else [],
             uses_sampler="sampler" in model.sampling_fields,
-            uses_strength="strength" in model.sampling_fields,
+            uses_strength=isinstance(model, DraftRefiner),
             sampling=checkpoint.config.sample,
         )
 

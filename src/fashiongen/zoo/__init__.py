@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 from fashiongen.checkpoint import (
     atomic_path,
     load_checkpoint,
-    needed_for_sampling,
     tensors_digest,
     write_text_atomic,
 )
 from fashiongen.errors import ConfigError
+from fashiongen.models import MODELS
 
 ZOO_DIR = Path(__file__).parent
 MANIFEST = ZOO_DIR / "manifest.json"
@@ -54,8 +54,9 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
     (preset, command, commit, training minutes, metrics ...) in the manifest."""
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
+    family = MODELS[checkpoint.config.model.name]
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
-               for k, v in weights.items() if needed_for_sampling(k)}
+               for k, v in weights.items() if family.needed_for_sampling(k)}
     with safe_open(checkpoint.path / "weights.safetensors", "pt") as f:
         metadata = dict(f.metadata())
     metadata["sampling_only"] = "true"

@@ -172,3 +172,40 @@ def test_regularised_step_count_survives_an_optimizer_state_round_trip(family, c
 def test_objective_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError, match=f"model.{next(iter(fields))}"):
         config_from_dict({"model": {"name": "gan", **fields}})
+
+
+# ---------------------------------------------------------------- D weight reversion
+
+def test_dominating_discriminator_is_reverted_to_its_snapshot():
+    """A threshold every D exceeds: after `patience` dominating steps D is reset to its
+    snapshot (here the initial D: snapshots are only taken between streaks), the step reports
+    the event, and the cooldown holds off the next reversion."""
+    torch.manual_seed(0)
+    model = DCGAN(DCGANConfig(g_width=8, d_width=8, d_reversion=True,
+                              d_reversion_trigger="d_loss", d_reversion_threshold=1e9,
+                              d_reversion_patience=3, d_reversion_cooldown=100,
+                              d_snapshot_every_n_steps=1), (1, 28, 28))
+    assert model.reversion is not None, "the controller is a registered submodule"
+    assert "reversion.counters" in model.state_dict()
+    initial = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(16, 1, 28, 28, generator=g) * 2 - 1, None)
+    optimizers = model.make_optimizers(TrainConfig())
+
+    def step() -> float:
+        return model.train_step(batch, optimizers)["event_d_reversion"]
+
+    assert [step() for _ in range(3)] == [0.0, 0.0, 1.0]
+    reverted = model.discriminator.state_dict()
+    assert all(torch.equal(reverted[k], v) for k, v in initial.items())
+    assert [step() for _ in range(3)] == [0.0, 0.0, 0.0], "cooldown"
+    assert model.reversion.num_reversions == 1
+    trained_on = model.discriminator.state_dict()
+    assert not all(torch.equal(trained_on[k], v) for k, v in initial.items())
+
+
+def test_families_without_reversion_report_no_event():
+    model = GAN(GANConfig(g_width=16, d_width=16), (1, 28, 28))
+    batch = (torch.rand(8, 1, 28, 28) * 2 - 1, None)
+    losses = model.train_step(batch, model.make_optimizers(TrainConfig()))
+    assert model.reversion is None and "event_d_reversion" not in losses

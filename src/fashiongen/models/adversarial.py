@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashiongen.config import ModelConfig, TrainConfig, require
-from fashiongen.models.base import Batch, Family
+from fashiongen.models.base import Batch, Family, ImageShape
 
 AdversarialLoss = Literal["non_saturating", "hinge", "relativistic"]
 
@@ -223,7 +223,12 @@ class AdversarialFamily(Family):
     ema_module_names = ("generator",)
     # The adversary: sampling does not need it (zoo files omit it).
     training_only_modules = ("discriminator",)
-    reversion: DiscriminatorReversion | None = None
+
+    def __init__(self, config: ModelConfig, image_shape: ImageShape) -> None:
+        super().__init__(config, image_shape)
+        # Set on the instance, never as a class attribute: a class-level None would shadow
+        # the submodule a family registers later, and reversion would silently never run.
+        self.reversion: DiscriminatorReversion | None = None
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:

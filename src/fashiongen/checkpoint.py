@@ -10,17 +10,14 @@ A checkpoint is a folder holding
                        `torch.load(weights_only=True)`, which runs no pickled code.
 Folders are written under a temporary name, fsynced, and renamed into place
 (`fashiongen.files`), so a reader never sees half a checkpoint; a process killed meanwhile
-leaves only hidden `.*.tmp` entries, which `remove_stale_temporaries` clears. safetensors
-and torch.save keep no checksums of their data, so the SHA-256s are what turns a flipped
-byte into a clear error.
+leaves only hidden `.*.tmp` entries, which `files.remove_stale_temporaries` clears.
+safetensors and torch.save keep no checksums of their data, so the SHA-256s
+(`fashiongen.digests`) are what turns a flipped byte into a clear error.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,15 +28,9 @@ from safetensors.torch import load_file, save
 
 from fashiongen import __version__
 from fashiongen.config import RunConfig, SampleConfig, config_from_dict, config_to_dict
+from fashiongen.digests import state_digest, tensors_digest
 from fashiongen.errors import CheckpointError, FashiongenError
-from fashiongen.files import (  # noqa: F401 - re-exported: writers import them from here
-    TEMP_SUFFIX,
-    atomic_path,
-    missing_folders,
-    remove_empty_folders,
-    staged_folder,
-    write_text_atomic,
-)
+from fashiongen.files import staged_folder
 
 if TYPE_CHECKING:  # annotations only: the families are built here lazily (load_model)
     from fashiongen.models.base import Family
@@ -108,70 +99,6 @@ def _canonical_header(data: bytes) -> bytes:
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors does
     return len(text).to_bytes(8, "little") + text + data[8 + header_len:]
-
-
-def remove_checkpoint(folder: str | Path) -> None:
-    """Delete a checkpoint folder: renamed away first (atomic), so a process killed while
-    deleting leaves a hidden temporary, never a half-deleted checkpoint."""
-    folder = Path(folder)
-    doomed = folder.with_name(f".{folder.name}.removed{TEMP_SUFFIX}")
-    shutil.rmtree(doomed, ignore_errors=True)
-    try:
-        os.replace(folder, doomed)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Remove the hidden `.*.tmp` files and folders that writers killed mid-write left in
-    `directory` (not recursive). Only for folders no other process is writing to."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    stale = [p for p in directory.iterdir()
-             if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
-    for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return stale
-
-
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of named tensors (names, dtypes, shapes and bytes), in sorted name order."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        _update_digest(digest, key)
-        _update_digest(digest, tensors[key])
-    return digest.hexdigest()
-
-
-def state_digest(state: Any) -> str:
-    """SHA-256 of a training state: nested dicts, lists, tensors and plain values."""
-    digest = hashlib.sha256()
-    _update_digest(digest, state)
-    return digest.hexdigest()
-
-
-def _update_digest(digest: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, dict):
-        digest.update(f"D{len(value)};".encode())
-        for k, v in value.items():  # insertion order, which pickling keeps
-            _update_digest(digest, k)
-            _update_digest(digest, v)
-    elif isinstance(value, list | tuple):
-        digest.update(f"L{len(value)};".encode())
-        for v in value:
-            _update_digest(digest, v)
-    else:
-        text = repr(value)
-        digest.update(f"{type(value).__name__}{len(text)}:{text};".encode())
 
 
 def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -427,11 +427,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_featnet(args: argparse.Namespace) -> int:
     import torch
 
-    from fashiongen.files import check_free
+    from fashiongen.files import cache_root, check_free
     from fashiongen.metrics.featnet_training import train_featnet
-    from fashiongen.nets.featnet import featnet_file_name, user_cache_dir
+    from fashiongen.nets.featnet import featnet_file_name
 
-    out = Path(args.out or user_cache_dir() / "featnets" / featnet_file_name(args.data))
+    out = Path(args.out or cache_root() / "featnets" / featnet_file_name(args.data))
     check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
     command = (f"fashiongen featnet train --data {args.data} --epochs {args.epochs} "

@@ -6,7 +6,9 @@ overrides. Every value is coerced to its field's type; an unknown key or a bad v
 checkpoint, so sampling, evaluation and the web page need nothing but a checkpoint.
 
 The `[model]` table is family-specific: `model.name` picks the family, whose own config
-dataclass (a subclass of `ModelConfig`) is registered in `fashiongen.models.MODELS`.
+dataclass (a subclass of `ModelConfig`) is its `Config` in the model registry
+(`fashiongen.models.MODELS`), which hands itself to `set_model_registry`. This module is a
+leaf: it imports neither the families, the samplers nor torch, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fashiongen.errors import ConfigError
 from fashiongen.limits import (
@@ -116,6 +118,10 @@ class TrainConfig:
         require(self.num_threads >= 0, "train.num_threads must be >= 0")
 
 
+# The keys of fashiongen.samplers.SAMPLERS, in its order (tests/unit/test_config.py checks).
+SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp_2m")
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """How diffusion-based families sample; GANs and the VAE ignore it."""
@@ -133,9 +139,8 @@ class SampleConfig:
         require(0 <= self.guidance_scale <= MAX_GUIDANCE_SCALE,
                 f"sample.guidance_scale must lie in [0, {MAX_GUIDANCE_SCALE}]")
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
-        from fashiongen.samplers import get_sampler  # late import: samplers pull in torch
-
-        get_sampler(self.sampler)  # an unknown name is a ConfigError listing the choices
+        require(self.sampler in SAMPLER_NAMES, f"unknown sampler {self.sampler!r}; choose one "
+                f"of: {', '.join(SAMPLER_NAMES)}")
 
 
 @dataclass(frozen=True)
@@ -180,12 +185,27 @@ def preset_path(name_or_path: str | Path) -> Path:
     return preset
 
 
-def model_config_class(name: str) -> type[ModelConfig]:
-    from fashiongen.models import MODELS  # late import: families import this module
+class _Family(Protocol):
+    Config: type[ModelConfig]
 
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name].Config
+
+_model_registry: typing.Mapping[str, _Family] = {}
+
+
+def set_model_registry(registry: typing.Mapping[str, _Family]) -> None:
+    """Resolve `[model]` tables through `registry` (family name -> family class with its
+    `Config`). `fashiongen.models` passes its `MODELS` when imported, so this module never
+    imports the families that import it; the mapping is read live, so a family added to
+    MODELS later (tests do) resolves too."""
+    global _model_registry
+    _model_registry = registry
+
+
+def model_config_class(name: str) -> type[ModelConfig]:
+    """The config dataclass of the family named `name`; ConfigError listing the choices."""
+    if name not in _model_registry:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(_model_registry)}")
+    return _model_registry[name].Config
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -54,6 +54,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError, FashiongenError
 
 T = TypeVar("T")
@@ -234,16 +235,6 @@ def broadcast_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
             t.copy_(theirs)
 
 
-def state_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the tensors' names, dtypes, shapes and bytes: equal iff bit-identical."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- gradient averaging
 
 
@@ -388,7 +379,7 @@ class ReplicaSync:
             return
         tensors = dict(self.model.state_dict())
         tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
-        digests = self.ctx.all_gather_object(state_digest(tensors))
+        digests = self.ctx.all_gather_object(tensors_digest(tensors))
         differing = [r for r, d in enumerate(digests) if d != digests[0]]
         if differing:
             raise RuntimeError(f"model replicas diverged: ranks {differing} differ from rank 0 "

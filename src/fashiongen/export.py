@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from fashiongen import __version__
-from fashiongen.checkpoint import atomic_path, own_sampling
+from fashiongen.checkpoint import own_sampling
 from fashiongen.config import SampleConfig
-from fashiongen.data.sources import cache_dir
+from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError
+from fashiongen.files import atomic_path, cache_root
 from fashiongen.models.base import Diffusion, DraftRefiner, Family
 
 ONNX_OPSET = 17
@@ -124,9 +125,7 @@ def _fingerprint(network: nn.Module, example: tuple, metadata: dict[str, str]) -
     digest.update(json.dumps(metadata, sort_keys=True).encode())
     for a in example:
         digest.update(b"none" if a is None else f"{a.dtype}{tuple(a.shape[1:])}".encode())
-    for key, value in network.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(tensors_digest(network.state_dict()).encode())
     return digest.hexdigest()[:16]
 
 
@@ -147,7 +146,7 @@ def export_onnx(model: Family, out_dir: str | Path | None = None, *,
 
 def _export(model: Family, out_dir: str | Path | None, *, sampling: SampleConfig | None = None,
             class_names: list[str] | None = None) -> dict[str, tuple[Path, tuple]]:
-    out_dir = Path(out_dir) if out_dir is not None else cache_dir("onnx")
+    out_dir = Path(out_dir) if out_dir is not None else cache_root() / "onnx"
     was_training = model.training
     model = model.cpu().eval()
     exported = {}

@@ -8,9 +8,11 @@ reader (or a process killed meanwhile) sees the previous content or the whole ne
 a mix: a new output is renamed with RENAME_NOREPLACE, so an output that appeared while the
 command worked is refused, not clobbered; an old one is swapped with the new atomically
 (Linux `renameat2(RENAME_EXCHANGE)`, then the old is deleted), so it stays until the new is
-complete. `RunLock` is the advisory lock (`flock`) of a run folder: one process writes into a
-run at a time, and the kernel drops the lock when its holder dies, so a SIGKILL never leaves
-a stale lock.
+complete; `remove_folder` deletes by renaming away first, and `remove_stale_temporaries`
+clears what a killed writer left. `RunLock` is the advisory lock (`flock`) of a run folder:
+one process writes into a run at a time, and the kernel drops the lock when its holder dies,
+so a SIGKILL never leaves a stale lock. `cache_root` is the one user cache folder and
+`safe_name` the one way a name (a dataset, a run) becomes part of a file name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -249,6 +252,32 @@ def remove_tree(path: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def remove_folder(folder: str | Path) -> None:
+    """Delete a folder (a checkpoint): renamed away first (atomic), so a process killed
+    while deleting leaves a hidden temporary, never a half-deleted folder."""
+    folder = Path(folder)
+    doomed = folder.with_name(f".{folder.name}.removed{TEMP_SUFFIX}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        os.replace(folder, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the hidden `.*.tmp` files and folders that writers killed mid-write left in
+    `directory` (not recursive). Only for folders no other process is writing to."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir()
+             if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+    for path in stale:
+        remove_tree(path)
+    return stale
+
+
 def fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -269,6 +298,31 @@ def fsync_tree(folder: Path) -> None:
         for name in names:
             fsync_file(Path(root) / name)
         fsync_dir(Path(root))
+
+
+# ---------------------------------------------------------------- names and places
+
+
+def cache_root() -> Path:
+    """The user cache folder: `$XDG_CACHE_HOME/fashiongen`, else `~/.cache/fashiongen`.
+
+    A relative XDG_CACHE_HOME is ignored, as the XDG Base Directory specification says
+    ("all paths set in these environment variables must be absolute ... If an
+    implementation encounters a relative path ... it should consider the path invalid").
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "fashiongen"
+
+
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, *, fallback: str) -> str:
+    """`name` as one portable file-name component: outer slashes dropped, each run of
+    characters other than letters, digits, `.`, `_` and `-` made one `_` (`folder:a/b` ->
+    `folder_a_b`); `fallback` when nothing is left."""
+    return _UNSAFE_RUN.sub("_", str(name).strip("/")) or fallback
 
 
 # ---------------------------------------------------------------- one writer per run folder

@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fashiongen.files import atomic_path  # noqa: E402
+
 NOT_LOSSES = {"step", "epoch", "time_s", "images_per_s"}
 
 
@@ -70,8 +72,6 @@ def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | N
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    from fashiongen.checkpoint import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
@@ -80,8 +80,6 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 def progress_animation(frames: list[Path], out: str | Path, ms_per_frame: int = 400) -> Path:
     """An animated GIF of the per-epoch grids; the last frame is held longer."""
-    from fashiongen.checkpoint import atomic_path
-
     images = [Image.open(p).convert("P", palette=Image.ADAPTIVE) for p in frames]
     durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 4]
     out = Path(out)

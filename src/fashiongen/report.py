@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from fashiongen import limits, plots
-from fashiongen.checkpoint import Checkpoint, list_checkpoints, model_source, write_text_atomic
+from fashiongen.checkpoint import Checkpoint, list_checkpoints, model_source
 from fashiongen.config import (
     PRESETS_DIR,
     RunConfig,
@@ -44,6 +43,7 @@ from fashiongen.config import (
     read_toml,
 )
 from fashiongen.errors import CheckpointError, ConfigError, DataError
+from fashiongen.files import safe_name, write_text_atomic
 from fashiongen.synth import balanced_labels, read_samples
 
 DEFAULT_NUM_SAMPLES = 2000
@@ -316,10 +316,6 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
-
-
 def _grid_images(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int
                  ) -> tuple[torch.Tensor, int | None]:
     """Up to 8 samples per class, one row per class; else the first 64 samples."""
@@ -498,7 +494,7 @@ def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: i
                                          use_memorisation=use_memorisation, use_cache=use_cache,
                                          progress=progress)
         row["name"] = name
-        grid_file = out / "images" / f"samples_{_slug(name)}.png"
+        grid_file = out / "images" / f"samples_{safe_name(name, fallback='run')}.png"
         save_grid(grid_file, grid, num_rows=grid_rows)
         row["grid"] = str(grid_file.relative_to(out))
         row["loss_curves"] = _loss_curves(Path(row["run_dir"]), out / "images", name)
@@ -522,7 +518,7 @@ def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: i
 
 def _loss_curves(run_dir: Path, images_dir: Path, name: str) -> str | None:
     """Copy (or draw) a run's loss curves into the report folder; its relative path."""
-    target = images_dir / f"loss_{_slug(name)}.png"
+    target = images_dir / f"loss_{safe_name(name, fallback='run')}.png"
     if (run_dir / "loss_curves.png").is_file():
         shutil.copyfile(run_dir / "loss_curves.png", target)
     else:

@@ -90,8 +90,8 @@ def test_writing_into_a_run_being_trained_is_refused_and_touches_nothing(
     temporary (and crash it); now nothing is removed, renamed or replaced."""
     run, process = training
     touched = []
-    for module, name in ((ckpt, "remove_stale_temporaries"), (files, "remove_tree"),
-                         (files, "move_into_place"), (ckpt, "remove_checkpoint")):
+    for module, name in ((files, "remove_stale_temporaries"), (files, "remove_tree"),
+                         (files, "move_into_place"), (files, "remove_folder")):
         monkeypatch.setattr(module, name, lambda *a, _name=name, **k: touched.append(_name))
     line = cli(*argv(run, artefacts)).one_error_line()
     assert f"{run} is being written by another fashiongen process (PID {process.pid})" in line

@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
     import torch.distributed as dist
 
     from fashiongen.cli import main as cli_main
-    from fashiongen.distributed import state_digest
+    from fashiongen.digests import tensors_digest
     from fashiongen.models import MODELS
     from fashiongen.training import loop  # where the loop builds its model
 
@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
         changes.clear()
         code = cli_main(["train", *run])
         watched.clear()
-        report = {"exit_code": code, "state_sha256": state_digest(built[-1].state_dict()),
+        report = {"exit_code": code, "state_sha256": tensors_digest(built[-1].state_dict()),
                   "changes": list(changes)}
         (report_dir / f"{out.name}.rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()

@@ -112,7 +112,7 @@ def test_missing_checkpoint(tmp_path):
 def test_written_files_get_the_usual_permissions(make_config, tmp_path):
     import stat
 
-    from fashiongen.checkpoint import write_text_atomic
+    from fashiongen.files import write_text_atomic
 
     write_text_atomic(tmp_path / "a.txt", "x")
     mask = os.umask(0)

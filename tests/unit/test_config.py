@@ -1,9 +1,14 @@
+import ast
 import tomllib
+from pathlib import Path
 
 import pytest
 
+import fashiongen.config
 from fashiongen.config import (
+    SAMPLER_NAMES,
     RunConfig,
+    SampleConfig,
     TrainConfig,
     config_from_dict,
     merge_overrides,
@@ -12,6 +17,8 @@ from fashiongen.config import (
     to_toml,
 )
 from fashiongen.errors import ConfigError
+from fashiongen.models import DCGAN, MODELS
+from fashiongen.samplers import SAMPLERS
 
 
 def test_defaults_build():
@@ -92,3 +99,30 @@ def test_bad_toml_file(tmp_path):
         resolve_config(path)
     with pytest.raises(ConfigError, match="not found"):
         resolve_config(tmp_path / "missing.toml")
+
+
+
+def test_sampler_names_are_those_of_the_samplers_package():
+    assert tuple(SAMPLERS) == SAMPLER_NAMES
+    with pytest.raises(ConfigError, match=r"unknown sampler 'heun'; choose one of: ancestral, "
+                                          r"ddim, dpmpp_2m$"):
+        SampleConfig(sampler="heun")
+
+
+def test_config_is_a_leaf_of_the_package():
+    """config.py imports no family, sampler or torch: the registry is handed to it."""
+    tree = ast.parse(Path(fashiongen.config.__file__).read_text(encoding="utf-8"))
+    imported = {node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+                for alias in node.names}
+    ours = {name for name in imported if name.split(".")[0] in ("fashiongen", "torch")}
+    assert ours == {"fashiongen.errors", "fashiongen.limits"}
+
+
+def test_a_family_added_to_the_registry_resolves(monkeypatch):
+    class Renamed(DCGAN):
+        pass
+
+    monkeypatch.setitem(MODELS, "renamed", Renamed)
+    cfg = config_from_dict({"model": {"name": "renamed", "g_width": 8}})
+    assert type(cfg.model) is DCGAN.Config and cfg.model.name == "renamed"

@@ -124,3 +124,41 @@ def test_a_lock_held_elsewhere_is_refused_with_its_pid(tmp_path):
     finally:
         os.close(other)
     assert lock_holder(run) is None
+
+
+def test_cache_root_follows_an_absolute_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert files.cache_root() == tmp_path / "xdg" / "fashiongen"
+
+
+@pytest.mark.parametrize("value", ["", "relative/cache", "./cache"])
+def test_cache_root_ignores_an_empty_or_relative_xdg_cache_home(value, tmp_path, monkeypatch):
+    """The XDG Base Directory spec: a relative path is invalid and must be ignored."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    assert files.cache_root() == tmp_path / ".cache" / "fashiongen"
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("fashion-mnist", "fashion-mnist"),
+    ("folder:/data/my shoes/", "folder_data_my_shoes"),
+    ("run.v2_final", "run.v2_final"),
+    ("ä*?", "_"),
+    ("", "fallback"),
+    ("///", "fallback"),
+])
+def test_safe_name_keeps_letters_digits_dot_dash_underscore(name, expected):
+    assert files.safe_name(name, fallback="fallback") == expected
+
+
+def test_remove_folder_and_stale_temporaries(tmp_path):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "w").write_text("x")
+    files.remove_folder(tmp_path / "ck")
+    files.remove_folder(tmp_path / "missing")  # nothing there: nothing to do
+    (tmp_path / ".half.abc.tmp").mkdir()
+    (tmp_path / ".part.tmp").write_text("x")
+    (tmp_path / "kept.tmp").write_text("x")  # not hidden: not a temporary of ours
+    removed = files.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".half.abc.tmp", ".part.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.tmp"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fashiongen.errors import DataError
+from fashiongen.files import atomic_path
 
 # Type code -> on-disk dtype (big-endian); the reader returns the native-order equivalent.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -131,8 +132,6 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     Raises:
         DataError: the dtype or shape cannot be stored in an IDX file.
     """
-    from fashiongen.checkpoint import atomic_path  # late import: checkpoint pulls in config
-
     path = Path(path)
     array = np.asarray(array)
     code = next((c for c, dt in IDX_DTYPES.items()

@@ -33,6 +33,7 @@ import torch
 from fashiongen.data.dataset import ImageDataset
 from fashiongen.data.idx import read_idx_split, write_idx
 from fashiongen.errors import DataError
+from fashiongen.files import atomic_path, cache_root
 
 DATA_ENV = "FASHIONGEN_DATA"
 MIRROR_ENV = "FASHIONGEN_MIRROR"
@@ -97,10 +98,8 @@ SOURCES: dict[str, IdxSource] = {
 
 
 def cache_dir(name: str) -> Path:
-    """The user cache directory of a dataset: `$XDG_CACHE_HOME` or `~/.cache`, then fashiongen."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return root / "fashiongen" / name
+    """The user cache directory of a dataset: `files.cache_root() / name`."""
+    return cache_root() / name
 
 
 def find_idx_files(directory: str | Path) -> dict[str, Path] | None:
@@ -292,8 +291,6 @@ def _read_split_cached(images_key: _FileKey, labels_key: _FileKey,
 
 
 def _fetch(url: str, dest: Path, md5: str, timeout: float, hint: str) -> None:
-    from fashiongen.checkpoint import atomic_path  # late import: checkpoint pulls in config
-
     try:
         with atomic_path(dest) as tmp:
             digest = hashlib.md5(usedforsecurity=False)

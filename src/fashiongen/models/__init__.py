@@ -1,6 +1,6 @@
 """The registry of model families: a plain dict, greppable, no import-time magic."""
 
-from fashiongen.config import ModelConfig
+from fashiongen.config import ModelConfig, set_model_registry
 from fashiongen.models.base import Family, ImageShape
 from fashiongen.models.dcgan import DCGAN
 from fashiongen.models.ddpm import DDPM
@@ -15,6 +15,7 @@ MODELS: dict[str, type[Family]] = {
     "hybrid": Hybrid,
     "vae": VAE,
 }
+set_model_registry(MODELS)  # config.py resolves [model] tables through it, never importing us
 
 
 def build_model(config: ModelConfig, image_shape: ImageShape) -> Family:

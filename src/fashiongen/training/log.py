@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fashiongen import checkpoint as ckpt
+from fashiongen import files
 from fashiongen.config import RunConfig
 
 
@@ -108,7 +108,7 @@ class MetricsLog:
         if not kept:
             self.path.unlink()
             return
-        with ckpt.atomic_path(self.path) as tmp, open(tmp, "w", newline="",
+        with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="",
                                                        encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fashiongen import checkpoint as ckpt
-from fashiongen import metrics
+from fashiongen import files, metrics
 from fashiongen.config import RunConfig, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import ConfigError, FashiongenError
@@ -67,7 +66,7 @@ class RunOutputs:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(exist_ok=True)
-        ckpt.write_text_atomic(self.run_dir / "config.toml", to_toml(self.cfg))
+        files.write_text_atomic(self.run_dir / "config.toml", to_toml(self.cfg))
 
     def write_grid(self, epoch: int) -> None:
         """samples/epoch_NNNN.png from the same noise every time."""
@@ -121,7 +120,7 @@ class RunOutputs:
                                             self.model.state_dict().items() if k in sampling)}
         summary = {"family": summary["family"], **sizes,
                    **{k: v for k, v in summary.items() if k != "family"}}
-        ckpt.write_text_atomic(self.run_dir / "summary.json",
+        files.write_text_atomic(self.run_dir / "summary.json",
                                json.dumps(summary, indent=2) + "\n")
         _write_figures(self.run_dir)
         with ema_weights(self.model, self.ema):

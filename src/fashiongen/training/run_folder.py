@@ -66,7 +66,7 @@ def run_folder(target: Path, ctx: distributed.DistContext, *, resume: bool,
     or with `overwrite` of a taken `target` a hidden staging folder beside it, swapped with
     `target` once the run is complete (and removed if it is not). A run `target` stays
     locked meanwhile, so nothing else writes it either."""
-    staging = target.with_name(f".{target.name}.overwrite{ckpt.TEMP_SUFFIX}")
+    staging = target.with_name(f".{target.name}.overwrite{files.TEMP_SUFFIX}")
     locks = _Locks(target, staging, resume=resume, overwrite=overwrite)
     run_dir = None
     try:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from fashiongen import checkpoint as ckpt
-from fashiongen import distributed
+from fashiongen import distributed, files
 from fashiongen.config import (
     RunConfig,
     config_from_dict,
@@ -115,7 +115,7 @@ def open_for_resume(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, Any
     if not run_dir.is_dir():
         raise CheckpointError(f"nothing to resume: {run_dir} does not exist")
     for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
-        ckpt.remove_stale_temporaries(directory)
+        files.remove_stale_temporaries(directory)
     folder, saved, state = latest_good_checkpoint(run_dir)
     _check_one_run(run_dir, folder, saved)
     return folder, saved, state
@@ -356,7 +356,7 @@ class Checkpoints:
         self.newest = (step, folder)
         if self.state.ctx.is_main:
             for old in ckpt.list_checkpoints(self.run_dir)[:-self.cfg.train.keep_checkpoints]:
-                ckpt.remove_checkpoint(old)
+                files.remove_folder(old)
         return folder
 
     def forget_newest(self) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fashiongen import limits
-from fashiongen.checkpoint import atomic_path
 from fashiongen.errors import ConfigError, FashiongenError
+from fashiongen.files import atomic_path
 from fashiongen.samplers import SAMPLERS
 from fashiongen.web.studio import (
     ANY_CLASS,

@@ -15,13 +15,10 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fashiongen.checkpoint import (
-    atomic_path,
-    load_checkpoint,
-    tensors_digest,
-    write_text_atomic,
-)
+from fashiongen.checkpoint import load_checkpoint
+from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError
+from fashiongen.files import atomic_path, write_text_atomic
 from fashiongen.models import MODELS
 
 ZOO_DIR = Path(__file__).parent

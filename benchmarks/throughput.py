@@ -1,22 +1,31 @@
-"""Training and sampling throughput of every family and every peer, beside this machine's roof.
+"""Training and sampling throughput of every family and every peer, in fp32 and bf16, beside
+this machine's roofs.
 
-    python benchmarks/throughput.py --out benchmarks/results      (make bench; ~10 minutes)
+    python benchmarks/throughput.py --out benchmarks/results      (make bench; ~15 minutes)
+    python benchmarks/throughput.py --tiny --out /tmp/bench       (a check that it runs: ~1 min)
 
 One run measures, in this order:
-- the fp32 roof: a 2048^3 matmul and a 3x3 convolution, in GFLOP/s (again at the end);
+- both roofs: a 2048^3 matmul and a 3x3 convolution (64 images, 128 channels, 28^2), in
+  GFLOP/s, in fp32 and in bf16 (the conv also channels_last), interleaved fp32 bf16 fp32 bf16;
+  again at the end;
 - training, each row in its own process (so its peak memory is its own): parameters, FLOPs
-  per training image (torch.utils.flop_counter over one step), images/s after warm-up,
-  achieved GFLOP/s and % of the roof, the process's peak resident memory (a bare process
-  with torch imported is given beside it);
+  per training image (torch.utils.flop_counter over one fp32 step), images/s in fp32 and in
+  bf16 autocast (as `train.precision` runs it), timed in turns (A B A B ...: `--repeats`
+  windows of `--seconds` each) so the machine's load hits both; median and spread (min-max)
+  of the windows, achieved GFLOP/s and % of the roof of the precision used, what `auto` would
+  pick (bf16 only with bf16 units and a median speedup of at least precision.MIN_SPEEDUP), the
+  process's peak resident memory (a bare process with torch imported is given beside it);
   rows: the five families' full presets, the four peers (benchmarks/peers/), and the
   project's own code on each peer's architecture (the GAN peers' networks trained by
   `adversarial_step`, our U-Net at the diffusers U-Net's parameter count);
 - sampling: images/s for 64 images per family, per sampler and step count for diffusion,
-  with the torch and the onnx backend, the diffusers peer's DDIM beside them, and the
-  seconds `fashiongen sample --model NAME` needs for 64 images from each zoo model.
+  fp32 and bf16 in turns (torch backend), the onnx backend (fp32), the diffusers peer's DDIM,
+  256 guided 20-step samples of the zoo DDPM in both precisions, and the seconds
+  `fashiongen sample --model NAME` needs for 64 images from each zoo model.
 
-Writes OUT/throughput.json and OUT/throughput.md, and puts the table in benchmarks/README.md
-between its `bench:start` / `bench:end` markers.
+The CPU flags (avx512_bf16, amx_tile, ...) are recorded with the machine. Writes
+OUT/throughput.json and OUT/throughput.md, and (not with --tiny) puts the table in
+benchmarks/README.md between its `bench:start` / `bench:end` markers.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +58,9 @@ DIFFUSION_SWEEP = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp_2m", 10),
                    ("dpmpp_2m", 20), ("dpmpp_2m", 50), ("ancestral", 1000)]
 SAMPLE_BATCH = 64
 MATMUL_SIZE = 2048
+PRECISIONS = ("fp32", "bf16")
+TINY_SWEEP = [("ddim", 2)]
+ZOO_GUIDED = {"num_samples": 256, "num_steps": 20, "guidance_scale": 2.0}
 
 
 # ---------------------------------------------------------------- the roof
@@ -62,14 +75,35 @@ def _rate(work, flops: float, seconds: float) -> float:
     return flops * count / (time.perf_counter() - started) / 1e9
 
 
-def roof(seconds: float = 2.0) -> dict[str, float]:
-    """fp32 GFLOP/s of a large matmul and of a 3x3 convolution (64 images, 128 channels, 28^2)."""
+def roof(seconds: float = 2.0, repeats: int = 2) -> dict[str, dict[str, float]]:
+    """GFLOP/s of a large matmul and of a 3x3 convolution (64 images, 128 channels, 28^2) in
+    fp32 and bf16 (the conv also channels_last), the median of `repeats` interleaved windows."""
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     x, w = torch.randn(64, 128, 28, 28), torch.randn(128, 128, 3, 3)
+    matmul_flops, conv_flops = 2 * MATMUL_SIZE**3, 2 * 64 * 128 * 128 * 9 * 28 * 28
+    work = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a_, b_, x_, w_ = (t.to(dtype) for t in (a, b, x, w))
+        x_last = x_.contiguous(memory_format=torch.channels_last)
+        w_last = w_.contiguous(memory_format=torch.channels_last)
+        work[name] = {"matmul": (lambda a_=a_, b_=b_: a_ @ b_, matmul_flops),
+                      "conv3x3": (lambda x_=x_, w_=w_: F.conv2d(x_, w_, padding=1), conv_flops),
+                      "conv3x3_channels_last": (lambda x_=x_last, w_=w_last:
+                                                F.conv2d(x_, w_, padding=1), conv_flops)}
+    rates: dict[str, dict[str, list[float]]] = {p: {k: [] for k in work[p]} for p in work}
     with torch.no_grad():
-        return {"matmul": round(_rate(lambda: a @ b, 2 * MATMUL_SIZE**3, seconds), 1),
-                "conv3x3": round(_rate(lambda: F.conv2d(x, w, padding=1),
-                                       2 * 64 * 128 * 128 * 9 * 28 * 28, seconds), 1)}
+        for _ in range(repeats):
+            for kind in work["fp32"]:
+                for name in PRECISIONS:
+                    fn, flops = work[name][kind]
+                    rates[name][kind].append(_rate(fn, flops, seconds / repeats))
+    return {p: {k: round(statistics.median(v), 1) for k, v in kinds.items()}
+            for p, kinds in rates.items()}
+
+
+def roof_of(roofs: dict, precision: str) -> float:
+    """The precision's roof: the best of its matmul and convolutions."""
+    return max(roofs[precision].values())
 
 
 # ---------------------------------------------------------------- one training row
@@ -117,7 +151,36 @@ def _ours_on_gan_peer(name: str):
     return step, peer.batch_size, peer.networks.values()
 
 
-def training_row(row: str, seconds: float) -> dict:
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
+            "max": round(max(values), 1)}
+
+
+def _auto_pick(fp32: float, bf16: float) -> str:
+    """What `precision=auto` would choose from these rates (images/s) on this machine."""
+    from fashiongen import precision
+
+    units = precision.bf16_units(torch.device("cpu"))
+    return "bf16" if units and bf16 >= precision.MIN_SPEEDUP * fp32 else "fp32"
+
+
+def _interleaved(run, seconds: float, repeats: int) -> dict[str, list[float]]:
+    """Calls of `run(precision)` per second, in windows fp32 bf16 fp32 bf16 ... (after a
+    warm-up of each)."""
+    rates: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    for p in PRECISIONS:
+        run(p)
+    for _ in range(repeats):
+        for p in PRECISIONS:
+            calls, started = 0, time.perf_counter()
+            while calls == 0 or time.perf_counter() - started < seconds:
+                run(p)
+                calls += 1
+            rates[p].append(calls / (time.perf_counter() - started))
+    return rates
+
+
+def training_row(row: str, seconds: float, repeats: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # torch imported, no model
@@ -131,22 +194,30 @@ def training_row(row: str, seconds: float) -> dict:
         modules = [model]
     else:
         step, batch_size, modules = _ours_on_gan_peer(OURS_ON_PEER[row])
-    for _ in range(3):
+    for _ in range(2):
         step()
     with FlopCounterMode(display=False) as counter:
         step()
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step()
-        steps += 1
-    images_per_s = steps * batch_size / (time.perf_counter() - started)
+
+    def in_precision(p: str) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=p == "bf16"):
+            step()
+
+    steps_per_s = _interleaved(in_precision, seconds, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     flops = counter.get_total_flops() / batch_size
-    return {"row": row, "parameters": sum(p.numel() for m in modules for p in m.parameters()),
-            "batch_size": batch_size, "images_per_s": round(images_per_s, 1),
-            "mflop_per_image": round(flops / 1e6, 2),
-            "gflops": round(flops * images_per_s / 1e9, 2),
-            "peak_mib": round(peak / 1024, 1), "bare_process_mib": round(baseline / 1024, 1)}
+    out = {"row": row, "parameters": sum(p.numel() for m in modules for p in m.parameters()),
+           "batch_size": batch_size, "mflop_per_image": round(flops / 1e6, 2),
+           "peak_mib": round(peak / 1024, 1), "bare_process_mib": round(baseline / 1024, 1)}
+    for p in PRECISIONS:
+        images = [r * batch_size for r in steps_per_s[p]]
+        out[p] = {"images_per_s": _spread(images),
+                  "gflops": round(flops * statistics.median(images) / 1e9, 2)}
+    out["bf16_speedup"] = round(out["bf16"]["images_per_s"]["median"]
+                                / out["fp32"]["images_per_s"]["median"], 2)
+    out["auto"] = _auto_pick(out["fp32"]["images_per_s"]["median"],
+                             out["bf16"]["images_per_s"]["median"])
+    return out
 
 
 # ---------------------------------------------------------------- sampling
@@ -160,15 +231,22 @@ def _images_per_s(draw, count: int, repeats: int = 2) -> float:
     return round(count * repeats / (time.perf_counter() - started), 1)
 
 
-def sampling_rows() -> list[dict]:
+def _both_precisions(draw, count: int, repeats: int) -> dict:
+    """images/s of `draw(sampling_precision)` in fp32 and bf16, in turns; median and spread."""
+    rates = _interleaved(draw, 0.0, repeats)  # one call per window
+    out = {p: _spread([r * count for r in rates[p]]) for p in PRECISIONS}
+    out["bf16_speedup"] = round(out["bf16"]["median"] / out["fp32"]["median"], 2)
+    out["auto"] = _auto_pick(out["fp32"]["median"], out["bf16"]["median"])
+    return out
+
+
+def sampling_rows(*, repeats: int, tiny: bool) -> list[dict]:
     import dataclasses
 
-    from fashiongen.checkpoint import load_model
     from fashiongen.config import PRESETS_DIR, config_from_dict, read_toml
     from fashiongen.export import use_onnx
     from fashiongen.generate import generate
     from fashiongen.models import build_model
-    from fashiongen.zoo import available, zoo_path
 
     rows = []
     for family in FAMILIES:
@@ -176,28 +254,63 @@ def sampling_rows() -> list[dict]:
         torch.manual_seed(0)
         sweep = DIFFUSION_SWEEP if family == "ddpm" else [(cfg.sample.sampler,
                                                            cfg.sample.num_steps)]
-        for backend in ("torch", "onnx"):
-            model = build_model(cfg.model, (1, 28, 28)).eval()
-            if backend == "onnx":
-                use_onnx(model)
-            for sampler, steps in sweep:
-                if backend == "onnx" and sampler == "ancestral":
-                    continue
-                sampling = dataclasses.replace(cfg.sample, sampler=sampler, num_steps=steps)
-                rate = _images_per_s(partial(generate, model, SAMPLE_BATCH, sampling=sampling),
-                                     SAMPLE_BATCH, repeats=1 if steps >= 1000 else 2)
-                how = "one pass" if not model.sampling_fields else f"{sampler} {steps}"
-                rows.append({"row": family, "backend": backend, "sampling": how,
-                             "nfe": model.num_network_evaluations(sampling),
-                             "images_per_s": rate})
+        if tiny:
+            sweep = TINY_SWEEP if family == "ddpm" else sweep
+        model = build_model(cfg.model, (1, 28, 28)).eval()
+        for sampler, steps in sweep:
+            sampling = dataclasses.replace(cfg.sample, sampler=sampler, num_steps=steps)
+            how = "one pass" if not model.sampling_fields else f"{sampler} {steps}"
+            rates = _both_precisions(lambda p, m=model, s=sampling: generate(
+                m, SAMPLE_BATCH, sampling=dataclasses.replace(s, precision=p)),
+                SAMPLE_BATCH, 1 if steps >= 1000 else repeats)
+            rows.append({"row": family, "backend": "torch", "sampling": how,
+                         "nfe": model.num_network_evaluations(sampling), **rates})
+        if tiny:
+            continue
+        onnx_model = build_model(cfg.model, (1, 28, 28)).eval()
+        use_onnx(onnx_model)
+        for sampler, steps in sweep:
+            if sampler == "ancestral":
+                continue
+            sampling = dataclasses.replace(cfg.sample, sampler=sampler, num_steps=steps)
+            rate = _images_per_s(partial(generate, onnx_model, SAMPLE_BATCH, sampling=sampling),
+                                 SAMPLE_BATCH)
+            how = "one pass" if not onnx_model.sampling_fields else f"{sampler} {steps}"
+            rows.append({"row": family, "backend": "onnx", "sampling": how,
+                         "nfe": onnx_model.num_network_evaluations(sampling),
+                         "fp32": {"median": rate}})
+    if not tiny:
+        rows += _peer_and_zoo_rows(repeats)
+    return rows
+
+
+def _peer_and_zoo_rows(repeats: int) -> list[dict]:
+    import dataclasses
+
     from peers import PEERS as PEER_CLASSES
 
+    from fashiongen.checkpoint import load_model
+    from fashiongen.export import use_onnx
+    from fashiongen.generate import generate
+    from fashiongen.zoo import available, zoo_path
+
+    rows = []
     peer = PEER_CLASSES["diffusers-ddpm"](seed=0)
     for steps in (20, 50):
         rate = _images_per_s(partial(peer.sample, SAMPLE_BATCH, torch.Generator().manual_seed(0),
                                      num_steps=steps), SAMPLE_BATCH)
         rows.append({"row": "diffusers-ddpm (peer)", "backend": "torch",
-                     "sampling": f"DDIM {steps}", "nfe": steps, "images_per_s": rate})
+                     "sampling": f"DDIM {steps}", "nfe": steps, "fp32": {"median": rate}})
+    model, checkpoint = load_model(zoo_path("ddpm"))
+    guided = dataclasses.replace(checkpoint.config.sample, num_steps=ZOO_GUIDED["num_steps"],
+                                 guidance_scale=ZOO_GUIDED["guidance_scale"])
+    count = ZOO_GUIDED["num_samples"]
+    rows.append({"row": "zoo ddpm", "backend": "torch",
+                 "sampling": f"{guided.sampler} {guided.num_steps}, guidance "
+                             f"{guided.guidance_scale:g}, {count} images",
+                 "nfe": guided.num_steps, **_both_precisions(lambda p: generate(
+                     model, count, sampling=dataclasses.replace(guided, precision=p)),
+                     count, repeats)})
     for name in sorted(available()):
         for backend in ("torch", "onnx"):
             started = time.perf_counter()
@@ -214,35 +327,55 @@ def sampling_rows() -> list[dict]:
 # ---------------------------------------------------------------- the report
 
 
+def _rate_cell(spread: dict) -> str:
+    if "min" not in spread:
+        return f"{spread['median']:.0f}"
+    return f"{spread['median']:.0f} ({spread['min']:.0f}-{spread['max']:.0f})"
+
+
 def markdown(result: dict) -> str:
-    roof_value = max(result["roof_before"]["conv3x3"], result["roof_before"]["matmul"])
+    roofs = result["roof_before"]
     train = {r["row"]: r for r in result["training"]}
+    flags = ", ".join(k for k, v in result["cpu_flags"].items() if v) or "none"
+    roof_text = "; ".join(
+        f"{p}: matmul {roofs[p]['matmul']:.0f} / {result['roof_after'][p]['matmul']:.0f}, "
+        f"3x3 conv {roofs[p]['conv3x3']:.0f} / {result['roof_after'][p]['conv3x3']:.0f}, "
+        f"channels_last {roofs[p]['conv3x3_channels_last']:.0f} / "
+        f"{result['roof_after'][p]['conv3x3_channels_last']:.0f}" for p in PRECISIONS)
     lines = [
-        f"Measured {result['date']} on {result['machine']}, {result['threads']} threads, "
-        f"torch {result['torch']}. fp32 roof in the same run: matmul "
-        f"{result['roof_before']['matmul']:.0f} / {result['roof_after']['matmul']:.0f} GFLOP/s, "
-        f"3x3 conv {result['roof_before']['conv3x3']:.0f} / "
-        f"{result['roof_after']['conv3x3']:.0f} (before / after); % of roof below uses "
-        f"{roof_value:.0f}. Peak MiB is the whole training process's resident peak; a bare "
-        f"process with torch imported: {result['training'][0]['bare_process_mib']:.0f} MiB.",
+        f"Measured {result['date']} on {result['machine']} (flags: {flags}), "
+        f"{result['threads']} threads, torch {result['torch']}. Roofs in the same run, GFLOP/s "
+        f"(before / after): {roof_text}; % of roof below uses the precision's best "
+        f"({roof_of(roofs, 'fp32'):.0f} fp32, {roof_of(roofs, 'bf16'):.0f} bf16). images/s: "
+        f"median (min-max) of {result['repeats']} windows per precision, fp32 and bf16 in "
+        f"turns. `auto`: what precision=auto would pick (bf16 only with bf16 units and "
+        f">= {result['min_speedup']}x). Peak MiB is the whole training process's resident "
+        f"peak (both precisions); a bare process with torch imported: "
+        f"{result['training'][0]['bare_process_mib']:.0f} MiB.",
         "",
         "### Training (random data of Fashion-MNIST's shape, after warm-up)", "",
-        "| row | parameters | batch | MFLOP / image | images/s | GFLOP/s | % of roof "
-        "| peak MiB | vs peer |", "|---|---|---|---|---|---|---|---|---|"]
+        "| row | parameters | batch | MFLOP / image | fp32 images/s | bf16 images/s | bf16 / fp32 "
+        "| % of fp32 roof | % of bf16 roof | auto | peak MiB | vs peer (fp32) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["training"]:
         peer = OURS_ON_PEER.get(r["row"])
-        ratio = f"{r['images_per_s'] / train[peer]['images_per_s']:.2f}x {peer}" \
-            if peer in train else ""
+        fp32_rate = r["fp32"]["images_per_s"]["median"]
+        ratio = (f"{fp32_rate / train[peer]['fp32']['images_per_s']['median']:.2f}x {peer}"
+                 if peer in train else "")
+        shares = [f"{100 * r[p]['gflops'] / roof_of(roofs, p):.0f}%" for p in PRECISIONS]
         lines.append(f"| {r['row']} | {r['parameters']:,} | {r['batch_size']} | "
-                     f"{r['mflop_per_image']:.1f} | {r['images_per_s']:.0f} | {r['gflops']:.1f} "
-                     f"| {100 * r['gflops'] / roof_value:.0f}% | {r['peak_mib']:.0f} | {ratio} |")
-    lines += ["", f"### Sampling ({SAMPLE_BATCH} images per call)", "",
-              "| model | backend | sampling | network evaluations | images/s |",
-              "|---|---|---|---|---|"]
+                     f"{r['mflop_per_image']:.1f} | {_rate_cell(r['fp32']['images_per_s'])} | "
+                     f"{_rate_cell(r['bf16']['images_per_s'])} | {r['bf16_speedup']:.2f}x | "
+                     f"{shares[0]} | {shares[1]} | {r['auto']} | {r['peak_mib']:.0f} | {ratio} |")
+    lines += ["", f"### Sampling ({SAMPLE_BATCH} images per call unless stated)", "",
+              "| model | backend | sampling | network evaluations | fp32 images/s "
+              "| bf16 images/s | bf16 / fp32 | auto |", "|---|---|---|---|---|---|---|---|"]
     for r in result["sampling"]:
-        if "images_per_s" in r:
+        if "fp32" in r:
+            bf16 = (_rate_cell(r["bf16"]), f"{r['bf16_speedup']:.2f}x", r["auto"]) \
+                if "bf16" in r else ("", "", "")
             lines.append(f"| {r['row']} | {r['backend']} | {r['sampling']} | {r['nfe']} | "
-                         f"{r['images_per_s']:.0f} |")
+                         f"{_rate_cell(r['fp32'])} | {' | '.join(bf16)} |")
     lines += ["", "### 64 images from each zoo model (load + sample, as `fashiongen sample "
               "--model NAME` does)", "", "| zoo model | backend | seconds |", "|---|---|---|"]
     for r in result["sampling"]:
@@ -260,30 +393,44 @@ def write_readme_section(readme: Path, table: str) -> None:
 
 
 def main() -> None:
+    from fashiongen import precision
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="timing per training row")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="timing window per precision per repeat, training rows")
+    parser.add_argument("--repeats", type=int, default=3, help="windows per precision")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a quick check that the script runs: the families only, short "
+                             "windows, one sampler setting; README untouched")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--row", help=argparse.SUPPRESS)  # one training row, in a subprocess
     args = parser.parse_args()
+    if args.tiny:
+        args.seconds, args.repeats = min(args.seconds, 0.3), 1
     if args.row:
-        print(json.dumps(training_row(args.row, args.seconds)))
+        print(json.dumps(training_row(args.row, args.seconds, args.repeats)))
         return
+    roof_seconds = 0.5 if args.tiny else 2.0
     result = {"date": date.today().isoformat(), "machine": f"{platform.processor() or 'x86_64'}"
-              f", {_cpu_name()}", "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "roof_before": roof(), "training": []}
+              f", {_cpu_name()}", "cpu_flags": precision.cpu_flags(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "repeats": args.repeats, "min_speedup": precision.MIN_SPEEDUP,
+              "roof_before": roof(roof_seconds), "training": []}
     print("roof", result["roof_before"], flush=True)
-    for row in [*FAMILIES, *PEERS, *OURS_ON_PEER]:
+    for row in FAMILIES if args.tiny else [*FAMILIES, *PEERS, *OURS_ON_PEER]:
         out = subprocess.run([sys.executable, __file__, "--row", row, "--seconds",
-                              str(args.seconds)], capture_output=True, text=True, check=True)
+                              str(args.seconds), "--repeats", str(args.repeats)],
+                             capture_output=True, text=True, check=True)
         result["training"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(result["training"][-1], flush=True)
-    result["sampling"] = sampling_rows()
-    result["roof_after"] = roof()
+    result["sampling"] = sampling_rows(repeats=args.repeats, tiny=args.tiny)
+    result["roof_after"] = roof(roof_seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (args.out / "throughput.md").write_text(table)
-    write_readme_section(HERE / "README.md", table)
+    if not args.tiny:
+        write_readme_section(HERE / "README.md", table)
     print(table)
 
 

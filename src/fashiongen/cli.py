@@ -84,6 +84,12 @@ def _add_overwrite(parser: argparse.ArgumentParser, what: str = "--out") -> None
                         help=f"replace an existing {what} (once the new one is complete)")
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="the networks' precision when sampling (default: the "
+                             "checkpoint's sample.precision; fashiongen.precision)")
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -176,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--guidance-scale", type=float)
     sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
+    _add_precision(sample)
     sample.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="onnx: the sampling networks run in onnxruntime on the CPU "
                              "(needs the onnx extra; 1.1-2x faster on one thread, not "
@@ -243,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(eval_cmd, what="the real dataset: the model's (default; fashion-mnist for "
                                   "sample files)", data_dir=False)
     eval_cmd.add_argument("--seed", type=_seed, default=0)
+    _add_precision(eval_cmd)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(eval_cmd, "--json file")
 
@@ -264,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth_cmd.add_argument("--out", required=True, metavar="DIR")
     synth_cmd.add_argument("--format", choices=["idx", "npz", "png"], default="idx")
     synth_cmd.add_argument("--seed", type=_seed, default=0)
+    _add_precision(synth_cmd)
     _add_overwrite(synth_cmd)
 
     cas_cmd = commands.add_parser("cas", help="classification accuracy score of a synthetic set")
@@ -280,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="1 to 65535 (default: 7860)")
+    _add_precision(serve)
     return parser
 
 
@@ -375,7 +385,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         use_onnx(model)
     changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
                                  ("eta", args.eta), ("guidance_scale", args.guidance_scale),
-                                 ("strength", args.strength)) if v is not None}
+                                 ("strength", args.strength), ("precision", args.precision))
+               if v is not None}
     sampling = dataclasses.replace(checkpoint.config.sample, **changes)
     class_names = class_names_of(checkpoint)
     labels, num_rows = None, None
@@ -418,9 +429,11 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from fashiongen.precision import sampling_override
     from fashiongen.web.app import serve
 
-    serve(args.checkpoints, host=args.host, port=args.port)
+    with sampling_override(args.precision):
+        serve(args.checkpoints, host=args.host, port=args.port)
     return 0
 
 
@@ -566,11 +579,14 @@ def _print_report_paths(report: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from fashiongen.precision import sampling_override
     from fashiongen.report import evaluate_source, format_evaluation
 
     _check_json_free(args)
-    result = evaluate_source(_model_source(args), num_samples=args.num_samples, ref=args.ref,
-                             seed=args.seed, dataset=args.data, progress=True)
+    with sampling_override(args.precision):
+        result = evaluate_source(_model_source(args), num_samples=args.num_samples,
+                                 ref=args.ref, seed=args.seed, dataset=args.data,
+                                 progress=True)
     print(format_evaluation(result))
     _write_json_result(args, result)
     return 0
@@ -601,11 +617,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from fashiongen.precision import sampling_override
     from fashiongen.synth import write_synthetic_dataset
 
-    manifest = write_synthetic_dataset(_model_source(args), args.out, num_samples=args.num_samples,
-                                       fmt=args.format, seed=args.seed,
-                                       overwrite=args.overwrite, progress=True)
+    with sampling_override(args.precision):
+        manifest = write_synthetic_dataset(_model_source(args), args.out,
+                                           num_samples=args.num_samples, fmt=args.format,
+                                           seed=args.seed, overwrite=args.overwrite,
+                                           progress=True)
     how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
            "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
            "png": f"--data folder:{args.out}"}[args.format]

@@ -32,6 +32,11 @@ from fashiongen.limits import (
     MAX_TRAIN_GRID_SAMPLES,
 )
 
+# Field metadata: the field is left out of a written config (checkpoints, TOML) while it
+# holds its default, so files written before it existed and files written after are the same
+# bytes; reading restores the default.
+WRITTEN_UNLESS_DEFAULT = types.MappingProxyType({"written_unless_default": True})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -88,6 +93,10 @@ class TrainConfig:
     num_grid_samples: int = 64
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    # bf16 autocast of the networks ("bf16"), none ("fp32"), or bf16 where the device has
+    # bf16 matrix units and a probe finds it faster ("auto"): fashiongen.precision
+    precision: Literal["auto", "fp32", "bf16"] = field(default="fp32",
+                                                       metadata=WRITTEN_UNLESS_DEFAULT)
     # torch.compile the family's networks in place (checkpoints unchanged); pays back where
     # benchmarks/speed_options.py says so (the DCGAN presets); needs a C++ compiler on CPU.
     compile: bool = False
@@ -131,6 +140,9 @@ class SampleConfig:
     eta: float = 0.0
     guidance_scale: float = 1.0  # classifier-free guidance; 1 = off
     strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
+    # the networks' precision when sampling, as train.precision (every family)
+    precision: Literal["auto", "fp32", "bf16"] = field(default="fp32",
+                                                       metadata=WRITTEN_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         require(1 <= self.num_steps <= MAX_SAMPLING_STEPS,
@@ -213,6 +225,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if f.metadata.get("written_unless_default") and value == f.default:
+            continue
         if dataclasses.is_dataclass(value):
             value = config_to_dict(value)
         elif isinstance(value, tuple):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fashiongen import precision
 from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.models.base import Batch, Family, ImageShape
 
@@ -121,11 +122,14 @@ def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.T
     backward).
     """
     batch_size = x0.shape[0]
-    fake = generator(z, labels)
+    fake = generator(z, labels).float()  # losses in fp32 under bf16 autocast (precision.py)
     both_labels = None if labels is None else torch.cat([labels, labels])
     regularise = bool(r1_weight or r2_weight)
     both = torch.cat([x0, fake.detach()]).requires_grad_(regularise)
-    logits = (discriminator.forward if regularise else discriminator)(both, both_labels)
+    # R1/R2's double backward is fp32: a regularised D pass runs outside bf16 autocast.
+    with precision.full_precision(x0.device, when=regularise):
+        logits = (discriminator.forward if regularise else discriminator)(both, both_labels)
+    logits = logits.float()
     real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
     d_loss = discriminator_loss(real_logits, fake_logits, loss, label_smoothing)
     d_total = d_loss
@@ -142,7 +146,7 @@ def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.T
     discriminator.requires_grad_(False)
     # The relativistic G loss pairs each fake with its real's score from D's pass above
     # (one D step old): re-scoring the reals would cost half a D pass more for little change.
-    g_loss = generator_loss(discriminator(fake, labels), loss, real_logits.detach())
+    g_loss = generator_loss(discriminator(fake, labels).float(), loss, real_logits.detach())
     optimizers["generator"].zero_grad(set_to_none=True)
     g_loss.backward()
     optimizers["generator"].step()

@@ -38,6 +38,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from fashiongen import precision
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig
 from fashiongen.errors import ConfigError
 from fashiongen.samplers import Callback, NoiseSchedule  # callback(step_index, num_steps)
@@ -281,10 +282,11 @@ class Family(nn.Module):
         """
         labels = self.check_labels(num_samples, labels, generator)
         z = self.randn(num_samples, *self.latent_shape, generator=generator)
-        with eval_mode(self):
+        # `sample.precision` / `--precision`: bf16 autocast of the networks (fashiongen.precision)
+        with eval_mode(self), precision.sampling_autocast(self, sampling):
             x0 = self.generate_from_latents(z, labels=labels, generator=generator,
                                             sampling=sampling, callback=callback)
-        return x0.clamp(-1, 1)
+        return x0.float().clamp(-1, 1)
 
     def finish_training(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
         """Called by the training loop once training ends, before the final checkpoint,

@@ -135,12 +135,14 @@ class DDPM(Family):
         Returns:
             x0_pred, (B, C, H, W) in [-1, 1].
         """
+        # The network's output in fp32 (bf16 under autocast: fashiongen.precision), so the
+        # guidance and the schedule's arithmetic are fp32.
         if labels is None or guidance_scale == 1.0:
-            output = self.net(x_t, t, labels)
+            output = self.net(x_t, t, labels).float()
         else:
             null = torch.full_like(labels, self.net.null_label)
             cond, uncond = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                    torch.cat([labels, null])).chunk(2)
+                                    torch.cat([labels, null])).float().chunk(2)
             output = uncond + guidance_scale * (cond - uncond)
         return self.schedule.to_x0(x_t, t, output, self.config.prediction).clamp(-1, 1)
 

@@ -113,7 +113,7 @@ class Hybrid(Family):
         """Draft with the GAN, then refine from t0 = strength * T with `sampling.sampler`."""
         sampling = sampling or SampleConfig()
         t_start = self.t_start(sampling.strength)
-        draft = self.gan.generate_from_latents(z, labels=labels)
+        draft = self.gan.generate_from_latents(z, labels=labels).float()  # fp32 under autocast
         return self.refiner.refine(draft, t_start, labels=labels, generator=generator,
                                    sampling=sampling, callback=callback)
 

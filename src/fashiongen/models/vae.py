@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fashiongen import precision
 from fashiongen.config import ModelConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
 from fashiongen.images import to_model_range
@@ -159,9 +160,10 @@ class VAE(Family):
     def losses(self, x0: torch.Tensor, labels: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction NLL and KL(q(z|x0) || N(0, I)), each (B,) in nats per image."""
-        mu, logvar = self.encoder(x0, labels)
+        # fp32 out of the networks (bf16 under autocast: fashiongen.precision): KL and NLL in fp32
+        mu, logvar = (v.float() for v in self.encoder(x0, labels))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation, eq. 10
-        recon = self.neg_log_likelihood(self.decoder(z, labels), x0)
+        recon = self.neg_log_likelihood(self.decoder(z, labels).float(), x0)
         kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)  # appendix B
         return recon, kl
 
@@ -276,5 +278,6 @@ class VAE(Family):
         """The decoder's mean image for z ~ N(0, I) (mapped through the fitted prior when
         there is one); sampler settings do not apply."""
         if self.config.prior == "fitted" and bool(self.prior_is_fitted):
-            z = self.prior_codes(z, labels)
-        return self._mean_image(self.decoder(z, labels))
+            with precision.full_precision(z.device):  # the mixture's matmul in fp32
+                z = self.prior_codes(z, labels)
+        return self._mean_image(self.decoder(z, labels).float())

@@ -5,7 +5,8 @@ Every sampler takes `denoise(x_t, t) -> x0_pred` (B, C, H, W), t (B,) int64, and
 (Ho et al., arXiv 2006.11239, eq. 6-7, on a strided subset), DDIM (Song et al.,
 arXiv 2010.02502, eq. 12) and DPM-Solver++(2M) with data prediction (Lu et al.,
 arXiv 2211.01095, Algorithm 2). Steps use "trailing" spacing (Lin et al., arXiv 2305.08891,
-sec. 3.3): the first step is at t_start exactly, where x_start really lives.
+sec. 3.3): the first step is at t_start exactly, where x_start really lives. The arithmetic is
+fp32 whatever precision the network ran in (its x0 prediction is cast to fp32).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def ddim(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, *, n
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-        x0 = denoise(x, _t_batch(t, x))
+        x0 = denoise(x, _t_batch(t, x)).float()
         eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
         # sigma_t(eta) of eq. 16; zero on the last step (abar_prev = 1)
         sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
@@ -109,7 +110,7 @@ def ancestral(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule,
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
         beta = 1 - abar / abar_prev  # the effective beta of the stride t_prev -> t
-        x0 = denoise(x, _t_batch(t, x))
+        x0 = denoise(x, _t_batch(t, x)).float()
         coef_x0 = math.sqrt(abar_prev) * beta / (1 - abar)
         coef_xt = math.sqrt(abar / abar_prev) * (1 - abar_prev) / (1 - abar)
         x = coef_x0 * x0 + coef_xt * x
@@ -140,7 +141,7 @@ def dpmpp_2m(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, 
     x0_prev: torch.Tensor | None = None
     h_prev = 0.0
     for i, t in enumerate(ts):
-        x0 = denoise(x, _t_batch(t, x))
+        x0 = denoise(x, _t_batch(t, x)).float()
         if i + 1 == len(ts):
             x = x0
         else:

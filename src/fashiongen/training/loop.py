@@ -42,13 +42,14 @@ from typing import Any
 import torch
 
 from fashiongen import checkpoint as ckpt
-from fashiongen import distributed
+from fashiongen import distributed, precision
 from fashiongen.config import RunConfig, replace
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.device import compile_networks, select_device
 from fashiongen.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from fashiongen.images import to_model_range
 from fashiongen.models import build_model
+from fashiongen.models.base import Family
 from fashiongen.training.ema import ema_decay_at, init_ema, update_ema
 from fashiongen.training.log import MetricsLog, ProgressBar
 from fashiongen.training.outputs import RunOutputs
@@ -257,14 +258,18 @@ def _set_up(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path,
         outputs.note(f"resuming from {resumed[0]} (step {step})")
     outputs.start()
     batches = _Batches(data, cfg, ctx, device, state.data_rng)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16,
-                         enabled=cfg.train.use_amp and device.type == "cuda")
     log = MetricsLog(run_dir, cfg, truncate_after=step if resumed is not None else None,
                      enabled=ctx.is_main)
     state.model.train()
+    chosen = ctx.run_on_main(lambda: _choose_precision(cfg, ctx, device, state.model, data,
+                                                       resumed))
+    state.precision = chosen.as_dict()
+    amp = precision.autocast(chosen.choice, device)
     if cfg.train.compile:  # once every setup check has passed
         compile_networks(state.model, device, announce=ctx.is_main)
     seconds = float(resumed[2].get("train_seconds", 0.0)) if resumed is not None else 0.0
+    if chosen.probe is not None:  # training work: budgets count the probe
+        seconds += chosen.probe[f"{cfg.train.clock}_seconds"]
     counters = Progress(step=step, train_seconds=seconds)
     bar = ProgressBar(cfg, step=step, total_steps=total_steps, train_seconds=seconds,
                       show=show_progress, enabled=ctx.is_main)
@@ -309,6 +314,21 @@ def _training_data(cfg: RunConfig, ctx: distributed.DistContext,
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     return data, total_steps
+
+
+def _choose_precision(cfg: RunConfig, ctx: distributed.DistContext, device: torch.device,
+                      model: Family, data: ImageDataset,
+                      resumed: Resumed | None) -> precision.PrecisionChoice:
+    """`train.precision`: a resumed run's recorded choice, or as configured, `auto` probing
+    this rank's share of the first batch (rank 0 decides for every rank)."""
+    if resumed is not None:
+        kept = precision.resumed_choice(cfg.train.precision, resumed[2].get("precision"),
+                                        device)
+        if kept is not None:
+            return kept
+    index = ctx.shard(torch.arange(cfg.train.batch_size))
+    batch = (to_model_range(data.images[index].to(device)), data.labels[index].to(device))
+    return precision.choose_for_training(cfg.train.precision, model, cfg.train, batch, device)
 
 
 def _training_state(cfg: RunConfig, ctx: distributed.DistContext, device: torch.device,
@@ -479,6 +499,7 @@ def _finish(run: _Run, counters: Progress, out_of_time: bool, *,
         "train_images_per_second": images_per_second,
         "device": str(run.device),
         "num_threads": torch.get_num_threads(),
+        "precision": run.state.precision,
         "resumed_from": str(resumed_from) if resumed_from else None,
     }
     if run.ctx.is_distributed:

@@ -222,6 +222,9 @@ class TrainingState:
     data_rng: torch.Generator
     ctx: distributed.DistContext
     seed: int
+    # `train.precision`'s choice and why (fashiongen.precision.PrecisionChoice.as_dict): a
+    # resumed run keeps it
+    precision: dict[str, Any] | None = None
 
     def capture(self, step: int, epoch_rng_state: torch.Tensor,
                 train_seconds: float) -> dict[str, Any]:
@@ -235,6 +238,8 @@ class TrainingState:
             "torch_rng_state": torch.get_rng_state(),
             "epoch_rng_state": epoch_rng_state,
         }
+        if self.precision is not None:
+            state["precision"] = self.precision
         if torch.cuda.is_available():
             state["cuda_rng_states"] = torch.cuda.get_rng_state_all()
         if self.ctx.is_distributed:

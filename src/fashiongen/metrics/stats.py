@@ -123,13 +123,40 @@ def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.float() @ y.float().T).double().div_(x.shape[1]).add_(1).pow_(3)
 
 
+def kid_subsets(num_rows: int, num_subsets: int, subset_size: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Row indices (num_subsets, subset_size) of KID's subsets, each drawn without
+    replacement; `subset_size` capped at `num_rows`."""
+    size = min(subset_size, num_rows)
+    return torch.stack([torch.randperm(num_rows, generator=generator)[:size]
+                        for _ in range(num_subsets)])
+
+
+def within_kernel_sums(features: ArrayLike, subsets: torch.Tensor) -> torch.Tensor:
+    """For each subset, the sum of k(x_i, x_j) over its pairs i != j: float64 (num_subsets,).
+
+    The real-real half of KID depends only on the real features and their subsets, so
+    `evaluate` caches it with the reference statistics.
+    """
+    x_all = torch.as_tensor(_as_float64(features))
+    sums = torch.empty(len(subsets), dtype=torch.float64)
+    for i, rows in enumerate(subsets):
+        x = x_all[rows]
+        k_xx = _polynomial_kernel(x, x)
+        sums[i] = k_xx.sum() - k_xx.diagonal().sum()
+    return sums
+
+
 def kid(feats_a: ArrayLike, feats_b: ArrayLike, num_subsets: int = 100,
-        subset_size: int = 1000, *, generator: torch.Generator | None = None
+        subset_size: int = 1000, *, generator: torch.Generator | None = None,
+        subsets_b: torch.Tensor | None = None, within_b: torch.Tensor | None = None
         ) -> tuple[float, float]:
     """Kernel inception distance: unbiased MMD^2, cubic kernel, over random subsets.
 
     Bińkowski et al. (arXiv 1801.01401), eq. 4 with k(x, y) = (x.y / d + 1)^3. Each subset
-    draws `subset_size` rows (capped at the smaller set) from each set without replacement.
+    draws `subset_size` rows (capped at the smaller set) from each set without replacement:
+    first all of b's subsets (`kid_subsets`), then a's, from `generator`; or b's are given as
+    `subsets_b`, with their `within_kernel_sums` as `within_b` if known.
 
     Returns:
         (mean, std) of the per-subset estimates (std with ddof 0, as torchmetrics).
@@ -143,12 +170,17 @@ def kid(feats_a: ArrayLike, feats_b: ArrayLike, num_subsets: int = 100,
         raise ValueError("KID needs at least two samples in each set")
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
+    if subsets_b is None:
+        subsets_b = kid_subsets(len(b), num_subsets, m, generator)
+    if subsets_b.shape != (num_subsets, m):
+        raise ValueError(f"subsets_b must be ({num_subsets}, {m}), got {tuple(subsets_b.shape)}")
+    if within_b is None:
+        within_b = within_kernel_sums(b, subsets_b)
+    subsets_a = kid_subsets(len(a), num_subsets, m, generator)
     estimates = torch.empty(num_subsets, dtype=torch.float64)
     for i in range(num_subsets):
-        x = a[torch.randperm(len(a), generator=generator)[:m]]
-        y = b[torch.randperm(len(b), generator=generator)[:m]]
-        k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), \
-            _polynomial_kernel(x, y)
-        within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum())
+        x, y = a[subsets_a[i]], b[subsets_b[i]]
+        k_xx, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(x, y)
+        within = k_xx.sum() - k_xx.diagonal().sum() + within_b[i]
         estimates[i] = within / (m * (m - 1)) - 2 * k_xy.mean()
     return float(estimates.mean()), float(estimates.std(correction=0))

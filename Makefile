@@ -68,7 +68,7 @@ install-bench: install
 # Measurements, not tests (benchmarks/README.md): throughput of every family and peer beside
 # the machine's fp32 roof, sampling speed per sampler and backend; minutes.
 bench: install-bench dataset
-	$(PY) benchmarks/throughput.py --out benchmarks/results
+	$(PY) benchmarks/throughput.py --out docs/results
 
 # Every family and peer trained for the same CPU budget, then scored (about 90 minutes).
 bench-quality: install-bench dataset

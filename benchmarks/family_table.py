@@ -15,14 +15,13 @@ import argparse
 import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from fashiongen.checkpoint import load_model
 from fashiongen.data import load_dataset
-from fashiongen.generate import generate
+from fashiongen.evaluation import draw_and_score
 from fashiongen.metrics import evaluate
 
 COLUMNS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
@@ -30,20 +29,10 @@ COLUMNS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "cla
            "per_class_coverage", "intra_class_spread"]
 
 
-def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:
-    if not num_classes:
-        return None
-    return torch.arange(num_samples) % num_classes
-
-
 def score(model, sampling, num_samples: int, seed: int) -> dict:
-    labels = balanced_labels(num_samples, model.num_classes)
-    started = time.perf_counter()
-    images = generate(model, num_samples, labels=labels, seed=seed, sampling=sampling)
-    seconds = time.perf_counter() - started
-    result = evaluate(images, labels=labels, seed=seed)
+    result, drawn = draw_and_score(model, num_samples, sampling=sampling, seed=seed)
     row = {k: result[k] for k in COLUMNS}
-    row["seconds_per_1000"] = 1000 * seconds / num_samples
+    row["seconds_per_1000"] = 1000 * drawn.seconds / num_samples
     row["num_samples"] = num_samples
     return row
 

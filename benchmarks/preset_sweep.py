@@ -9,7 +9,7 @@
 Trains the sweep's preset with each variant for the same epochs (or the same
 budget of CPU time on one thread, `train.clock = "cpu"`) and seed, then scores 2000 balanced
 samples with the feature-network metrics (no memorisation check). Writes the table to
-RESULTS/sweep_NAME.{json,md} (default benchmarks/results) and prints the best conditional
+RESULTS/sweep_NAME.{json,md} (default docs/results) and prints the best conditional
 variant's overrides last. Variants already trained in OUT are scored again, not retrained.
 """
 
@@ -23,8 +23,7 @@ import torch
 
 from fashiongen.checkpoint import load_model
 from fashiongen.cli import main as cli
-from fashiongen.generate import generate
-from fashiongen.metrics import evaluate
+from fashiongen.evaluation import draw_and_score
 
 CLASSIC = ["model.loss=non_saturating", "model.r1_gamma=0", "model.r2_gamma=0",
            "model.use_spectral_norm=true", "model.use_minibatch_std=true",
@@ -101,9 +100,7 @@ METRICS = ("fid", "precision", "recall", "coverage", "modes_missing", "condition
 def score(run: Path, num_samples: int, *, use_ema: bool = True) -> dict:
     """The sweep's metrics of `num_samples` class-balanced samples from a trained run."""
     model, _ = load_model(run, use_ema=use_ema)
-    labels = torch.arange(num_samples) % model.num_classes if model.num_classes else None
-    r = evaluate(generate(model, num_samples, labels=labels, seed=0), labels=labels,
-                 use_memorisation=False)
+    r, _ = draw_and_score(model, num_samples, seed=0, use_memorisation=False)
     return {k: r.get(k) for k in METRICS}
 
 
@@ -155,7 +152,7 @@ def main() -> None:
                         help="train each variant for this much CPU time on one thread instead")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--results", type=Path, default=Path("docs/results"))
     parser.add_argument("--variants", default=None,
                         help="comma-separated variant numbers to train and score (default all; "
                              "the table is written only for all)")

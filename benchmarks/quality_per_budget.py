@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from family_table import balanced_labels  # benchmarks/ is on sys.path: scripts run from it
-from family_table import real_floor as score_real
+from family_table import real_floor as score_real  # benchmarks/ is on sys.path
 
 OURS = {"gan": "gan", "dcgan": "dcgan", "vae": "vae", "ddpm": "ddpm", "hybrid": "hybrid",
         "ddpm-long": "ddpm", "dcgan-uncond": "dcgan"}
@@ -46,13 +45,14 @@ METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "cla
 
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
     from fashiongen.checkpoint import load_model
-    from fashiongen.report import family_configs
     from fashiongen.training import train
+    from fashiongen.training.budget import family_configs
 
     family = OURS[job]
     run = runs / job
-    overrides = ['train.clock="cpu"', "train.num_threads=1", "train.use_tensorboard=false",
-                 f"out_dir={json.dumps(str(run))}", *JOB_OVERRIDES.get(job, [])]
+    overrides = [("train.clock", "cpu"), ("train.num_threads", 1),
+                 ("train.use_tensorboard", False), ("out_dir", str(run)),
+                 *JOB_OVERRIDES.get(job, [])]
     cfg = family_configs(minutes, runs, families=[family], seed=seed,
                          overrides=overrides)[family]
     if not (run / "summary.json").is_file():
@@ -62,11 +62,10 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
     parameters = sum(p.numel() for p in model.parameters())
 
     def draw(num_samples: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from fashiongen.generate import generate
+        from fashiongen.evaluation import draw_balanced
 
-        labels = balanced_labels(num_samples, model.num_classes)
-        return generate(model, num_samples, labels=labels, seed=seed,
-                        sampling=checkpoint.config.sample), labels
+        drawn = draw_balanced(model, num_samples, sampling=checkpoint.config.sample, seed=seed)
+        return drawn.images, drawn.labels
 
     sampling = checkpoint.config.sample
     how = f"{sampling.sampler} {sampling.num_steps} steps" if model.sampling_fields else \

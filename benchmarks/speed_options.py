@@ -1,6 +1,6 @@
 """Does a speed option pay on this CPU? Training images/s of the conv families with and without.
 
-    python benchmarks/speed_options.py --out benchmarks/results      (quiet machine, ~5 min)
+    python benchmarks/speed_options.py --out docs/results      (quiet machine, ~5 min)
 
 Options, each against the plain configuration in the same process and run: `channels_last`
 memory format; Adam with `fused=True` instead of the `foreach=True` the families use;
@@ -70,7 +70,7 @@ def measure(preset: str, option: str, seconds: float, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
     args = parser.parse_args()
     threads = torch.get_num_threads()

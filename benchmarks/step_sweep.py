@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--hybrid", type=Path, default=None,
                         help="a hybrid checkpoint (fashiongen combine) instead of the zoo's")
     args = parser.parse_args()
+    from fashiongen.evaluation import draw_and_score
     from fashiongen.generate import generate
-    from fashiongen.metrics import evaluate
 
     path = args.out / "step_sweep.json"
     result = json.loads(path.read_text()) if path.is_file() else {
@@ -95,10 +95,8 @@ def main() -> None:
             entry["seconds_per_1000"] = round(1000 * (time.perf_counter() - started)
                                               / TIME_BATCH, 2)
         elif "fid" not in entry:
-            labels = torch.arange(args.num_samples) % model.num_classes
-            images = generate(model, args.num_samples, labels=labels, seed=args.seed,
-                              sampling=sampling)
-            scores = evaluate(images, labels=labels, seed=args.seed)
+            scores, _ = draw_and_score(model, args.num_samples, sampling=sampling,
+                                       seed=args.seed)
             entry.update({k: scores[k] for k in METRICS})
         else:
             continue

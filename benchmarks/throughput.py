@@ -1,7 +1,7 @@
 """Training and sampling throughput of every family and every peer, in fp32 and bf16, beside
 this machine's roofs.
 
-    python benchmarks/throughput.py --out benchmarks/results      (make bench; ~15 minutes)
+    python benchmarks/throughput.py --out docs/results      (make bench; ~15 minutes)
     python benchmarks/throughput.py --tiny --out /tmp/bench       (a check that it runs: ~1 min)
 
 One run measures, in this order:
@@ -402,7 +402,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="a quick check that the script runs: the families only, short "
                              "windows, one sampler setting; README untouched")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--row", help=argparse.SUPPRESS)  # one training row, in a subprocess
     args = parser.parse_args()
     if args.tiny:

@@ -29,15 +29,10 @@ from fashiongen.config import (
     read_toml,
 )
 from fashiongen.errors import ConfigError
-from fashiongen.generate import (
-    class_names_of,
-    generate_labelled,
-    interpolate,
-    parse_classes,
-    save_samples,
-)
+from fashiongen.generate import generate_labelled, interpolate
 from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import Family
+from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
 from fashiongen.training import TrainResult
 
 __all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "train",
@@ -135,9 +130,8 @@ class Model:
         requested = [classes] if isinstance(classes, str | int) else list(classes or [])
         ids = (parse_classes([str(c) for c in requested], self.class_names) if requested
                else list(range(self.num_classes)))
-        if per_class:
-            return torch.tensor(ids).repeat_interleave(max(1, num_samples // len(ids))), len(ids)
-        return torch.tensor(ids).repeat(num_samples // len(ids) + 1)[:num_samples], None
+        labels = class_labels(ids, num_samples, one_row_per_class=per_class)
+        return labels, len(ids) if per_class else None
 
     def sample(self, num_samples: int = 16, *, classes: ClassSpec | None = None,
                per_class: bool = False, seed: int = 0, steps: int | None = None,
@@ -232,20 +226,21 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
         dataset: the real dataset (default: the model's, else fashion-mnist).
         ref, seed, use_memorisation: as `fashiongen eval`.
     """
-    from fashiongen.metrics import evaluate as score
-    from fashiongen.report import (
+    from fashiongen.evaluation import (
         DEFAULT_NUM_SAMPLES,
+        draw_balanced,
         evaluate_source,
         resolve_featnet,
-        sample_checkpoint,
     )
+    from fashiongen.metrics import evaluate as score
 
     if isinstance(source, str | Path):
         return evaluate_source(source, num_samples=num_samples, ref=ref, seed=seed,
                                dataset=dataset, use_memorisation=use_memorisation)
     if isinstance(source, Model):
-        images, labels, _ = sample_checkpoint(source.network, source.checkpoint,
-                                              num_samples or DEFAULT_NUM_SAMPLES, seed=seed)
+        drawn = draw_balanced(source.network, num_samples or DEFAULT_NUM_SAMPLES,
+                              sampling=source.checkpoint.config.sample, seed=seed)
+        images, labels = drawn.images, drawn.labels
         dataset = dataset or source.checkpoint.config.data.name
     elif isinstance(source, Samples):
         images, labels = source.images, source.labels

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from fashiongen import __version__, limits
-from fashiongen.config import MAX_SEED, PRESETS_DIR, preset_path
+from fashiongen.config import MAX_SEED, PRESETS_DIR, Override, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 
 EXIT_USER_ERROR = 2
@@ -293,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The flags `train` turns into config overrides: (flag, config key).
+TRAIN_FLAGS = (("model", "model.name"), ("epochs", "train.epochs"),
+               ("max_steps", "train.max_steps"), ("budget_minutes", "train.max_minutes"),
+               ("seed", "seed"), ("out", "out_dir"), ("data", "data.name"),
+               ("data_dir", "data.data_dir"))
+# `train --model all`: the model, budget, seed and run folder are set per family.
+TRAIN_ALL_FLAGS = tuple((flag, key) for flag, key in TRAIN_FLAGS
+                        if flag in ("epochs", "max_steps", "data", "data_dir"))
+
+
+def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]
+                    ) -> list[Override]:
+    """The flags given, as (config key, value) pairs: data, never quoted into `--set` text
+    (only the user's own `--set` texts are parsed, by the config)."""
+    return [(key, getattr(args, flag)) for flag, key in flags
+            if getattr(args, flag) not in (None, "")]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
     from fashiongen.training import resolve_run_name, train
@@ -300,20 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "all":
         return cmd_train_all(args)
-    overrides = []
-    if args.model:
-        overrides.append(f'model.name="{args.model}"')
-    for flag, key in (("epochs", "train.epochs"), ("max_steps", "train.max_steps"),
-                      ("budget_minutes", "train.max_minutes"),
-                      ("seed", "seed")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    if args.out:
-        overrides.append(f"out_dir={json.dumps(args.out)}")
-    if args.data:
-        overrides.append(f"data.name={json.dumps(args.data)}")
-    if args.data_dir:
-        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    overrides = _flag_overrides(args, TRAIN_FLAGS)
     config_file = args.config
     if config_file is None and not args.resume:
         family = args.model or "dcgan"
@@ -369,11 +374,10 @@ def _is_users_run(source: Path) -> bool:
 def cmd_sample(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
-
     from fashiongen.checkpoint import load_model
     from fashiongen.device import select_device
-    from fashiongen.generate import class_names_of, parse_classes, sample_to
+    from fashiongen.generate import sample_to
+    from fashiongen.samples import class_labels, class_names_of, parse_classes
 
     source = _model_source(args)
     model, checkpoint = load_model(source, use_ema=not args.no_ema,
@@ -393,15 +397,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if (args.classes or args.per_class) and not model.num_classes:
         raise ConfigError(f"{args.model or args.source} is unconditional: --class and "
                           "--per-class need a model trained with model.num_classes > 0")
-    if args.per_class:
+    if args.classes or args.per_class:
         ids = parse_classes(args.classes, class_names) if args.classes else \
-            list(range(model.num_classes))
-        per_row = max(1, args.num_samples // len(ids))
-        labels = torch.tensor(ids).repeat_interleave(per_row)
-        num_rows = len(ids)
-    elif args.classes:
-        ids = parse_classes(args.classes, class_names)
-        labels = torch.tensor(ids).repeat(args.num_samples // len(ids) + 1)[:args.num_samples]
+            range(model.num_classes)
+        labels = class_labels(ids, args.num_samples, one_row_per_class=args.per_class)
+        num_rows = len(ids) if args.per_class else None
     num_samples = len(labels) if labels is not None else args.num_samples
     out = sample_to(args.out, model, num_samples, labels=labels, seed=args.seed,
                     sampling=sampling, class_names=class_names, num_rows=num_rows,
@@ -486,7 +486,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fashiongen.checkpoint import load_model
     from fashiongen.export import export_generation_graph, export_onnx
     from fashiongen.files import staged_folder
-    from fashiongen.generate import class_names_of
+    from fashiongen.samples import class_names_of
 
     model, checkpoint = load_model(_model_source(args), device="cpu")
     names = class_names_of(checkpoint) if model.num_classes else []
@@ -550,16 +550,14 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     import time
 
     from fashiongen.config import to_toml
-    from fashiongen.report import family_configs, train_all
+    from fashiongen.training.budget import family_configs, train_all
 
     if args.budget_minutes is None:
         raise ConfigError("--model all needs --budget-minutes M (training minutes per family)")
     if args.config or args.resume or args.overwrite:
         raise ConfigError("--model all takes each family's quick preset and resumes by itself: "
                           "drop --config / --resume / --overwrite")
-    overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in (
-        ("epochs", "train.epochs"), ("max_steps", "train.max_steps"), ("data", "data.name"),
-        ("data_dir", "data.data_dir")) if getattr(args, flag) is not None] + args.overrides
+    overrides = _flag_overrides(args, TRAIN_ALL_FLAGS) + args.overrides
     out = args.out or os.path.join("runs", f"all-{time.strftime('%Y%m%d-%H%M%S')}")
     seed = args.seed or 0
     if args.dry_run:
@@ -579,8 +577,8 @@ def _print_report_paths(report: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from fashiongen.evaluation import evaluate_source, format_evaluation
     from fashiongen.precision import sampling_override
-    from fashiongen.report import evaluate_source, format_evaluation
 
     _check_json_free(args)
     with sampling_override(args.precision):
@@ -601,7 +599,7 @@ def _check_json_free(args: argparse.Namespace) -> None:
 
 
 def _write_json_result(args: argparse.Namespace, result: dict) -> None:
-    from fashiongen.report import write_json
+    from fashiongen.evaluation import write_json
 
     if args.json:
         print(f"wrote {write_json(args.json, result, overwrite=args.overwrite)}")

@@ -366,11 +366,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `--set` overrides to a nested dict (copied, not changed in place)."""
+Override = str | tuple[str, Any]  # `--set` text, or a (dotted key, value) pair built as data
+
+
+def merge_overrides(data: dict[str, Any], overrides: typing.Sequence[Override]
+                    ) -> dict[str, Any]:
+    """Apply overrides to a nested dict (copied, not changed in place): `--set` text
+    (`train.lr=2e-4`, read by `parse_override`) or pairs such as `("train.lr", 2e-4)`."""
     merged = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
+    for override in overrides:
+        if isinstance(override, str):
+            path, value = parse_override(override)
+        else:
+            path, value = override[0].split("."), override[1]
         table = merged
         for depth, part in enumerate(path[:-1]):
             table = table.setdefault(part, {})

@@ -1,22 +1,19 @@
-"""Sampling from a trained model and writing the results: grid PNG, PNG folder or npz.
+"""Sampling from a trained model: batches, whole sets, interpolations, and `sample_to` a file.
 
-Each output appears whole or not at all, and an existing one is replaced only when asked
-(`fashiongen.files`); a folder of PNGs is written batch by batch, so its size is bounded by
-disk, not memory (`fashiongen.limits`).
+`iter_generate` draws reproducibly from one seed batch by batch; `sample_to` writes the
+images in the form `fashiongen.samples` defines (grid PNG, npz or PNG folder), a folder
+batch by batch, so its size is bounded by disk, not memory (`fashiongen.limits`). Each
+output appears whole or not at all, and an existing one is replaced only when asked.
 
-Used by the CLI, the web page and the notebook. Class names may be given by name
-("sneaker", case- and punctuation-insensitive) or by id.
+Used by the CLI, the web page, the notebook and `fashiongen.evaluation`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,21 +21,12 @@ from fashiongen import limits
 from fashiongen.checkpoint import Checkpoint, own_sampling
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
-from fashiongen.files import atomic_path, check_free, staged_folder
-from fashiongen.images import save_grid, to_pil, to_uint8
+from fashiongen.files import check_free
+from fashiongen.images import to_uint8
 from fashiongen.models.base import Callback, Family, eval_mode
+from fashiongen.samples import class_names_of, output_form, save_samples, write_png_folder
 
 MAX_BATCH = 256
-
-
-def class_names_of(checkpoint: Checkpoint) -> list[str]:
-    """The class names recorded at training time (ids as strings if none were)."""
-    names = json.loads(checkpoint.metadata.get("extra", "{}")).get("class_names")
-    return list(names or [str(i) for i in range(checkpoint.config.model.num_classes)])
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def check_same_classes(a: Checkpoint, b: Checkpoint) -> None:
@@ -62,26 +50,6 @@ def check_can_sample(model: Family, sampling: SampleConfig, *, what: str) -> Non
             model.sample(1, generator=torch.Generator().manual_seed(0), sampling=sampling)
     except (ConfigError, ValueError, RuntimeError) as e:
         raise ConfigError(f"{what} would not sample with its own settings: {e}") from None
-
-
-def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
-    """['sneaker', '9'] -> [7, 9]; unknown names raise ConfigError listing the choices."""
-    lookup = {_normalise(n): i for i, n in enumerate(class_names)}
-    # Common short forms of Fashion-MNIST's names.
-    for alias, full in (("tshirt", "tshirttop"), ("top", "tshirttop"), ("boot", "ankleboot")):
-        if full in lookup:
-            lookup.setdefault(alias, lookup[full])
-    ids = []
-    for item in requested:
-        for part in item.split(","):
-            key = _normalise(part)
-            if key.isdigit() and int(key) < len(class_names):
-                ids.append(int(key))
-            elif key in lookup:
-                ids.append(lookup[key])
-            else:
-                raise ConfigError(f"unknown class {part!r}; choose from: {', '.join(class_names)}")
-    return ids
 
 
 @torch.no_grad()
@@ -179,22 +147,6 @@ def interpolate(model: Family, *, seed_a: int, seed_b: int, num_frames: int = 8,
     return to_uint8(x0.clamp(-1, 1))
 
 
-SampleForm = Literal["grid", "npz", "folder"]
-
-
-def output_form(out: str | Path) -> SampleForm:
-    """How `out` is written: `x.png` a grid, `x.npz` arrays, `dir/` (or no suffix) PNGs."""
-    path = Path(out)
-    if path.suffix.lower() == ".png":
-        return "grid"
-    if path.suffix.lower() == ".npz":
-        return "npz"
-    if str(out).endswith(("/", "\\")) or path.is_dir() or not path.suffix:
-        return "folder"
-    raise ConfigError(f"cannot tell how to write {path}: use a .png grid, a .npz file, or a "
-                      "folder/")
-
-
 def sample_to(out: str | Path, model: Family, num_samples: int, *,
               labels: torch.Tensor | None = None, seed: int = 0,
               sampling: SampleConfig | None = None, class_names: list[str] | None = None,
@@ -225,46 +177,3 @@ def sample_to(out: str | Path, model: Family, num_samples: int, *,
     return save_samples(out, torch.cat(images),
                         None if drawn[0] is None else torch.cat(drawn),
                         class_names=class_names, num_rows=num_rows, overwrite=overwrite)
-
-
-def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None = None,
-                 *, class_names: list[str] | None = None, num_rows: int | None = None,
-                 overwrite: bool = False) -> Path:
-    """Write uint8 images by the target's form: `x.png` a grid, `x.npz` arrays, `dir/` PNGs;
-    each appears whole or not at all, and an existing `out` is refused unless `overwrite`."""
-    form = output_form(out)
-    out = Path(out)
-    if form == "grid":
-        return save_grid(out, images, num_rows=num_rows, overwrite=overwrite)
-    if form == "npz":
-        with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
-            arrays = {"images": images.numpy()}
-            if labels is not None:
-                arrays["labels"] = labels.cpu().numpy().astype(np.int64)
-            if class_names:
-                arrays["class_names"] = np.array(class_names)
-            np.savez_compressed(f, **arrays)
-        return out
-    return write_png_folder(out, [(images, labels)], num_images=len(images),
-                            class_names=class_names, overwrite=overwrite)
-
-
-def write_png_folder(out: str | Path,
-                     batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
-                     num_images: int, class_names: list[str] | None = None,
-                     overwrite: bool = False) -> Path:
-    """Write `num_images` uint8 images, in batches, as `00000_<class>.png` ... into a folder
-    that appears whole once every image is written (`fashiongen.files.staged_folder`)."""
-    out = Path(out)
-    width = max(5, len(str(num_images - 1)))  # names sort in drawing order
-    with staged_folder(out, overwrite=overwrite) as tmp:
-        index = 0
-        for images, labels in batches:
-            for i, image in enumerate(images):
-                label = "" if labels is None else f"_{_normalise(class_names[int(labels[i])])}" \
-                    if class_names else f"_{int(labels[i])}"
-                # Plain writes: the whole folder is renamed into place once complete.
-                to_pil(image.permute(1, 2, 0).numpy()).save(tmp / f"{index:0{width}d}{label}.png",
-                                                             format="PNG")
-                index += 1
-    return out

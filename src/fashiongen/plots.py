@@ -1,4 +1,4 @@
-"""Figures: loss curves, sample grids over training, and the progress animation.
+"""Figures: loss curves, sample grids over training, the progress animation, quality vs cost.
 
 Functions return matplotlib Figures (never `plt.show()`); `save_figure` writes them
 atomically. The Agg backend is used, so nothing needs a display.
@@ -7,7 +7,9 @@ atomically. The Agg backend is used, so nothing needs a display.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -87,3 +89,27 @@ def progress_animation(frames: list[Path], out: str | Path, ms_per_frame: int = 
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                        duration=durations, loop=0)
     return out
+
+
+def quality_vs_cost(rows: Sequence[dict[str, Any]]) -> Figure:
+    """FID against training seconds and against sampling seconds per 1000 images, one point
+    per comparison-report row (`name`, `fid`, `train_seconds`, `seconds_per_1000_samples`)."""
+    fig = Figure(figsize=(9.5, 3.8), dpi=110)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label in zip(axes, ("train_seconds", "seconds_per_1000_samples"),
+                              ("training time (s)", "sampling time per 1000 images (s)"),
+                              strict=True):
+        points = [(r[key], r["fid"], r["name"]) for r in rows
+                  if r.get(key) and r.get("fid") is not None]
+        for x, y, name in points:
+            ax.scatter([x], [y], s=36)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        xs = [x for x, _, _ in points]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("FID (lower is better)")
+    fig.suptitle("quality versus cost", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,192 +1,53 @@
-"""Generated images as data: reading sample sets, labelled synthetic datasets, and CAS.
+"""Generated images as data: labelled synthetic datasets, and their Classification Accuracy Score.
 
-`read_samples` reads what `fashiongen sample` writes (an `.npz` of uint8 images with optional
-labels, or a folder of PNGs) so that `fashiongen eval` can score it. `write_synthetic_dataset`
-turns a trained model into a labelled dataset on disk, in one of three formats that the data
-layer loads back: `idx` (the four standard Fashion-MNIST file names, for `--data-dir DIR`),
-`npz` (`train.npz`, `test.npz`) or `png` (`train/` and `test/` of class folders, for
-`--data folder:DIR`). Conditional models are asked for balanced classes; unconditional ones
-are labelled by the feature network's argmax. `classification_accuracy_score` is the
-Classification Accuracy Score of Ravuri & Vinyals (arXiv 1905.10887): the real test accuracy
-of a classifier trained only on the synthetic set, beside the same classifier (the metrics'
-FeatNet architecture, `fit_featnet`, same epochs and seed) trained on an equal number of real
-training images.
+`write_synthetic_dataset` turns a trained model into a labelled dataset on disk, in one of
+three formats that the data layer loads back: `idx` (the four standard Fashion-MNIST file
+names, for `--data-dir DIR`), `npz` (`train.npz`, `test.npz`, the sample-file format of
+`fashiongen.samples`) or `png` (`train/` and `test/` of class folders, for `--data
+folder:DIR`); `fashiongen.samples.load_synthetic` reads any of them back. Conditional models
+are asked for balanced classes; unconditional ones are labelled by the feature network's
+argmax. `classification_accuracy_score` is the Classification Accuracy Score of Ravuri &
+Vinyals (arXiv 1905.10887): the real test accuracy of a classifier trained only on the
+synthetic set, beside the same classifier (the metrics' FeatNet architecture, `fit_featnet`,
+same epochs and seed) trained on an equal number of real training images.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image
 
+from fashiongen import limits
+from fashiongen.checkpoint import load_model
+from fashiongen.data import load_dataset
+from fashiongen.data.sources import write_idx_split
+from fashiongen.device import select_device
 from fashiongen.errors import ConfigError, DataError
+from fashiongen.evaluation import draw_balanced, resolve_featnet
+from fashiongen.files import check_free, staged_folder
+from fashiongen.images import to_pil
+from fashiongen.metrics import featnet_training
+from fashiongen.samples import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    class_names_of,
+    class_slug,
+    load_synthetic,
+    read_manifest,
+    save_samples,
+)
 
 SynthFormat = Literal["idx", "npz", "png"]
 SYNTH_FORMATS: tuple[str, ...] = ("idx", "npz", "png")
-MANIFEST = "synth.json"
-MANIFEST_FORMAT = "fashiongen-synth/1"
 TEST_DIVISOR = 6  # the test split holds N // 6 more samples: Fashion-MNIST's 10k to 60k
 DEFAULT_CAS_EPOCHS = 5
-GREY_MODES = frozenset({"1", "L", "I", "I;16", "F"})
-
-
-# ---------------------------------------------------------------- sample sets on disk
-
-
-@dataclass
-class SampleSet:
-    """Images read from disk, with the labels they were generated for, if recorded.
-
-    Attributes:
-        images: uint8 (N, C, H, W) in [0, 255].
-        labels: int64 (N,) class ids, or None.
-        class_names: names of the class ids, if recorded.
-        source: the path read.
-        notes: what a reader should know (e.g. why labels are missing).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    class_names: list[str] | None
-    source: str
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def normalise_name(name: str) -> str:
-    """Lower case letters and digits only: `T-shirt/top` -> `tshirttop`."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def class_slug(label: int, class_names: list[str]) -> str:
-    """A sortable class-folder name: `0_t-shirt-top` ... `9_ankle-boot` (ids zero-padded)."""
-    width = len(str(max(0, len(class_names) - 1)))
-    slug = re.sub(r"[^a-z0-9]+", "-", class_names[label].lower()).strip("-")
-    return f"{label:0{width}d}_{slug}" if slug else f"{label:0{width}d}"
-
-
-def _label_of(text: str, class_names: list[str] | None) -> int | None:
-    """A class id from a file or folder name part: `3`, `3_dress`, `dress`; else None."""
-    head = text.split("_", 1)[0]
-    if head.isdigit():
-        return int(head)
-    if class_names:
-        lookup = {normalise_name(n): i for i, n in enumerate(class_names)}
-        return lookup.get(normalise_name(text))
-    return None
-
-
-def read_samples(path: str | Path, *, class_names: list[str] | None = None) -> SampleSet:
-    """Read a sample set: an `.npz` file, a synthetic dataset folder, or a folder of PNGs.
-
-    Args:
-        path: an `.npz` holding uint8 `images` (N, C, H, W) and optionally int `labels` (N,)
-            and `class_names`; a folder written by `write_synthetic_dataset` (its train
-            split is read); or a folder of PNGs, flat (`00012_sneaker.png`, as `fashiongen
-            sample --out dir/` writes them) or in class sub-folders (`7_sneaker/x.png`).
-        class_names: to turn class names in PNG file or folder names into ids.
-
-    Raises:
-        DataError: the path is missing, unreadable, or holds no images in a known form.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"no such sample file or folder: {path}")
-    if path.is_file():
-        if path.suffix.lower() != ".npz":
-            raise DataError(f"cannot read samples from {path}: expected an .npz file or a "
-                            "folder of PNG images")
-        return _read_npz(path)
-    if (path / MANIFEST).is_file():
-        return load_synthetic(path, "train")
-    return _read_png_folder(path, class_names)
-
-
-def _read_npz(path: Path) -> SampleSet:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .npz file ({e})") from None
-    if "images" not in arrays:
-        raise DataError(f"{path} holds no 'images' array (found: {', '.join(arrays) or 'none'})")
-    images = arrays["images"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3, 4):
-        raise DataError(f"{path}: 'images' must be uint8 (N, C, H, W) with C in 1, 3, 4; got "
-                        f"{images.dtype} {images.shape}")
-    labels = None
-    if "labels" in arrays:
-        raw = arrays["labels"]
-        if raw.shape != (len(images),) or not np.issubdtype(raw.dtype, np.integer):
-            raise DataError(f"{path}: 'labels' must be {len(images)} integers, got {raw.dtype} "
-                            f"{raw.shape}")
-        labels = torch.from_numpy(raw.astype(np.int64))
-    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
-    return SampleSet(torch.from_numpy(np.ascontiguousarray(images)), labels, names, str(path))
-
-
-def _png_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
-
-
-def _read_png_folder(folder: Path, class_names: list[str] | None) -> SampleSet:
-    files = _png_files(folder)
-    labels: list[int | None]
-    notes = []
-    if files:  # flat: labels from the file-name suffix, `00012_sneaker.png`
-        labels = [_label_of(f.stem.split("_", 1)[1], class_names) if "_" in f.stem else None
-                  for f in files]
-    else:  # class sub-folders
-        subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        files, labels = [], []
-        for sub in subdirs:
-            found = _png_files(sub)
-            files += found
-            labels += [_label_of(sub.name, class_names)] * len(found)
-    if not files:
-        raise DataError(f"no PNG images in {folder} or its sub-folders (nor a checkpoint)")
-    pictures = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image.load()
-                grey = image.mode in GREY_MODES
-                pictures.append(np.asarray(image.convert("L" if grey else "RGB")))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"{file} is not a readable image ({e})") from None
-    shapes = {p.shape for p in pictures}
-    if len(shapes) > 1:
-        raise DataError(f"the PNGs in {folder} differ in size or colour ({len(shapes)} shapes, "
-                        f"e.g. {sorted(shapes)[:2]}); evaluate images of one shape")
-    stacked = np.stack(pictures)
-    images = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-    label_tensor = None
-    if all(label is not None for label in labels):
-        label_tensor = torch.tensor(labels, dtype=torch.int64)
-    elif any(label is not None for label in labels):
-        notes.append("some file names carry no class: labels ignored")
-    return SampleSet(torch.from_numpy(np.ascontiguousarray(images)), label_tensor, class_names,
-                     str(folder), notes)
 
 
 # ---------------------------------------------------------------- synthetic datasets
-
-
-def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor | None:
-    """0, 1, ..., K-1, 0, 1, ...: every class within one sample of N / K; None if K == 0."""
-    if not num_classes:
-        return None
-    return torch.arange(num_samples) % num_classes
 
 
 def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_samples: int,
@@ -223,12 +84,6 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
             model without a feature network.
         OutputExistsError: a non-empty `out_dir`, without `overwrite`.
     """
-    from fashiongen import limits
-    from fashiongen.checkpoint import load_model
-    from fashiongen.device import select_device
-    from fashiongen.files import check_free, staged_folder
-    from fashiongen.generate import class_names_of, generate
-
     if fmt not in SYNTH_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(SYNTH_FORMATS)}")
     if num_samples < 1:
@@ -244,9 +99,7 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     if num_classes:
         class_names = class_names_of(ckpt)
     else:
-        from fashiongen.nets.featnet import load_featnet
-
-        featnet = featnet if featnet is not None else load_featnet(ckpt.config.data.name)
+        featnet = resolve_featnet(featnet, ckpt.config.data.name)
         class_names = list(featnet.class_names)
         notes.append(f"unconditional model: labels are the feature net's predictions (argmax; "
                      f"{featnet.name}, test accuracy {featnet.test_accuracy})")
@@ -254,9 +107,9 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     total = num_samples + num_test
     limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
     log(f"sampling {total} images from {ckpt.path} ({ckpt.config.model.name}, step {ckpt.step})")
-    requested = balanced_labels(total, num_classes)
-    images = generate(model, total, labels=requested, seed=seed, sampling=ckpt.config.sample,
-                      progress=progress)
+    drawn = draw_balanced(model, total, sampling=ckpt.config.sample, seed=seed,
+                          progress=progress)
+    images, requested = drawn.images, drawn.labels
     labels = requested if requested is not None else featnet.logits(images).argmax(1)
     splits = {"train": (images[:num_samples], labels[:num_samples]),
               "test": (images[num_samples:], labels[num_samples:])}
@@ -285,8 +138,6 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
 
 
 def _write_idx(folder: Path, splits: dict, class_names: list[str]) -> list[str]:
-    from fashiongen.data.sources import write_idx_split
-
     written = []
     for split, (images, labels) in splits.items():
         paths = write_idx_split(folder, split, images[:, 0].numpy(), labels.numpy())
@@ -295,16 +146,12 @@ def _write_idx(folder: Path, splits: dict, class_names: list[str]) -> list[str]:
 
 
 def _write_npz(folder: Path, splits: dict, class_names: list[str]) -> list[str]:
-    from fashiongen.generate import save_samples
-
     for split, (images, labels) in splits.items():
         save_samples(folder / f"{split}.npz", images, labels, class_names=class_names)
     return [f"{split}.npz" for split in splits]
 
 
 def _write_png(folder: Path, splits: dict, class_names: list[str]) -> list[str]:
-    from fashiongen.images import to_pil
-
     for split, (images, labels) in splits.items():
         # Every class gets a folder, even an empty one, so folder order gives the class ids.
         for label in range(len(class_names)):
@@ -317,53 +164,6 @@ def _write_png(folder: Path, splits: dict, class_names: list[str]) -> list[str]:
 
 
 _WRITERS = {"idx": _write_idx, "npz": _write_npz, "png": _write_png}
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """`synth.json` of a synthetic dataset folder, or None if absent."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise DataError(f"{path} is not a fashiongen synthetic-dataset manifest")
-    return manifest
-
-
-def load_synthetic(folder: str | Path, split: str = "train") -> SampleSet:
-    """One split of a folder written by `write_synthetic_dataset`, in any of its formats.
-
-    Folders without `synth.json` are recognised by their files (four IDX files, `train.npz`,
-    or `train/` of class folders), so a hand-made labelled set works too.
-    """
-    from fashiongen.data.idx import read_idx_split
-    from fashiongen.data.sources import SPLIT_FILES, find_idx_files
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"no such synthetic dataset folder: {folder}")
-    manifest = read_manifest(folder) or {}
-    names = manifest.get("class_names")
-    idx_files = find_idx_files(folder)
-    if idx_files is not None:
-        images_stem, labels_stem = SPLIT_FILES[split]
-        images, labels = read_idx_split(idx_files[images_stem], idx_files[labels_stem], 256)
-        return SampleSet(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), names,
-                         str(folder))
-    if (folder / f"{split}.npz").is_file():
-        found = _read_npz(folder / f"{split}.npz")
-    elif (folder / split).is_dir():
-        found = _read_png_folder(folder / split, names)
-    else:
-        raise DataError(f"{folder} holds no synthetic dataset (expected {MANIFEST} with IDX "
-                        f"files, {split}.npz or {split}/ class folders)")
-    if found.labels is None:
-        raise DataError(f"{found.source} has no labels; a labelled dataset is needed")
-    found.class_names = found.class_names or names
-    return found
 
 
 # ---------------------------------------------------------------- CAS
@@ -393,9 +193,6 @@ def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAUL
         `cas` (synthetic-trained accuracy), `real_accuracy`, `ratio` (cas / real_accuracy),
         counts, epochs, seed, the classifier's description and `notes`.
     """
-    from fashiongen.data import load_dataset
-    from fashiongen.metrics.featnet_training import NO_FLIP_DATASETS, accuracy, fit_featnet
-
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     synth = load_synthetic(synth_dir, "train")
@@ -414,14 +211,15 @@ def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAUL
                      f"fewer images than the synthetic one ({len(synth)})")
     chosen = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
     chosen = chosen[:num_real]
-    use_flips = str(dataset).lower() not in NO_FLIP_DATASETS
+    use_flips = str(dataset).lower() not in featnet_training.NO_FLIP_DATASETS
     scores = {}
     for name, images, labels in (("synthetic", synth.images, synth.labels),
                                  ("real", real_train.images[chosen], real_train.labels[chosen])):
         log(f"training the classifier on {len(images)} {name} images for {epochs} epoch(s)")
-        model = fit_featnet(images, labels, num_classes=num_classes, epochs=epochs, seed=seed,
-                            use_flips=use_flips, log=log)
-        scores[name] = accuracy(model, real_test.images, real_test.labels)
+        model = featnet_training.fit_featnet(images, labels, num_classes=num_classes,
+                                             epochs=epochs, seed=seed, use_flips=use_flips,
+                                             log=log)
+        scores[name] = featnet_training.accuracy(model, real_test.images, real_test.labels)
     cas, real = scores["synthetic"], scores["real"]
     return {
         "cas": cas,

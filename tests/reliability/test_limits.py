@@ -15,7 +15,7 @@ import pytest
 from reliability_helpers import snapshot
 
 import fashiongen.generate as generate
-from fashiongen import limits
+from fashiongen import limits, samples
 from fashiongen.checkpoint import load_model
 from fashiongen.config import SampleConfig, TrainConfig
 from fashiongen.errors import ConfigError
@@ -82,8 +82,8 @@ def test_a_png_folder_streams_batch_by_batch(artefacts, tmp_path, monkeypatch):
         return real_sample(self, n, **kwargs)
 
     monkeypatch.setattr(type(model), "sample", sample)
-    real_to_pil = generate.to_pil
-    monkeypatch.setattr(generate, "to_pil", lambda *a: events.append(("png",)) or real_to_pil(*a))
+    real_to_pil = samples.to_pil
+    monkeypatch.setattr(samples, "to_pil", lambda *a: events.append(("png",)) or real_to_pil(*a))
     generate.sample_to(tmp_path / "pngs", model, 20, seed=0, batch_size=8)
     assert [e[:2] for e in events if e[0] == "sample"] == [("sample", 8), ("sample", 8),
                                                            ("sample", 4)]

@@ -30,7 +30,7 @@ from reliability_helpers import (
 
 from fashiongen.checkpoint import load_model, save_checkpoint
 from fashiongen.models import build_model
-from fashiongen.synth import read_samples
+from fashiongen.samples import read_samples
 
 
 @pytest.fixture(scope="module")

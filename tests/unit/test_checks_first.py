@@ -54,7 +54,7 @@ def test_synth_checks_its_labeller_and_output_before_sampling(tmp_path, capsys, 
     assert main(["train", "--model", "dcgan", "--out", str(run), *TINY,
                  "--set", "model.num_classes=0"]) == 0
     sampled = []
-    monkeypatch.setattr("fashiongen.generate.generate", lambda *a, **k: sampled.append(a))
+    monkeypatch.setattr("fashiongen.evaluation.generate", lambda *a, **k: sampled.append(a))
     # an unconditional model is labelled by the feature net, which synthetic data lacks
     assert main(["synth", str(run), "--num-samples", "10", "--out", str(tmp_path / "s")]) == 2
     assert "no feature network" in capsys.readouterr().err

@@ -24,3 +24,15 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})  # noqa: S102
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", [README, README.parent / "benchmarks" / "README.md"],
+                         ids=["README.md", "benchmarks/README.md"])
+def test_relative_links_point_at_files(page):
+    """Every relative link resolves (results live in one place, docs/results)."""
+    targets = [t for t in LINK.findall(page.read_text()) if "://" not in t]
+    missing = [t for t in targets if not (page.parent / t).exists()]
+    assert targets and not missing, missing

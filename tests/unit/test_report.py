@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from fashiongen import report
+from fashiongen import evaluation, report
 from fashiongen.cli import main
 from fashiongen.data.synthetic import CLASS_NAMES
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.nets.featnet import FeatNet
+from fashiongen.training import budget
 
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
@@ -92,8 +93,8 @@ def test_markdown_has_one_row_per_run_with_every_column(compared):
         assert len(cells) == len(report.COLUMNS) and all(cells)
     cond, uncond = ([c.strip() for c in r.strip("|").split("|")] for r in rows)
     columns = [key for key, _, _ in report.COLUMNS]
-    assert cond[columns.index("conditional_accuracy")] != report.MISSING
-    assert uncond[columns.index("conditional_accuracy")] == report.MISSING
+    assert cond[columns.index("conditional_accuracy")] != evaluation.MISSING
+    assert uncond[columns.index("conditional_accuracy")] == evaluation.MISSING
     assert f"N = {NUM_SAMPLES} samples" in text and "synthetic test split, 160 images" in text
     for name in re.findall(r"\]\((images/[^)]+)\)", text):
         assert (compared / name).is_file()
@@ -134,14 +135,14 @@ def test_report_has_the_per_class_columns_with_notes_on_what_they_leave_out(comp
 
 
 def test_eval_reports_per_class_metrics_for_balanced_samples(runs):
-    result = report.evaluate_source(runs["cond"], num_samples=80, featnet=tiny_featnet(),
+    result = evaluation.evaluate_source(runs["cond"], num_samples=80, featnet=tiny_featnet(),
                                     dataset="synthetic", use_memorisation=False)
     assert result["per_class_num_samples"] == [8] * 10
     for key in ("per_class_recall", "per_class_coverage", "intra_class_spread"):
         by_class = result[f"{key}_by_class"]
         assert len(by_class) == 10 and None not in by_class
         assert result[key] == pytest.approx(np.mean(by_class))
-    printed = report.format_evaluation(result)
+    printed = evaluation.format_evaluation(result)
     for header, key in (("class recall", "per_class_recall"),
                         ("class spread", "intra_class_spread")):
         assert re.search(rf"^{header}\s+{result[key]:.3f}\s", printed, re.MULTILINE)
@@ -194,14 +195,14 @@ def test_eval_npz_and_png_folder(runs, tmp_path):
     assert main(["sample", str(runs["cond"]), "--num-samples", "12", "--class", "ring",
                  "--out", f"{folder}/"]) == 0
     net = tiny_featnet()
-    from_npz = report.evaluate_source(npz, featnet=net, dataset="synthetic")
-    from_pngs = report.evaluate_source(folder, featnet=net, dataset="synthetic",
+    from_npz = evaluation.evaluate_source(npz, featnet=net, dataset="synthetic")
+    from_pngs = evaluation.evaluate_source(folder, featnet=net, dataset="synthetic",
                                        num_samples=10)
     assert from_npz["num_samples"] == 12 and from_pngs["num_samples"] == 10
     assert from_npz["source"]["kind"] == from_pngs["source"]["kind"] == "samples"
     assert from_npz["conditional_accuracy"] is not None
     assert from_pngs["conditional_accuracy"] is not None  # labels parsed from file names
-    assert "sample set, with labels" in report.format_evaluation(from_pngs)
+    assert "sample set, with labels" in evaluation.format_evaluation(from_pngs)
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -243,7 +244,7 @@ def test_train_all_cli_dry_run_uses_quick_presets_and_the_budget(tmp_path, capsy
     for family in ("dcgan", "ddpm", "gan", "hybrid", "vae"):
         assert f"# {family}\n" in printed
     assert printed.count("max_minutes = 2.0") == 5 and printed.count("seed = 3") == 5
-    assert printed.count(f"epochs = {report.BUDGET_EPOCHS}") == 5
+    assert printed.count(f"epochs = {budget.BUDGET_EPOCHS}") == 5
 
 
 def test_train_all_cli_passes_flags_to_the_library(tmp_path, monkeypatch, capsys):
@@ -253,11 +254,11 @@ def test_train_all_cli_passes_flags_to_the_library(tmp_path, monkeypatch, capsys
         seen.update(budget=budget, out=out, **kwargs)
         return Path(out) / "report" / "report.html"
 
-    monkeypatch.setattr(report, "train_all", fake_train_all)
+    monkeypatch.setattr(budget, "train_all", fake_train_all)
     assert main(["train", "--model", "all", "--budget-minutes", "0.5", "--out", str(tmp_path),
                  "--data", "synthetic", "--set", "train.batch_size=32", "--no-progress"]) == 0
     assert seen["budget"] == 0.5 and seen["out"] == str(tmp_path) and not seen["progress"]
-    assert seen["overrides"] == ['data.name="synthetic"', "train.batch_size=32"]
+    assert seen["overrides"] == [("data.name", "synthetic"), "train.batch_size=32"]
     assert "report.html" in capsys.readouterr().out
     assert main(["train", "--model", "all"]) == 2
     assert "--budget-minutes" in capsys.readouterr().err
@@ -267,7 +268,7 @@ def test_train_all_trains_each_family_then_reports(tmp_path):
     overrides = ['data.name="synthetic"', "train.batch_size=32", "train.num_grid_samples=16",
                  "train.use_tensorboard=false", "train.max_steps=2"]
     lines: list[str] = []
-    html_path = report.train_all(0.001, tmp_path, families=["gan", "vae"], overrides=overrides,
+    html_path = budget.train_all(0.001, tmp_path, families=["gan", "vae"], overrides=overrides,
                                  num_samples=20, featnet=tiny_featnet(), progress=False,
                                  log=lines.append)
     assert html_path == tmp_path / "report" / "report.html" and html_path.is_file()
@@ -277,21 +278,21 @@ def test_train_all_trains_each_family_then_reports(tmp_path):
         summary = json.loads((tmp_path / family / "summary.json").read_text())
         assert 1 <= summary["steps"] <= 2
     lines.clear()
-    report.train_all(0.001, tmp_path, families=["gan"], overrides=overrides, num_samples=20,
+    budget.train_all(0.001, tmp_path, families=["gan"], overrides=overrides, num_samples=20,
                      featnet=tiny_featnet(), progress=False, log=lines.append)
     assert any("already trained" in line for line in lines)
 
 
 def test_family_configs_reject_bad_budgets_and_families(tmp_path):
     with pytest.raises(ConfigError, match="positive"):
-        report.family_configs(0, tmp_path)
+        budget.family_configs(0, tmp_path)
     with pytest.raises(ConfigError, match="no quick preset"):
-        report.family_configs(1, tmp_path, families=["nope"])
+        budget.family_configs(1, tmp_path, families=["nope"])
 
 
 def test_missing_source_raises_data_error(tmp_path):
     with pytest.raises(DataError):
-        report.evaluate_source(tmp_path / "missing")
+        evaluation.evaluate_source(tmp_path / "missing")
 
 
 # --- calibration on real data (slow; see benchmarks/calibrate_metrics.py for the rest) ------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashiongen import synth
+from fashiongen import samples, synth
 from fashiongen.cli import main
 from fashiongen.data import load_dataset
 from fashiongen.data.synthetic import CLASS_NAMES
@@ -58,7 +58,7 @@ BALANCED = torch.arange(NUM_SAMPLES) % 10
 
 def test_idx_loads_with_data_dir_and_right_labels(datasets):
     folder = datasets["idx"]
-    manifest = json.loads((folder / synth.MANIFEST).read_text())
+    manifest = json.loads((folder / samples.MANIFEST).read_text())
     assert manifest["num_train"] == NUM_SAMPLES and manifest["num_test"] == 10
     assert manifest["labels"] == "requested" and manifest["class_names"] == list(CLASS_NAMES)
     assert sorted(manifest["files"]) == sorted(p.name for p in folder.glob("*-ubyte.gz"))
@@ -69,19 +69,19 @@ def test_idx_loads_with_data_dir_and_right_labels(datasets):
 
 
 def test_npz_and_png_hold_the_same_labelled_images(datasets):
-    idx = synth.load_synthetic(datasets["idx"])
-    npz = synth.read_samples(datasets["npz"] / "train.npz")
+    idx = samples.load_synthetic(datasets["idx"])
+    npz = samples.read_samples(datasets["npz"] / "train.npz")
     assert torch.equal(npz.images, idx.images) and torch.equal(npz.labels, BALANCED)
     assert npz.class_names == list(CLASS_NAMES)
     folder = load_dataset(f"folder:{datasets['png']}", "train")
-    assert folder.class_names == [synth.class_slug(i, list(CLASS_NAMES)) for i in range(10)]
+    assert folder.class_names == [samples.class_slug(i, list(CLASS_NAMES)) for i in range(10)]
     # the folder loader orders by class, then file name
     order = torch.from_numpy(np.argsort(BALANCED.numpy(), kind="stable"))
     assert torch.equal(folder.labels, BALANCED[order])
     assert torch.equal(folder.images, idx.images[order])
     assert len(load_dataset(f"folder:{datasets['png']}", "test")) == 10
     for fmt in synth.SYNTH_FORMATS:  # one reader for all three
-        assert torch.equal(synth.load_synthetic(datasets[fmt]).labels.sort().values,
+        assert torch.equal(samples.load_synthetic(datasets[fmt]).labels.sort().values,
                            BALANCED.sort().values)
 
 
@@ -92,7 +92,7 @@ def test_unconditional_model_is_labelled_by_the_featnet(runs, tmp_path):
     manifest = synth.write_synthetic_dataset(runs["uncond"], tmp_path / "u", num_samples=12,
                                              fmt="npz", featnet=net, log=lambda _: None)
     assert manifest["labels"] == "featnet" and "feature net" in manifest["notes"][0]
-    data = synth.read_samples(tmp_path / "u" / "train.npz")
+    data = samples.read_samples(tmp_path / "u" / "train.npz")
     assert torch.equal(data.labels, net.logits(data.images).argmax(1))
 
 
@@ -143,4 +143,4 @@ def test_library_rejects_bad_formats_and_counts(runs, tmp_path):
     with pytest.raises(ConfigError, match="at least 1"):
         synth.write_synthetic_dataset(runs["cond"], tmp_path / "a", num_samples=0)
     with pytest.raises(DataError, match="no such sample"):
-        synth.read_samples(tmp_path / "missing.npz")
+        samples.read_samples(tmp_path / "missing.npz")

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fashiongen import files, metrics
+from fashiongen import files
 from fashiongen.config import RunConfig, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import ConfigError, FashiongenError
-from fashiongen.generate import generate
+from fashiongen.evaluation import draw_and_score
 from fashiongen.images import save_grid, to_uint8
 from fashiongen.models.base import Family
+from fashiongen.samples import class_labels
 from fashiongen.training.ema import ema_keys, ema_weights
 from fashiongen.training.log import ProgressBar
 from fashiongen.visuals import write_run_visuals
@@ -34,8 +35,7 @@ def grid_labels(model: Family, num_samples: int) -> torch.Tensor | None:
     """Conditional grids have one row per class."""
     if not model.num_classes:
         return None
-    per_class = max(1, num_samples // model.num_classes)
-    return torch.arange(model.num_classes).repeat_interleave(per_class)
+    return class_labels(range(model.num_classes), num_samples, one_row_per_class=True)
 
 
 class RunOutputs:
@@ -97,16 +97,15 @@ class RunOutputs:
         """FID and friends on `eval_num_samples` balanced samples, or None (with a warning)
         when the dataset has no feature network."""
         cfg, model = self.cfg, self.model
-        num = cfg.train.eval_num_samples
-        labels = torch.arange(num) % model.num_classes if model.num_classes else None
-        images = generate(model, num, labels=labels, seed=cfg.seed, sampling=cfg.sample)
-        model.train()
         try:
-            result = metrics.evaluate(images, labels=labels, dataset=self.data.name,
-                                      use_memorisation=False, seed=cfg.seed)
+            result, _ = draw_and_score(model, cfg.train.eval_num_samples, sampling=cfg.sample,
+                                       seed=cfg.seed, dataset=self.data.name,
+                                       use_memorisation=False)
         except ConfigError as e:
             tqdm.write(f"warning: no training-time evaluation: {e}")
             return None
+        finally:
+            model.train()
         return {f"eval_{k}": math.nan if result.get(k) is None else float(result[k])
                 for k in EVAL_KEYS}
 

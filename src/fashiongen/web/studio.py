@@ -31,11 +31,12 @@ from fashiongen import limits
 from fashiongen.checkpoint import Checkpoint, load_model, weights_path
 from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
-from fashiongen.generate import class_names_of, generate_labelled, parse_classes, save_samples
+from fashiongen.generate import generate_labelled
 from fashiongen.generate import interpolate as interpolate_latents
 from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import DraftRefiner, Family
 from fashiongen.samplers import SAMPLERS
+from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
 
 MAX_IMAGES = limits.MAX_WEB_IMAGES
 MAX_STEPS = limits.MAX_SAMPLING_STEPS
@@ -236,7 +237,7 @@ class Studio:
         if not model.num_classes:
             raise ConfigError("this model is unconditional: choose class 'any'")
         (class_id,) = parse_classes([class_name], class_names)
-        return torch.full((num_images,), class_id, dtype=torch.long)
+        return class_labels([class_id], num_images)
 
 
 def _npz_bytes(images: torch.Tensor, labels: torch.Tensor | None,

@@ -15,7 +15,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fashiongen.checkpoint import load_checkpoint
+from fashiongen.checkpoint import load_checkpoint, load_model
 from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError
 from fashiongen.files import atomic_path, write_text_atomic
@@ -80,17 +80,13 @@ def write_manifest(entries: dict[str, dict[str, Any]]) -> None:
 def check_fid(name: str, num_samples: int = CHECK_NUM_SAMPLES, seed: int = 0) -> float:
     """FID of zoo model `name` on balanced samples (the number its manifest records, so a
     broken install or a changed sampler shows up as a different value)."""
-    import torch
-
-    from fashiongen.checkpoint import load_model
-    from fashiongen.generate import generate
-    from fashiongen.metrics import evaluate
+    # Late: scoring pulls in sampling and the metrics, and the checkpoint module reads the zoo.
+    from fashiongen.evaluation import draw_and_score
 
     model, checkpoint = load_model(zoo_path(name))
-    labels = torch.arange(num_samples) % model.num_classes if model.num_classes else None
-    images = generate(model, num_samples, labels=labels, seed=seed,
-                      sampling=checkpoint.config.sample)
-    return float(evaluate(images, labels=labels, use_memorisation=False, seed=seed)["fid"])
+    scores, _ = draw_and_score(model, num_samples, sampling=checkpoint.config.sample, seed=seed,
+                               use_memorisation=False)
+    return float(scores["fid"])
 
 
 def total_bytes() -> int:

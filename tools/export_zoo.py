@@ -1,17 +1,18 @@
 """Copy trained runs into the package's model zoo (float16 sampling weights + manifest).
 
-    python benchmarks/export_zoo.py --runs runs/gpu --results docs/results/family_table.json
-    python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid
-    python benchmarks/export_zoo.py --combined-hybrid runs/zoo-hybrid-uncond \
+    python tools/export_zoo.py --runs runs/gpu --results docs/results/family_table.json
+    python tools/export_zoo.py --combined-hybrid runs/zoo-hybrid
+    python tools/export_zoo.py --combined-hybrid runs/zoo-hybrid-uncond \
         --name hybrid-uncond --parts gan-uncond ddpm-uncond
-    python benchmarks/export_zoo.py --budget-runs runs/quality_per_budget
-    python benchmarks/export_zoo.py --runs runs/cpu-zoo --families gan dcgan vae ddpm \
+    python tools/export_zoo.py --budget-runs runs/quality_per_budget
+    python tools/export_zoo.py --runs runs/cpu-zoo --families gan dcgan vae ddpm \
         --device "this machine: 2-core AMD EPYC CPU, fp32" --score
 
 Each run folder named after a family becomes the zoo model of that name. The manifest
 records the preset, the exact command, the commit, the device and training time (from the
 run's summary.json) and the metrics measured by benchmarks/family_table.py (or, with
-`--score`, measured here at the same N and seed). A run folder may hold `command.txt`, the
+`--score`, measured here at the same N and seed by `fashiongen.evaluation.draw_and_score`,
+as the family table does). A run folder may hold `command.txt`, the
 exact command that trained it, when that was more than `fashiongen train --config FAMILY`.
 
 `--combined-hybrid CHECKPOINT` replaces only the zoo's hybrid with a checkpoint made by
@@ -24,8 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+from fashiongen.checkpoint import load_model
+from fashiongen.evaluation import draw_and_score
 from fashiongen.zoo import (
     CHECK_NUM_SAMPLES,
     check_fid,
@@ -35,6 +39,7 @@ from fashiongen.zoo import (
     write_manifest,
 )
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FAMILIES = ("gan", "dcgan", "vae", "ddpm", "hybrid")
 DESCRIPTIONS = {
     "gan": "MLP GAN, class-conditional (R3GAN objective)",
@@ -57,12 +62,8 @@ MANIFEST_METRICS = ("fid", "kid_mean", "precision", "recall", "coverage",
 def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
                            gan: str = "gan", ddpm: str = "ddpm", num_samples: int = 2000,
                            seed: int = 0) -> None:
-    from family_table import score
-
-    from fashiongen.checkpoint import load_model
-
     model, loaded = load_model(checkpoint)
-    metrics = score(model, loaded.config.sample, num_samples, seed)
+    metrics, _ = draw_and_score(model, num_samples, sampling=loaded.config.sample, seed=seed)
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
     sampling = loaded.config.sample
@@ -97,6 +98,7 @@ def export_budget_runs(runs: Path, results: Path, commit: str,
                        names: list[str] | None = None) -> None:
     """The unconditional quick-preset runs of the quality-per-budget benchmark, as zoo models;
     their metrics are that benchmark's (same N and seed as the rest of the zoo)."""
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmark's own table of what each job changes
     from quality_per_budget import JOB_OVERRIDES
 
     for name, job in BUDGET_RUNS.items():
@@ -162,12 +164,10 @@ def main() -> None:
         run = args.runs / family
         summary = json.loads((run / "summary.json").read_text())
         if results is None:
-            from family_table import score
-
-            from fashiongen.checkpoint import load_model
-
             model, loaded = load_model(run)
-            metrics, num_samples, seed = score(model, loaded.config.sample, 2000, 0), 2000, 0
+            num_samples, seed = 2000, 0
+            metrics, _ = draw_and_score(model, num_samples, sampling=loaded.config.sample,
+                                        seed=seed)
         else:
             metrics = results["families"][family]
             num_samples, seed = results["num_samples"], results["seed"]

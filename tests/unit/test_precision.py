@@ -27,6 +27,9 @@ TINY_MODELS = {
     "hybrid": {"name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
                "refiner": {"name": "ddpm", "base_width": 8}},
 }
+# Big enough for `auto` to probe (precision.MIN_PARAMETERS), still fast
+PROBED = {"ddpm": {"name": "ddpm", "base_width": 24},
+          "dcgan": {"name": "dcgan", "g_width": 32, "d_width": 32}}
 CPU = torch.device("cpu")
 
 
@@ -63,8 +66,8 @@ def test_bf16_sampling_is_close_to_fp32(make_config):
     assert (draw["fp32"] - draw["bf16"]).abs().mean() < 0.05
 
 
-def _train(make_config, family="ddpm", **train_section):
-    cfg = make_config(TINY_MODELS[family],
+def _train(make_config, model=TINY_MODELS["ddpm"], **train_section):
+    cfg = make_config(model,
                       train={"max_steps": 4, "checkpoint_every_n_steps": 2, **train_section})
     return cfg, train(cfg, progress=False)
 
@@ -103,7 +106,7 @@ def test_a_bf16_run_resumes_exactly(make_config, tmp_path):
 def test_auto_follows_the_units_and_the_probe(simulate, choice, probed, make_config,
                                               monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, simulate)
-    _, result = _train(make_config, precision="auto")
+    _, result = _train(make_config, PROBED["ddpm"], precision="auto")
     record = json.loads((result.run_dir / "summary.json").read_text())["precision"]
     assert record["choice"] == choice and (record["probe"] is not None) == probed
     assert "avx512_bf16" in record["cpu_flags"]
@@ -111,37 +114,46 @@ def test_auto_follows_the_units_and_the_probe(simulate, choice, probed, make_con
 
 def test_auto_without_units_on_this_cpu_picks_fp32(monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "no-bf16-units")
-    made = precision.decide("auto", CPU, lambda: pytest.fail("no probe without units"))
+    made = precision.decide("auto", CPU, lambda: pytest.fail("no probe without units"),
+                            num_parameters=10**7)
     assert made.choice == "fp32"
+
+
+def test_auto_keeps_small_networks_in_fp32_without_a_probe(monkeypatch):
+    """The tests' and the digest's tiny nets: a fixed choice keeps them byte-identical."""
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    made = precision.decide("auto", CPU, lambda: pytest.fail("no probe for a tiny net"),
+                            num_parameters=precision.MIN_PARAMETERS - 1)
+    assert made.choice == "fp32" and made.probe is None
 
 
 def test_a_resumed_auto_run_keeps_its_recorded_choice(make_config, tmp_path, monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
     first = {"max_steps": 2, "checkpoint_every_n_steps": 2, "precision": "auto"}
-    train(make_config(TINY_MODELS["ddpm"], train=first), progress=False)
+    train(make_config(PROBED["ddpm"], train=first), progress=False)
     monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-slower")
-    result = train(make_config(TINY_MODELS["ddpm"], train={**first, "max_steps": 4}),
+    result = train(make_config(PROBED["ddpm"], train={**first, "max_steps": 4}),
                    resume=True, progress=False)
     record = json.loads((result.run_dir / "summary.json").read_text())["precision"]
     assert record["choice"] == "bf16" and record["reason"].startswith("resumed: ")
 
 
 def test_the_probe_leaves_the_run_untouched(make_config):
-    cfg = make_config(TINY_MODELS["dcgan"])
+    cfg = make_config(PROBED["dcgan"])
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = (torch.rand(8, 1, 28, 28) * 2 - 1, torch.randint(10, (8,)))
     rng = torch.get_rng_state()
     made = precision.choose_for_training("auto", model, cfg.train, batch, CPU)
-    assert made.choice in ("fp32", "bf16")
+    assert made.choice in ("fp32", "bf16") and made.probe is not None
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_auto_sampling_probes_once_per_model(make_config, monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
-    model = build_model(make_config(TINY_MODELS["ddpm"]).model, (1, 28, 28))
+    model = build_model(make_config(PROBED["ddpm"]).model, (1, 28, 28))
     sampling = SampleConfig(num_steps=2, precision="auto")
     first = precision.sampling_choice(model, sampling, "auto")
     assert first.choice == "bf16" and first.probe is not None
@@ -157,7 +169,7 @@ def test_a_bad_precision_is_a_one_line_error(section):
 def test_a_bad_simulation_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "maybe")
     with pytest.raises(ConfigError, match=precision.SIMULATE_ENV):
-        precision.decide("auto", CPU, dict)
+        precision.decide("auto", CPU, dict, num_parameters=10**7)
 
 
 def test_bf16_needs_a_cpu_or_cuda():

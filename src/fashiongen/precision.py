@@ -25,10 +25,10 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import json
 import os
 import statistics
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -267,7 +267,9 @@ def resumed_choice(requested: Precision, saved: dict[str, Any] | None,
 # ---------------------------------------------------------------- sampling
 
 _sampling_override: Precision | None = None  # `--precision` of this process's command
-_sampling_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# `auto`'s sampling choices, per network architecture (config, image shape, device,
+# threads): two loads of one checkpoint in a process (the API's and the CLI's) sample alike.
+_sampling_choices: dict[str, PrecisionChoice] = {}
 
 
 @contextlib.contextmanager
@@ -285,7 +287,7 @@ def sampling_override(precision: Precision | None) -> Iterator[None]:
 
 def sampling_autocast(model: Family, sampling: SampleConfig | None) -> torch.autocast:
     """The autocast to sample `model` in: `--precision`, else `sampling.precision`; `auto`
-    probes the model once (cached for as long as the model lives)."""
+    probes once per architecture and process."""
     requested = _sampling_override or (sampling.precision if sampling is not None else "fp32")
     return autocast(sampling_choice(model, sampling, requested).choice, model.device)
 
@@ -296,12 +298,13 @@ def sampling_choice(model: Family, sampling: SampleConfig | None,
     check_device(requested, device, "sample.precision")
     if requested != "auto":
         return decide(requested, device, dict, num_parameters=0)
-    cached = _sampling_choices.get(model)
-    if cached is None:
-        cached = decide("auto", device, lambda: _measure_sampling(model, sampling),
-                        num_parameters=_num_parameters(model))
-        _sampling_choices[model] = cached
-    return cached
+    key = json.dumps([repr(model.config), list(model.image_shape), str(device),
+                      torch.get_num_threads()])
+    if key not in _sampling_choices:
+        _sampling_choices[key] = decide("auto", device,
+                                        lambda: _measure_sampling(model, sampling),
+                                        num_parameters=_num_parameters(model))
+    return _sampling_choices[key]
 
 
 def _measure_sampling(model: Family, sampling: SampleConfig | None) -> dict[str, Any]:

@@ -151,13 +151,16 @@ def test_the_probe_leaves_the_run_untouched(make_config):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_auto_sampling_probes_once_per_model(make_config, monkeypatch):
+def test_auto_sampling_probes_once_per_architecture(make_config, monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    monkeypatch.setattr(precision, "_sampling_choices", {})  # this test's simulated verdict
     model = build_model(make_config(PROBED["ddpm"]).model, (1, 28, 28))
     sampling = SampleConfig(num_steps=2, precision="auto")
     first = precision.sampling_choice(model, sampling, "auto")
     assert first.choice == "bf16" and first.probe is not None
     assert precision.sampling_choice(model, sampling, "auto") is first
+    again = build_model(make_config(PROBED["ddpm"]).model, (1, 28, 28))  # another load
+    assert precision.sampling_choice(again, sampling, "auto") is first
 
 
 @pytest.mark.parametrize("section", ["train", "sample"])

@@ -25,9 +25,17 @@ are), except where the feature net's predicted class is said:
               them, each copy with its own noise of sigma 0.05 (near-duplicates)
   shuffled    the images with their labels permuted: a model that ignores its labels
   one class   2000 trousers, predicted classes
-then the per-class values of the first row. `--table all` (default) prints both. The main
-table takes a few minutes on one CPU thread, the classes table about 20 s; the first run of
-either also computes and caches the training split's reference statistics (2-3 minutes).
+then the per-class values of the first row. `--table ladder`, the degradation ladder: N = 2000
+test images (seed 0) against the test split, each degradation of `fashiongen.metrics.
+degradations` at four strengths (`LADDER`), beside the real floor (2000 clean test images, 5
+seeds: mean, spread, max); it checks that FID rises with each strength and that each mildest
+rung is above the floor's maximum, and writes both verdicts into the table. The training-copy
+rungs replace a share of the set with training images: real images, so FID stays at the floor
+and the copy rate rises instead. `--featnet FILE` scores with another feature net (the
+agreement benchmark, `featnet_agreement.py`, reuses `ladder_rows`). `--table all` (default)
+prints the main and classes tables. The main table takes a few minutes on one CPU thread, the
+classes table about 20 s, the ladder about 4 minutes; the first run of any also computes and
+caches the reference statistics it needs (the training split's: 2-3 minutes).
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from fashiongen.data import load_dataset
-from fashiongen.metrics import evaluate
+from fashiongen.metrics import degradations, evaluate
+from fashiongen.nets.featnet import FeatNet, load_featnet_file
 
 FLOOR_SIZES = (1000, 2000, 5000, 10000)
 NUM_SAMPLES = 2000
@@ -204,11 +213,120 @@ def class_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ the degradation ladder
+
+LADDER_SEEDS = (0, 1, 2, 3, 4)  # of the real floor
+MISSING_CELL = "—"
+LADDER_COLUMNS = ("fid", "laplacian_ratio", "kid_mean", "precision", "recall", "coverage",
+                  "per_class_recall", "copy_rate")
+# degradation -> (strength name, strengths from mildest to strongest)
+LADDER: dict[str, tuple[str, tuple[float, ...]]] = {
+    "gaussian noise": ("sigma", (0.02, 0.05, 0.1, 0.2)),
+    "speckle": ("sigma", (0.05, 0.1, 0.2, 0.4)),
+    "salt and pepper": ("share", (0.005, 0.01, 0.03, 0.1)),
+    "blur": ("radius", (0.5, 0.75, 1.0, 2.0)),
+    "checkerboard": ("amplitude", (0.02, 0.04, 0.08, 0.16)),
+    "jpeg": ("quality", (75, 50, 25, 10)),
+    "posterise": ("levels", (16, 8, 4, 2)),
+    "contrast": ("factor", (0.95, 0.9, 0.8, 0.6)),
+    "brightness": ("shift", (0.02, 0.05, 0.1, 0.2)),
+    "intra-class collapse": ("images per class", (100, 10, 3, 1)),
+    "class imbalance": ("most / least frequent", (2, 4, 10, 100)),
+    "training copies": ("share", (0.1, 0.25, 0.5, 1.0)),
+}
+PIXEL_DEGRADATIONS = {
+    "gaussian noise": degradations.gaussian_noise, "speckle": degradations.speckle,
+    "salt and pepper": degradations.salt_and_pepper, "blur": degradations.blur,
+    "checkerboard": degradations.checkerboard, "jpeg": degradations.jpeg,
+    "posterise": degradations.posterise, "contrast": degradations.contrast,
+    "brightness": degradations.brightness,
+}
+
+
+def test_subset(test, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`NUM_SAMPLES` test images and their labels, drawn without replacement."""
+    order = torch.randperm(len(test.images), generator=generator)[:NUM_SAMPLES]
+    return test.images[order], test.labels[order]
+
+
+def degraded_set(name: str, strength: float, test, train, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2000 images (and labels) of one ladder rung, from the seed's test subset."""
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = test_subset(test, generator)
+    if name in PIXEL_DEGRADATIONS:
+        return PIXEL_DEGRADATIONS[name](images, strength, generator), labels
+    if name == "intra-class collapse":
+        return degradations.collapse_per_class(images, labels, int(strength)), labels
+    if name == "class imbalance":
+        chosen = degradations.imbalanced_indices(test.labels, NUM_SAMPLES, strength, generator)
+        return test.images[chosen], test.labels[chosen]
+    num_copies = round(strength * NUM_SAMPLES)  # training copies
+    copies = torch.randperm(len(train.images), generator=generator)[:num_copies]
+    return (torch.cat([train.images[copies], images[num_copies:]]),
+            torch.cat([train.labels[copies], labels[num_copies:]]))
+
+
+def ladder_row(name: str, strength: float | None, images: torch.Tensor, labels: torch.Tensor,
+               *, featnet: FeatNet | None, seed: int, use_memorisation: bool) -> dict:
+    started = time.perf_counter()
+    result = evaluate(images, labels=labels, featnet=featnet, seed=seed,
+                      use_memorisation=use_memorisation)
+    out = {"degradation": name, "strength": strength, "num_samples": len(images),
+           **{k: result[k] for k in LADDER_COLUMNS}, "metric": result["metric"]["name"],
+           "metric_version": result["metric"]["version"],
+           "featnet": result["featnet"]["fingerprint"],
+           "seconds": time.perf_counter() - started}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def ladder_rows(test, train, *, featnet: FeatNet | None = None, seed: int = 0) -> list[dict]:
+    """The real floor over `LADDER_SEEDS`, then every rung of `LADDER`."""
+    rows = [ladder_row("real (floor)", None, *test_subset(test, torch.Generator().manual_seed(s)),
+                       featnet=featnet, seed=s, use_memorisation=False) for s in LADDER_SEEDS]
+    for name, (_, strengths) in LADDER.items():
+        rows += [ladder_row(name, strength, *degraded_set(name, strength, test, train, seed),
+                            featnet=featnet, seed=seed,
+                            use_memorisation=name == "training copies")
+                 for strength in strengths]
+    return rows
+
+
+def ladder_markdown(rows: list[dict]) -> str:
+    """The ladder table, with the floor's spread and each degradation's verdicts: FID rises
+    with the strength and its mildest rung is above the floor's maximum (for the training
+    copies, which are real images, the copy rate rises and its mildest rung is above 1%)."""
+    floor = np.array([r["fid"] for r in rows if r["strength"] is None])
+    lines = [f"Real floor (N = {NUM_SAMPLES}, {len(floor)} seeds): FID {floor.mean():.3f} "
+             f"+/- {floor.std(ddof=1):.3f} (max {floor.max():.3f})", "",
+             "| degradation | strength | FID | HF ratio | KID | precision | recall | coverage | "
+             "class recall | copy rate | monotone | mildest > floor |",
+             "|" + "---|" * 12]
+    for name, (unit, _) in LADDER.items():
+        rungs = [r for r in rows if r["degradation"] == name]
+        fids = [r["fid"] for r in rungs]
+        tracked = [r["copy_rate"] for r in rungs] if name == "training copies" else fids
+        monotone = all(b > a for a, b in zip(tracked, tracked[1:], strict=False))
+        above = (tracked[0] > 0.01) if name == "training copies" else fids[0] > floor.max()
+        for i, r in enumerate(rungs):
+            verdicts = ["yes" if monotone else "NO", "yes" if above else "NO"] if i == 0 else \
+                ["", ""]
+            copy = MISSING_CELL if r["copy_rate"] is None else f"{r['copy_rate']:.1%}"
+            lines.append("| " + " | ".join([
+                name if i == 0 else "", f"{unit} {r['strength']:g}", f"{r['fid']:.3f}",
+                f"{r['laplacian_ratio']:.2f}", f"{r['kid_mean']:.4f}", f"{r['precision']:.3f}",
+                f"{r['recall']:.3f}", f"{r['coverage']:.3f}", _num(r["per_class_recall"]),
+                copy, *verdicts]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", choices=("all", "main", "classes"), default="all")
+    parser.add_argument("--table", choices=("all", "main", "classes", "ladder"), default="all")
+    parser.add_argument("--featnet", type=Path, help="score with this feature net file")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -222,6 +340,10 @@ def main() -> None:
     if args.table in ("all", "classes"):
         out["class_rows"] = class_rows(train, test, seed)
         print(class_markdown(out["class_rows"]))
+    if args.table == "ladder":
+        featnet = load_featnet_file(args.featnet) if args.featnet else None
+        out["ladder_rows"] = ladder_rows(test, train, featnet=featnet, seed=seed)
+        print(ladder_markdown(out["ladder_rows"]))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -118,5 +118,6 @@ def imbalanced_indices(labels: torch.Tensor, num: int, ratio: float,
     weights = float(ratio) ** (-torch.arange(num_classes, dtype=torch.float64)
                                / max(num_classes - 1, 1))
     counts = (weights / weights.sum() * num).round().long()
+    counts[0] += num - int(counts.sum())  # rounding: exactly `num` in all
     order = torch.randperm(len(labels), generator=generator)
     return torch.cat([order[labels[order] == c][:int(counts[c])] for c in range(num_classes)])

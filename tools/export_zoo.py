@@ -30,14 +30,8 @@ from pathlib import Path
 
 from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
-from fashiongen.zoo import (
-    CHECK_NUM_SAMPLES,
-    check_fid,
-    export,
-    manifest,
-    total_bytes,
-    write_manifest,
-)
+from fashiongen.zoo import manifest, total_bytes
+from fashiongen.zoo.release import CHECK_NUM_SAMPLES, check_fid, export, write_manifest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FAMILIES = ("gan", "dcgan", "vae", "ddpm", "hybrid")

@@ -11,9 +11,7 @@ The public API (`fashiongen.api`)::
 itself is the package `fashiongen.training`.
 """
 
-__version__ = "0.1.0"
-
-from fashiongen.api import (  # noqa: E402
+from fashiongen.api import (
     Model,
     Samples,
     TrainResult,
@@ -23,6 +21,7 @@ from fashiongen.api import (  # noqa: E402
     train,
     zoo_models,
 )
+from fashiongen.version import __version__
 
 __all__ = ["Model", "Samples", "TrainResult", "__version__", "compare", "evaluate", "load",
            "train", "zoo_models"]

@@ -29,11 +29,20 @@ from fashiongen.config import (
     read_toml,
 )
 from fashiongen.errors import ConfigError
+from fashiongen.evaluation import (
+    DEFAULT_NUM_SAMPLES,
+    draw_balanced,
+    evaluate_source,
+    resolve_featnet,
+)
 from fashiongen.generate import generate_labelled, interpolate
 from fashiongen.images import make_grid, to_pil
+from fashiongen.metrics import evaluate as score
 from fashiongen.models.base import Family
 from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
-from fashiongen.training import TrainResult
+from fashiongen.training import TrainResult, resolve_run_name
+from fashiongen.training import train as train_config
+from fashiongen.zoo import available, manifest
 
 __all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "train",
            "zoo_models"]
@@ -180,8 +189,6 @@ def load(name_or_path: str | Path, *, use_ema: bool = True,
 
 def zoo_models() -> dict[str, dict[str, Any]]:
     """The shipped pretrained models: name -> family, num_classes, summary, metrics ..."""
-    from fashiongen.zoo import available, manifest
-
     shipped = available()
     return {name: entry for name, entry in manifest().items() if name in shipped}
 
@@ -199,9 +206,6 @@ def train(config_or_preset: RunConfig | str | Path = "dcgan-quick", *, resume: b
     Returns:
         TrainResult: run_dir, final_checkpoint, steps, epochs, train_seconds ...
     """
-    from fashiongen.training import resolve_run_name
-    from fashiongen.training import train as train_config
-
     if isinstance(config_or_preset, RunConfig):
         data = config_to_dict(config_or_preset)
     else:
@@ -226,14 +230,6 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
         dataset: the real dataset (default: the model's, else fashion-mnist).
         ref, seed, use_memorisation: as `fashiongen eval`.
     """
-    from fashiongen.evaluation import (
-        DEFAULT_NUM_SAMPLES,
-        draw_balanced,
-        evaluate_source,
-        resolve_featnet,
-    )
-    from fashiongen.metrics import evaluate as score
-
     if isinstance(source, str | Path):
         return evaluate_source(source, num_samples=num_samples, ref=ref, seed=seed,
                                dataset=dataset, use_memorisation=use_memorisation)
@@ -258,7 +254,7 @@ def compare(runs: Sequence[str | Path], out_dir: str | Path, *, num_samples: int
     """A comparison report of runs, checkpoints or zoo models (`fashiongen compare`):
     report.md, report.html and report.json in `out_dir`; returns report.html's path.
     Models of different datasets need one `dataset` to be scored against."""
-    from fashiongen.report import compare_runs
+    from fashiongen.report import compare_runs  # deferred: it imports matplotlib (0.5 s)
 
     return compare_runs(runs, out_dir, num_samples=num_samples, seed=seed, dataset=dataset,
                         overwrite=overwrite)

@@ -20,20 +20,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from fashiongen import __version__
 from fashiongen.config import RunConfig, SampleConfig, config_from_dict, config_to_dict
 from fashiongen.digests import state_digest, tensors_digest
 from fashiongen.errors import CheckpointError, FashiongenError
 from fashiongen.files import staged_folder
-
-if TYPE_CHECKING:  # annotations only: the families are built here lazily (load_model)
-    from fashiongen.models.base import Family
+from fashiongen.models import MODELS, build_model
+from fashiongen.models.base import Family
+from fashiongen.version import __version__
+from fashiongen.zoo import available
 
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
@@ -119,8 +119,6 @@ def model_source(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
-    from fashiongen.zoo import available  # late: the zoo reads checkpoints
-
     zoo = available()
     if str(name_or_path) in zoo:
         return zoo[str(name_or_path)]
@@ -263,8 +261,6 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
 
     Returns (model in eval mode, Checkpoint).
     """
-    from fashiongen.models import MODELS, build_model
-
     checkpoint, _ = load_checkpoint(path)
     family = checkpoint.config.model.name
     if family not in MODELS:

@@ -16,9 +16,10 @@ import sys
 import typing
 from pathlib import Path
 
-from fashiongen import __version__, limits
+from fashiongen import limits
 from fashiongen.config import MAX_SEED, PRESETS_DIR, Override, preset_path
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
+from fashiongen.version import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

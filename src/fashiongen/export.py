@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fashiongen import __version__
 from fashiongen.checkpoint import own_sampling
 from fashiongen.config import SampleConfig
 from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError
 from fashiongen.files import atomic_path, cache_root
 from fashiongen.models.base import Diffusion, DraftRefiner, Family
+from fashiongen.version import __version__
 
 ONNX_OPSET = 17
 BACKENDS = ("torch", "onnx")

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fashiongen.files import atomic_path
+
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) in [0, 255] -> float32 in [-1, 1]."""
@@ -57,8 +59,6 @@ def save_grid(path: str | Path, images: torch.Tensor, num_rows: int | None = Non
               scale: int = 2, *, overwrite: bool = True) -> Path:
     """Save uint8 (N, C, H, W) images as one grid PNG, written atomically (an existing file is
     refused unless `overwrite`)."""
-    from fashiongen.files import atomic_path
-
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         to_pil(make_grid(images, num_rows), scale).save(tmp, format="PNG")

@@ -3,7 +3,8 @@
 import pytest
 
 from fashiongen.cli import main
-from fashiongen.zoo import available, check_fid, manifest
+from fashiongen.zoo import available, manifest
+from fashiongen.zoo.release import check_fid
 
 pytestmark = pytest.mark.slow
 ZOO = sorted(available())

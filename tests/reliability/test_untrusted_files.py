@@ -156,7 +156,7 @@ def test_state_of_another_model_is_a_clear_error(run, cli):
 def test_zoo_export_keeps_a_valid_checksum(run, tmp_path):
     """Exporting re-saves the tensors as float16: the checksum must describe those."""
     from fashiongen.checkpoint import load_model
-    from fashiongen.zoo import export
+    from fashiongen.zoo.release import export
 
     path = export(run, "tiny", {"summary": "test"}, zoo_dir=tmp_path)
     model, checkpoint = load_model(path)

@@ -124,7 +124,7 @@ def test_written_files_get_the_usual_permissions(make_config, tmp_path):
 
 
 def test_sampling_only_files_may_lack_the_adversary_but_nothing_else(make_config, tmp_path):
-    from fashiongen.zoo import export
+    from fashiongen.zoo.release import export
 
     cfg = make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8})
     model = _model(cfg)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fashiongen.data import load_dataset
 from fashiongen.errors import ConfigError
 from fashiongen.images import to_uint8
 from fashiongen.metrics.cache import (
@@ -55,8 +56,6 @@ def to_featnet_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def _load_split(dataset: str, split: str) -> torch.Tensor:
-    from fashiongen.data import load_dataset
-
     return to_featnet_images(load_dataset(dataset, split).images)
 
 
@@ -65,8 +64,6 @@ def reference_stats(dataset: str, split: str, featnet: FeatNet, *, use_cache: bo
                     ) -> ReferenceStats:
     """Real statistics of `dataset`/`split` under `featnet`, per class too, from the cache
     or computed (a cache file without the per-class statistics gains them)."""
-    from fashiongen.data import load_dataset
-
     fingerprint = featnet.fingerprint()
     ref = load_reference_stats(dataset, split, fingerprint, ks) if use_cache else None
     if ref is not None and ref.has_class_stats(ks):

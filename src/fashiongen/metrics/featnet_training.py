@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fashiongen.data import load_dataset
 from fashiongen.errors import ConfigError
 from fashiongen.files import cache_root
 from fashiongen.nets.featnet import (
@@ -171,8 +172,6 @@ def train_featnet(dataset_name: str = "fashion-mnist", *, epochs: int = 12, seed
         command: recorded in the file's metadata (defaults to this process's argv).
         log: receives one progress line per epoch.
     """
-    from fashiongen.data import load_dataset
-
     return train_featnet_on(load_dataset(dataset_name, "train"), load_dataset(dataset_name, "test"),
                             dataset_name=dataset_name, epochs=epochs, seed=seed,
                             out_path=out_path, use_flips=use_flips, feature_dim=feature_dim,

@@ -22,9 +22,10 @@ from fashiongen.errors import ConfigError
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.dcgan import DCGAN, DCGANConfig
 from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.models.gan import GAN
 from fashiongen.samplers import timesteps
 
-GAN_FAMILIES = ("dcgan", "gan")
+GAN_FAMILIES: dict[str, type[Family]] = {"dcgan": DCGAN, "gan": GAN}  # the draft's family
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,11 @@ class Hybrid(Family):
     config: HybridConfig
 
     def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:
-        from fashiongen.models import MODELS  # the GAN part may be any GAN family
-
         super().__init__(config, image_shape)
         gan_cfg = dataclasses.replace(config.gan, num_classes=config.num_classes)
         refiner_cfg = dataclasses.replace(config.refiner, num_classes=config.num_classes,
                                           t_max=config.t_max)
-        self.gan = MODELS[gan_cfg.name](gan_cfg, image_shape)
+        self.gan = GAN_FAMILIES[gan_cfg.name](gan_cfg, image_shape)
         self.refiner = DDPM(refiner_cfg, image_shape)
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:

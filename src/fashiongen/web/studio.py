@@ -37,6 +37,7 @@ from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import DraftRefiner, Family
 from fashiongen.samplers import SAMPLERS
 from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
+from fashiongen.zoo import available
 
 MAX_IMAGES = limits.MAX_WEB_IMAGES
 MAX_STEPS = limits.MAX_SAMPLING_STEPS
@@ -50,10 +51,6 @@ Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 def zoo_models() -> dict[str, Path]:
     """The shipped model zoo, name -> checkpoint path; empty while no zoo is installed."""
-    try:
-        from fashiongen.zoo import available
-    except ImportError:
-        return {}
     return {name: Path(path) for name, path in available().items()}
 
 

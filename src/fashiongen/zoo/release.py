@@ -1,0 +1,61 @@
+"""Writing and checking the zoo: release tooling above the catalogue in `fashiongen.zoo`.
+
+`export` folds a run's EMA weights into its model, stores the sampling weights as float16
+with the run's config and records the run in the manifest; `check_fid` scores a shipped
+model the way its manifest's `fid_check` was measured (tools/export_zoo.py,
+benchmarks/rescore_zoo.py and tests/integration/test_zoo.py use it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from fashiongen.checkpoint import WEIGHTS_FILE, load_checkpoint, load_model
+from fashiongen.digests import tensors_digest
+from fashiongen.evaluation import draw_and_score
+from fashiongen.files import atomic_path, write_text_atomic
+from fashiongen.models import MODELS
+from fashiongen.zoo import MANIFEST, ZOO_DIR, read_manifest, zoo_path
+
+CHECK_NUM_SAMPLES = 500  # samples behind each model's recorded `fid_check`
+
+
+def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO_DIR) -> Path:
+    """Fold a run's EMA weights into its model, store them as float16, and record `info`
+    (preset, command, commit, training minutes, metrics ...) in the manifest."""
+    checkpoint, _ = load_checkpoint(run)
+    weights = {**checkpoint.weights, **checkpoint.ema}
+    family = MODELS[checkpoint.config.model.name]
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
+               for k, v in weights.items() if family.needed_for_sampling(k)}
+    with safe_open(checkpoint.path / WEIGHTS_FILE, "pt") as f:
+        metadata = dict(f.metadata())
+    metadata["sampling_only"] = "true"
+    metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
+    path = zoo_dir / f"{name}.safetensors"
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    entries = read_manifest(zoo_dir / MANIFEST.name)
+    entries[name] = {"file": path.name, "family": checkpoint.config.model.name,
+                     "num_classes": checkpoint.config.model.num_classes,
+                     "step": checkpoint.step, **info}
+    write_text_atomic(zoo_dir / MANIFEST.name, json.dumps(entries, indent=2) + "\n")
+    return path
+
+
+def write_manifest(entries: dict[str, dict[str, Any]]) -> None:
+    write_text_atomic(MANIFEST, json.dumps(entries, indent=2) + "\n")
+
+
+def check_fid(name: str, num_samples: int = CHECK_NUM_SAMPLES, seed: int = 0) -> float:
+    """FID of zoo model `name` on balanced samples (the number its manifest records, so a
+    broken install or a changed sampler shows up as a different value)."""
+    model, checkpoint = load_model(zoo_path(name))
+    scores, _ = draw_and_score(model, num_samples, sampling=checkpoint.config.sample, seed=seed,
+                               use_memorisation=False)
+    return float(scores["fid"])

@@ -3,12 +3,14 @@
 Drives only the CLI (the stable surface), so the same script runs against any commit:
 
     PYTHONPATH=OLD/src python tools/digest_outputs.py old.json
-    python tools/digest_outputs.py new.json && python tools/digest_outputs.py --compare old.json new.json
+    python tools/digest_outputs.py new.json
+    python tools/digest_outputs.py --compare old.json new.json
 
 Every family, conditional and unconditional, is trained a few steps on the synthetic
-dataset with one thread; the final and intermediate weights, the grids, `sample` to PNG and
-npz, `synth` and `visualize` outputs are hashed (of a training state, its tensors). Determinism holds on one machine (CPU
-kernels differ across processors), so compare digests made on the same machine.
+dataset with one thread; the final and intermediate weights and training states (their
+tensors: a state also holds wall-clock seconds), the grids and figures, `sample` to PNG and
+npz and a `synth` dataset are hashed. Determinism holds on one machine (CPU kernels differ
+across processors), so compare digests made on the same machine.
 """
 
 from __future__ import annotations

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import shutil
 import sys
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Family
+
+
+class Compilable(Protocol):
+    """What `compile_networks` needs of a family (`models.base.Family` has it); a protocol, so
+    this ground-floor module does not import the families above it."""
+
+    def compile_networks(self) -> list[str]: ...
 
 
 def select_device(name: str) -> torch.device:
@@ -29,7 +36,7 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def compile_networks(model: Family, device: torch.device, *, announce: bool = True) -> None:
+def compile_networks(model: Compilable, device: torch.device, *, announce: bool = True) -> None:
     """`train.compile`: compile the family's networks in place, or say why not and train
     eagerly. A tiny function is compiled (forward and backward) first, so a missing or broken
     C++ compiler (inductor needs one for CPU code) is a warning, not a failed run; a network

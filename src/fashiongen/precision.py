@@ -39,7 +39,9 @@ from fashiongen.errors import ConfigError
 
 if TYPE_CHECKING:
     from fashiongen.config import SampleConfig, TrainConfig
-    from fashiongen.models.base import Family
+
+# `model` below is a family (fashiongen.models.base.Family), typed as the Module it is:
+# models.base calls this module, so naming the family here would close an import circle.
 
 Precision = Literal["auto", "fp32", "bf16"]
 Choice = Literal["fp32", "bf16"]
@@ -215,7 +217,7 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
 # ---------------------------------------------------------------- training
 
 
-def choose_for_training(requested: Precision, model: Family, train_cfg: TrainConfig,
+def choose_for_training(requested: Precision, model: torch.nn.Module, train_cfg: TrainConfig,
                         batch: tuple[torch.Tensor, torch.Tensor],
                         device: torch.device) -> PrecisionChoice:
     """The precision a run trains in. The probe times `PROBE_TRAIN_STEPS` of the family's
@@ -285,14 +287,14 @@ def sampling_override(precision: Precision | None) -> Iterator[None]:
         _sampling_override = previous
 
 
-def sampling_autocast(model: Family, sampling: SampleConfig | None) -> torch.autocast:
+def sampling_autocast(model: torch.nn.Module, sampling: SampleConfig | None) -> torch.autocast:
     """The autocast to sample `model` in: `--precision`, else `sampling.precision`; `auto`
     probes once per architecture and process."""
     requested = _sampling_override or (sampling.precision if sampling is not None else "fp32")
     return autocast(sampling_choice(model, sampling, requested).choice, model.device)
 
 
-def sampling_choice(model: Family, sampling: SampleConfig | None,
+def sampling_choice(model: torch.nn.Module, sampling: SampleConfig | None,
                     requested: Precision) -> PrecisionChoice:
     device = model.device
     check_device(requested, device, "sample.precision")
@@ -307,7 +309,7 @@ def sampling_choice(model: Family, sampling: SampleConfig | None,
     return _sampling_choices[key]
 
 
-def _measure_sampling(model: Family, sampling: SampleConfig | None) -> dict[str, Any]:
+def _measure_sampling(model: torch.nn.Module, sampling: SampleConfig | None) -> dict[str, Any]:
     """Time a small batch of `generate_from_latents` (a few diffusion steps) in each
     precision; called inside `Family.sample` (eval mode, no gradients)."""
     if sampling is not None and "num_steps" in model.sampling_fields:

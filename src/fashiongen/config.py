@@ -95,7 +95,7 @@ class TrainConfig:
     use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
     # bf16 autocast of the networks ("bf16"), none ("fp32"), or bf16 where the device has
     # bf16 matrix units and a probe finds it faster ("auto"): fashiongen.precision
-    precision: Literal["auto", "fp32", "bf16"] = field(default="fp32",
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto",
                                                        metadata=WRITTEN_UNLESS_DEFAULT)
     # torch.compile the family's networks in place (checkpoints unchanged); pays back where
     # benchmarks/speed_options.py says so (the DCGAN presets); needs a C++ compiler on CPU.
@@ -141,7 +141,7 @@ class SampleConfig:
     guidance_scale: float = 1.0  # classifier-free guidance; 1 = off
     strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
     # the networks' precision when sampling, as train.precision (every family)
-    precision: Literal["auto", "fp32", "bf16"] = field(default="fp32",
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto",
                                                        metadata=WRITTEN_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
@@ -296,56 +296,82 @@ def _coerce_table(value: Any, cls: type, key: str) -> Any:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Coerce a TOML or `--set` value to the field's annotated type."""
     origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
     if origin in (types.UnionType, typing.Union):
-        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
-        if is_none and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"bad value for {key}: {value!r}")
+        return _coerce_union(value, typing.get_args(annotation), key)
     if dataclasses.is_dataclass(annotation):
         return _coerce_table(value, annotation, key)
     if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"bad value for {key}: {value!r} (choose one of {choices})")
-        return value
+        return _coerce_choice(value, typing.get_args(annotation), key)
     if origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"bad value for {key}: expected a list of {len(args)} numbers")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"bad value for {key}: {value!r} (expected true or false)")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"bad value for {key}: {value!r} (expected an integer)")
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:  # an integer beyond any float
-                number = math.inf
-            if not math.isfinite(number):
-                raise ConfigError(f"bad value for {key}: {value!r} (expected a finite number)")
-            return number
-        raise ConfigError(f"bad value for {key}: {value!r} (expected a number)")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"bad value for {key}: {value!r} (expected a string)")
+        return _coerce_tuple(value, typing.get_args(annotation), key)
+    if annotation in _SCALARS:
+        return _SCALARS[annotation](value, key)
     raise ConfigError(f"config key {key} has an unsupported type")
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    """`X | None` takes none/null; otherwise the first member type the value fits."""
+    is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+    if is_none and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, key)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"bad value for {key}: {value!r}")
+
+
+def _coerce_choice(value: Any, choices: tuple[Any, ...], key: str) -> Any:
+    if value not in choices:
+        listed = ", ".join(repr(a) for a in choices)
+        raise ConfigError(f"bad value for {key}: {value!r} (choose one of {listed})")
+    return value
+
+
+def _coerce_tuple(value: Any, args: tuple[Any, ...], key: str) -> tuple[Any, ...]:
+    if not isinstance(value, list | tuple) or len(value) != len(args):
+        raise ConfigError(f"bad value for {key}: expected a list of {len(args)} numbers")
+    return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+
+
+def _coerce_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"bad value for {key}: {value!r} (expected true or false)")
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"bad value for {key}: {value!r} (expected an integer)")
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"bad value for {key}: {value!r} (expected a number)")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"bad value for {key}: {value!r} (expected a finite number)")
+    return number
+
+
+def _coerce_str(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"bad value for {key}: {value!r} (expected a string)")
+
+
+_SCALARS: dict[type, typing.Callable[[Any, str], Any]] = {
+    bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 # ---------------------------------------------------------------- TOML and overrides

@@ -59,9 +59,11 @@ def sampling_calls(model: Family) -> dict[str, tuple]:
         lambda _module, args, name=name: calls.setdefault(name, args))
         for name in model.ema_module_names]
     try:
-        # The family's defaults run every sampling network (a hybrid's refiner included).
+        # The family's defaults run every sampling network (a hybrid's refiner included);
+        # in fp32, as the exported networks run (no `auto` probe calls them first).
         model.sample(2, generator=torch.Generator().manual_seed(0),
-                     sampling=dataclasses.replace(model.default_sampling(), num_steps=2))
+                     sampling=dataclasses.replace(model.default_sampling(), num_steps=2,
+                                                  precision="fp32"))
     finally:
         for hook in hooks:
             hook.remove()

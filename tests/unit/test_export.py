@@ -16,7 +16,7 @@ def _build(name, num_classes):
     torch.manual_seed(0)
     cfg = config_from_dict({"model": {"name": name, "num_classes": num_classes},
                             "sample": {"num_steps": 3, "guidance_scale": 1.5,
-                                       "strength": 0.3}})
+                                       "strength": 0.3, "precision": "fp32"}})  # as onnx
     return build_model(cfg.model, (1, 28, 28)).eval(), cfg
 
 

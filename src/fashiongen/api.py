@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fashiongen import editing
 from fashiongen.checkpoint import Checkpoint, load_model
 from fashiongen.config import (
     RunConfig,
@@ -28,6 +29,7 @@ from fashiongen.config import (
     preset_path,
     read_toml,
 )
+from fashiongen.edit import read_picture
 from fashiongen.errors import ConfigError
 from fashiongen.evaluation import (
     DEFAULT_NUM_SAMPLES,
@@ -36,7 +38,7 @@ from fashiongen.evaluation import (
     resolve_featnet,
 )
 from fashiongen.generate import generate_labelled, interpolate
-from fashiongen.images import make_grid, to_pil
+from fashiongen.images import make_grid, to_model_range, to_pil, to_uint8
 from fashiongen.metrics import evaluate as score
 from fashiongen.models.base import Family
 from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
@@ -48,6 +50,7 @@ __all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "tr
            "zoo_models"]
 
 ClassSpec = str | int | Sequence[str | int]
+PictureSpec = Image.Image | str | Path | Sequence[Image.Image | str | Path] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,66 @@ class Model:
                              num_frames=num_frames, label=label, sampling=self.sampling)
         labels = np.full(num_frames, label or 0, dtype=np.int64) if self.num_classes else None
         return Samples(images.numpy(), labels, self.class_names, num_rows=1)
+
+    def refine(self, pictures: PictureSpec, strength: float = editing.DEFAULT_STRENGTH, *,
+               classes: ClassSpec | None = None, seed: int = 0, use_transfer: bool = False,
+               use_fill: bool = False) -> Samples:
+        """Image to image (`fashiongen.editing.refine`), as `fashiongen edit` does.
+
+        Args:
+            pictures: a PIL image or file path, a list of them, or uint8 (N, C, H, W) of the
+                model's shape; others are fitted to the frame (`editing.fit_to_frame`).
+            strength: in (0, 1]; classes: cycled over the pictures (None keeps theirs);
+            use_transfer: let the silhouette change towards the class; use_fill: fill
+                closed outlines of a sketch first.
+        """
+        x, labels = self._edit_inputs(pictures, classes, use_fill=use_fill)
+        guidance, sampling = ((editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
+                              if use_transfer else (editing.Guidance(),
+                                                    editing.DEFAULT_EDIT_SAMPLING))
+        out = editing.refine(self.network, x, strength, labels=labels, guidance=guidance,
+                             sampling=sampling, generator=torch.Generator().manual_seed(seed))
+        return self._edited(out, labels)
+
+    def inpaint(self, pictures: PictureSpec, mask: np.ndarray | torch.Tensor, *,
+                classes: ClassSpec | None = None, seed: int = 0,
+                strength: float = 1.0) -> Samples:
+        """Regenerate where `mask` (bool (N or 1, 1, H, W), True = regenerate) is set and
+        keep every other pixel exactly (`fashiongen.editing.inpaint`)."""
+        x, labels = self._edit_inputs(pictures, classes)
+        mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+        out = editing.inpaint(self.network, x, mask.expand(len(x), -1, -1, -1), labels=labels,
+                              strength=strength, generator=torch.Generator().manual_seed(seed))
+        return self._edited(out, labels)
+
+    def variations(self, picture: PictureSpec, num_variations: int = 4,
+                   strength: float = editing.DEFAULT_STRENGTH, *,
+                   class_name: str | int | None = None, seed: int = 0) -> Samples:
+        """`num_variations` garments close to one picture, one grid row."""
+        x, labels = self._edit_inputs(picture, class_name)
+        label = None if labels is None else int(labels[0])
+        out = editing.variations(self.network, x[:1], num_variations, strength, label=label,
+                                 generator=torch.Generator().manual_seed(seed))
+        return self._edited(out, None if label is None else torch.full((len(out),), label))
+
+    def _edit_inputs(self, pictures: PictureSpec, classes: ClassSpec | None, *,
+                     use_fill: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pictures in the model's range and shape, and the labels for `classes`."""
+        if isinstance(pictures, np.ndarray | torch.Tensor):
+            x = to_model_range(torch.as_tensor(np.asarray(pictures)))
+        else:
+            items = pictures if isinstance(pictures, Sequence) and not isinstance(
+                pictures, str) else [pictures]
+            arrays = [editing.fit_to_frame(read_picture(p) if isinstance(p, str | Path) else p,
+                                           self.image_shape, use_fill=use_fill)[0]
+                      for p in items]
+            x = to_model_range(torch.from_numpy(np.stack(arrays)))
+        labels = None if classes is None else self.labels_for(len(x), classes)[0]
+        return x, labels
+
+    def _edited(self, out: torch.Tensor, labels: torch.Tensor | None) -> Samples:
+        return Samples(to_uint8(out).numpy(), None if labels is None else labels.numpy(),
+                       self.class_names, num_rows=1)
 
 
 def load(name_or_path: str | Path, *, use_ema: bool = True,

@@ -189,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
                              "(needs the onnx extra; 1.1-2x faster on one thread, not "
                              "faster on two: benchmarks/README.md)")
 
+    edit = commands.add_parser("edit", help="refine, inpaint or vary garments from pictures")
+    edit.add_argument("inputs", metavar="INPUT", nargs="+", help="pictures of any size and mode")
+    edit.add_argument("--model", required=True, metavar="NAME|CHECKPOINT",
+                      help="a zoo name, run folder or checkpoint of a ddpm or hybrid")
+    edit.add_argument("--strength", type=float, default=None,
+                      help="in (0, 1]: how far each input is noised (default 0.8)")
+    edit.add_argument("--class", dest="class_name", metavar="NAME", help="refine towards it")
+    edit.add_argument("--transfer", action="store_true",
+                      help="class transfer: let the silhouette change towards --class")
+    edit.add_argument("--fill", action="store_true", help="fill the closed outlines of a sketch")
+    edit.add_argument("--mask", metavar="MASK.png", help="inpaint where the mask is white")
+    edit.add_argument("--variations", type=_positive_int, default=1, metavar="N")
+    edit.add_argument("--seed", type=_seed, default=0)
+    edit.add_argument("--out", required=True, help="x.png (grid), x.npz, or dir/ (PNGs)")
+    _add_overwrite(edit)
+
     data = commands.add_parser("data", help="dataset tools")
     data_commands = _CommandParsers(data.add_subparsers(dest="data_command", required=True,
                                                         metavar="COMMAND"))
@@ -429,6 +445,16 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    from fashiongen.edit import edit_command
+
+    return edit_command(args.out, args.model, args.inputs, strength=args.strength,
+                        class_name=args.class_name, mask=args.mask,
+                        num_variations=args.variations, seed=args.seed,
+                        use_transfer=args.transfer, use_fill=args.fill,
+                        overwrite=args.overwrite)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fashiongen.precision import sampling_override
     from fashiongen.web.app import serve
@@ -648,7 +674,8 @@ def cmd_cas(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
             "zoo": cmd_zoo, "export": cmd_export, "combine": cmd_combine,
             "visualize": cmd_visualize, "featnet": cmd_featnet,
-            "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas}
+            "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas,
+            "edit": cmd_edit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from fashiongen import limits
 from fashiongen.errors import ConfigError, FashiongenError
 from fashiongen.files import atomic_path
 from fashiongen.samplers import SAMPLERS
+from fashiongen.web.design import build_design_tab
 from fashiongen.web.studio import (
     ANY_CLASS,
     MAX_FRAMES,
@@ -42,7 +43,8 @@ SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica",
                 "sans-serif"]
 SYSTEM_MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 # Small images fill their frame, enlarged without blurring (28x28 tiles would look tiny).
-CSS = ("#grid img, #strip img { width: 100%; height: 100%; object-fit: contain; "
+CSS = ("#grid img, #strip img, #design img, #converted img { width: 100%; height: 100%; "
+       "object-fit: contain; "
        "image-rendering: pixelated; }")
 
 
@@ -120,50 +122,53 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
                    delete_cache=(3600, 3600)) as app:
         gr.Markdown("# fashiongen studio\nSample a trained model, pick a class and a seed, "
                     "and download what you like. Everything runs on this machine.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                model = gr.Dropdown(studio.keys, value=first.key, label="Model")
-                about = gr.Markdown(_describe(first))
-                # Any value passes the page to the studio, which checks it against the model
-                # named in the same call: the API needs no earlier /model_info in its session.
-                class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
-                                         visible=bool(first.class_names), elem_id="class",
-                                         allow_custom_value=True)
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
-                num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
-                                       label="Number of images")
-                with gr.Accordion("Diffusion sampling", open=True,
-                                  visible=first.uses_sampler) as diffusion:
-                    sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler,
-                                          label="Sampler")
-                    steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
-                                      label="Steps")
-                    guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
-                                         value=first.sampling.guidance_scale,
-                                         step=0.1, label="Guidance scale (1 = off)",
-                                         visible=first.uses_sampler
-                                         and bool(first.class_names))
-                    strength = gr.Slider(0, 1, value=first.sampling.strength, step=0.05,
-                                         label="Hybrid strength",
-                                         visible=first.uses_strength)
-                generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=2):
-                grid = gr.Image(label="Samples", type="pil", format="png", elem_id="grid",
-                                interactive=False, buttons=["download", "fullscreen"],
-                                height=GRID_HEIGHT_PX)
-                with gr.Row():
-                    png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
-                    npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
-        gr.Markdown("## Interpolation\nFrom seed A's sample to seed B's, in one class.")
-        with gr.Row():
-            seed_a = gr.Number(0, label="Seed A", precision=0, minimum=0, maximum=MAX_SEED)
-            seed_b = gr.Number(7, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED)
-            num_frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
-            interpolate_button = gr.Button("Interpolate", elem_id="interpolate")
-        strip = gr.Image(label="Strip", type="pil", format="png", elem_id="strip",
-                         interactive=False, buttons=["download", "fullscreen"],
-                         height=STRIP_HEIGHT_PX)
-        strip_note = gr.Markdown()
+        with gr.Tab("Sample"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    model = gr.Dropdown(studio.keys, value=first.key, label="Model")
+                    about = gr.Markdown(_describe(first))
+                    # Any value passes the page to the studio, which checks it against the model
+                    # named in the same call: the API needs no earlier /model_info in its session.
+                    class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
+                                             visible=bool(first.class_names), elem_id="class",
+                                             allow_custom_value=True)
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+                    num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
+                                           label="Number of images")
+                    with gr.Accordion("Diffusion sampling", open=True,
+                                      visible=first.uses_sampler) as diffusion:
+                        sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler,
+                                              label="Sampler")
+                        steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
+                                          label="Steps")
+                        guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
+                                             value=first.sampling.guidance_scale,
+                                             step=0.1, label="Guidance scale (1 = off)",
+                                             visible=first.uses_sampler
+                                             and bool(first.class_names))
+                        strength = gr.Slider(0, 1, value=first.sampling.strength, step=0.05,
+                                             label="Hybrid strength",
+                                             visible=first.uses_strength)
+                    generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column(scale=2):
+                    grid = gr.Image(label="Samples", type="pil", format="png", elem_id="grid",
+                                    interactive=False, buttons=["download", "fullscreen"],
+                                    height=GRID_HEIGHT_PX)
+                    with gr.Row():
+                        png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
+                        npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
+            gr.Markdown("## Interpolation\nFrom seed A's sample to seed B's, in one class.")
+            with gr.Row():
+                seed_a = gr.Number(0, label="Seed A", precision=0, minimum=0, maximum=MAX_SEED)
+                seed_b = gr.Number(7, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED)
+                num_frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
+                interpolate_button = gr.Button("Interpolate", elem_id="interpolate")
+            strip = gr.Image(label="Strip", type="pil", format="png", elem_id="strip",
+                             interactive=False, buttons=["download", "fullscreen"],
+                             height=STRIP_HEIGHT_PX)
+            strip_note = gr.Markdown()
+        with gr.Tab("Design"):
+            build_design_tab(gr, studio, write, refused, tracked)
 
         sampling_inputs = [sampler, steps, guidance, strength]
         model.change(on_model, model, [class_name, diffusion, *sampling_inputs, about],

@@ -1,0 +1,352 @@
+"""Editing garments with a diffusion model: refine a sketch or photo, inpaint, variations.
+
+`refine` noises input images to a `strength` and denoises them (SDEdit, Meng et al., arXiv
+2108.01073) with low-pass guidance towards the input (ILVR, Choi et al., arXiv 2108.02938),
+so the output keeps the input's silhouette and gains the dataset's detail; with a class it
+moves a garment to that class. `inpaint` regenerates the masked pixels only and keeps the
+others bit for bit (RePaint, Lugmayr et al., arXiv 2201.09865); `variations` refines one
+image n times with different noise. The maths is in `fashiongen.samplers.guided`; here are
+the family-level entry points, which any family with a diffusion denoiser serves (the DDPM
+itself, the hybrid through its refiner, up to the strength it was trained for) and every
+other family refuses in one line. `fit_to_frame` converts any picture to the model's images
+the way Fashion-MNIST was made (Xiao et al., arXiv 1708.07747, sec. 2: trimmed, longest edge
+resized to the frame, centred, light garment on black) and says what it did.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import partial
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from fashiongen.config import SampleConfig
+from fashiongen.data.dataset import resize_image
+from fashiongen.errors import ConfigError
+from fashiongen.models.base import Diffusion, DraftRefiner, Family, ImageShape, eval_mode
+from fashiongen.samplers import Callback, get_sampler
+from fashiongen.samplers.guided import low_pass_guided, repaint
+
+# The default refine setting, chosen on benchmarks/design_studio.py (blur set, N = 1000).
+DEFAULT_STRENGTH = 0.8
+DEFAULT_GUIDANCE_SIGMA = 1.6  # pixels: the input is read as a view blurred by about this much
+DEFAULT_GUIDANCE_WEIGHT = 1.0
+DEFAULT_GUIDANCE_ITERATIONS = 10
+DEFAULT_GUIDANCE_STOP = 0.0  # guide at every step: the last one too
+DEFAULT_EDIT_SAMPLING = SampleConfig(sampler="ddim", num_steps=10, guidance_scale=1.5)
+DEFAULT_JUMP_LENGTH = 5
+DEFAULT_NUM_RESAMPLES = 3
+MAX_GUIDANCE_SIGMA = 8.0
+MAX_LANDWEBER_STEP = 2.0  # Landweber converges for steps below 2 / ||G||^2 = 2
+MAX_GUIDANCE_ITERATIONS = 100
+INK_THRESHOLD = 40  # grey level above which a pixel is garment, not background (0..255)
+MAX_GREY = 255
+FILL_GREY = 160  # inside a filled outline: the mid grey of the dataset's garments
+OUTSIDE_MARK = 1  # flood-fill value of background joined to the border
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Low-pass guidance towards the input (`fashiongen.samplers.guided.low_pass_guided`):
+    the blur `sigma` in pixels, the Landweber step `weight` in [0, 2) (0: plain SDEdit),
+    `num_iterations` steps per prediction, applied while t > `stop` * T."""
+
+    sigma: float = DEFAULT_GUIDANCE_SIGMA
+    weight: float = DEFAULT_GUIDANCE_WEIGHT
+    num_iterations: int = DEFAULT_GUIDANCE_ITERATIONS
+    stop: float = DEFAULT_GUIDANCE_STOP
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma <= MAX_GUIDANCE_SIGMA:
+            raise ConfigError(f"guidance sigma must lie in (0, {MAX_GUIDANCE_SIGMA}], "
+                              f"got {self.sigma}")
+        if not 0 <= self.weight < MAX_LANDWEBER_STEP:
+            raise ConfigError(f"guidance weight must lie in [0, {MAX_LANDWEBER_STEP}), "
+                              f"got {self.weight}")
+        if not 1 <= self.num_iterations <= MAX_GUIDANCE_ITERATIONS:
+            raise ConfigError(f"guidance iterations must be between 1 and "
+                              f"{MAX_GUIDANCE_ITERATIONS}, got {self.num_iterations}")
+        if not 0 <= self.stop <= 1:
+            raise ConfigError(f"guidance stop must lie in [0, 1], got {self.stop}")
+
+
+# Class transfer lets the silhouette change: no low-pass guidance, stronger class guidance
+# (benchmarks/design_studio.py: 86% of N = 200 classified as the target, against 57% at 1.5).
+TRANSFER_GUIDANCE: Guidance | None = None
+TRANSFER_SAMPLING = replace(DEFAULT_EDIT_SAMPLING, guidance_scale=4.0)
+
+
+def editor_of(model: Family) -> Diffusion:
+    """The diffusion denoiser that edits for `model`, or a one-line ConfigError."""
+    if isinstance(model, Diffusion):
+        return model
+    if isinstance(model, DraftRefiner):
+        return model.refiner
+    raise ConfigError(f"the {model.config.name} family cannot edit images (refine, inpaint "
+                      "and variations need a diffusion denoiser): use a ddpm or hybrid model")
+
+
+def can_edit(model: Family) -> bool:
+    """Whether `model` serves refine, inpaint and variations."""
+    return isinstance(model, Diffusion | DraftRefiner)
+
+
+def t_start_of(denoiser: Diffusion, strength: float) -> int:
+    """The timestep an input is noised to: strength * T - 1; 0 for strength 0."""
+    if not 0 <= strength <= 1 or not math.isfinite(strength):
+        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
+    t_start = max(0, round(strength * denoiser.num_timesteps) - 1)
+    if t_start > denoiser.max_timestep:
+        highest = (denoiser.max_timestep + 1) / denoiser.num_timesteps
+        raise ConfigError(f"strength {strength} is above {highest:g}, the highest this "
+                          "model's denoiser was trained for")
+    return t_start
+
+
+def _prepare(model: Family, images: torch.Tensor, labels: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images as float (B, C, H, W) in [-1, 1] on the model's device; labels checked."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise ConfigError(f"images must be (B, {', '.join(map(str, model.image_shape))}), got "
+                          f"{tuple(images.shape)}: convert them with fit_to_frame")
+    if labels is not None:
+        labels = model.check_labels(len(images), labels)
+    return images.to(model.device, torch.float32), labels
+
+
+def _denoiser_fn(denoiser: Diffusion, labels: torch.Tensor | None,
+                 sampling: SampleConfig):
+    return partial(denoiser.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
+
+
+@torch.no_grad()
+def refine(model: Family, images: torch.Tensor, strength: float = DEFAULT_STRENGTH, *,
+           labels: torch.Tensor | None = None, guidance: Guidance | None = Guidance(),
+           sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+           generator: torch.Generator | None = None,
+           callback: Callback | None = None) -> torch.Tensor:
+    """Image to image: noise to `strength`, denoise with low-pass guidance (SDEdit + ILVR).
+
+    Args:
+        model: a family that can edit (`can_edit`).
+        images: (B, C, H, W) float in [-1, 1], the model's image shape.
+        strength: in [0, 1]: how far the input is noised (0 returns it unchanged, 1 starts
+            from pure noise and keeps only what guidance keeps).
+        labels: (B,) target classes, or None to keep the input's (unconditional denoiser).
+        guidance: low-pass guidance towards the input, or None for plain SDEdit.
+        sampling: sampler, num_steps, eta and classifier-free guidance_scale.
+        generator: feeds all noise: the same seed gives the same images.
+        callback: progress, callback(step_index, num_steps).
+
+    Returns:
+        (B, C, H, W) float in [-1, 1].
+    """
+    denoiser = editor_of(model)
+    t_start = t_start_of(denoiser, strength)
+    x0, labels = _prepare(model, images, labels)
+    if strength == 0:
+        return x0
+    denoise = _denoiser_fn(denoiser, labels, sampling)
+    if guidance is not None:
+        denoise = low_pass_guided(denoise, x0, sigma=guidance.sigma, weight=guidance.weight,
+                                  num_iterations=guidance.num_iterations,
+                                  t_stop=round(guidance.stop * denoiser.num_timesteps) - 1)
+    eps = model.randn(*x0.shape, generator=generator)
+    t = torch.full((len(x0),), t_start, dtype=torch.long, device=x0.device)
+    x_start = denoiser.schedule.q_sample(x0, t, eps)
+    with eval_mode(model):
+        out = get_sampler(sampling.sampler)(
+            denoise, x_start, denoiser.schedule, num_steps=sampling.num_steps,
+            t_start=t_start, eta=sampling.eta, generator=generator, callback=callback)
+    return out.clamp(-1, 1)
+
+
+@torch.no_grad()
+def inpaint(model: Family, images: torch.Tensor, mask: torch.Tensor, *,
+            labels: torch.Tensor | None = None, strength: float = 1.0,
+            jump_length: int = DEFAULT_JUMP_LENGTH, num_resamples: int = DEFAULT_NUM_RESAMPLES,
+            sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+            generator: torch.Generator | None = None,
+            callback: Callback | None = None) -> torch.Tensor:
+    """Regenerate the masked pixels, keep the others bit for bit (RePaint).
+
+    Args:
+        model: a family that can edit (`can_edit`).
+        images: (B, C, H, W) float in [-1, 1].
+        mask: bool (B or 1, 1 or C, H, W): True where pixels are regenerated.
+        labels: (B,) classes, or None (unconditional denoiser).
+        strength: where the masked region starts: 1 from pure noise, lower from the input
+            there noised to that level (to rework a sketched change).
+        jump_length, num_resamples: RePaint's resampling (r = 1: none).
+        sampling: num_steps on the way down and classifier-free guidance_scale (RePaint
+            samples ancestrally whatever `sampling.sampler` says).
+        generator, callback: as in `refine`.
+
+    Returns:
+        (B, C, H, W) float in [-1, 1], equal to `images` wherever `mask` is False.
+    """
+    denoiser = editor_of(model)
+    t_start = t_start_of(denoiser, strength)
+    x0, labels = _prepare(model, images, labels)
+    mask = torch.as_tensor(mask, dtype=torch.bool, device=x0.device)
+    if mask.dim() != 4 or mask.shape[-2:] != x0.shape[-2:]:
+        raise ConfigError(f"mask must be (B, 1, {x0.shape[-2]}, {x0.shape[-1]}), got "
+                          f"{tuple(mask.shape)}")
+    if strength == 0 or not mask.any():
+        return x0
+    if num_resamples < 1 or jump_length < 1:
+        raise ConfigError("inpaint: jump_length and num_resamples must be >= 1")
+    denoise = _denoiser_fn(denoiser, labels, sampling)
+    with eval_mode(model):
+        out = repaint(denoise, x0, mask, denoiser.schedule, num_steps=sampling.num_steps,
+                      t_start=t_start, jump_length=jump_length, num_resamples=num_resamples,
+                      generator=generator, callback=callback)
+    # Clamping the generated pixels only: the kept ones are returned as given.
+    return torch.where(mask.expand_as(out), out.clamp(-1, 1), x0)
+
+
+def variations(model: Family, image: torch.Tensor, num_variations: int,
+               strength: float = DEFAULT_STRENGTH, *, label: int | None = None,
+               guidance: Guidance | None = Guidance(),
+               sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+               generator: torch.Generator | None = None,
+               callback: Callback | None = None) -> torch.Tensor:
+    """`num_variations` refinements of one image (C, H, W) or (1, C, H, W), each with its
+    own noise: (num_variations, C, H, W) in [-1, 1]."""
+    if num_variations < 1:
+        raise ConfigError(f"variations: the number must be >= 1, got {num_variations}")
+    batch = image.reshape(1, *image.shape[-3:]).expand(num_variations, -1, -1, -1)
+    labels = None if label is None else torch.full((num_variations,), label, dtype=torch.long)
+    return refine(model, batch, strength, labels=labels, guidance=guidance, sampling=sampling,
+                  generator=generator, callback=callback)
+
+
+# ---------------------------------------------------------------------- input conversion
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a picture was fitted into the model's frame (applied to its mask the same way)."""
+
+    source_size: tuple[int, int]  # (width, height) of the picture given
+    crop: tuple[int, int, int, int]  # (left, top, right, bottom) box of the garment
+    fitted_size: tuple[int, int]  # (width, height) the crop was resized to
+    frame: tuple[int, int]  # (width, height) of the model's images
+    inverted: bool  # light background made black
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return ((self.frame[0] - self.fitted_size[0]) // 2,
+                (self.frame[1] - self.fitted_size[1]) // 2)
+
+    def apply(self, grey: Image.Image) -> Image.Image:
+        """Crop, resize and centre a mode-"L" picture of `source_size` on black."""
+        fitted = grey.crop(self.crop)
+        if fitted.size != self.fitted_size:
+            fitted = resize_image(fitted, self.fitted_size)
+        canvas = Image.new("L", self.frame, 0)
+        canvas.paste(fitted, self.offset)
+        return canvas
+
+    def describe(self) -> str:
+        w, h = self.source_size
+        steps = [f"{w}x{h}"]
+        if self.inverted:
+            steps.append("light background inverted to black")
+        if self.crop != (0, 0, w, h):
+            left, top, right, bottom = self.crop
+            steps.append(f"cropped to the garment ({right - left}x{bottom - top})")
+        if self.fitted_size != self.frame or self.crop != (0, 0, w, h):
+            fw, fh = self.fitted_size
+            steps.append(f"resized to {fw}x{fh}, centred on a black "
+                         f"{self.frame[0]}x{self.frame[1]}")
+        return " -> ".join(steps) if len(steps) > 1 else f"{w}x{h}, used as it is"
+
+
+def to_grey(picture: Image.Image) -> Image.Image:
+    """Mode "L", transparent pixels set to the opposite of the drawn ones' mean grey (so
+    dark strokes on a transparent sketch pad become dark on white)."""
+    if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        alpha = np.asarray(rgba)[..., 3]
+        grey = np.asarray(rgba.convert("L"))
+        drawn = grey[alpha > 0]
+        background = 0 if drawn.size and drawn.mean() > MAX_GREY / 2 else MAX_GREY
+        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("L")
+    if picture.mode.startswith("I"):  # 16-bit grey: keep the top 8 bits
+        return Image.fromarray((np.asarray(picture, dtype=np.uint32) >> 8).astype(np.uint8))
+    return picture.convert("L")
+
+
+def fit_to_frame(picture: Image.Image, image_shape: ImageShape, *,
+                 use_fill: bool = False) -> tuple[np.ndarray, Framing]:
+    """Any picture -> uint8 (C, H, W) for the model, as Fashion-MNIST's images were made.
+
+    A picture already of the frame's size is only made grey (and inverted if its background
+    is light); any other is inverted if need be, trimmed to the garment (pixels above
+    `INK_THRESHOLD`), resized so its longest edge fills the frame and centred on black.
+    `use_fill` fills closed outlines (a sketch) with `FILL_GREY` first: the dataset's
+    garments are solid, not outlines.
+    """
+    channels, height, width = image_shape
+    grey = to_grey(picture)
+    array = np.asarray(grey)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    inverted = bool(np.median(border) > MAX_GREY / 2)
+    if inverted:
+        grey = ImageOps.invert(grey)
+        array = np.asarray(grey)
+    if use_fill:
+        grey = fill_outlines(grey)
+        array = np.asarray(grey)
+    if grey.size == (width, height):
+        framing = Framing(grey.size, (0, 0, width, height), (width, height), (width, height),
+                          inverted)
+    else:
+        framing = _framing(array, (width, height), inverted)
+    fitted = np.asarray(framing.apply(grey))
+    return np.repeat(fitted[None], channels, axis=0), framing
+
+
+def fill_outlines(grey: Image.Image) -> Image.Image:
+    """Background (at most `INK_THRESHOLD`) that no path of background joins to the border
+    is inside an outline: set to `FILL_GREY`."""
+    ink = np.asarray(grey) > INK_THRESHOLD
+    # .copy(): an image made by fromarray may share the array's memory, which floodfill
+    # would then not change in what asarray reads back.
+    padded = Image.fromarray(np.pad(np.where(ink, MAX_GREY, 0), 1).astype(np.uint8)).copy()
+    ImageDraw.floodfill(padded, (0, 0), OUTSIDE_MARK)
+    inside = np.asarray(padded)[1:-1, 1:-1] == 0
+    return Image.fromarray(np.where(inside, FILL_GREY, np.asarray(grey)).astype(np.uint8))
+
+
+def _framing(array: np.ndarray, frame: tuple[int, int], inverted: bool) -> Framing:
+    rows, cols = np.nonzero(array > INK_THRESHOLD)
+    source = (array.shape[1], array.shape[0])
+    if rows.size == 0:  # nothing drawn: the whole picture, squeezed into the frame
+        crop = (0, 0, *source)
+    else:
+        crop = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    crop_w, crop_h = crop[2] - crop[0], crop[3] - crop[1]
+    scale = min(frame[0] / crop_w, frame[1] / crop_h)
+    fitted = (max(1, min(frame[0], round(crop_w * scale))),
+              max(1, min(frame[1], round(crop_h * scale))))
+    return Framing(source, crop, fitted, frame, inverted)
+
+
+def mask_to_frame(mask: Image.Image, framing: Framing) -> np.ndarray:
+    """A mask picture (white = regenerate) -> bool (1, H, W) in the model's frame: one of
+    the frame's size is used as it is, one of the input's size follows its framing."""
+    frame = framing.frame
+    if mask.size not in (frame, framing.source_size):
+        raise ConfigError(f"the mask is {mask.size[0]}x{mask.size[1]}: it must be "
+                          f"{frame[0]}x{frame[1]} (the model's images) or "
+                          f"{framing.source_size[0]}x{framing.source_size[1]} (the input's)")
+    grey = to_grey(mask)
+    if grey.size != frame:
+        grey = replace(framing, inverted=False).apply(grey)
+    return np.asarray(grey)[None] > MAX_GREY / 2

@@ -1,0 +1,322 @@
+"""Editing: the guided samplers against oracle denoisers, then refine / inpaint / variations
+on a tiny untrained DDPM (shapes, bit-exact kept pixels, determinism, refusals) and the
+conversion of any picture to the model's frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fashiongen
+from fashiongen import editing
+from fashiongen.checkpoint import save_checkpoint
+from fashiongen.cli import main
+from fashiongen.config import SampleConfig, config_from_dict
+from fashiongen.errors import ConfigError
+from fashiongen.images import to_model_range, to_uint8
+from fashiongen.models import build_model
+from fashiongen.models.base import Family
+from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.models.hybrid import combine
+from fashiongen.samplers import NoiseSchedule
+from fashiongen.samplers.guided import (
+    gaussian_blur,
+    low_pass_guided,
+    repaint,
+    repaint_path,
+)
+
+SHAPE = (1, 28, 28)
+FEW_STEPS = SampleConfig(sampler="ddim", num_steps=3)
+
+
+@pytest.fixture(scope="module")
+def ddpm() -> DDPM:
+    torch.manual_seed(0)
+    return DDPM(DDPMConfig(num_classes=3, base_width=8, num_levels=2), SHAPE).eval()
+
+
+def family(name: str, **fields: object) -> Family:
+    return build_model(config_from_dict({"model": {"name": name, **fields}}).model, SHAPE)
+
+
+def images(n: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- guided samplers
+
+
+def test_gaussian_blur_keeps_constants_and_mass() -> None:
+    flat = torch.full((1, 1, 9, 9), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.6), flat)
+    spike = torch.zeros(1, 1, 21, 21)
+    spike[..., 10, 10] = 1
+    blurred = gaussian_blur(spike, 1.6)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert blurred[..., 10, 10] < 0.1
+    assert torch.equal(gaussian_blur(spike, 0), spike)
+
+
+def test_low_pass_guidance_moves_towards_consistency() -> None:
+    truth = images(2)
+    reference = gaussian_blur(truth, 1.6)
+
+    def zeros_oracle(x_t, t):
+        return torch.zeros_like(x_t)
+
+    t = torch.full((2,), 500)
+    guided = low_pass_guided(zeros_oracle, reference, sigma=1.6, num_iterations=20)(truth, t)
+    before = (gaussian_blur(torch.zeros_like(truth), 1.6) - reference).norm()
+    after = (gaussian_blur(guided, 1.6) - reference).norm()
+    assert after < 0.3 * before  # Landweber converges on what G passes
+
+
+def test_low_pass_guidance_leaves_a_consistent_prediction_and_stops() -> None:
+    truth = images(2)
+    reference = gaussian_blur(truth, 1.6)
+
+    def truth_oracle(x_t, t):
+        return truth
+
+    t = torch.full((2,), 500)
+    guided = low_pass_guided(truth_oracle, reference, sigma=1.6)
+    assert torch.allclose(guided(truth, t), truth, atol=1e-5)
+    off = low_pass_guided(truth_oracle, torch.zeros_like(truth), sigma=1.6, weight=0)
+    assert torch.equal(off(truth, t), truth)
+    stopped = low_pass_guided(truth_oracle, torch.zeros_like(truth), sigma=1.6, t_stop=500)
+    assert torch.equal(stopped(truth, t), truth)
+
+
+@pytest.mark.parametrize(("args", "path"), [
+    ((4, 2, 2), [0, 1, 2, 0, 1, 2, 3, 4, 2, 3, 4]),
+    ((3, 5, 3), [0, 1, 2, 3]),
+    ((2, 1, 1), [0, 1, 2]),
+])
+def test_repaint_path(args: tuple[int, int, int], path: list[int]) -> None:
+    assert repaint_path(*args) == path
+
+
+@pytest.mark.parametrize("num_resamples", [1, 3])
+def test_repaint_keeps_unmasked_pixels_and_counts_calls(num_resamples: int) -> None:
+    schedule = NoiseSchedule("cosine", 100)
+    known = images(2)
+    mask = torch.zeros(2, 1, 28, 28, dtype=torch.bool)
+    mask[..., 9:19, 9:19] = True
+    calls = []
+
+    def oracle(x_t, t):  # E[x0 | x_t] for x0 ~ N(0, 0.25) per pixel
+        calls.append(int(t[0]))
+        abar = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        return abar.sqrt() * 0.25 / (abar * 0.25 + 1 - abar) * x_t
+
+    out = repaint(oracle, known, mask, schedule, num_steps=6, jump_length=3,
+                  num_resamples=num_resamples, generator=gen())
+    assert torch.equal(out[~mask], known[~mask])
+    assert not torch.equal(out[mask], known[mask])
+    path = repaint_path(6, 3, num_resamples)
+    assert len(calls) == sum(b > a for a, b in zip(path, path[1:], strict=False))
+    again = repaint(oracle, known, mask, schedule, num_steps=6, jump_length=3,
+                    num_resamples=num_resamples, generator=gen())
+    assert torch.equal(out, again)
+
+
+# ---------------------------------------------------------------- family entry points
+
+
+def test_refine_shapes_range_and_seed(ddpm: DDPM) -> None:
+    x = images(3)
+    labels = torch.tensor([0, 1, 2])
+    out = editing.refine(ddpm, x, 0.5, labels=labels, sampling=FEW_STEPS, generator=gen(1))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= -1 and out.max() <= 1
+    again = editing.refine(ddpm, x, 0.5, labels=labels, sampling=FEW_STEPS, generator=gen(1))
+    other = editing.refine(ddpm, x, 0.5, labels=labels, sampling=FEW_STEPS, generator=gen(2))
+    assert torch.equal(out, again) and not torch.equal(out, other)
+    plain = editing.refine(ddpm, x, 0.5, guidance=None, sampling=FEW_STEPS, generator=gen(1))
+    assert plain.shape == x.shape
+
+
+def test_strength_zero_returns_the_input(ddpm: DDPM) -> None:
+    x = images(2)
+    assert torch.equal(editing.refine(ddpm, x, 0.0, sampling=FEW_STEPS), x)
+    mask = torch.ones(2, 1, 28, 28, dtype=torch.bool)
+    assert torch.equal(editing.inpaint(ddpm, x, mask, strength=0.0, sampling=FEW_STEPS), x)
+
+
+def test_inpaint_keeps_unmasked_pixels_bit_for_bit(ddpm: DDPM) -> None:
+    uint8 = to_uint8(images(2))
+    x = to_model_range(uint8)
+    mask = torch.zeros(2, 1, 28, 28, dtype=torch.bool)
+    mask[..., 9:19, 9:19] = True
+    out = editing.inpaint(ddpm, x, mask, labels=torch.tensor([0, 1]), sampling=FEW_STEPS,
+                          num_resamples=2, jump_length=2, generator=gen())
+    assert torch.equal(out[~mask], x[~mask])
+    assert torch.equal(to_uint8(out)[~mask], uint8[~mask])
+    assert not torch.equal(out[mask], x[mask])
+
+
+def test_variations_differ_from_each_other(ddpm: DDPM) -> None:
+    out = editing.variations(ddpm, images(1)[0], 4, 0.6, label=2, sampling=FEW_STEPS,
+                             generator=gen())
+    assert out.shape == (4, *SHAPE)
+    assert not torch.equal(out[0], out[1])
+
+
+def test_hybrid_edits_within_its_strength() -> None:
+    ddpm = DDPM(DDPMConfig(base_width=8), SHAPE)
+    hybrid = combine(family("dcgan", g_width=8), ddpm, max_strength=0.5)
+    assert editing.can_edit(hybrid)
+    out = editing.refine(hybrid, images(1), 0.3, sampling=FEW_STEPS, generator=gen())
+    assert out.shape == (1, *SHAPE)
+    with pytest.raises(ConfigError, match="highest this model"):
+        editing.refine(hybrid, images(1), 0.9, sampling=FEW_STEPS)
+
+
+@pytest.mark.parametrize("name", ["vae", "dcgan", "gan"])
+def test_families_without_a_denoiser_refuse(name: str) -> None:
+    model = family(name)
+    assert not editing.can_edit(model)
+    with pytest.raises(ConfigError, match=f"the {name} family cannot edit images"):
+        editing.refine(model, images(1), 0.5)
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
+def test_strength_outside_the_range_is_refused(ddpm: DDPM, strength: float) -> None:
+    with pytest.raises(ConfigError, match="strength must lie in"):
+        editing.refine(ddpm, images(1), strength)
+
+
+def test_bad_shapes_are_refused(ddpm: DDPM) -> None:
+    with pytest.raises(ConfigError, match="fit_to_frame"):
+        editing.refine(ddpm, torch.zeros(1, 3, 32, 32), 0.5)
+    with pytest.raises(ConfigError, match="mask must be"):
+        editing.inpaint(ddpm, images(1), torch.zeros(1, 1, 5, 5, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="labels must lie"):
+        editing.refine(ddpm, images(1), 0.5, labels=torch.tensor([7]))
+
+
+# ---------------------------------------------------------------- input conversion
+
+
+def test_a_photo_on_white_is_inverted_cropped_and_centred() -> None:
+    photo = Image.new("RGB", (120, 60), "white")
+    photo.paste((20, 20, 20), (30, 10, 90, 40))  # a dark 60x30 garment
+    array, framing = editing.fit_to_frame(photo, SHAPE)
+    assert array.shape == SHAPE and array.dtype == np.uint8
+    assert framing.inverted and framing.crop == (30, 10, 90, 40)
+    assert framing.fitted_size == (28, 14)
+    rows = np.nonzero(array[0].max(axis=1) > 200)[0]
+    assert rows.min() == 7 and rows.max() == 20  # centred vertically
+    assert array[0, 0, 0] == 0
+    assert "inverted" in framing.describe() and "28x14" in framing.describe()
+
+
+def test_a_dataset_sized_image_is_used_as_it_is() -> None:
+    picture = np.zeros((28, 28), dtype=np.uint8)
+    picture[5:20, 8:12] = 180
+    array, framing = editing.fit_to_frame(Image.fromarray(picture), SHAPE)
+    assert np.array_equal(array[0], picture)
+    assert framing.describe() == "28x28, used as it is"
+
+
+def test_a_transparent_sketch_becomes_light_strokes_on_black() -> None:
+    sketch = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    sketch.paste((0, 0, 0, 255), (40, 90, 160, 110))  # a dark stroke
+    array, framing = editing.fit_to_frame(sketch, SHAPE)
+    assert framing.inverted
+    assert array.max() == 255 and array[0, 0, 0] == 0
+
+
+def test_a_mask_follows_the_framing_or_is_refused() -> None:
+    photo = Image.new("L", (56, 56), 255)
+    photo.paste(0, (0, 0, 56, 56))
+    _, framing = editing.fit_to_frame(photo, SHAPE)
+    small = Image.new("L", (28, 28), 0)
+    small.paste(255, (0, 0, 14, 28))
+    assert editing.mask_to_frame(small, framing)[0, :, :14].all()
+    big = Image.new("L", (56, 56), 255)
+    assert editing.mask_to_frame(big, framing).all()
+    with pytest.raises(ConfigError, match="the mask is 30x30"):
+        editing.mask_to_frame(Image.new("L", (30, 30)), framing)
+
+
+# ---------------------------------------------------------------- the edit command
+
+
+@pytest.fixture(scope="module")
+def edit_files(tmp_path_factory) -> Path:
+    """A tiny conditional DDPM checkpoint, a sketch, a mask and a file that is no image."""
+    folder = tmp_path_factory.mktemp("edit")
+    cfg = config_from_dict({"model": {"name": "ddpm", "base_width": 8, "num_classes": 10},
+                            "data": {"name": "synthetic"}, "sample": {"num_steps": 2}})
+    torch.manual_seed(0)
+    save_checkpoint(folder / "ddpm", model=build_model(cfg.model, SHAPE), config=cfg, step=0)
+    vae_cfg = config_from_dict({"model": {"name": "vae"}, "data": {"name": "synthetic"}})
+    save_checkpoint(folder / "vae", model=build_model(vae_cfg.model, SHAPE), config=vae_cfg,
+                    step=0)
+    sketch = Image.new("RGB", (90, 60), "white")
+    sketch.paste((0, 0, 0), (10, 20, 80, 45))
+    sketch.save(folder / "sketch.png")
+    Image.new("L", (28, 28), 0).save(folder / "mask.png")
+    mask = Image.new("L", (28, 28), 0)
+    mask.paste(255, (9, 9, 19, 19))
+    mask.save(folder / "hole.png")
+    Image.new("L", (30, 30), 255).save(folder / "mask30.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_edit_writes_like_sample(edit_files: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "edits.npz"
+    assert main(["edit", str(edit_files / "sketch.png"), "--model", str(edit_files / "ddpm"),
+                 "--strength", "0.5", "--class", "3", "--variations", "3", "--seed", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "light background inverted to black" in printed and "wrote 3 edited" in printed
+    with np.load(out) as arrays:
+        assert arrays["images"].shape == (3, *SHAPE) and list(arrays["labels"]) == [3, 3, 3]
+    grid = tmp_path / "holes.png"
+    assert main(["edit", str(edit_files / "sketch.png"), "--model", str(edit_files / "ddpm"),
+                 "--mask", str(edit_files / "hole.png"), "--out", str(grid)]) == 0
+    assert Image.open(grid).size == (64, 64)  # one 28x28 tile, 2 px padding each side, 2x
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["broken.png"], "error: cannot read input {T}/broken.png: cannot identify image file"),
+    (["missing.png"], "error: cannot read input {T}/missing.png: no such file"),
+    (["sketch.png", "--mask", "mask30.png"], "error: the mask is 30x30: it must be 28x28"),
+    (["sketch.png", "--strength", "0"], "error: --strength must lie in (0, 1], got 0.0"),
+    (["sketch.png", "--strength", "1.5"], "error: --strength must lie in (0, 1], got 1.5"),
+    (["sketch.png", "--model", "{T}/vae"], "error: the vae family cannot edit images"),
+    (["sketch.png", "--class", "nope"], "error: unknown class 'nope'"),
+])
+def test_edit_refuses_in_one_line(edit_files: Path, tmp_path: Path, capsys, args: list[str],
+                                  message: str) -> None:
+    args = [a.format(T=edit_files) if "{T}" in a else a for a in args]
+    model = [] if "--model" in args else ["--model", str(edit_files / "ddpm")]
+    files = [str(edit_files / a) if a.endswith(".png") else a for a in args]
+    assert main(["edit", *files, *model, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(T=edit_files)) and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_public_api_edits(edit_files: Path) -> None:
+    model = fashiongen.load(edit_files / "ddpm")
+    refined = model.refine(edit_files / "sketch.png", 0.5, classes="3", seed=1)
+    assert refined.images.shape == (1, *SHAPE) and list(refined.labels) == [3]
+    mask = np.zeros((1, 1, 28, 28), dtype=bool)
+    mask[..., 9:19, 9:19] = True
+    filled = model.inpaint(refined.images, mask)
+    keep = ~np.broadcast_to(mask, filled.images.shape)
+    assert np.array_equal(filled.images[keep], refined.images[keep])
+    assert model.variations(refined.images, 3, 0.4).images.shape == (3, *SHAPE)

@@ -113,38 +113,48 @@ def import_graph(sites: list[ImportSite], modules: dict[str, Path], *,
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan), largest first."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def connect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
+    search = _Tarjan(graph)
     sys.setrecursionlimit(max(1000, 4 * len(graph)))
     for v in sorted(graph):
-        if v not in index:
-            connect(v)
-    return sorted(found, key=lambda c: (-len(c), c))
+        if v not in search.index:
+            search.connect(v)
+    return sorted(search.found, key=lambda c: (-len(c), c))
+
+
+class _Tarjan:
+    """The state of one depth-first search for strongly connected components."""
+
+    def __init__(self, graph: dict[str, set[str]]) -> None:
+        self.graph = graph
+        self.index: dict[str, int] = {}
+        self.low: dict[str, int] = {}
+        self.stack: list[str] = []
+        self.on_stack: set[str] = set()
+        self.found: list[list[str]] = []
+
+    def connect(self, v: str) -> None:
+        self.index[v] = self.low[v] = len(self.index)
+        self.stack.append(v)
+        self.on_stack.add(v)
+        for w in sorted(self.graph[v]):
+            if w not in self.index:
+                self.connect(w)
+                self.low[v] = min(self.low[v], self.low[w])
+            elif w in self.on_stack:
+                self.low[v] = min(self.low[v], self.index[w])
+        if self.low[v] == self.index[v]:
+            self._pop_component(v)
+
+    def _pop_component(self, v: str) -> None:
+        component = []
+        while True:
+            w = self.stack.pop()
+            self.on_stack.discard(w)
+            component.append(w)
+            if w == v:
+                break
+        if len(component) > 1:
+            self.found.append(sorted(component))
 
 
 def shortest_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:

@@ -61,23 +61,10 @@ def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
     if not every:
         raise DataError(f"no PNG or JPEG images in the class folders of {root}")
 
-    problems: dict[Path, str] = {}
-    headers = {}  # path -> (mode, (width, height)), read without decoding the pixels
-    for file, _ in every:
-        try:
-            with Image.open(file) as image:
-                headers[file] = (image.mode, image.size)
-        except READ_ERRORS as e:
-            problems[file] = _describe(e)
+    headers, problems = _read_headers(every)
     if not headers:
         raise _problems_error(root, problems, every)
-    first = next(file for file, _ in every if file in headers)
-    size = (image_size, image_size) if image_size else headers[first][1]
-    if image_size is None:
-        for file, (_, file_size) in headers.items():
-            if file_size != size:
-                problems[file] = (f"size {file_size[0]}x{file_size[1]} differs from {first.name}'s "
-                                  f"{size[0]}x{size[1]}")
+    size = _output_size(headers, every, image_size, problems)
     if channels is None:
         channels = RGB if any(mode not in GREY_MODES for mode, _ in headers.values()) else GREY
     if problems:
@@ -86,6 +73,47 @@ def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
     items = files[split]
     if not items:
         raise DataError(f"folder dataset {root} has no {split} images")
+    out = _decode(items, size, channels, problems)
+    if problems:
+        raise _problems_error(root, problems, every)
+    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+    return ImageDataset(images=torch.from_numpy(out), labels=labels, class_names=class_names,
+                        name=f"{FOLDER_PREFIX}{root}", split=split, source=str(root))
+
+
+def _read_headers(every: list[_Item]) -> tuple[dict[Path, tuple[str, tuple[int, int]]],
+                                              dict[Path, str]]:
+    """Each file's (mode, (width, height)), read without decoding the pixels, and the
+    problems of the files that could not be read."""
+    problems: dict[Path, str] = {}
+    headers = {}
+    for file, _ in every:
+        try:
+            with Image.open(file) as image:
+                headers[file] = (image.mode, image.size)
+        except READ_ERRORS as e:
+            problems[file] = _describe(e)
+    return headers, problems
+
+
+def _output_size(headers: dict[Path, tuple[str, tuple[int, int]]], every: list[_Item],
+                 image_size: int | None, problems: dict[Path, str]) -> tuple[int, int]:
+    """(width, height) of the output: `image_size` square, or else the first readable image's,
+    with every image of another size added to `problems`."""
+    first = next(file for file, _ in every if file in headers)
+    size = (image_size, image_size) if image_size else headers[first][1]
+    if image_size is None:
+        for file, (_, file_size) in headers.items():
+            if file_size != size:
+                problems[file] = (f"size {file_size[0]}x{file_size[1]} differs from {first.name}'s "
+                                  f"{size[0]}x{size[1]}")
+    return size
+
+
+def _decode(items: list[_Item], size: tuple[int, int], channels: int,
+            problems: dict[Path, str]) -> np.ndarray:
+    """uint8 (N, C, H, W): the files converted to `channels` and resized to `size`; a file
+    that fails to decode is added to `problems` and its slot left unfilled."""
     width, height = size
     out = np.empty((len(items), channels, height, width), dtype=np.uint8)
     for i, (file, _) in enumerate(items):
@@ -96,11 +124,7 @@ def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
             problems[file] = _describe(e)
             continue
         out[i] = picture.reshape(height, width, channels).transpose(2, 0, 1)
-    if problems:
-        raise _problems_error(root, problems, every)
-    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-    return ImageDataset(images=torch.from_numpy(out), labels=labels, class_names=class_names,
-                        name=f"{FOLDER_PREFIX}{root}", split=split, source=str(root))
+    return out
 
 
 def _list_files(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:

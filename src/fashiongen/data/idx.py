@@ -54,11 +54,26 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>", *,
         DataError: bad gzip data, bad magic number, unknown type code, unexpected number of
             dimensions, or a data length other than the product of the dimensions.
     """
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise _error(source, f"corrupt or truncated gzip data ({e})") from None
+    data = _decompressed(data, source)
+    dtype, dims, header_bytes = _read_header(data, source, ndim)
+    _check_data_length(data, dtype, dims, header_bytes, source)
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header_bytes)
+    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _decompressed(data: bytes, source: str | Path) -> bytes:
+    """The file's bytes, gunzipped if they start with the gzip magic."""
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise _error(source, f"corrupt or truncated gzip data ({e})") from None
+
+
+def _read_header(data: bytes, source: str | Path, ndim: int | None
+                 ) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The on-disk dtype, the dimensions and the header's length in bytes."""
     if len(data) < MAGIC_BYTES:
         raise _error(source, f"too short for an IDX header ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
@@ -77,9 +92,14 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>", *,
         raise _error(source, f"truncated header: {file_ndim} dimensions need {header_bytes} "
                              f"bytes, the file has {len(data)}")
     dims = struct.unpack(f">{file_ndim}I", data[MAGIC_BYTES:header_bytes])
-    dtype = IDX_DTYPES[code]
-    count = math.prod(dims)
-    expected, actual = count * dtype.itemsize, len(data) - header_bytes
+    return IDX_DTYPES[code], dims, header_bytes
+
+
+def _check_data_length(data: bytes, dtype: np.dtype, dims: tuple[int, ...], header_bytes: int,
+                       source: str | Path) -> None:
+    """The data after the header are exactly the dimensions' product of items, and numpy can
+    index an array of that shape."""
+    expected, actual = math.prod(dims) * dtype.itemsize, len(data) - header_bytes
     shape = "x".join(map(str, dims))
     if actual < expected:
         raise _error(source, f"truncated: shape {shape} needs {expected} data bytes, "
@@ -89,8 +109,6 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>", *,
     if math.prod(d for d in dims if d) * dtype.itemsize >= np.iinfo(np.intp).max:
         # empty, but numpy refuses a shape whose other dimensions overflow its index type
         raise _error(source, f"shape {shape} is too large for an array")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=header_bytes)
-    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 
 
 def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from fashiongen.config import SampleConfig
 from fashiongen.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fashiongen.config import SampleConfig, TrainConfig
+    from fashiongen.config import TrainConfig
 
 # `model` below is a family (fashiongen.models.base.Family), typed as the Module it is:
 # models.base calls this module, so naming the family here would close an import circle.
@@ -290,7 +291,7 @@ def sampling_override(precision: Precision | None) -> Iterator[None]:
 def sampling_autocast(model: torch.nn.Module, sampling: SampleConfig | None) -> torch.autocast:
     """The autocast to sample `model` in: `--precision`, else `sampling.precision`; `auto`
     probes once per architecture and process."""
-    requested = _sampling_override or (sampling.precision if sampling is not None else "fp32")
+    requested = _sampling_override or (sampling or SampleConfig()).precision
     return autocast(sampling_choice(model, sampling, requested).choice, model.device)
 
 

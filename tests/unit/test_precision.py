@@ -199,3 +199,35 @@ def test_sample_precision_flag(tmp_path, capsys):
     assert main(["sample", "--model", "dcgan", "--num-samples", "4", "--precision", "bf16",
                  "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def _autocast_seen(model, monkeypatch) -> list[bool]:
+    """Whether CPU autocast was on each time the family's decoding ran."""
+    seen = []
+    decode = model.generate_from_latents
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate_from_latents", recording)
+    return seen
+
+
+def test_sample_precision_and_the_override_reach_the_networks(make_config, monkeypatch):
+    model = build_model(make_config(TINY_MODELS["dcgan"]).model, (1, 28, 28))
+    seen = _autocast_seen(model, monkeypatch)
+    model.sample(2, sampling=SampleConfig(precision="bf16"))
+    model.sample(2, sampling=SampleConfig(precision="fp32"))
+    with precision.sampling_override("bf16"):  # --precision wins over the checkpoint's
+        model.sample(2, sampling=SampleConfig(precision="fp32"))
+    assert seen == [True, False, True]
+
+
+@pytest.mark.parametrize("command", [["sample", "--model", "ddpm"], ["eval", "--model", "ddpm"],
+                                     ["synth", "--model", "ddpm", "--num-samples", "6",
+                                      "--out", "x"], ["serve"]])
+def test_every_sampling_command_takes_precision(command):
+    from fashiongen.cli import build_parser
+
+    assert build_parser().parse_args([*command, "--precision", "bf16"]).precision == "bf16"

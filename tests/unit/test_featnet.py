@@ -22,6 +22,7 @@ from fashiongen.nets import featnet as featnet_module
 from fashiongen.nets.featnet import (
     FEATURE_DIM,
     FeatNet,
+    channel_mean_std,
     load_featnet,
     load_featnet_file,
     save_featnet,
@@ -51,6 +52,13 @@ def test_shapes_and_ranges():
     assert model.features(images[:0]).shape == (0, model.metric_dim)
     semantic, texture = model.semantic_and_texture(to_featnet_input(images))
     torch.testing.assert_close(features, torch.cat([semantic, texture], 1))  # identity
+
+
+def test_channel_mean_std_matches_torch_on_channels_last():
+    x = torch.rand(3, 5, 7, 6, generator=torch.Generator().manual_seed(2)) * 4
+    mean, std = channel_mean_std(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(mean, x.mean((2, 3)))
+    torch.testing.assert_close(std, x.std((2, 3)))
 
 
 def test_texture_standardisation_balances_the_halves():

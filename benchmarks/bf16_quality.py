@@ -41,7 +41,7 @@ def compare(source: str, *, num_samples: int, seed: int, steps: int | None,
     sampling = dataclasses.replace(checkpoint.config.sample, **changes)
     labels = balanced_labels(num_samples, model.num_classes)
     result = {"source": source, "num_samples": num_samples, "seed": seed,
-              "sampling": dataclasses.asdict(sampling), "machine": platform.processor(),
+              "sampling": dataclasses.asdict(sampling), "machine": _cpu_name(),
               "cpu_flags": precision.cpu_flags(), "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         for choice in ("fp32", "bf16"):
@@ -52,7 +52,7 @@ def compare(source: str, *, num_samples: int, seed: int, steps: int | None,
             npz = save_samples(Path(tmp) / f"{choice}.npz", images, labels)
             scores = evaluate_source(npz, dataset=checkpoint.metadata.get("dataset"),
                                      use_memorisation=False)
-            result[choice] = {"fid": scores["fid"], "kid": scores.get("kid"),
+            result[choice] = {"fid": scores["fid"], "kid_mean": scores.get("kid_mean"),
                               "sampling_seconds": round(seconds, 2)}
     fp32_fid, bf16_fid = result["fp32"]["fid"], result["bf16"]["fid"]
     result["fid_ratio"] = round(bf16_fid / fp32_fid, 4)
@@ -60,6 +60,13 @@ def compare(source: str, *, num_samples: int, seed: int, steps: int | None,
     result["sampling_speedup"] = round(result["fp32"]["sampling_seconds"]
                                        / result["bf16"]["sampling_seconds"], 2)
     return result
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -9,17 +9,49 @@ is bounded by the one limits table (`fashiongen.limits`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
 import sys
+import time
 import typing
 from pathlib import Path
 
+import torch
+
 from fashiongen import limits
-from fashiongen.config import MAX_SEED, PRESETS_DIR, Override, preset_path
+from fashiongen.checkpoint import load_model, model_source, save_checkpoint
+from fashiongen.config import (
+    MAX_SEED,
+    PRESETS_DIR,
+    Override,
+    config_from_dict,
+    merge_overrides,
+    preset_path,
+    read_toml,
+    to_toml,
+)
+from fashiongen.data import dataset_info, load_dataset, load_from_config
+from fashiongen.device import select_device
+from fashiongen.edit import edit_command
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
+from fashiongen.evaluation import evaluate_source, format_evaluation, write_json
+from fashiongen.export import export_generation_graph, export_onnx, use_onnx
+from fashiongen.files import cache_root, check_free, locked_if_run, staged_folder
+from fashiongen.generate import check_can_sample, check_same_classes, sample_to
+from fashiongen.metrics.featnet_training import train_featnet
+from fashiongen.models.hybrid import combine
+from fashiongen.nets.featnet import featnet_file_name
+from fashiongen.precision import sampling_override
+from fashiongen.samples import class_labels, class_names_of, parse_classes
+from fashiongen.synth import classification_accuracy_score, format_cas, write_synthetic_dataset
+from fashiongen.training import resolve_run_name, train
+from fashiongen.training.state import resume_request
 from fashiongen.version import __version__
+from fashiongen.visuals import write_run_visuals
+from fashiongen.web.app import serve
+from fashiongen.zoo import ZOO_DIR, available, manifest, zoo_path
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -147,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_flags(parser, top=True)
     commands = _CommandParsers(parser.add_subparsers(dest="command", required=True,
                                                      metavar="COMMAND"))
+    for add_command in COMMAND_PARSERS:
+        add_command(commands)
+    return parser
 
+
+def _add_train_command(commands: _CommandParsers) -> None:
     train = commands.add_parser("train", help="train a model")
     train.add_argument("--model", metavar="NAME", help="model family (default: dcgan)")
     train.add_argument("--config", metavar="FILE_OR_PRESET",
@@ -166,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_data_args(train)
 
+
+def _add_sample_command(commands: _CommandParsers) -> None:
     sample = commands.add_parser("sample", help="draw images from a trained model")
     _add_model_source(sample)
     sample.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), default=64)
@@ -189,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(needs the onnx extra; 1.1-2x faster on one thread, not "
                              "faster on two: benchmarks/README.md)")
 
+
+def _add_edit_command(commands: _CommandParsers) -> None:
     edit = commands.add_parser("edit", help="refine, inpaint or vary garments from pictures")
     edit.add_argument("inputs", metavar="INPUT", nargs="+", help="pictures of any size and mode")
     edit.add_argument("--model", required=True, metavar="NAME|CHECKPOINT",
@@ -205,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", required=True, help="x.png (grid), x.npz, or dir/ (PNGs)")
     _add_overwrite(edit)
 
+
+def _add_data_command(commands: _CommandParsers) -> None:
     data = commands.add_parser("data", help="dataset tools")
     data_commands = _CommandParsers(data.add_subparsers(dest="data_command", required=True,
                                                         metavar="COMMAND"))
@@ -214,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--split", choices=["train", "test"], default="train")
     info.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_featnet_command(commands: _CommandParsers) -> None:
     featnet = commands.add_parser("featnet", help="the metrics' feature network")
     featnet_commands = _CommandParsers(featnet.add_subparsers(
         dest="featnet_command", required=True, metavar="COMMAND"))
@@ -230,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="output .safetensors (default: the user cache)")
     _add_overwrite(featnet_train)
 
+
+def _add_combine_command(commands: _CommandParsers) -> None:
     combine = commands.add_parser(
         "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
     combine.add_argument("gan", metavar="GAN_MODEL", help="a zoo name, run folder or checkpoint")
@@ -243,13 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
     _add_overwrite(combine)
 
+
+def _add_export_command(commands: _CommandParsers) -> None:
     export = commands.add_parser(
         "export", help="the networks sampling runs, as ONNX files (batch size dynamic)")
     _add_model_source(export)
     export.add_argument("--out", required=True, type=Path, metavar="DIR")
     _add_overwrite(export)
 
+
+def _add_zoo_command(commands: _CommandParsers) -> None:
     commands.add_parser("zoo", help="list the shipped pretrained models")
+
+
+def _add_visualize_command(commands: _CommandParsers) -> None:
     visualize = commands.add_parser(
         "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
     _add_model_source(visualize)
@@ -258,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "needed for a zoo model)")
     _add_overwrite(visualize)
 
+
+def _add_eval_command(commands: _CommandParsers) -> None:
     eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
     _add_model_source(eval_cmd, what=", or samples: an .npz or a folder of PNGs")
     eval_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES),
@@ -271,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(eval_cmd, "--json file")
 
+
+def _add_compare_command(commands: _CommandParsers) -> None:
     compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
     compare_cmd.add_argument("runs", nargs="+", metavar="MODEL",
                              help="zoo model names, run folders or checkpoints")
@@ -282,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--seed", type=_seed, default=0)
     _add_overwrite(compare_cmd)
 
+
+def _add_synth_command(commands: _CommandParsers) -> None:
     synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
     _add_model_source(synth_cmd)
     synth_cmd.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), required=True,
@@ -292,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(synth_cmd)
     _add_overwrite(synth_cmd)
 
+
+def _add_cas_command(commands: _CommandParsers) -> None:
     cas_cmd = commands.add_parser("cas", help="classification accuracy score of a synthetic set")
     cas_cmd.add_argument("synth_dir", metavar="DIR", help="a folder written by fashiongen synth")
     cas_cmd.add_argument("--epochs", type=_positive_int, default=5)
@@ -300,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     cas_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(cas_cmd, "--json file")
 
+
+def _add_serve_command(commands: _CommandParsers) -> None:
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
     serve.add_argument("checkpoints", nargs="*", metavar="MODEL",
                        help="run folders or checkpoints to offer, besides the model zoo")
@@ -307,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="1 to 65535 (default: 7860)")
     _add_precision(serve)
-    return parser
+
+
+# Each command's parser, in the order `fashiongen --help` lists them.
+COMMAND_PARSERS = (_add_train_command, _add_sample_command, _add_edit_command, _add_data_command,
+                   _add_featnet_command, _add_combine_command, _add_export_command,
+                   _add_zoo_command, _add_visualize_command, _add_eval_command,
+                   _add_compare_command, _add_synth_command, _add_cas_command, _add_serve_command)
 
 
 # The flags `train` turns into config overrides: (flag, config key).
@@ -329,10 +399,6 @@ def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fashiongen.config import config_from_dict, merge_overrides, read_toml, to_toml
-    from fashiongen.training import resolve_run_name, train
-    from fashiongen.training.state import resume_request
-
     if args.model == "all":
         return cmd_train_all(args)
     overrides = _flag_overrides(args, TRAIN_FLAGS)
@@ -369,40 +435,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _model_source(args: argparse.Namespace) -> Path:
     """The model a command reads: MODEL (a zoo name, run folder or checkpoint) or
     `--model NAME` of the zoo, exactly one of them."""
-    from fashiongen.checkpoint import model_source
-
     if (args.source is None) == (args.model is None):
         raise ConfigError(f"{args.command} takes one model: a zoo name, run folder or "
                           "checkpoint, or --model NAME (see: fashiongen zoo)")
     if args.model is not None:
-        from fashiongen.zoo import zoo_path
-
         return zoo_path(args.model)
     return model_source(args.source)
 
 
 def _is_users_run(source: Path) -> bool:
     """Whether `source` is the user's own run or checkpoint, not a file of the shipped zoo."""
-    from fashiongen.zoo import ZOO_DIR
-
     return not source.resolve().is_relative_to(ZOO_DIR.resolve())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from fashiongen.checkpoint import load_model
-    from fashiongen.device import select_device
-    from fashiongen.generate import sample_to
-    from fashiongen.samples import class_labels, class_names_of, parse_classes
-
     source = _model_source(args)
     model, checkpoint = load_model(source, use_ema=not args.no_ema,
                                    device="cpu" if args.backend == "onnx" else
                                    select_device("auto"))
     if args.backend == "onnx":
-        from fashiongen.export import use_onnx
-
         use_onnx(model)
     changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
                                  ("eta", args.eta), ("guidance_scale", args.guidance_scale),
@@ -429,8 +480,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from fashiongen.data import dataset_info, load_dataset
-
     info = dataset_info(load_dataset(args.name, args.split, data_dir=args.data_dir))
     if args.json:
         print(json.dumps(info, indent=2))
@@ -446,8 +495,6 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from fashiongen.edit import edit_command
-
     return edit_command(args.out, args.model, args.inputs, strength=args.strength,
                         class_name=args.class_name, mask=args.mask,
                         num_variations=args.variations, seed=args.seed,
@@ -456,21 +503,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fashiongen.precision import sampling_override
-    from fashiongen.web.app import serve
-
     with sampling_override(args.precision):
         serve(args.checkpoints, host=args.host, port=args.port)
     return 0
 
 
 def cmd_featnet(args: argparse.Namespace) -> int:
-    import torch
-
-    from fashiongen.files import cache_root, check_free
-    from fashiongen.metrics.featnet_training import train_featnet
-    from fashiongen.nets.featnet import featnet_file_name
-
     out = Path(args.out or cache_root() / "featnets" / featnet_file_name(args.data))
     check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
@@ -484,14 +522,6 @@ def cmd_featnet(args: argparse.Namespace) -> int:
 
 
 def cmd_combine(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json as json_lib
-
-    from fashiongen.checkpoint import load_model, save_checkpoint
-    from fashiongen.files import check_free
-    from fashiongen.generate import check_can_sample, check_same_classes
-    from fashiongen.models.hybrid import combine
-
     check_free(args.out, overwrite=args.overwrite, folder=True)
     gan, gan_checkpoint = load_model(args.gan)
     ddpm, ddpm_checkpoint = load_model(args.ddpm)
@@ -502,7 +532,7 @@ def cmd_combine(args: argparse.Namespace) -> int:
                                  num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps)
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing
-    extra = json_lib.loads(gan_checkpoint.metadata.get("extra", "{}"))
+    extra = json.loads(gan_checkpoint.metadata.get("extra", "{}"))
     folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra,
                              overwrite=args.overwrite)
     print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
@@ -510,11 +540,6 @@ def cmd_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fashiongen.checkpoint import load_model
-    from fashiongen.export import export_generation_graph, export_onnx
-    from fashiongen.files import staged_folder
-    from fashiongen.samples import class_names_of
-
     model, checkpoint = load_model(_model_source(args), device="cpu")
     names = class_names_of(checkpoint) if model.num_classes else []
     with staged_folder(args.out, overwrite=args.overwrite) as tmp:
@@ -529,8 +554,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from fashiongen.zoo import available, manifest
-
     shipped = available()
     if not shipped:
         print("no zoo models ship with this install")
@@ -544,11 +567,6 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from fashiongen.checkpoint import load_model
-    from fashiongen.data import load_from_config
-    from fashiongen.files import locked_if_run, staged_folder
-    from fashiongen.visuals import write_run_visuals
-
     source = _model_source(args)
     model, checkpoint = load_model(source)
     if args.out is None and not _is_users_run(source):
@@ -574,9 +592,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_train_all(args: argparse.Namespace) -> int:
     """`train --model all`: every family's quick preset under one budget, then the report."""
-    import time
-
-    from fashiongen.config import to_toml
+    # deferred: budget training writes the report, whose figures import matplotlib (0.35 s)
     from fashiongen.training.budget import family_configs, train_all
 
     if args.budget_minutes is None:
@@ -604,9 +620,6 @@ def _print_report_paths(report: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fashiongen.evaluation import evaluate_source, format_evaluation
-    from fashiongen.precision import sampling_override
-
     _check_json_free(args)
     with sampling_override(args.precision):
         result = evaluate_source(_model_source(args), num_samples=args.num_samples,
@@ -619,21 +632,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _check_json_free(args: argparse.Namespace) -> None:
     """Refuse a taken `--json` before the (long) work that fills it."""
-    from fashiongen.files import check_free
-
     if args.json:
         check_free(args.json, overwrite=args.overwrite)
 
 
 def _write_json_result(args: argparse.Namespace, result: dict) -> None:
-    from fashiongen.evaluation import write_json
-
     if args.json:
         print(f"wrote {write_json(args.json, result, overwrite=args.overwrite)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fashiongen.report import compare_runs
+    from fashiongen.report import compare_runs  # deferred: its figures import matplotlib
 
     report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed,
                           dataset=args.data, overwrite=args.overwrite, progress=True)
@@ -642,27 +651,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from fashiongen.precision import sampling_override
-    from fashiongen.synth import write_synthetic_dataset
-
     with sampling_override(args.precision):
-        manifest = write_synthetic_dataset(_model_source(args), args.out,
+        written = write_synthetic_dataset(_model_source(args), args.out,
                                            num_samples=args.num_samples, fmt=args.format,
                                            seed=args.seed, overwrite=args.overwrite,
                                            progress=True)
-    how = {"idx": f"--data {manifest['dataset']} --data-dir {args.out}",
+    how = {"idx": f"--data {written['dataset']} --data-dir {args.out}",
            "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
            "png": f"--data folder:{args.out}"}[args.format]
-    print(f"wrote {manifest['num_train']} train + {manifest['num_test']} test images "
+    print(f"wrote {written['num_train']} train + {written['num_test']} test images "
           f"({args.format}) to {args.out}; load with: {how}")
-    for note in manifest["notes"]:
+    for note in written["notes"]:
         print(f"note: {note}")
     return 0
 
 
 def cmd_cas(args: argparse.Namespace) -> int:
-    from fashiongen.synth import classification_accuracy_score, format_cas
-
     _check_json_free(args)
     result = classification_accuracy_score(args.synth_dir, epochs=args.epochs, seed=args.seed,
                                            dataset=args.data, data_dir=args.data_dir)

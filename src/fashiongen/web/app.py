@@ -14,6 +14,7 @@ import html
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,6 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
     """The `gradio.Blocks` page; downloads are written under `out_dir`."""
     gr = _import_gradio()
     out_dir = Path(out_dir)
-    first = studio.info(studio.keys[0])
     # Gradio finds a handler's progress bar by a `gr.Progress` default and passes a fresh one.
     tracked = gr.Progress()
 
@@ -76,6 +76,115 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
         return str(path)
+
+    # Gradio's copies of served files are dropped after an hour, so a long session stays small.
+    with gr.Blocks(title="fashiongen studio", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as app:
+        gr.Markdown("# fashiongen studio\nSample a trained model, pick a class and a seed, "
+                    "and download what you like. Everything runs on this machine.")
+        with gr.Tab("Sample"):
+            page = _sample_tab(gr, studio.keys, studio.info(studio.keys[0]))
+        with gr.Tab("Design"):
+            build_design_tab(gr, studio, write, refused, tracked)
+        _wire_sample_tab(page, _sample_handlers(gr, studio, write, refused, tracked))
+    return app
+
+
+@dataclass(frozen=True)
+class _SamplePage:
+    """The Sample tab's components that its events read or update."""
+
+    model: Any
+    about: Any
+    class_name: Any
+    seed: Any
+    num_images: Any
+    diffusion: Any
+    sampler: Any
+    steps: Any
+    guidance: Any
+    strength: Any
+    generate_button: Any
+    grid: Any
+    png_file: Any
+    npz_file: Any
+    seed_a: Any
+    seed_b: Any
+    num_frames: Any
+    interpolate_button: Any
+    strip: Any
+    strip_note: Any
+
+
+def _sample_tab(gr: Any, keys: Sequence[str], first: ModelInfo) -> _SamplePage:
+    """The Sample tab's layout, set for the first model: controls beside the grid, then the
+    interpolation strip."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Dropdown(keys, value=first.key, label="Model")
+            about = gr.Markdown(_describe(first))
+            # Any value passes the page to the studio, which checks it against the model
+            # named in the same call: the API needs no earlier /model_info in its session.
+            class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
+                                     visible=bool(first.class_names), elem_id="class",
+                                     allow_custom_value=True)
+            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+            num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
+                                   label="Number of images")
+            with gr.Accordion("Diffusion sampling", open=True,
+                              visible=first.uses_sampler) as diffusion:
+                sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler,
+                                      label="Sampler")
+                steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
+                                  label="Steps")
+                guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
+                                     value=first.sampling.guidance_scale,
+                                     step=0.1, label="Guidance scale (1 = off)",
+                                     visible=first.uses_sampler
+                                     and bool(first.class_names))
+                strength = gr.Slider(0, 1, value=first.sampling.strength, step=0.05,
+                                     label="Hybrid strength",
+                                     visible=first.uses_strength)
+            generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+        with gr.Column(scale=2):
+            grid = gr.Image(label="Samples", type="pil", format="png", elem_id="grid",
+                            interactive=False, buttons=["download", "fullscreen"],
+                            height=GRID_HEIGHT_PX)
+            with gr.Row():
+                png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
+                npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
+    gr.Markdown("## Interpolation\nFrom seed A's sample to seed B's, in one class.")
+    with gr.Row():
+        seed_a = gr.Number(0, label="Seed A", precision=0, minimum=0, maximum=MAX_SEED)
+        seed_b = gr.Number(7, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED)
+        num_frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
+        interpolate_button = gr.Button("Interpolate", elem_id="interpolate")
+    strip = gr.Image(label="Strip", type="pil", format="png", elem_id="strip",
+                     interactive=False, buttons=["download", "fullscreen"],
+                     height=STRIP_HEIGHT_PX)
+    strip_note = gr.Markdown()
+    return _SamplePage(model=model, about=about, class_name=class_name, seed=seed,
+                       num_images=num_images, diffusion=diffusion, sampler=sampler, steps=steps,
+                       guidance=guidance, strength=strength, generate_button=generate_button,
+                       grid=grid, png_file=png_file, npz_file=npz_file, seed_a=seed_a,
+                       seed_b=seed_b, num_frames=num_frames, interpolate_button=interpolate_button,
+                       strip=strip, strip_note=strip_note)
+
+
+@dataclass(frozen=True)
+class _SampleHandlers:
+    """The Sample tab's event handlers: each calls one `Studio` method."""
+
+    on_model: Callable[..., tuple]
+    on_generate: Callable[..., tuple]
+    on_interpolate: Callable[..., tuple]
+
+
+def _sample_handlers(gr: Any, studio: Studio, write: Callable[[str, bytes], str],
+                     refused: Callable[[FashiongenError], Exception],
+                     tracked: Any) -> _SampleHandlers:
+    """Handlers that turn a refused request into a message on the page (`refused`) and write
+    downloads with `write`; `tracked` is the progress-bar default Gradio looks for."""
 
     def on_model(key: str) -> tuple:
         try:
@@ -117,69 +226,23 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
             raise refused(e) from None
         return strip.image, strip.note
 
-    # Gradio's copies of served files are dropped after an hour, so a long session stays small.
-    with gr.Blocks(title="fashiongen studio", analytics_enabled=False,
-                   delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# fashiongen studio\nSample a trained model, pick a class and a seed, "
-                    "and download what you like. Everything runs on this machine.")
-        with gr.Tab("Sample"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    model = gr.Dropdown(studio.keys, value=first.key, label="Model")
-                    about = gr.Markdown(_describe(first))
-                    # Any value passes the page to the studio, which checks it against the model
-                    # named in the same call: the API needs no earlier /model_info in its session.
-                    class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
-                                             visible=bool(first.class_names), elem_id="class",
-                                             allow_custom_value=True)
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
-                    num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
-                                           label="Number of images")
-                    with gr.Accordion("Diffusion sampling", open=True,
-                                      visible=first.uses_sampler) as diffusion:
-                        sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler,
-                                              label="Sampler")
-                        steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
-                                          label="Steps")
-                        guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
-                                             value=first.sampling.guidance_scale,
-                                             step=0.1, label="Guidance scale (1 = off)",
-                                             visible=first.uses_sampler
-                                             and bool(first.class_names))
-                        strength = gr.Slider(0, 1, value=first.sampling.strength, step=0.05,
-                                             label="Hybrid strength",
-                                             visible=first.uses_strength)
-                    generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Column(scale=2):
-                    grid = gr.Image(label="Samples", type="pil", format="png", elem_id="grid",
-                                    interactive=False, buttons=["download", "fullscreen"],
-                                    height=GRID_HEIGHT_PX)
-                    with gr.Row():
-                        png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
-                        npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
-            gr.Markdown("## Interpolation\nFrom seed A's sample to seed B's, in one class.")
-            with gr.Row():
-                seed_a = gr.Number(0, label="Seed A", precision=0, minimum=0, maximum=MAX_SEED)
-                seed_b = gr.Number(7, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED)
-                num_frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
-                interpolate_button = gr.Button("Interpolate", elem_id="interpolate")
-            strip = gr.Image(label="Strip", type="pil", format="png", elem_id="strip",
-                             interactive=False, buttons=["download", "fullscreen"],
-                             height=STRIP_HEIGHT_PX)
-            strip_note = gr.Markdown()
-        with gr.Tab("Design"):
-            build_design_tab(gr, studio, write, refused, tracked)
+    return _SampleHandlers(on_model, on_generate, on_interpolate)
 
-        sampling_inputs = [sampler, steps, guidance, strength]
-        model.change(on_model, model, [class_name, diffusion, *sampling_inputs, about],
-                     api_name="model_info")
-        generate_button.click(on_generate, [model, class_name, seed, num_images,
-                                            *sampling_inputs],
-                              [grid, png_file, npz_file], api_name="generate")
-        interpolate_button.click(on_interpolate, [model, class_name, seed_a, seed_b, num_frames,
-                                                  *sampling_inputs],
-                                 [strip, strip_note], api_name="interpolate")
-    return app
+
+def _wire_sample_tab(page: _SamplePage, handlers: _SampleHandlers) -> None:
+    """The Sample tab's events, each a named API endpoint."""
+    sampling_inputs = [page.sampler, page.steps, page.guidance, page.strength]
+    page.model.change(handlers.on_model, page.model,
+                      [page.class_name, page.diffusion, *sampling_inputs, page.about],
+                      api_name="model_info")
+    page.generate_button.click(
+        handlers.on_generate, [page.model, page.class_name, page.seed, page.num_images,
+                               *sampling_inputs],
+        [page.grid, page.png_file, page.npz_file], api_name="generate")
+    page.interpolate_button.click(
+        handlers.on_interpolate, [page.model, page.class_name, page.seed_a, page.seed_b,
+                                  page.num_frames, *sampling_inputs],
+        [page.strip, page.strip_note], api_name="interpolate")
 
 
 def serve(checkpoints: Sequence[str | Path] = (), *, host: str = DEFAULT_HOST,

@@ -94,16 +94,8 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     if fmt == "idx" and model.image_shape[0] != 1:
         raise ConfigError(f"IDX files hold grey images; this model makes {model.image_shape[0]}"
                           "-channel ones: use --format npz or png")
-    num_classes = model.num_classes
-    notes: list[str] = []
-    if num_classes:
-        class_names = class_names_of(ckpt)
-    else:
-        featnet = resolve_featnet(featnet, ckpt.config.data.name)
-        class_names = list(featnet.class_names)
-        notes.append(f"unconditional model: labels are the feature net's predictions (argmax; "
-                     f"{featnet.name}, test accuracy {featnet.test_accuracy})")
-    num_test = max(num_classes or 1, num_samples // TEST_DIVISOR)
+    class_names, featnet, notes = _labelling(model, ckpt, featnet)
+    num_test = max(model.num_classes or 1, num_samples // TEST_DIVISOR)
     total = num_samples + num_test
     limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
     log(f"sampling {total} images from {ckpt.path} ({ckpt.config.model.name}, step {ckpt.step})")
@@ -116,25 +108,44 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
 
     with staged_folder(out_dir, overwrite=overwrite) as tmp:
         files = _WRITERS[fmt](tmp, splits, class_names)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "file_format": fmt,
-            "checkpoint": str(ckpt.path),
-            "family": ckpt.config.model.name,
-            "step": ckpt.step,
-            "dataset": ckpt.config.data.name,
-            "seed": seed,
-            "num_train": num_samples,
-            "num_test": num_test,
-            "class_names": class_names,
-            "labels": "requested" if requested is not None else "featnet",
-            "class_counts": torch.bincount(labels[:num_samples],
-                                           minlength=len(class_names)).tolist(),
-            "files": files,
-            "notes": notes,
-        }
+        manifest = _manifest(ckpt, fmt, seed, splits, class_names, files, notes,
+                             labelled_by="requested" if requested is not None else "featnet")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _labelling(model: Any, ckpt: Any, featnet: Any) -> tuple[list[str], Any, list[str]]:
+    """The class names, the feature net that labels an unconditional model's samples (by
+    argmax; a conditional model's are labelled by request and keep `featnet` as given),
+    and the note the manifest carries about it."""
+    if model.num_classes:
+        return class_names_of(ckpt), featnet, []
+    featnet = resolve_featnet(featnet, ckpt.config.data.name)
+    note = (f"unconditional model: labels are the feature net's predictions (argmax; "
+            f"{featnet.name}, test accuracy {featnet.test_accuracy})")
+    return list(featnet.class_names), featnet, [note]
+
+
+def _manifest(ckpt: Any, fmt: str, seed: int, splits: dict, class_names: list[str],
+              files: list[str], notes: list[str], *, labelled_by: str) -> dict[str, Any]:
+    """synth.json: where the dataset comes from, what it holds and how it was labelled."""
+    train_labels = splits["train"][1]
+    return {
+        "format": MANIFEST_FORMAT,
+        "file_format": fmt,
+        "checkpoint": str(ckpt.path),
+        "family": ckpt.config.model.name,
+        "step": ckpt.step,
+        "dataset": ckpt.config.data.name,
+        "seed": seed,
+        "num_train": len(train_labels),
+        "num_test": len(splits["test"][1]),
+        "class_names": class_names,
+        "labels": labelled_by,
+        "class_counts": torch.bincount(train_labels, minlength=len(class_names)).tolist(),
+        "files": files,
+        "notes": notes,
+    }
 
 
 def _write_idx(folder: Path, splits: dict, class_names: list[str]) -> list[str]:

@@ -164,6 +164,34 @@ def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[s
     return memorisation_metrics(images, train, threshold)
 
 
+class _Stopwatch:
+    """Seconds per stage of `evaluate`, each stage timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._clock, 3)
+        self._clock = now
+
+
+def _featnet_view(images: torch.Tensor, featnet: FeatNet, notes: list[str]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """The samples as the featnet sees them (uint8 1x28x28 grey; a conversion is noted),
+    their features and logits, and the features' float64 mean (D,) and covariance (D, D)."""
+    if tuple(images.shape[1:]) != FEATNET_SHAPE:
+        notes.append(f"samples converted from {'x'.join(map(str, images.shape[1:]))} to 1x28x28 "
+                     "grey (luma, antialiased bilinear resize) for the featnet and memorisation")
+    images = to_featnet_images(images.cpu())
+    stats = FeatureStats(keep_features=True)
+    features, logits = featnet.features_and_logits(images)
+    stats.update(features)
+    mu, cov = stats.compute()
+    return images, features, logits, mu, cov
+
+
 def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
              dataset: str = "fashion-mnist", ref: str = "test", featnet: FeatNet | None = None,
              num_kid_subsets: int = NUM_KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE,
@@ -198,25 +226,11 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         ConfigError: too few samples, mismatched labels, or no featnet for the dataset.
     """
     _check_inputs(images, labels)
-    seconds: dict[str, float] = {}
     notes: list[str] = []
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage] = round(now - clock, 3)
-        clock = now
-
+    stopwatch = _Stopwatch()
+    lap = stopwatch.lap
     featnet = featnet if featnet is not None else load_featnet(dataset)
-    if tuple(images.shape[1:]) != FEATNET_SHAPE:
-        notes.append(f"samples converted from {'x'.join(map(str, images.shape[1:]))} to 1x28x28 "
-                     "grey (luma, antialiased bilinear resize) for the featnet and memorisation")
-    images = to_featnet_images(images.cpu())
-    stats = FeatureStats(keep_features=True)
-    features, logits = featnet.features_and_logits(images)
-    stats.update(features)
-    mu, cov = stats.compute()
+    images, features, logits, mu, cov = _featnet_view(images, featnet, notes)
     lap("features")
     real = reference_stats(dataset, ref, featnet, use_cache=use_cache)
     lap("reference")
@@ -245,4 +259,4 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     result.update(_memorisation(images, dataset, use_cache) if use_memorisation else
                   dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None))
     lap("memorisation")
-    return {**result, "notes": notes, "seconds": seconds}
+    return {**result, "notes": notes, "seconds": stopwatch.seconds}

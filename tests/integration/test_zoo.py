@@ -1,8 +1,10 @@
-"""Every shipped zoo model loads offline, samples, and scores the FID its manifest records."""
+"""Every shipped zoo model loads offline, samples, and scores the FID its manifest records,
+in the current metric space."""
 
 import pytest
 
 from fashiongen.cli import main
+from fashiongen.metrics import METRIC_NAME, METRIC_VERSION
 from fashiongen.zoo import available, manifest
 from fashiongen.zoo.release import check_fid
 
@@ -13,6 +15,13 @@ RELATIVE_TOLERANCE = 0.05  # CPU sampling is deterministic; this absorbs BLAS di
 
 def test_a_zoo_ships():
     assert ZOO, "the package ships no zoo models"
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_manifest_numbers_are_of_the_current_metric(name):
+    recorded = manifest()[name].get("metric", {})
+    assert (recorded.get("name"), recorded.get("version")) == (METRIC_NAME, METRIC_VERSION), \
+        f"{name}: re-score with benchmarks/rescore_zoo.py"
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -18,6 +18,12 @@ One run measures, in this order:
   rows: the five families' full presets, the four peers (benchmarks/peers/), and the
   project's own code on each peer's architecture (the GAN peers' networks trained by
   `adversarial_step`, our U-Net at the diffusers U-Net's parameter count);
+- what `auto` costs where there are no bf16 units (simulated: FASHIONGEN_PRECISION_SIMULATE=
+  no-bf16-units, in its own process): precision=fp32 against precision=auto through the
+  library's own paths (the decision, then a training step under `precision.autocast`; a
+  `generate` call, which decides inside), in turns A B A B, for the cheapest step (the MLP
+  GAN, where a fixed cost shows most) and the DDPM; the cost is 1 - auto's best window over
+  fp32's, the pairs' auto / fp32 ratios beside it (issue 19's target: under 1%);
 - sampling: images/s for 64 images per family, per sampler and step count for diffusion,
   fp32 and bf16 in turns (torch backend), the onnx backend (fp32), the diffusers peer's DDIM,
   256 guided 20-step samples of the zoo DDPM in both precisions, and the seconds
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -60,6 +67,9 @@ SAMPLE_BATCH = 64
 MATMUL_SIZE = 2048
 PRECISIONS = ("fp32", "bf16")
 TINY_SWEEP = [("ddim", 2)]
+AUTO_COST_FAMILIES = ("gan", "ddpm")
+AUTO_COST_ROW = "auto-cost"  # the --row of the auto-cost subprocess
+AUTO_COST_SAMPLING_STEPS = 10  # a diffusion family's steps per call (the cost is per call)
 ZOO_GUIDED = {"num_samples": 256, "num_steps": 20, "guidance_scale": 2.0}
 
 
@@ -109,7 +119,8 @@ def roof_of(roofs: dict, precision: str) -> float:
 # ---------------------------------------------------------------- one training row
 
 
-def _family_step(preset: str, width: int | None = None):
+def _family_parts(preset: str, width: int | None = None):
+    """(config, model, optimizers, a random batch) of a preset."""
     from fashiongen.config import PRESETS_DIR, config_from_dict, merge_overrides, read_toml
     from fashiongen.models import build_model
 
@@ -118,10 +129,14 @@ def _family_step(preset: str, width: int | None = None):
         data = merge_overrides(data, [f"model.base_width={width}", "model.num_classes=0"])
     cfg = config_from_dict(data)
     model = build_model(cfg.model, (1, 28, 28))
-    optimizers = model.make_optimizers(cfg.train)
     x0 = torch.rand(cfg.train.batch_size, 1, 28, 28) * 2 - 1
     labels = torch.randint(10, (cfg.train.batch_size,))
-    return (lambda: model.train_step((x0, labels), optimizers)), cfg.train.batch_size, model
+    return cfg, model, model.make_optimizers(cfg.train), (x0, labels)
+
+
+def _family_step(preset: str, width: int | None = None):
+    cfg, model, optimizers, batch = _family_parts(preset, width)
+    return (lambda: model.train_step(batch, optimizers)), cfg.train.batch_size, model
 
 
 def _peer_step(name: str):
@@ -151,9 +166,9 @@ def _ours_on_gan_peer(name: str):
     return step, peer.batch_size, peer.networks.values()
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
-            "max": round(max(values), 1)}
+def _spread(values: list[float], digits: int = 1) -> dict[str, float]:
+    return {"median": round(statistics.median(values), digits),
+            "min": round(min(values), digits), "max": round(max(values), digits)}
 
 
 def _auto_pick(fp32: float, bf16: float) -> str:
@@ -164,14 +179,14 @@ def _auto_pick(fp32: float, bf16: float) -> str:
     return "bf16" if units and bf16 >= precision.MIN_SPEEDUP * fp32 else "fp32"
 
 
-def _interleaved(run, seconds: float, repeats: int) -> dict[str, list[float]]:
-    """Calls of `run(precision)` per second, in windows fp32 bf16 fp32 bf16 ... (after a
-    warm-up of each)."""
-    rates: dict[str, list[float]] = {p: [] for p in PRECISIONS}
-    for p in PRECISIONS:
+def _interleaved(run, seconds: float, repeats: int,
+                 arms: tuple[str, ...] = PRECISIONS) -> dict[str, list[float]]:
+    """Calls of `run(arm)` per second, in windows A B A B ... (after a warm-up of each)."""
+    rates: dict[str, list[float]] = {p: [] for p in arms}
+    for p in arms:
         run(p)
     for _ in range(repeats):
-        for p in PRECISIONS:
+        for p in arms:
             calls, started = 0, time.perf_counter()
             while calls == 0 or time.perf_counter() - started < seconds:
                 run(p)
@@ -218,6 +233,74 @@ def training_row(row: str, seconds: float, repeats: int) -> dict:
     out["auto"] = _auto_pick(out["fp32"]["images_per_s"]["median"],
                              out["bf16"]["images_per_s"]["median"])
     return out
+
+
+# ---------------------------------------------------------------- what auto costs
+
+
+def auto_cost_rows(seconds: float, repeats: int) -> list[dict]:
+    """precision=fp32 against precision=auto where there are no bf16 units (this process
+    runs with FASHIONGEN_PRECISION_SIMULATE=no-bf16-units), training and sampling, in turns;
+    `repeats` pairs of windows per row (twice the other rows', at half the window: the
+    difference sought is small)."""
+    from fashiongen import precision
+
+    if os.environ.get(precision.SIMULATE_ENV) != "no-bf16-units":
+        raise SystemExit(f"the {AUTO_COST_ROW} row runs with "
+                         f"{precision.SIMULATE_ENV}=no-bf16-units")
+    rows = []
+    for family in AUTO_COST_FAMILIES:
+        rows.append(_auto_cost_training(family, seconds / 2, 2 * repeats))
+        rows.append(_auto_cost_sampling(family, 2 * repeats))
+    return rows
+
+
+def _auto_cost_training(family: str, seconds: float, pairs: int) -> dict:
+    """Each call decides (as a run does once) and takes one step under the decided autocast
+    (as every step of a run does): a decision per step, the most `auto` could cost."""
+    from fashiongen import precision
+
+    cfg, model, optimizers, batch = _family_parts(family)
+    device = torch.device("cpu")
+    made: dict[str, precision.PrecisionChoice] = {}
+
+    def step(requested: str) -> None:
+        made[requested] = precision.choose_for_training(requested, model, cfg.train, batch,
+                                                        device)
+        with precision.autocast(made[requested].choice, device):
+            model.train_step(batch, optimizers)
+
+    rates = _interleaved(step, seconds, pairs, arms=("fp32", "auto"))
+    return _auto_cost(family, "training", rates, cfg.train.batch_size, made["auto"])
+
+
+def _auto_cost_sampling(family: str, pairs: int) -> dict:
+    """`generate` of SAMPLE_BATCH images per call, `sample.precision` fp32 or auto."""
+    import dataclasses
+
+    from fashiongen import precision
+    from fashiongen.generate import generate
+
+    cfg, model, _, _ = _family_parts(family)
+    model.eval()
+    sampling = cfg.sample
+    if model.sampling_fields:
+        sampling = dataclasses.replace(sampling, num_steps=AUTO_COST_SAMPLING_STEPS)
+    rates = _interleaved(lambda p: generate(model, SAMPLE_BATCH, sampling=dataclasses.replace(
+        sampling, precision=p)), 0.0, pairs, arms=("fp32", "auto"))
+    made = precision.sampling_choice(model, sampling, "auto")
+    return _auto_cost(family, "sampling", rates, SAMPLE_BATCH, made)
+
+
+def _auto_cost(family: str, phase: str, rates: dict[str, list[float]], images_per_call: int,
+               made) -> dict:
+    """The row; the cost from each arm's fastest window (a window is only ever slowed by
+    the machine's other work), the pairs' ratios beside it to show the noise."""
+    ratios = [a / f for f, a in zip(rates["fp32"], rates["auto"], strict=True)]
+    return {"row": family, "phase": phase, "auto_choice": made.choice, "reason": made.reason,
+            **{arm: _spread([r * images_per_call for r in rates[arm]]) for arm in rates},
+            "pairs": len(ratios), "auto_over_fp32": _spread(ratios, digits=4),
+            "cost_percent": round(100 * (1 - max(rates["auto"]) / max(rates["fp32"])), 2)}
 
 
 # ---------------------------------------------------------------- sampling
@@ -367,6 +450,7 @@ def markdown(result: dict) -> str:
                      f"{r['mflop_per_image']:.1f} | {_rate_cell(r['fp32']['images_per_s'])} | "
                      f"{_rate_cell(r['bf16']['images_per_s'])} | {r['bf16_speedup']:.2f}x | "
                      f"{shares[0]} | {shares[1]} | {r['auto']} | {r['peak_mib']:.0f} | {ratio} |")
+    lines += _auto_cost_lines(result["auto_cost"])
     lines += ["", f"### Sampling ({SAMPLE_BATCH} images per call unless stated)", "",
               "| model | backend | sampling | network evaluations | fp32 images/s "
               "| bf16 images/s | bf16 / fp32 | auto |", "|---|---|---|---|---|---|---|---|"]
@@ -382,6 +466,25 @@ def markdown(result: dict) -> str:
         if "seconds_for_64" in r:
             lines.append(f"| {r['row'][4:]} | {r['backend']} | {r['seconds_for_64']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _auto_cost_lines(rows: list[dict]) -> list[str]:
+    lines = ["", "### What `auto` costs without bf16 units (simulated: "
+             "FASHIONGEN_PRECISION_SIMULATE=no-bf16-units)", "",
+             f"precision=fp32 and precision=auto in turns, {rows[0]['pairs']} pairs of windows "
+             "per row; training: a decision and a step per call (a run decides once), "
+             f"sampling: {SAMPLE_BATCH} images per `generate` call (each decides). Cost: 1 - "
+             "auto's best window / fp32's best (negative: auto's was faster, i.e. noise); "
+             "the pairs' ratios show the machine's noise.", "",
+             "| family | phase | auto picks | fp32 images/s | auto images/s | pairs' auto / "
+             "fp32: median (min-max) | cost |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["auto_over_fp32"]
+        lines.append(f"| {r['row']} | {r['phase']} | {r['auto_choice']} | "
+                     f"{_rate_cell(r['fp32'])} | {_rate_cell(r['auto'])} | "
+                     f"{ratio['median']:.4f} ({ratio['min']:.4f}-{ratio['max']:.4f}) | "
+                     f"{r['cost_percent']:+.2f}% |")
+    return lines
 
 
 def write_readme_section(readme: Path, table: str) -> None:
@@ -407,22 +510,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.seconds, args.repeats = min(args.seconds, 0.3), 1
+    if args.row == AUTO_COST_ROW:
+        print(json.dumps(auto_cost_rows(args.seconds, args.repeats)))
+        return
     if args.row:
         print(json.dumps(training_row(args.row, args.seconds, args.repeats)))
         return
     roof_seconds = 0.5 if args.tiny else 2.0
     result = {"date": date.today().isoformat(), "machine": f"{platform.processor() or 'x86_64'}"
-              f", {_cpu_name()}", "cpu_flags": precision.cpu_flags(),
+              f", {precision.cpu_model() or 'unknown CPU'}", "cpu_flags": precision.cpu_flags(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "repeats": args.repeats, "min_speedup": precision.MIN_SPEEDUP,
               "roof_before": roof(roof_seconds), "training": []}
     print("roof", result["roof_before"], flush=True)
     for row in FAMILIES if args.tiny else [*FAMILIES, *PEERS, *OURS_ON_PEER]:
-        out = subprocess.run([sys.executable, __file__, "--row", row, "--seconds",
-                              str(args.seconds), "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, check=True)
-        result["training"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        result["training"].append(_row_process(row, args))
         print(result["training"][-1], flush=True)
+    result["auto_cost"] = _row_process(AUTO_COST_ROW, args,
+                                       {precision.SIMULATE_ENV: "no-bf16-units"})
+    print("auto cost", result["auto_cost"], flush=True)
     result["sampling"] = sampling_rows(repeats=args.repeats, tiny=args.tiny)
     result["roof_after"] = roof(roof_seconds)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -434,11 +540,13 @@ def main() -> None:
     print(table)
 
 
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+def _row_process(row: str, args: argparse.Namespace, env: dict[str, str] | None = None):
+    """`--row ROW` in its own process (its own peak memory, its own environment)."""
+    out = subprocess.run([sys.executable, __file__, "--row", row, "--seconds",
+                          str(args.seconds), "--repeats", str(args.repeats)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -31,7 +31,13 @@ from pathlib import Path
 from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
 from fashiongen.zoo import manifest, total_bytes
-from fashiongen.zoo.release import CHECK_NUM_SAMPLES, check_fid, export, write_manifest
+from fashiongen.zoo.release import (
+    CHECK_NUM_SAMPLES,
+    check_fid,
+    export,
+    write_manifest,
+    zoo_sampling,
+)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FAMILIES = ("gan", "dcgan", "vae", "ddpm", "hybrid")
@@ -57,7 +63,8 @@ def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
                            gan: str = "gan", ddpm: str = "ddpm", num_samples: int = 2000,
                            seed: int = 0) -> None:
     model, loaded = load_model(checkpoint)
-    metrics, _ = draw_and_score(model, num_samples, sampling=loaded.config.sample, seed=seed)
+    metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config),
+                                seed=seed)
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
     sampling = loaded.config.sample
@@ -160,8 +167,8 @@ def main() -> None:
         if results is None:
             model, loaded = load_model(run)
             num_samples, seed = 2000, 0
-            metrics, _ = draw_and_score(model, num_samples, sampling=loaded.config.sample,
-                                        seed=seed)
+            metrics, _ = draw_and_score(model, num_samples,
+                                        sampling=zoo_sampling(loaded.config), seed=seed)
         else:
             metrics = results["families"][family]
             num_samples, seed = results["num_samples"], results["seed"]

@@ -12,11 +12,18 @@ networks (a GAN's R1/R2 double backward, the VAE prior's matmul) runs in `full_p
 `auto` takes bf16 only where `bf16_units` says the device has them and the probe (the same
 training step, or a small sampling batch, timed A B A B on a copy) shows bf16 at least
 `MIN_SPEEDUP` times faster; otherwise fp32, at the cost of no probe where there are no units.
-A training run records its choice, the CPU flags seen and the probe's numbers in its state
-(so a resumed run keeps them) and in summary.json.
+A probe's verdict is cached per machine (`cache_root()/precision/`, one JSON file per key:
+the CPU's model name and flags, torch's version, the device and threads, the family and its
+network configuration, the image shape, the batch size and the phase, train or sample), so
+the first process decides and every later one reuses it: the same seed gives the same images
+from run to run, however noisy the machine. FASHIONGEN_PRECISION_REPROBE=1 probes afresh and
+replaces the cached verdict; an unreadable cache file is ignored (and replaced). A training
+run records its choice, the CPU flags seen and the probe's numbers in its state (so a
+resumed run keeps them) and in summary.json.
 
 Test hook: the environment variable FASHIONGEN_PRECISION_SIMULATE = "no-bf16-units",
-"bf16-slower" or "bf16-faster" replaces the flag check or the probe's verdict.
+"bf16-slower" or "bf16-faster" replaces the flag check or the probe's verdict (and is cached
+like one).
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from fashiongen.config import SampleConfig
-from fashiongen.errors import ConfigError
+from fashiongen.errors import ConfigError, OutputExistsError
+from fashiongen.files import cache_root, write_text_atomic
 
 if TYPE_CHECKING:
     from fashiongen.config import TrainConfig
@@ -49,17 +57,23 @@ Choice = Literal["fp32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
 SIMULATE_ENV = "FASHIONGEN_PRECISION_SIMULATE"
 SIMULATIONS = ("no-bf16-units", "bf16-slower", "bf16-faster")
-# bf16 must beat fp32 by this much: below it the gain is within a shared machine's noise, and
-# a choice flipping from run to run would cost reproducibility for nothing.
+REPROBE_ENV = "FASHIONGEN_PRECISION_REPROBE"  # "1": probe afresh, replace the cached verdict
+CACHE_FORMAT = 1  # of the files in cache_root()/precision; another number is not read
+# bf16's fastest timing must beat fp32's fastest by this much: below it the gain is within a
+# shared machine's noise, and bf16 would win for nothing but a loss of exactness.
 MIN_SPEEDUP = 1.10
 # Smaller families stay fp32 without a probe: they are bound by per-op overhead, not FLOPs
 # (the tests' and the digest's nets, 30k-150k parameters, measured 0.1-1.2x under load, the
 # presets 220k-3M), and a fixed choice keeps their byte-identity checks deterministic.
 MIN_PARAMETERS = 200_000
-PROBE_REPEATS = 3  # timings per precision, interleaved fp32 bf16 fp32 bf16 ...
+# Timings per precision, interleaved fp32 bf16 fp32 bf16 ..., the fastest of each kept: a
+# timing is only ever slowed by the machine's other work, so the minimum is the least noisy
+# estimate. Short timings, many of them: a burst of load spoils a few, not the verdict. The
+# cache makes this a once-per-machine cost.
+PROBE_REPEATS = 7
 PROBE_TRAIN_STEPS = 1  # training steps per timing
-PROBE_SAMPLES = 32  # images per sampling timing
-PROBE_SAMPLING_STEPS = 2  # diffusion steps per sampling timing
+PROBE_SAMPLES = 32  # images per sampling timing (and the sampling key's batch size)
+PROBE_SAMPLING_STEPS = 1  # diffusion steps per sampling timing
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
@@ -79,6 +93,16 @@ def cpu_flags() -> dict[str, bool]:
     flags["torch_avx512_bf16"] = bool(torch.cpu._is_avx512_bf16_supported())
     flags["torch_amx_tile"] = bool(torch.cpu._is_amx_tile_supported())
     return flags
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo ("" where there is none)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
 
 
 def bf16_units(device: torch.device, flags: dict[str, bool] | None = None) -> bool:
@@ -143,6 +167,9 @@ class PrecisionChoice:
     device: str
     cpu_flags: dict[str, bool] = dataclasses.field(default_factory=dict)
     probe: dict[str, Any] | None = None  # seconds per timing for each precision, speedup
+    # A verdict reused from the cache (no probe ran in this process): its file, when it was
+    # probed, and that probe's numbers
+    cached: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,10 +181,12 @@ class PrecisionChoice:
 
 
 def decide(requested: Precision, device: torch.device,
-           measure: Callable[[], dict[str, Any]], *, num_parameters: int) -> PrecisionChoice:
+           measure: Callable[[], dict[str, Any]], *, num_parameters: int,
+           cache_key: dict[str, Any] | None = None) -> PrecisionChoice:
     """fp32 or bf16 as asked; for `auto`, bf16 only with bf16 units, at least MIN_PARAMETERS
     parameters and a probe (`measure`, called only then) showing it at least MIN_SPEEDUP
-    times faster."""
+    times faster. With `cache_key`, the verdict cached under it is reused, or the probe's
+    is cached there (`cache_key_for`)."""
     flags = dict(cpu_flags()) if device.type == "cpu" else {}
     made = _recorder(requested, device, flags)
     if requested != "auto":
@@ -167,6 +196,17 @@ def decide(requested: Precision, device: torch.device,
     if num_parameters < MIN_PARAMETERS:
         return made("fp32", f"{num_parameters:,} parameters: below {MIN_PARAMETERS:,}, "
                             "bound by overhead, not FLOPs")
+    path = _cache_path(cache_key) if cache_key is not None else None
+    if path is not None and os.environ.get(REPROBE_ENV) != "1":
+        cached = _read_cached(path, cache_key)
+        if cached is not None:
+            return cached
+    chosen = _probe_verdict(made, measure)
+    return _cache(path, cache_key, chosen) if path is not None else chosen
+
+
+def _probe_verdict(made: Callable[..., PrecisionChoice],
+                   measure: Callable[[], dict[str, Any]]) -> PrecisionChoice:
     probe = measure()
     simulated = _simulation()
     if simulated in ("bf16-slower", "bf16-faster"):
@@ -189,7 +229,7 @@ def interleaved_timings(run: Callable[[Choice], None], device: torch.device, *,
                         repeats: int = PROBE_REPEATS) -> dict[str, Any]:
     """Seconds of `run(choice)` for fp32 and bf16, after one warm-up of each, timed in
     turns (fp32 bf16 fp32 bf16 ...) so a change in the machine's load hits both; the
-    speedup is the ratio of the medians."""
+    speedup is the ratio of each precision's fastest timing."""
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for choice in ("fp32", "bf16"):
         run(choice)
@@ -202,7 +242,7 @@ def interleaved_timings(run: Callable[[Choice], None], device: torch.device, *,
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[choice].append(round(time.perf_counter() - started, 5))
-    speedup = statistics.median(seconds["fp32"]) / max(statistics.median(seconds["bf16"]), 1e-9)
+    speedup = min(seconds["fp32"]) / max(min(seconds["bf16"]), 1e-9)
     return {"fp32_seconds": seconds["fp32"], "bf16_seconds": seconds["bf16"],
             "speedup": round(speedup, 3)}
 
@@ -213,6 +253,61 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
+
+
+# ---------------------------------------------------------------- the per-machine cache
+
+
+def cache_key_for(phase: Literal["train", "sample"], model: torch.nn.Module,
+                  batch_size: int) -> dict[str, Any]:
+    """What a probe's verdict depends on: this machine (CPU model and flags, torch, device,
+    threads), the network (family, configuration, image shape), the batch and the phase."""
+    return {"format": CACHE_FORMAT, "phase": phase, "cpu_model": cpu_model(),
+            "cpu_flags": cpu_flags(), "torch": torch.__version__, "device": str(model.device),
+            "num_threads": torch.get_num_threads(), "family": model.config.name,
+            "network": repr(model.config), "image_shape": list(model.image_shape),
+            "batch_size": batch_size}
+
+
+def cache_folder() -> Path:
+    """Where the verdicts live: one small JSON file per cache key (delete it to re-probe)."""
+    return cache_root() / "precision"
+
+
+def _cache_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_folder() / f"{key['phase']}-{key['family']}-{digest}.json"
+
+
+def _read_cached(path: Path, key: dict[str, Any]) -> PrecisionChoice | None:
+    """The verdict cached at `path` for `key`; None where there is none or it is unreadable
+    (truncated, hand-edited, another format: it is probed again and replaced)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        record = PrecisionChoice.from_dict(saved["choice"])
+        if saved["key"] != key or record.choice not in ("fp32", "bf16"):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dataclasses.replace(
+        record, reason=f"cached: {record.reason}", probe=None,
+        cached={"file": str(path), "probed_at": saved.get("probed_at"), "probe": record.probe})
+
+
+def _cache(path: Path, key: dict[str, Any], chosen: PrecisionChoice) -> PrecisionChoice:
+    """Cache `chosen` at `path` and return it; where another process cached a verdict first,
+    return that one, so every process after the first agrees. A cache that cannot be
+    written (a read-only home) costs only the reuse."""
+    text = json.dumps({"key": key, "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "choice": chosen.as_dict()}, indent=1)
+    replace = path.exists()  # unreadable, or a re-probe: this verdict replaces it
+    try:
+        write_text_atomic(path, text, overwrite=replace)
+    except OutputExistsError:
+        return _read_cached(path, key) or chosen
+    except OSError:
+        pass
+    return chosen
 
 
 # ---------------------------------------------------------------- training
@@ -243,7 +338,8 @@ def choose_for_training(requested: Precision, model: torch.nn.Module, train_cfg:
         timings["steps_per_timing"] = PROBE_TRAIN_STEPS
         return timings
 
-    made = decide(requested, device, measure, num_parameters=_num_parameters(model))
+    made = decide(requested, device, measure, num_parameters=_num_parameters(model),
+                  cache_key=cache_key_for("train", model, len(batch[0])))
     if train_cfg.use_amp and device.type == "cuda" and made.choice == "fp32" \
             and requested != "fp32":
         made = dataclasses.replace(made, choice="bf16", reason="train.use_amp on CUDA")
@@ -270,9 +366,10 @@ def resumed_choice(requested: Precision, saved: dict[str, Any] | None,
 # ---------------------------------------------------------------- sampling
 
 _sampling_override: Precision | None = None  # `--precision` of this process's command
-# `auto`'s sampling choices, per network architecture (config, image shape, device,
-# threads): two loads of one checkpoint in a process (the API's and the CLI's) sample alike.
-_sampling_choices: dict[str, PrecisionChoice] = {}
+# `auto`'s sampling choices, per cache key (the network's architecture, not the request's
+# batch size, so a grid is the same whatever the batch): two loads of one checkpoint in a
+# process (the API's and the CLI's) sample alike, and read the cache once.
+_sampling_choices: dict[tuple, PrecisionChoice] = {}
 
 
 @contextlib.contextmanager
@@ -297,17 +394,21 @@ def sampling_autocast(model: torch.nn.Module, sampling: SampleConfig | None) -> 
 
 def sampling_choice(model: torch.nn.Module, sampling: SampleConfig | None,
                     requested: Precision) -> PrecisionChoice:
+    """`requested` for sampling `model`, `auto` decided once per architecture and process
+    (and cached per machine). Called on every `Family.sample`: without bf16 units, or
+    once decided, it costs a few microseconds."""
     device = model.device
     check_device(requested, device, "sample.precision")
-    if requested != "auto":
+    if requested != "auto" or not bf16_units(device):
         return decide(requested, device, dict, num_parameters=0)
-    key = json.dumps([repr(model.config), list(model.image_shape), str(device),
-                      torch.get_num_threads()])
-    if key not in _sampling_choices:
-        _sampling_choices[key] = decide("auto", device,
-                                        lambda: _measure_sampling(model, sampling),
-                                        num_parameters=_num_parameters(model))
-    return _sampling_choices[key]
+    memo = (repr(model.config), tuple(model.image_shape), str(device), torch.get_num_threads())
+    if memo not in _sampling_choices:
+        _sampling_choices[memo] = decide("auto", device,
+                                         lambda: _measure_sampling(model, sampling),
+                                         num_parameters=_num_parameters(model),
+                                         cache_key=cache_key_for("sample", model,
+                                                                 PROBE_SAMPLES))
+    return _sampling_choices[memo]
 
 
 def _measure_sampling(model: torch.nn.Module, sampling: SampleConfig | None) -> dict[str, Any]:

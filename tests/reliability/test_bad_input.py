@@ -246,6 +246,11 @@ CASES: dict[str, tuple[Callable, str]] = {
             run, tmp)), r"the onnx backend needs onnxruntime: pip install 'fashiongen\[onnx\]'"),
     "--backend tensorrt": (lambda tmp, mp, run: _sample("--backend", "tensorrt")(run, tmp),
                            r"argument --backend: invalid choice: 'tensorrt'"),
+    "--precision fp16": (lambda tmp, mp, run: _sample("--precision", "fp16")(run, tmp),
+                         r"argument --precision: invalid choice: 'fp16'"),
+    "train.precision=fp16": (
+        lambda tmp, mp, run: [*_train_on("synthetic"), "--set", "train.precision=fp16"],
+        r"bad value for train\.precision: 'fp16' \(choose one of 'auto', 'fp32', 'bf16'\)"),
     "--eta 2": (lambda tmp, mp, run: _sample("--eta", "2")(run, tmp),
                 r"sample\.eta must lie in \[0, 1\]"),
     "--guidance-scale 99": (lambda tmp, mp, run: _sample("--guidance-scale", "99")(run, tmp),

@@ -1,11 +1,15 @@
 """bf16 autocast (issue 19) on any x86 CPU: every family trains with finite losses and
 samples in range under bf16, checkpoints stay fp32, a bf16 run resumes exactly, `auto`
 falls back to fp32 when the device has no bf16 units or the probe finds bf16 slower (the
-FASHIONGEN_PRECISION_SIMULATE hook), and bad values are one-line errors."""
+FASHIONGEN_PRECISION_SIMULATE hook), a probe's verdict is cached per machine and reused by
+later processes, and bad values are one-line errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,6 +21,7 @@ from fashiongen.config import RunConfig, SampleConfig, config_from_dict, config_
 from fashiongen.errors import ConfigError
 from fashiongen.models import MODELS, build_model
 from fashiongen.training import train
+from fashiongen.zoo import available, release
 
 TINY_MODELS = {
     "gan": {"name": "gan", "g_width": 16, "d_width": 16},
@@ -31,6 +36,14 @@ TINY_MODELS = {
 PROBED = {"ddpm": {"name": "ddpm", "base_width": 24},
           "dcgan": {"name": "dcgan", "g_width": 32, "d_width": 32}}
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """A fresh per-machine cache for each test: simulated verdicts never reach the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.REPROBE_ENV, raising=False)
+    monkeypatch.setattr(precision, "_sampling_choices", {})  # a new process's memo
 
 
 def test_every_family_has_a_tiny_model():
@@ -153,7 +166,6 @@ def test_the_probe_leaves_the_run_untouched(make_config):
 
 def test_auto_sampling_probes_once_per_architecture(make_config, monkeypatch):
     monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
-    monkeypatch.setattr(precision, "_sampling_choices", {})  # this test's simulated verdict
     model = build_model(make_config(PROBED["ddpm"]).model, (1, 28, 28))
     sampling = SampleConfig(num_steps=2, precision="auto")
     first = precision.sampling_choice(model, sampling, "auto")
@@ -161,6 +173,100 @@ def test_auto_sampling_probes_once_per_architecture(make_config, monkeypatch):
     assert precision.sampling_choice(model, sampling, "auto") is first
     again = build_model(make_config(PROBED["ddpm"]).model, (1, 28, 28))  # another load
     assert precision.sampling_choice(again, sampling, "auto") is first
+
+
+def _ddpm(make_config, **model):
+    return build_model(make_config({**PROBED["ddpm"], **model}).model, (1, 28, 28))
+
+
+def test_a_later_process_reuses_the_cached_sampling_verdict(make_config, monkeypatch):
+    """The first probe decides; a second process whose probe would say otherwise (here
+    the simulation) reuses it, probing nothing."""
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    first = precision.sampling_choice(_ddpm(make_config), None, "auto")
+    assert first.choice == "bf16" and first.probe is not None and first.cached is None
+    child = ("import json, torch; from fashiongen import precision; "
+             "from fashiongen.models import build_model; from fashiongen.config import "
+             "config_from_dict; torch.set_num_threads(1); "
+             f"cfg = config_from_dict({{'model': {PROBED['ddpm']!r}}}); "
+             "model = build_model(cfg.model, (1, 28, 28)); "
+             "precision._measure_sampling = lambda *a: 1 / 0; "  # a probe would fail loudly
+             "print(json.dumps(precision.sampling_choice(model, None, 'auto').as_dict()))")
+    env = {**os.environ, precision.SIMULATE_ENV: "bf16-slower", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
+                          text=True, check=True, timeout=120)
+    second = json.loads(done.stdout.splitlines()[-1])
+    assert second["choice"] == "bf16" and second["probe"] is None
+    assert second["reason"] == f"cached: {first.reason}"
+    assert second["cached"]["probe"]["simulated"] == "bf16-faster"
+
+
+def test_a_later_run_reuses_the_cached_training_verdict(make_config, monkeypatch, tmp_path):
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    train(make_config(PROBED["ddpm"], out_dir=str(tmp_path / "a"), train={"max_steps": 1}),
+          progress=False)
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-slower")
+    result = train(make_config(PROBED["ddpm"], out_dir=str(tmp_path / "b"),
+                               train={"max_steps": 1}), progress=False)
+    record = json.loads((result.run_dir / "summary.json").read_text())["precision"]
+    assert record["choice"] == "bf16" and record["reason"].startswith("cached: probe:")
+    assert record["probe"] is None  # no probe ran (nothing added to the run's budget)
+    assert record["cached"]["probe"]["speedup"] == 2.0
+
+
+def _decide(model, measure):
+    return precision.decide("auto", CPU, measure, num_parameters=precision.MIN_PARAMETERS,
+                            cache_key=precision.cache_key_for("sample", model, 32))
+
+
+def test_a_corrupt_cache_file_is_ignored_and_replaced(make_config, monkeypatch):
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    model = _ddpm(make_config)
+    first = _decide(model, lambda: {"speedup": 0.0})
+    (path,) = precision.cache_folder().iterdir()
+    probes = []
+    for garbage in ("{not json", '{"key": 1}', '{"key": {}, "choice": {"choice": "fp16"}}'):
+        path.write_text(garbage)
+        again = _decide(model, lambda: probes.append(1) or {"speedup": 0.0})
+        assert again.choice == first.choice and again.cached is None
+        assert json.loads(path.read_text())["choice"]["choice"] == "bf16"
+    assert len(probes) == 3  # each unreadable file: probed again
+
+
+def test_reprobe_replaces_the_cached_verdict(make_config, monkeypatch):
+    model = _ddpm(make_config)
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")
+    assert _decide(model, dict).choice == "bf16"
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-slower")
+    assert _decide(model, dict).choice == "bf16"  # cached
+    monkeypatch.setenv(precision.REPROBE_ENV, "1")
+    assert _decide(model, dict).choice == "fp32"
+    monkeypatch.delenv(precision.REPROBE_ENV)
+    assert _decide(model, dict).choice == "fp32"  # the new verdict is the cached one
+
+
+def test_the_cache_key_follows_the_network_batch_and_phase(make_config):
+    key = precision.cache_key_for
+    model, same, wider = _ddpm(make_config), _ddpm(make_config), _ddpm(make_config,
+                                                                       base_width=32)
+    assert key("sample", model, 32) == key("sample", same, 32)
+    assert key("sample", model, 32) != key("sample", wider, 32)
+    assert key("sample", model, 32) != key("train", model, 32) != key("train", model, 64)
+    paths = {precision._cache_path(k) for k in (key("sample", model, 32),
+                                                key("sample", wider, 32))}
+    assert len(paths) == 2
+    assert set(key("train", model, 32)) >= {"cpu_model", "cpu_flags", "torch", "network",
+                                            "batch_size", "num_threads"}
+
+
+def test_the_zoo_check_samples_in_fp32(monkeypatch):
+    """The manifest's numbers reproduce on any machine, bf16 units or none."""
+    seen = []
+    monkeypatch.setattr(release, "draw_and_score",
+                        lambda model, n, *, sampling, **kw: seen.append(sampling) or
+                        ({"fid": 1.0}, None))
+    release.check_fid(sorted(available())[0], 4)
+    assert [s.precision for s in seen] == ["fp32"]
 
 
 @pytest.mark.parametrize("section", ["train", "sample"])

@@ -8,6 +8,7 @@ benchmarks/rescore_zoo.py and tests/integration/test_zoo.py use it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fashiongen.checkpoint import WEIGHTS_FILE, load_checkpoint, load_model
+from fashiongen.config import RunConfig, SampleConfig
 from fashiongen.digests import tensors_digest
 from fashiongen.evaluation import draw_and_score
 from fashiongen.files import atomic_path, write_text_atomic
@@ -52,10 +54,16 @@ def write_manifest(entries: dict[str, dict[str, Any]]) -> None:
     write_text_atomic(MANIFEST, json.dumps(entries, indent=2) + "\n")
 
 
+def zoo_sampling(config: RunConfig) -> SampleConfig:
+    """A zoo model's sampler settings for the numbers its manifest records: fp32, whatever
+    `sample.precision` says, so they reproduce on any machine (bf16 units or none)."""
+    return dataclasses.replace(config.sample, precision="fp32")
+
+
 def check_fid(name: str, num_samples: int = CHECK_NUM_SAMPLES, seed: int = 0) -> float:
     """FID of zoo model `name` on balanced samples (the number its manifest records, so a
     broken install or a changed sampler shows up as a different value)."""
     model, checkpoint = load_model(zoo_path(name))
-    scores, _ = draw_and_score(model, num_samples, sampling=checkpoint.config.sample, seed=seed,
-                               use_memorisation=False)
+    scores, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(checkpoint.config),
+                               seed=seed, use_memorisation=False)
     return float(scores["fid"])

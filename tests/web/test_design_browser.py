@@ -46,8 +46,12 @@ def browser():
 
 
 def draw_outline(page, canvas) -> None:
+    """Mouse strokes along OUTLINE, inside the square pad centred in the editor's canvas."""
     box = canvas.bounding_box()
-    points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in OUTLINE]
+    side = 0.9 * min(box["width"], box["height"])
+    left = box["x"] + (box["width"] - side) / 2
+    top = box["y"] + (box["height"] - side) / 2
+    points = [(left + fx * side, top + fy * side) for fx, fy in OUTLINE]
     page.mouse.move(*points[0])
     page.mouse.down()
     for point in points[1:]:
@@ -60,7 +64,7 @@ def test_sketch_refine_save_and_download_the_board(browser, server, tmp_path):
                                   accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(server.url, wait_until="networkidle")
+    page.goto(server.url, wait_until="load")
     page.get_by_role("tab", name="Design").click()
     assert page.get_by_label("Design model").input_value() == ZOO_MODEL
 

@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-TINY = {
+# Tiny members of every family (tests/reliability/test_determinism.py uses them too).
+TINY_SETTINGS = {
     "gan": ["--set", "model.g_width=16", "--set", "model.d_width=16"],
     "dcgan": ["--set", "model.g_width=8", "--set", "model.d_width=8"],
     "vae": ["--set", "model.width=8"],
@@ -82,7 +83,7 @@ def digest() -> dict[str, str]:
     hashes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for family, tiny in TINY.items():
+        for family, tiny in TINY_SETTINGS.items():
             for num_classes in (10, 0):
                 name = f"{family}-{num_classes}"
                 prefixes = ["model.gan.", "model.refiner."] if family == "hybrid" else ["model."]

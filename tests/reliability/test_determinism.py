@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,21 @@ from fashiongen.checkpoint import WEIGHTS_FILE
 from fashiongen.cli import main
 from fashiongen.models import MODELS
 
-# Tiny members of every family: a few steps take well under a second each. A new family
-# needs an entry (test_every_family_has_tiny_settings), so none is skipped silently.
-TINY_SETTINGS = {
-    "gan": ["--set", "model.g_width=16", "--set", "model.d_width=16"],
-    "dcgan": ["--set", "model.g_width=8", "--set", "model.d_width=8"],
-    "vae": ["--set", "model.width=8"],
-    "ddpm": ["--set", "model.base_width=8", "--set", "sample.num_steps=3"],
-    "hybrid": ["--set", "model.gan.g_width=8", "--set", "model.gan.d_width=8",
-               "--set", "model.refiner.base_width=8", "--set", "sample.num_steps=3"],
-}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _digest_tool():
+    """tools/digest_outputs.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("digest_outputs",
+                                                  ROOT / "tools" / "digest_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Tiny members of every family, shared with tools/digest_outputs.py (the refactoring check).
+# A new family needs an entry (test_every_family_has_tiny_settings), so none is skipped.
+TINY_SETTINGS = _digest_tool().TINY_SETTINGS
 COMMON = ["train", "--data", "synthetic", "--no-progress", "--max-steps", "4",
           "--set", "train.checkpoint_every_n_steps=2", "--set", "train.ema_decay=0.9",
           "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",

@@ -24,8 +24,10 @@ from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.models.hybrid import combine
 from fashiongen.samplers import NoiseSchedule
 from fashiongen.samplers.guided import (
+    GUIDANCE_FORMS,
     gaussian_blur,
     low_pass_guided,
+    median3,
     repaint,
     repaint_path,
 )
@@ -66,34 +68,52 @@ def test_gaussian_blur_keeps_constants_and_mass() -> None:
     assert torch.equal(gaussian_blur(spike, 0), spike)
 
 
-def test_low_pass_guidance_moves_towards_consistency() -> None:
+@pytest.mark.parametrize("form", GUIDANCE_FORMS)
+def test_low_pass_guidance_moves_towards_consistency(form: str) -> None:
     truth = images(2)
     reference = gaussian_blur(truth, 1.6)
+    target = median3(reference) if form == "deblur" else gaussian_blur(reference, 1.6)
 
     def zeros_oracle(x_t, t):
         return torch.zeros_like(x_t)
 
     t = torch.full((2,), 500)
-    guided = low_pass_guided(zeros_oracle, reference, sigma=1.6, num_iterations=20)(truth, t)
-    before = (gaussian_blur(torch.zeros_like(truth), 1.6) - reference).norm()
-    after = (gaussian_blur(guided, 1.6) - reference).norm()
+    guided = low_pass_guided(zeros_oracle, reference, sigma=1.6, num_iterations=20,
+                             form=form)(truth, t)
+    before = (gaussian_blur(torch.zeros_like(truth), 1.6) - target).norm()
+    after = (gaussian_blur(guided, 1.6) - target).norm()
     assert after < 0.3 * before  # Landweber converges on what G passes
 
 
 def test_low_pass_guidance_leaves_a_consistent_prediction_and_stops() -> None:
-    truth = images(2)
-    reference = gaussian_blur(truth, 1.6)
+    flat = torch.full((2, 1, 12, 12), 0.3)
 
-    def truth_oracle(x_t, t):
-        return truth
+    def flat_oracle(x_t, t):
+        return flat
 
     t = torch.full((2,), 500)
-    guided = low_pass_guided(truth_oracle, reference, sigma=1.6)
-    assert torch.allclose(guided(truth, t), truth, atol=1e-5)
-    off = low_pass_guided(truth_oracle, torch.zeros_like(truth), sigma=1.6, weight=0)
-    assert torch.equal(off(truth, t), truth)
-    stopped = low_pass_guided(truth_oracle, torch.zeros_like(truth), sigma=1.6, t_stop=500)
-    assert torch.equal(stopped(truth, t), truth)
+    for form in GUIDANCE_FORMS:
+        guided = low_pass_guided(flat_oracle, flat, sigma=1.6, form=form)
+        assert torch.allclose(guided(flat, t), flat, atol=1e-5)
+    off = low_pass_guided(flat_oracle, torch.zeros_like(flat), sigma=1.6, weight=0)
+    assert torch.equal(off(flat, t), flat)
+    stopped = low_pass_guided(flat_oracle, torch.zeros_like(flat), sigma=1.6, t_stop=500)
+    assert torch.equal(stopped(flat, t), flat)
+
+
+def test_guidance_does_not_enforce_the_references_noise() -> None:
+    """ILVR's form ignores what lies above G's band (a checkerboard); the deblurring form's
+    median ignores isolated speckle: a clean prediction stays (nearly) as it is."""
+    flat = torch.full((1, 1, 16, 16), -0.5)
+    rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checkerboard = flat + 0.5 * ((rows + cols) % 2 * 2 - 1).float()
+    speckled = flat.clone()
+    speckled[..., 3::6, 3::6] = 1.0
+    t = torch.full((1,), 500)
+    for form, reference in (("low-pass", checkerboard), ("deblur", speckled)):
+        guided = low_pass_guided(lambda x_t, t: flat, reference, sigma=1.6, form=form)
+        interior = (guided(flat, t) - flat)[..., 4:-4, 4:-4]  # the replicated edges aside
+        assert interior.abs().max() < 0.05, form
 
 
 @pytest.mark.parametrize(("args", "path"), [
@@ -193,6 +213,16 @@ def test_families_without_a_denoiser_refuse(name: str) -> None:
 def test_strength_outside_the_range_is_refused(ddpm: DDPM, strength: float) -> None:
     with pytest.raises(ConfigError, match="strength must lie in"):
         editing.refine(ddpm, images(1), strength)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("sigma", 0.0, "sigma must lie"), ("weight", 2.0, "weight must lie"),
+    ("num_iterations", 0, "iterations must be"), ("stop", 1.5, "stop must lie"),
+    ("form", "sharpen", "form must be one of deblur, low-pass"),
+])
+def test_bad_guidance_is_refused(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        editing.Guidance(**{field: value})
 
 
 def test_bad_shapes_are_refused(ddpm: DDPM) -> None:

@@ -64,7 +64,12 @@ def test_sketch_refine_save_and_download_the_board(browser, server, tmp_path):
                                   accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    # Not "networkidle": Gradio's client keeps an event stream open for the session
+    # (GET /gradio_api/heartbeat/<session>, opened at start-up and on each event, one
+    # "ALIVE" every 15 s), so the network is never idle. The page is ready when the tab
+    # is there, which the click waits for.
     page.goto(server.url, wait_until="load")
+    page.get_by_role("tab", name="Design").wait_for(state="visible")
     page.get_by_role("tab", name="Design").click()
     assert page.get_by_label("Design model").input_value() == ZOO_MODEL
 

@@ -3,12 +3,15 @@
 Plain functions of a denoise fn `(x_t, t) -> x0_pred`, like the samplers in
 `fashiongen.samplers.sampling`, so they work for every diffusion family and are tested with
 oracle denoisers. `low_pass_guided` wraps a denoiser so that each x0 prediction agrees with a
-reference image at low frequencies: ILVR's low-pass condition (Choi et al., arXiv
-2108.02938, eq. 3-4) with a Gaussian as the low-pass, enforced on the x0 prediction the way
-DDNM's range-space correction x0 <- x0 + A^+(y - A x0) is (Wang et al., arXiv 2212.00490,
-eq. 13), the pseudo-inverse replaced by Landweber iterations (Landweber, Amer. J. Math. 73,
-1951); any sampler then runs on the guided denoiser (SDEdit's start from
-a noised input, Meng et al., arXiv 2108.01073, is the caller's `x_start`). `repaint` keeps the
+reference image at low frequencies, in one of two forms: ILVR's phi(x0) = phi(y) (Choi et al.,
+arXiv 2108.02938, eq. 5-6), both sides low-passed by a Gaussian G, so nothing above G's band
+is enforced; or the deblurring form G x0 = m(y), the reference read as a blurred view of the
+garment and first cleaned by a 3x3 median m (speckle and clipped noise removed, edges kept).
+Either is imposed on the x0 prediction the way DDNM's range-space correction
+x0 <- x0 + A^+(y - A x0) is (Wang et al., arXiv 2212.00490, eq. 13), the pseudo-inverse
+replaced by Landweber iterations (Landweber, Amer. J. Math. 73, 1951); any sampler then runs
+on the guided denoiser (SDEdit's start from a noised input, Meng et al., arXiv 2108.01073,
+is the caller's `x_start`). `repaint` keeps the
 known pixels of an image and regenerates the masked ones (Lugmayr et al., arXiv 2201.09865):
 at every step the known region is the input noised to that step, eq. 8, and after every
 `jump_length` steps the sample is noised back up that many steps and denoised again,
@@ -19,6 +22,7 @@ sec. 4.2). The last step writes the known pixels back exactly.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +31,8 @@ from fashiongen.samplers.sampling import Callback, Denoiser, _noise_like, _t_bat
 from fashiongen.samplers.schedules import NoiseSchedule
 
 TRUNCATE_SIGMAS = 3  # the Gaussian kernel's half-width, in standard deviations
+GuidanceForm = Literal["deblur", "low-pass"]
+GUIDANCE_FORMS: tuple[str, ...] = get_args(GuidanceForm)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -44,17 +50,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
                     kernel.transpose(-1, -2), groups=x.shape[1])
 
 
+def median3(x: torch.Tensor) -> torch.Tensor:
+    """The 3x3 median of each pixel of (B, C, H, W), edges replicated."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # (B, C, H, W, 3, 3)
+    return windows.flatten(-2).median(-1).values
+
+
 def low_pass_guided(denoise: Denoiser, reference: torch.Tensor, *, sigma: float,
-                    weight: float = 1.0, num_iterations: int = 10, t_stop: int = -1
-                    ) -> Denoiser:
+                    weight: float = 1.0, num_iterations: int = 10, t_stop: int = -1,
+                    form: GuidanceForm = "deblur") -> Denoiser:
     """A denoiser whose x0 prediction agrees with the reference at low frequencies.
 
-    The condition is G_sigma x0 = y: the reference y is taken to be a blurred view of the
-    garment (a sketch, a soft photo), ILVR's low-pass condition with the Gaussian as phi.
-    Each x0 prediction is moved towards it by `num_iterations` Landweber steps
-    x0 <- x0 + weight * G^T (y - G x0), an iterative form of DDNM's range-space correction
-    A^+ (y - A x0) (G has no stable inverse; the steps change the frequencies G passes and
-    leave the ones it removes to the model). Applied while t > t_stop.
+    The condition is G_sigma x0 = r: r = median3(y) for form "deblur" (y read as a view of
+    the garment blurred by about sigma: the steps undo that blur, while the median keeps
+    isolated noise out of r), r = G_sigma y for "low-pass" (ILVR: only y's coarse structure,
+    whatever y holds above G's band is left to the model). Each x0 prediction is moved
+    towards it by `num_iterations` Landweber steps x0 <- x0 + weight * G^T (r - G x0): per
+    frequency of gain g the error shrinks by (1 - weight g^2) a step, so the frequencies G
+    removes are left to the model. Applied while t > t_stop.
 
     Args:
         denoise: (x_t, t) -> x0 prediction, (B, C, H, W).
@@ -64,14 +78,18 @@ def low_pass_guided(denoise: Denoiser, reference: torch.Tensor, *, sigma: float,
             0 is the plain denoiser.
         num_iterations: Landweber steps per prediction.
         t_stop: guide at timesteps above it; -1 guides every step.
+        form: "deblur" or "low-pass", as above.
     """
+    if form not in GUIDANCE_FORMS:
+        raise ValueError(f"form must be one of {GUIDANCE_FORMS}, got {form!r}")
+    target = median3(reference) if form == "deblur" else gaussian_blur(reference, sigma)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x0 = denoise(x_t, t)
         if weight == 0 or int(t.max()) <= t_stop:
             return x0
         for _ in range(num_iterations):
-            x0 = x0 + weight * gaussian_blur(reference - gaussian_blur(x0, sigma), sigma)
+            x0 = x0 + weight * gaussian_blur(target - gaussian_blur(x0, sigma), sigma)
         return x0
 
     return guided

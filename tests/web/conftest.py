@@ -30,6 +30,10 @@ TINY_DCGAN = ["--set", "train.compile=false",
 IMAGE_SHAPE = (1, 28, 28)
 SERVER_START_TIMEOUT_S = 90
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
+# Debian's chromium: Playwright drives it and never downloads a browser.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 # Runs in the server process: log each socket.connect / getaddrinfo host, then serve.
 SERVER_SCRIPT = """
@@ -146,3 +150,17 @@ def server(fashion_checkpoint, tmp_path_factory) -> Iterator[Server]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (the browser tests skip without /usr/bin/chromium or playwright)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium missing: `make browser` (or `make test`) installs "
+                    "Debian's chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

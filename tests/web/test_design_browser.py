@@ -16,10 +16,7 @@ import pytest
 
 from fashiongen.web.studio import zoo_models
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 120_000
 ZOO_MODEL = "ddpm"
 # A sneaker's side view on the 280x280 pad, as fractions of the pad: sole, toe, heel, collar.
@@ -30,19 +27,7 @@ STEPS_PER_STROKE = 8
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(ZOO_MODEL not in zoo_models(), reason="the zoo ddpm is not installed"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium missing: `make "
-                       "browser` (or `make test`) installs Debian's chromium"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+]  # and the `browser` fixture (conftest.py) skips without Chromium
 
 
 def draw_outline(page, canvas) -> None:

@@ -67,6 +67,7 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
         "non-saturating loss + R1 + R2": ["model.loss=non_saturating"],
         "Adam (0.5, 0.999)": ["train.betas=[0.5, 0.999]"],
         "D weight reversion on": ["model.d_reversion=true"],
+        "classic + D weight reversion": [*CLASSIC, "model.d_reversion=true"],
     }),
     "gan-objective": ("gan", {
         "preset": [],

@@ -75,7 +75,8 @@ bench-quality: install-bench dataset
 	$(PY) benchmarks/quality_per_budget.py --out docs/results/quality_per_budget
 
 lint: install
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -32,33 +32,51 @@ from fashiongen.samples import balanced_labels, save_samples
 FID_TOLERANCE = 0.03  # the issue's target: bf16's FID within 3% of fp32's
 
 
-def compare(source: str, *, num_samples: int, seed: int, steps: int | None,
-            guidance_scale: float | None) -> dict:
+def compare(
+    source: str, *, num_samples: int, seed: int, steps: int | None, guidance_scale: float | None
+) -> dict:
     """FID, KID and sampling seconds of fp32 and bf16 samples of one checkpoint."""
     model, checkpoint = load_model(model_source(source))
-    changes = {k: v for k, v in (("num_steps", steps), ("guidance_scale", guidance_scale))
-               if v is not None}
+    changes = {
+        k: v for k, v in (("num_steps", steps), ("guidance_scale", guidance_scale)) if v is not None
+    }
     sampling = dataclasses.replace(checkpoint.config.sample, **changes)
     labels = balanced_labels(num_samples, model.num_classes)
-    result = {"source": source, "num_samples": num_samples, "seed": seed,
-              "sampling": dataclasses.asdict(sampling), "machine": _cpu_name(),
-              "cpu_flags": precision.cpu_flags(), "threads": torch.get_num_threads()}
+    result = {
+        "source": source,
+        "num_samples": num_samples,
+        "seed": seed,
+        "sampling": dataclasses.asdict(sampling),
+        "machine": _cpu_name(),
+        "cpu_flags": precision.cpu_flags(),
+        "threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for choice in ("fp32", "bf16"):
             started = time.perf_counter()
-            images = generate(model, num_samples, labels=labels, seed=seed,
-                              sampling=dataclasses.replace(sampling, precision=choice))
+            images = generate(
+                model,
+                num_samples,
+                labels=labels,
+                seed=seed,
+                sampling=dataclasses.replace(sampling, precision=choice),
+            )
             seconds = time.perf_counter() - started
             npz = save_samples(Path(tmp) / f"{choice}.npz", images, labels)
-            scores = evaluate_source(npz, dataset=checkpoint.metadata.get("dataset"),
-                                     use_memorisation=False)
-            result[choice] = {"fid": scores["fid"], "kid_mean": scores.get("kid_mean"),
-                              "sampling_seconds": round(seconds, 2)}
+            scores = evaluate_source(
+                npz, dataset=checkpoint.metadata.get("dataset"), use_memorisation=False
+            )
+            result[choice] = {
+                "fid": scores["fid"],
+                "kid_mean": scores.get("kid_mean"),
+                "sampling_seconds": round(seconds, 2),
+            }
     fp32_fid, bf16_fid = result["fp32"]["fid"], result["bf16"]["fid"]
     result["fid_ratio"] = round(bf16_fid / fp32_fid, 4)
     result["within_target"] = abs(bf16_fid - fp32_fid) <= FID_TOLERANCE * fp32_fid
-    result["sampling_speedup"] = round(result["fp32"]["sampling_seconds"]
-                                       / result["bf16"]["sampling_seconds"], 2)
+    result["sampling_speedup"] = round(
+        result["fp32"]["sampling_seconds"] / result["bf16"]["sampling_seconds"], 2
+    )
     return result
 
 
@@ -78,8 +96,13 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, help="default: the checkpoint's")
     parser.add_argument("--out", type=Path, help="also write the result as JSON")
     args = parser.parse_args()
-    result = compare(args.model, num_samples=args.num_samples, seed=args.seed,
-                     steps=args.steps, guidance_scale=args.guidance_scale)
+    result = compare(
+        args.model,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+    )
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

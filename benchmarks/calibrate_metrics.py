@@ -61,8 +61,17 @@ ONE_CLASS = 1  # trouser
 REPEATS = (1, 3, 10)  # distinct images per class in the repeated-image rows
 NEAR_DUPLICATE_SIGMA = 0.05
 CLASS_NOISE_SIGMA, CLASS_BLUR_RADIUS = 0.1, 1.0
-COLUMNS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
-           "modes_missing", "copy_rate")
+COLUMNS = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_entropy",
+    "modes_missing",
+    "copy_rate",
+)
 
 
 def subset(images: torch.Tensor, num: int, seed: int) -> torch.Tensor:
@@ -79,64 +88,119 @@ def add_noise(images: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 def blur(images: torch.Tensor, radius: float) -> torch.Tensor:
     """Pillow's Gaussian blur of every (1, H, W) uint8 image."""
-    out = np.stack([np.asarray(Image.fromarray(img[0].numpy()).filter(
-        ImageFilter.GaussianBlur(radius))) for img in images])
+    out = np.stack(
+        [
+            np.asarray(Image.fromarray(img[0].numpy()).filter(ImageFilter.GaussianBlur(radius)))
+            for img in images
+        ]
+    )
     return torch.from_numpy(out).unsqueeze(1)
 
 
 def row(name: str, images: torch.Tensor, *, ref: str = "test", seed: int = 0) -> dict:
     started = time.perf_counter()
     result = evaluate(images, ref=ref, seed=seed)
-    out = {"set": name, "num_samples": len(images), "ref": ref, "ref_count": result["ref_count"],
-           **{k: result[k] for k in COLUMNS}, "seconds": time.perf_counter() - started}
+    out = {
+        "set": name,
+        "num_samples": len(images),
+        "ref": ref,
+        "ref_count": result["ref_count"],
+        **{k: result[k] for k in COLUMNS},
+        "seconds": time.perf_counter() - started,
+    }
     print(json.dumps(out), flush=True)
     return out
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ["set", "N", "ref", "FID", "KID", "precision", "recall", "density", "coverage",
-              "entropy", "missing", "copy rate"]
+    header = [
+        "set",
+        "N",
+        "ref",
+        "FID",
+        "KID",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "entropy",
+        "missing",
+        "copy rate",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["set"], str(r["num_samples"]), f"{r['ref']} ({r['ref_count']})", f"{r['fid']:.3f}",
-            f"{r['kid_mean']:.5f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-            f"{r['density']:.3f}", f"{r['coverage']:.3f}", f"{r['class_entropy'] + 0.0:.3f}",
-            str(r["modes_missing"]), f"{r['copy_rate']:.2%}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["set"],
+                    str(r["num_samples"]),
+                    f"{r['ref']} ({r['ref_count']})",
+                    f"{r['fid']:.3f}",
+                    f"{r['kid_mean']:.5f}",
+                    f"{r['precision']:.3f}",
+                    f"{r['recall']:.3f}",
+                    f"{r['density']:.3f}",
+                    f"{r['coverage']:.3f}",
+                    f"{r['class_entropy'] + 0.0:.3f}",
+                    str(r["modes_missing"]),
+                    f"{r['copy_rate']:.2%}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def main_rows(train, test, seed: int) -> list[dict]:
     """The main table: floors, held-out, itself, noise, blur, one class."""
     base = subset(train.images, NUM_SAMPLES, seed)
-    rows = [row(f"real train, N={n}", subset(train.images, n, seed), seed=seed)
-            for n in FLOOR_SIZES]
-    rows.append(row("real test (held out)", subset(test.images, NUM_SAMPLES, seed), ref="train",
-                    seed=seed))
+    rows = [
+        row(f"real train, N={n}", subset(train.images, n, seed), seed=seed) for n in FLOOR_SIZES
+    ]
+    rows.append(
+        row("real test (held out)", subset(test.images, NUM_SAMPLES, seed), ref="train", seed=seed)
+    )
     rows.append(row("test split vs itself", test.images, seed=seed))
     rows += [row(f"noise sigma={s}", add_noise(base, s, seed), seed=seed) for s in NOISE_SIGMAS]
     rows += [row(f"blur radius={r}", blur(base, r), seed=seed) for r in BLUR_RADII]
     one_class = train.images[train.labels == ONE_CLASS]
-    rows.append(row(f"one class ({train.class_names[ONE_CLASS]})",
-                    subset(one_class, NUM_SAMPLES, seed), seed=seed))
+    rows.append(
+        row(
+            f"one class ({train.class_names[ONE_CLASS]})",
+            subset(one_class, NUM_SAMPLES, seed),
+            seed=seed,
+        )
+    )
     return rows
 
 
 # ------------------------------------------------------------------ the per-class metrics
 
-CLASS_COLUMNS = ("recall", "coverage", "conditional_accuracy", "per_class_recall",
-                 "per_class_coverage", "intra_class_spread", "per_class_recall_by_class",
-                 "per_class_coverage_by_class", "intra_class_spread_by_class",
-                 "per_class_num_samples", "notes")
+CLASS_COLUMNS = (
+    "recall",
+    "coverage",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+    "per_class_recall_by_class",
+    "per_class_coverage_by_class",
+    "intra_class_spread_by_class",
+    "per_class_num_samples",
+    "notes",
+)
 
 
-def balanced(images: torch.Tensor, labels: torch.Tensor, num: int, seed: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def balanced(
+    images: torch.Tensor, labels: torch.Tensor, num: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`num` images, as many of each class, drawn without replacement, sorted by class."""
     num_classes = int(labels.max()) + 1
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    chosen = torch.cat([order[labels[order] == c][:num // num_classes]
-                        for c in range(num_classes)])
+    chosen = torch.cat(
+        [order[labels[order] == c][: num // num_classes] for c in range(num_classes)]
+    )
     return images[chosen], labels[chosen]
 
 
@@ -149,16 +213,22 @@ def repeat_per_class(images: torch.Tensor, labels: torch.Tensor, distinct: int) 
     return out
 
 
-def class_row(name: str, images: torch.Tensor, labels: torch.Tensor | None, *, seed: int,
-              ref: str = "test") -> dict:
+def class_row(
+    name: str, images: torch.Tensor, labels: torch.Tensor | None, *, seed: int, ref: str = "test"
+) -> dict:
     started = time.perf_counter()
     result = evaluate(images, labels=labels, ref=ref, seed=seed, use_memorisation=False)
-    out = {"set": name, "num_samples": len(images),
-           "classes": "predicted" if labels is None else "asked", "ref": ref,
-           "ref_count": result["ref_count"], **{k: result[k] for k in CLASS_COLUMNS},
-           "class_names": result["class_names"],
-           "per_class_seconds": result["seconds"]["per_class"],
-           "seconds": time.perf_counter() - started}
+    out = {
+        "set": name,
+        "num_samples": len(images),
+        "classes": "predicted" if labels is None else "asked",
+        "ref": ref,
+        "ref_count": result["ref_count"],
+        **{k: result[k] for k in CLASS_COLUMNS},
+        "class_names": result["class_names"],
+        "per_class_seconds": result["seconds"]["per_class"],
+        "seconds": time.perf_counter() - started,
+    }
     print(json.dumps(out), flush=True)
     return out
 
@@ -166,24 +236,53 @@ def class_row(name: str, images: torch.Tensor, labels: torch.Tensor | None, *, s
 def class_rows(train, test, seed: int) -> list[dict]:
     """The per-class table (see the module docstring)."""
     base, labels = balanced(train.images, train.labels, NUM_SAMPLES, seed)
-    rows = [class_row("real train", base, labels, seed=seed),
-            class_row("real train, predicted classes", base, None, seed=seed),
-            class_row("real test (held out)", *balanced(test.images, test.labels, NUM_SAMPLES,
-                                                        seed), ref="train", seed=seed),
-            class_row(f"noise sigma={CLASS_NOISE_SIGMA}",
-                      add_noise(base, CLASS_NOISE_SIGMA, seed), labels, seed=seed),
-            class_row(f"blur radius={CLASS_BLUR_RADIUS}", blur(base, CLASS_BLUR_RADIUS),
-                      labels, seed=seed)]
-    rows += [class_row(f"{m} image{'s' if m > 1 else ''} per class",
-                       repeat_per_class(base, labels, m), labels, seed=seed) for m in REPEATS]
-    rows.append(class_row(f"3 images per class + noise sigma={NEAR_DUPLICATE_SIGMA}",
-                          add_noise(repeat_per_class(base, labels, 3), NEAR_DUPLICATE_SIGMA,
-                                    seed), labels, seed=seed))
+    rows = [
+        class_row("real train", base, labels, seed=seed),
+        class_row("real train, predicted classes", base, None, seed=seed),
+        class_row(
+            "real test (held out)",
+            *balanced(test.images, test.labels, NUM_SAMPLES, seed),
+            ref="train",
+            seed=seed,
+        ),
+        class_row(
+            f"noise sigma={CLASS_NOISE_SIGMA}",
+            add_noise(base, CLASS_NOISE_SIGMA, seed),
+            labels,
+            seed=seed,
+        ),
+        class_row(
+            f"blur radius={CLASS_BLUR_RADIUS}", blur(base, CLASS_BLUR_RADIUS), labels, seed=seed
+        ),
+    ]
+    rows += [
+        class_row(
+            f"{m} image{'s' if m > 1 else ''} per class",
+            repeat_per_class(base, labels, m),
+            labels,
+            seed=seed,
+        )
+        for m in REPEATS
+    ]
+    rows.append(
+        class_row(
+            f"3 images per class + noise sigma={NEAR_DUPLICATE_SIGMA}",
+            add_noise(repeat_per_class(base, labels, 3), NEAR_DUPLICATE_SIGMA, seed),
+            labels,
+            seed=seed,
+        )
+    )
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
     rows.append(class_row("labels shuffled", base, shuffled, seed=seed))
     one_class = train.images[train.labels == ONE_CLASS]
-    rows.append(class_row(f"one class ({train.class_names[ONE_CLASS]}), predicted classes",
-                          subset(one_class, NUM_SAMPLES, seed), None, seed=seed))
+    rows.append(
+        class_row(
+            f"one class ({train.class_names[ONE_CLASS]}), predicted classes",
+            subset(one_class, NUM_SAMPLES, seed),
+            None,
+            seed=seed,
+        )
+    )
     return rows
 
 
@@ -192,23 +291,52 @@ def _num(value: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def class_markdown(rows: list[dict]) -> str:
-    header = ["set", "classes", "ref", "recall", "coverage", "cond. acc.", "class recall",
-              "class coverage", "class spread", "classes scored"]
+    header = [
+        "set",
+        "classes",
+        "ref",
+        "recall",
+        "coverage",
+        "cond. acc.",
+        "class recall",
+        "class coverage",
+        "class spread",
+        "classes scored",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         scored = sum(v is not None for v in r["per_class_recall_by_class"])
-        lines.append("| " + " | ".join([
-            r["set"], r["classes"], f"{r['ref']} ({r['ref_count']})", _num(r["recall"]),
-            _num(r["coverage"]), _num(r["conditional_accuracy"]), _num(r["per_class_recall"]),
-            _num(r["per_class_coverage"]), _num(r["intra_class_spread"]),
-            f"{scored}/{len(r['per_class_recall_by_class'])}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["set"],
+                    r["classes"],
+                    f"{r['ref']} ({r['ref_count']})",
+                    _num(r["recall"]),
+                    _num(r["coverage"]),
+                    _num(r["conditional_accuracy"]),
+                    _num(r["per_class_recall"]),
+                    _num(r["per_class_coverage"]),
+                    _num(r["intra_class_spread"]),
+                    f"{scored}/{len(r['per_class_recall_by_class'])}",
+                ]
+            )
+            + " |"
+        )
     first = rows[0]
-    lines += ["", f"Per class, {first['set']} ({first['classes']} classes):", "",
-              "| class | " + " | ".join(first["class_names"]) + " |",
-              "|" + "---|" * (len(first["class_names"]) + 1)]
-    for key, label in (("per_class_recall_by_class", "recall"),
-                       ("per_class_coverage_by_class", "coverage"),
-                       ("intra_class_spread_by_class", "spread")):
+    lines += [
+        "",
+        f"Per class, {first['set']} ({first['classes']} classes):",
+        "",
+        "| class | " + " | ".join(first["class_names"]) + " |",
+        "|" + "---|" * (len(first["class_names"]) + 1),
+    ]
+    for key, label in (
+        ("per_class_recall_by_class", "recall"),
+        ("per_class_coverage_by_class", "coverage"),
+        ("intra_class_spread_by_class", "spread"),
+    ):
         lines.append(f"| {label} | " + " | ".join(_num(v) for v in first[key]) + " |")
     return "\n".join(lines)
 
@@ -217,8 +345,16 @@ def class_markdown(rows: list[dict]) -> str:
 
 LADDER_SEEDS = (0, 1, 2, 3, 4)  # of the real floor
 MISSING_CELL = "—"
-LADDER_COLUMNS = ("fid", "laplacian_ratio", "kid_mean", "precision", "recall", "coverage",
-                  "per_class_recall", "copy_rate")
+LADDER_COLUMNS = (
+    "fid",
+    "laplacian_ratio",
+    "kid_mean",
+    "precision",
+    "recall",
+    "coverage",
+    "per_class_recall",
+    "copy_rate",
+)
 # degradation -> (strength name, strengths from mildest to strongest)
 LADDER: dict[str, tuple[str, tuple[float, ...]]] = {
     "gaussian noise": ("sigma", (0.02, 0.05, 0.1, 0.2)),
@@ -235,10 +371,14 @@ LADDER: dict[str, tuple[str, tuple[float, ...]]] = {
     "training copies": ("share", (0.1, 0.25, 0.5, 1.0)),
 }
 PIXEL_DEGRADATIONS = {
-    "gaussian noise": degradations.gaussian_noise, "speckle": degradations.speckle,
-    "salt and pepper": degradations.salt_and_pepper, "blur": degradations.blur,
-    "checkerboard": degradations.checkerboard, "jpeg": degradations.jpeg,
-    "posterise": degradations.posterise, "contrast": degradations.contrast,
+    "gaussian noise": degradations.gaussian_noise,
+    "speckle": degradations.speckle,
+    "salt and pepper": degradations.salt_and_pepper,
+    "blur": degradations.blur,
+    "checkerboard": degradations.checkerboard,
+    "jpeg": degradations.jpeg,
+    "posterise": degradations.posterise,
+    "contrast": degradations.contrast,
     "brightness": degradations.brightness,
 }
 
@@ -249,8 +389,9 @@ def test_subset(test, generator: torch.Generator) -> tuple[torch.Tensor, torch.T
     return test.images[order], test.labels[order]
 
 
-def degraded_set(name: str, strength: float, test, train, seed: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def degraded_set(
+    name: str, strength: float, test, train, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The 2000 images (and labels) of one ladder rung, from the seed's test subset."""
     generator = torch.Generator().manual_seed(seed)
     images, labels = test_subset(test, generator)
@@ -263,33 +404,65 @@ def degraded_set(name: str, strength: float, test, train, seed: int
         return test.images[chosen], test.labels[chosen]
     num_copies = round(strength * NUM_SAMPLES)  # training copies
     copies = torch.randperm(len(train.images), generator=generator)[:num_copies]
-    return (torch.cat([train.images[copies], images[num_copies:]]),
-            torch.cat([train.labels[copies], labels[num_copies:]]))
+    return (
+        torch.cat([train.images[copies], images[num_copies:]]),
+        torch.cat([train.labels[copies], labels[num_copies:]]),
+    )
 
 
-def ladder_row(name: str, strength: float | None, images: torch.Tensor, labels: torch.Tensor,
-               *, featnet: FeatNet | None, seed: int, use_memorisation: bool) -> dict:
+def ladder_row(
+    name: str,
+    strength: float | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    featnet: FeatNet | None,
+    seed: int,
+    use_memorisation: bool,
+) -> dict:
     started = time.perf_counter()
-    result = evaluate(images, labels=labels, featnet=featnet, seed=seed,
-                      use_memorisation=use_memorisation)
-    out = {"degradation": name, "strength": strength, "num_samples": len(images),
-           **{k: result[k] for k in LADDER_COLUMNS}, "metric": result["metric"]["name"],
-           "metric_version": result["metric"]["version"],
-           "featnet": result["featnet"]["fingerprint"],
-           "seconds": time.perf_counter() - started}
+    result = evaluate(
+        images, labels=labels, featnet=featnet, seed=seed, use_memorisation=use_memorisation
+    )
+    out = {
+        "degradation": name,
+        "strength": strength,
+        "num_samples": len(images),
+        **{k: result[k] for k in LADDER_COLUMNS},
+        "metric": result["metric"]["name"],
+        "metric_version": result["metric"]["version"],
+        "featnet": result["featnet"]["fingerprint"],
+        "seconds": time.perf_counter() - started,
+    }
     print(json.dumps(out), flush=True)
     return out
 
 
 def ladder_rows(test, train, *, featnet: FeatNet | None = None, seed: int = 0) -> list[dict]:
     """The real floor over `LADDER_SEEDS`, then every rung of `LADDER`."""
-    rows = [ladder_row("real (floor)", None, *test_subset(test, torch.Generator().manual_seed(s)),
-                       featnet=featnet, seed=s, use_memorisation=False) for s in LADDER_SEEDS]
+    rows = [
+        ladder_row(
+            "real (floor)",
+            None,
+            *test_subset(test, torch.Generator().manual_seed(s)),
+            featnet=featnet,
+            seed=s,
+            use_memorisation=False,
+        )
+        for s in LADDER_SEEDS
+    ]
     for name, (_, strengths) in LADDER.items():
-        rows += [ladder_row(name, strength, *degraded_set(name, strength, test, train, seed),
-                            featnet=featnet, seed=seed,
-                            use_memorisation=name == "training copies")
-                 for strength in strengths]
+        rows += [
+            ladder_row(
+                name,
+                strength,
+                *degraded_set(name, strength, test, train, seed),
+                featnet=featnet,
+                seed=seed,
+                use_memorisation=name == "training copies",
+            )
+            for strength in strengths
+        ]
     return rows
 
 
@@ -298,11 +471,14 @@ def ladder_markdown(rows: list[dict]) -> str:
     with the strength and its mildest rung is above the floor's maximum (for the training
     copies, which are real images, the copy rate rises and its mildest rung is above 1%)."""
     floor = np.array([r["fid"] for r in rows if r["strength"] is None])
-    lines = [f"Real floor (N = {NUM_SAMPLES}, {len(floor)} seeds): FID {floor.mean():.3f} "
-             f"+/- {floor.std(ddof=1):.3f} (max {floor.max():.3f})", "",
-             "| degradation | strength | FID | HF ratio | KID | precision | recall | coverage | "
-             "class recall | copy rate | monotone | mildest > floor |",
-             "|" + "---|" * 12]
+    lines = [
+        f"Real floor (N = {NUM_SAMPLES}, {len(floor)} seeds): FID {floor.mean():.3f} "
+        f"+/- {floor.std(ddof=1):.3f} (max {floor.max():.3f})",
+        "",
+        "| degradation | strength | FID | HF ratio | KID | precision | recall | coverage | "
+        "class recall | copy rate | monotone | mildest > floor |",
+        "|" + "---|" * 12,
+    ]
     for name, (unit, _) in LADDER.items():
         rungs = [r for r in rows if r["degradation"] == name]
         fids = [r["fid"] for r in rungs]
@@ -310,14 +486,29 @@ def ladder_markdown(rows: list[dict]) -> str:
         monotone = all(b > a for a, b in zip(tracked, tracked[1:], strict=False))
         above = (tracked[0] > 0.01) if name == "training copies" else fids[0] > floor.max()
         for i, r in enumerate(rungs):
-            verdicts = ["yes" if monotone else "NO", "yes" if above else "NO"] if i == 0 else \
-                ["", ""]
+            verdicts = (
+                ["yes" if monotone else "NO", "yes" if above else "NO"] if i == 0 else ["", ""]
+            )
             copy = MISSING_CELL if r["copy_rate"] is None else f"{r['copy_rate']:.1%}"
-            lines.append("| " + " | ".join([
-                name if i == 0 else "", f"{unit} {r['strength']:g}", f"{r['fid']:.3f}",
-                f"{r['laplacian_ratio']:.2f}", f"{r['kid_mean']:.4f}", f"{r['precision']:.3f}",
-                f"{r['recall']:.3f}", f"{r['coverage']:.3f}", _num(r["per_class_recall"]),
-                copy, *verdicts]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        name if i == 0 else "",
+                        f"{unit} {r['strength']:g}",
+                        f"{r['fid']:.3f}",
+                        f"{r['laplacian_ratio']:.2f}",
+                        f"{r['kid_mean']:.4f}",
+                        f"{r['precision']:.3f}",
+                        f"{r['recall']:.3f}",
+                        f"{r['coverage']:.3f}",
+                        _num(r["per_class_recall"]),
+                        copy,
+                        *verdicts,
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 

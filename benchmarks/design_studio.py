@@ -50,8 +50,10 @@ PICTURE_COLUMNS = 8
 
 def blur(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 1, H, W) blurred by Pillow's Gaussian of radius BLUR_RADIUS."""
-    blurred = [np.asarray(Image.fromarray(x[0].numpy()).filter(
-        ImageFilter.GaussianBlur(BLUR_RADIUS))) for x in images]
+    blurred = [
+        np.asarray(Image.fromarray(x[0].numpy()).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
+        for x in images
+    ]
     return torch.from_numpy(np.stack(blurred))[:, None]
 
 
@@ -65,7 +67,7 @@ def hole_mask(images: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(images.shape, dtype=torch.bool)
     h, w = images.shape[-2:]
     top, left = (h - HOLE_SIZE) // 2, (w - HOLE_SIZE) // 2
-    mask[..., top:top + HOLE_SIZE, left:left + HOLE_SIZE] = True
+    mask[..., top : top + HOLE_SIZE, left : left + HOLE_SIZE] = True
     return mask
 
 
@@ -76,11 +78,22 @@ def silhouette_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a & b).flatten(1).sum(1) / union).mean())
 
 
-def score(name: str, images: torch.Tensor, labels: torch.Tensor, silhouettes: torch.Tensor,
-          seconds: float | None = None, **extra) -> dict:
+def score(
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    silhouettes: torch.Tensor,
+    seconds: float | None = None,
+    **extra,
+) -> dict:
     metrics = evaluate(images, labels=labels, use_memorisation=False, seed=SEED)
-    row = {"row": name, "fid": metrics["fid"], "class_share": metrics["conditional_accuracy"],
-           "silhouette_iou": silhouette_iou(images, silhouettes), **extra}
+    row = {
+        "row": name,
+        "fid": metrics["fid"],
+        "class_share": metrics["conditional_accuracy"],
+        "silhouette_iou": silhouette_iou(images, silhouettes),
+        **extra,
+    }
     if seconds is not None:
         row["ms_per_image"] = 1000 * seconds / len(images)
     print(json.dumps(row), flush=True)
@@ -93,49 +106,87 @@ def timed(fn, *args, **kwargs) -> tuple[torch.Tensor, float]:
     return to_uint8(out), time.perf_counter() - start
 
 
-def refine_rows(model, name: str, degraded: torch.Tensor, originals: torch.Tensor,
-                labels: torch.Tensor) -> tuple[list[dict], dict[str, torch.Tensor]]:
+def refine_rows(
+    model, name: str, degraded: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """The degraded input, plain SDEdit at the default strength, then refine at STRENGTHS."""
     x = to_model_range(degraded)
     rows = [score(f"{name}: degraded input", degraded, labels, originals)]
     outputs = {}
-    out, seconds = timed(editing.refine, model, x, editing.DEFAULT_STRENGTH, labels=labels,
-                         guidance=None, generator=torch.Generator().manual_seed(SEED))
-    rows.append(score(f"{name}: plain SDEdit {editing.DEFAULT_STRENGTH}", out, labels,
-                      originals, seconds))
+    out, seconds = timed(
+        editing.refine,
+        model,
+        x,
+        editing.DEFAULT_STRENGTH,
+        labels=labels,
+        guidance=None,
+        generator=torch.Generator().manual_seed(SEED),
+    )
+    rows.append(
+        score(f"{name}: plain SDEdit {editing.DEFAULT_STRENGTH}", out, labels, originals, seconds)
+    )
     for strength in STRENGTHS:
-        out, seconds = timed(editing.refine, model, x, strength, labels=labels,
-                             generator=torch.Generator().manual_seed(SEED))
+        out, seconds = timed(
+            editing.refine,
+            model,
+            x,
+            strength,
+            labels=labels,
+            generator=torch.Generator().manual_seed(SEED),
+        )
         rows.append(score(f"{name}: refine {strength}", out, labels, originals, seconds))
         outputs[f"refine {strength}"] = out
     return rows, outputs
 
 
-def inpaint_rows(model, originals: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+def inpaint_rows(
+    model, originals: torch.Tensor, labels: torch.Tensor
+) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     mask = hole_mask(originals)
     holed = originals.masked_fill(mask, 0)
     x = to_model_range(holed)
     rows = [score("hole: degraded input", holed, labels, originals)]
     for strength in INPAINT_STRENGTHS:
-        out, seconds = timed(editing.inpaint, model, x, mask, labels=labels, strength=strength,
-                             generator=torch.Generator().manual_seed(SEED))
+        out, seconds = timed(
+            editing.inpaint,
+            model,
+            x,
+            mask,
+            labels=labels,
+            strength=strength,
+            generator=torch.Generator().manual_seed(SEED),
+        )
         kept = bool(torch.equal(out[~mask], holed[~mask]))
-        rows.append(score(f"hole: inpaint {strength}", out, labels, originals, seconds,
-                          unmasked_identical=kept))
+        rows.append(
+            score(
+                f"hole: inpaint {strength}",
+                out,
+                labels,
+                originals,
+                seconds,
+                unmasked_identical=kept,
+            )
+        )
     return rows, holed, out
 
 
-def transfer_rows(model, originals: torch.Tensor, labels: torch.Tensor
-                  ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+def transfer_rows(
+    model, originals: torch.Tensor, labels: torch.Tensor
+) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     """Each image refined towards a random other class at the default strength."""
     shift = torch.randint(1, 10, labels.shape, generator=torch.Generator().manual_seed(SEED))
     targets = (labels + shift) % 10
     x = to_model_range(originals)
-    out, seconds = timed(editing.refine, model, x, editing.DEFAULT_STRENGTH, labels=targets,
-                         guidance=editing.TRANSFER_GUIDANCE,
-                         sampling=editing.TRANSFER_SAMPLING,
-                         generator=torch.Generator().manual_seed(SEED))
+    out, seconds = timed(
+        editing.refine,
+        model,
+        x,
+        editing.DEFAULT_STRENGTH,
+        labels=targets,
+        guidance=editing.TRANSFER_GUIDANCE,
+        sampling=editing.TRANSFER_SAMPLING,
+        generator=torch.Generator().manual_seed(SEED),
+    )
     row = score(f"class transfer {editing.DEFAULT_STRENGTH}", out, targets, originals, seconds)
     return [row], targets, out
 
@@ -176,39 +227,61 @@ def main(argv: list[str] | None = None) -> int:
     rows += blur_rows + noise_rows + hole_rows + transfer
     seconds = seconds_per_image(model, originals[:1], labels[:1])
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"command": " ".join(["python", "benchmarks/design_studio.py", *sys.argv[1:]]),
-              "num_images": len(originals), "threads": torch.get_num_threads(),
-              "default": {"strength": editing.DEFAULT_STRENGTH,
-                          "guidance": vars(editing.Guidance()),
-                          "transfer_guidance": editing.TRANSFER_GUIDANCE,
-                          "transfer_sampling": vars(editing.TRANSFER_SAMPLING),
-                          "sampling": vars(editing.DEFAULT_EDIT_SAMPLING)},
-              "seconds_per_image": seconds, "rows": rows}
+    result = {
+        "command": " ".join(["python", "benchmarks/design_studio.py", *sys.argv[1:]]),
+        "num_images": len(originals),
+        "threads": torch.get_num_threads(),
+        "default": {
+            "strength": editing.DEFAULT_STRENGTH,
+            "guidance": vars(editing.Guidance()),
+            "transfer_guidance": editing.TRANSFER_GUIDANCE,
+            "transfer_sampling": vars(editing.TRANSFER_SAMPLING),
+            "sampling": vars(editing.DEFAULT_EDIT_SAMPLING),
+        },
+        "seconds_per_image": seconds,
+        "rows": rows,
+    }
     (args.out / "design_studio.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "README.md").write_text(markdown(result))
     spread = torch.arange(PICTURE_COLUMNS) * (len(originals) // PICTURE_COLUMNS)
-    picture(args.out / "before_after.png",
-            [s[spread] for s in (originals, blurred,
-                                 blur_out[f"refine {editing.DEFAULT_STRENGTH}"], holed, filled,
-                                 moved)])
+    picture(
+        args.out / "before_after.png",
+        [
+            s[spread]
+            for s in (
+                originals,
+                blurred,
+                blur_out[f"refine {editing.DEFAULT_STRENGTH}"],
+                holed,
+                filled,
+                moved,
+            )
+        ],
+    )
     print(f"{seconds * 1000:.0f} ms per image; wrote {args.out}")
     return 0
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Design studio benchmark\n\n`{result['command']}`  \n"
-             f"{result['num_images']} test images, {result['threads']} threads; default "
-             f"setting {json.dumps(result['default'])}; one refined image (batch 1): "
-             f"{result['seconds_per_image'] * 1000:.0f} ms.\n",
-             "| row | FID | class share | silhouette IoU | ms / image | unmasked identical |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Design studio benchmark\n\n`{result['command']}`  \n"
+        f"{result['num_images']} test images, {result['threads']} threads; default "
+        f"setting {json.dumps(result['default'])}; one refined image (batch 1): "
+        f"{result['seconds_per_image'] * 1000:.0f} ms.\n",
+        "| row | FID | class share | silhouette IoU | ms / image | unmasked identical |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         ms = f"{row['ms_per_image']:.0f}" if "ms_per_image" in row else ""
         kept = {True: "yes", False: "NO"}.get(row.get("unmasked_identical"), "")
-        lines.append(f"| {row['row']} | {row['fid']:.3f} | {row['class_share']:.3f} | "
-                     f"{row['silhouette_iou']:.3f} | {ms} | {kept} |")
-    lines.append("\nColumns of before_after.png: original, blurred, refined, holed, inpainted, "
-                 "moved to another class.\n")
+        lines.append(
+            f"| {row['row']} | {row['fid']:.3f} | {row['class_share']:.3f} | "
+            f"{row['silhouette_iou']:.3f} | {ms} | {kept} |"
+        )
+    lines.append(
+        "\nColumns of before_after.png: original, blurred, refined, holed, inpainted, "
+        "moved to another class.\n"
+    )
     return "\n".join(lines)
 
 

@@ -24,9 +24,21 @@ from fashiongen.data import load_dataset
 from fashiongen.evaluation import draw_and_score
 from fashiongen.metrics import evaluate
 
-COLUMNS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
-           "modes_missing", "conditional_accuracy", "copy_rate", "per_class_recall",
-           "per_class_coverage", "intra_class_spread"]
+COLUMNS = [
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_entropy",
+    "modes_missing",
+    "conditional_accuracy",
+    "copy_rate",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+]
 
 
 def score(model, sampling, num_samples: int, seed: int) -> dict:
@@ -47,16 +59,37 @@ def real_floor(num_samples: int, seed: int) -> dict:
 
 
 def markdown(rows: list[tuple[str, dict]], extra: list[str]) -> str:
-    header = ["run", *extra, "FID", "KID", "prec.", "recall", "density", "cover.",
-              "entropy", "missing", "cond. acc.", "copy", "s/1000 img"]
+    header = [
+        "run",
+        *extra,
+        "FID",
+        "KID",
+        "prec.",
+        "recall",
+        "density",
+        "cover.",
+        "entropy",
+        "missing",
+        "cond. acc.",
+        "copy",
+        "s/1000 img",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in rows:
         cells = [name, *[str(r.get(k, "")) for k in extra]]
-        cells += [f"{r['fid']:.2f}", f"{r['kid_mean']:.4f}", f"{r['precision']:.3f}",
-                  f"{r['recall']:.3f}", f"{r['density']:.3f}", f"{r['coverage']:.3f}",
-                  f"{r['class_entropy']:.3f}", str(r["modes_missing"]),
-                  "" if r["conditional_accuracy"] is None else f"{r['conditional_accuracy']:.3f}",
-                  f"{r['copy_rate']:.4f}", f"{r.get('seconds_per_1000', float('nan')):.2f}"]
+        cells += [
+            f"{r['fid']:.2f}",
+            f"{r['kid_mean']:.4f}",
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['density']:.3f}",
+            f"{r['coverage']:.3f}",
+            f"{r['class_entropy']:.3f}",
+            str(r["modes_missing"]),
+            "" if r["conditional_accuracy"] is None else f"{r['conditional_accuracy']:.3f}",
+            f"{r['copy_rate']:.4f}",
+            f"{r.get('seconds_per_1000', float('nan')):.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -78,8 +111,9 @@ def main() -> None:
     for name in ("gan", "dcgan", "vae", "ddpm", "hybrid"):
         model, checkpoint = load_model(args.runs / name)
         row = score(model, checkpoint.config.sample, n, seed)
-        row["sampling"] = dataclasses.asdict(checkpoint.config.sample) \
-            if model.sampling_fields else None
+        row["sampling"] = (
+            dataclasses.asdict(checkpoint.config.sample) if model.sampling_fields else None
+        )
         families.append((name, row))
         print(name, row, flush=True)
     out["families"] = dict(families)
@@ -92,14 +126,23 @@ def main() -> None:
         sampling = dataclasses.replace(base, sampler="ddim", strength=strength, num_steps=steps)
         row = score(hybrid, sampling, n, seed)
         row["nfe"] = hybrid.num_network_evaluations(sampling)
-        name = "hybrid GAN draft alone" if strength == 0 else \
-            f"hybrid strength {strength}, DDIM {steps}"
+        name = (
+            "hybrid GAN draft alone"
+            if strength == 0
+            else f"hybrid strength {strength}, DDIM {steps}"
+        )
         sweep.append((name, row))
         print(name, row, flush=True)
-    for sampler, steps in (("ddim", 6), ("dpmpp_2m", 6), ("ddim", 11), ("dpmpp_2m", 11),
-                           ("dpmpp_2m", 21)):
-        sampling = dataclasses.replace(ddpm_checkpoint.config.sample, sampler=sampler,
-                                       num_steps=steps)
+    for sampler, steps in (
+        ("ddim", 6),
+        ("dpmpp_2m", 6),
+        ("ddim", 11),
+        ("dpmpp_2m", 11),
+        ("dpmpp_2m", 21),
+    ):
+        sampling = dataclasses.replace(
+            ddpm_checkpoint.config.sample, sampler=sampler, num_steps=steps
+        )
         row = score(ddpm, sampling, n, seed)
         row["nfe"] = steps
         sweep.append((f"ddpm {sampler} {steps}", row))
@@ -122,14 +165,27 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "family_table.json").write_text(json.dumps(out, indent=2) + "\n")
-    md = [f"N = {n} samples per row, seed {seed}, reference: Fashion-MNIST test set; "
-          f"features: the shipped Fashion-MNIST feature network.", "",
-          "## Real data (the floor at this N)", "",
-          markdown([("real train images", out["real_train_vs_test"])], []), "",
-          "## Families (full presets)", "", markdown(families, []), "",
-          "## Hybrid vs DDPM at equal network evaluations", "", markdown(sweep, ["nfe"]), "",
-          "## Discriminator reversion (strong-D DCGAN, 4 epochs, same seed)", "",
-          markdown(ablation, ["reversions"]), ""]
+    md = [
+        f"N = {n} samples per row, seed {seed}, reference: Fashion-MNIST test set; "
+        f"features: the shipped Fashion-MNIST feature network.",
+        "",
+        "## Real data (the floor at this N)",
+        "",
+        markdown([("real train images", out["real_train_vs_test"])], []),
+        "",
+        "## Families (full presets)",
+        "",
+        markdown(families, []),
+        "",
+        "## Hybrid vs DDPM at equal network evaluations",
+        "",
+        markdown(sweep, ["nfe"]),
+        "",
+        "## Discriminator reversion (strong-D DCGAN, 4 epochs, same seed)",
+        "",
+        markdown(ablation, ["reversions"]),
+        "",
+    ]
     (args.out / "family_table.md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -70,20 +70,27 @@ def zoo_rows(samples: Path, featnet: FeatNet) -> list[dict]:
 
 def scored_sets(samples: Path, featnet: FeatNet, test, train) -> list[dict]:
     """Zoo rows, then the ladder's rungs (floors left out), each {set, fid, precision, recall}."""
-    rungs = [{"set": f"{r['degradation']} {r['strength']:g}",
-              **{k: r[k] for k in AGREEMENT_KEYS}}
-             for r in ladder_rows(test, train, featnet=featnet) if r["strength"] is not None]
+    rungs = [
+        {"set": f"{r['degradation']} {r['strength']:g}", **{k: r[k] for k in AGREEMENT_KEYS}}
+        for r in ladder_rows(test, train, featnet=featnet)
+        if r["strength"] is not None
+    ]
     return zoo_rows(samples, featnet) + rungs
 
 
 def markdown(default: list[dict], independent: list[dict], correlations: dict) -> str:
     lines = ["| Spearman | zoo + ladder | zoo only |", "|---|---|---|"]
     lines += [f"| {key} | {c['all']:.3f} | {c['zoo']:.3f} |" for key, c in correlations.items()]
-    lines += ["", "| set | FID (shipped) | FID (independent) | precision | | recall | |",
-              "|" + "---|" * 7]
+    lines += [
+        "",
+        "| set | FID (shipped) | FID (independent) | precision | | recall | |",
+        "|" + "---|" * 7,
+    ]
     for a, b in zip(default, independent, strict=True):
-        lines.append(f"| {a['set']} | {a['fid']:.3f} | {b['fid']:.3f} | {a['precision']:.3f} | "
-                     f"{b['precision']:.3f} | {a['recall']:.3f} | {b['recall']:.3f} |")
+        lines.append(
+            f"| {a['set']} | {a['fid']:.3f} | {b['fid']:.3f} | {a['precision']:.3f} | "
+            f"{b['precision']:.3f} | {a['recall']:.3f} | {b['recall']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -96,22 +103,38 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     test, train = load_dataset("fashion-mnist", "test"), load_dataset("fashion-mnist", "train")
-    nets = {"shipped": load_featnet("fashion-mnist"),
-            "independent": load_featnet_file(args.featnet)}
+    nets = {
+        "shipped": load_featnet("fashion-mnist"),
+        "independent": load_featnet_file(args.featnet),
+    }
     scored = {label: scored_sets(args.samples, net, test, train) for label, net in nets.items()}
     default, independent = scored["shipped"], scored["independent"]
     num_zoo = sum(r["set"].startswith("zoo ") for r in default)
-    correlations = {key: {"all": spearman([r[key] for r in default], [r[key] for r in independent]),
-                          "zoo": spearman([r[key] for r in default[:num_zoo]],
-                                          [r[key] for r in independent[:num_zoo]])}
-                    for key in AGREEMENT_KEYS}
+    correlations = {
+        key: {
+            "all": spearman([r[key] for r in default], [r[key] for r in independent]),
+            "zoo": spearman(
+                [r[key] for r in default[:num_zoo]], [r[key] for r in independent[:num_zoo]]
+            ),
+        }
+        for key in AGREEMENT_KEYS
+    }
     print(markdown(default, independent, correlations))
     if args.json:
-        record = {"featnets": {label: {"fingerprint": net.fingerprint(), "widths": net.widths,
-                                       "feature_dim": net.feature_dim,
-                                       "test_accuracy": net.test_accuracy}
-                               for label, net in nets.items()},
-                  "spearman": correlations, "shipped": default, "independent": independent}
+        record = {
+            "featnets": {
+                label: {
+                    "fingerprint": net.fingerprint(),
+                    "widths": net.widths,
+                    "feature_dim": net.feature_dim,
+                    "test_accuracy": net.test_accuracy,
+                }
+                for label, net in nets.items()
+            },
+            "spearman": correlations,
+            "shipped": default,
+            "independent": independent,
+        }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -31,5 +31,7 @@ for name in ["dcgan", "ddpm", "hybrid"]:
             generate(model, count, sampling=checkpoint.config.sample)
             rates.setdefault(backend, []).append(count / (time.perf_counter() - started))
     best = {k: round(max(v)) for k, v in rates.items()}
-    print(f"{threads} thread(s) {name}: {best} images/s, onnx / torch "
-          f"{best['onnx'] / best['torch']:.2f}")
+    print(
+        f"{threads} thread(s) {name}: {best} images/s, onnx / torch "
+        f"{best['onnx'] / best['torch']:.2f}"
+    )

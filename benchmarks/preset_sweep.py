@@ -25,58 +25,91 @@ from fashiongen.checkpoint import load_model
 from fashiongen.cli import main as cli
 from fashiongen.evaluation import draw_and_score
 
-CLASSIC = ["model.loss=non_saturating", "model.r1_gamma=0", "model.r2_gamma=0",
-           "model.use_spectral_norm=true", "model.use_minibatch_std=true",
-           "train.betas=[0.5, 0.999]"]
+CLASSIC = [
+    "model.loss=non_saturating",
+    "model.r1_gamma=0",
+    "model.r2_gamma=0",
+    "model.use_spectral_norm=true",
+    "model.use_minibatch_std=true",
+    "train.betas=[0.5, 0.999]",
+]
 SWEEPS = {  # name -> (preset, {variant: overrides})
     # the first session's sweep, at 4 epochs of the dcgan preset (no .md: older script)
-    "dcgan-discriminator": ("dcgan", {
-        "preset (d32, dropout 0.3, mbstd)": [],
-        "d64, dropout 0": ["model.d_width=64", "model.dropout=0.0"],
-        "d64, dropout 0, spectral norm": ["model.d_width=64", "model.dropout=0.0",
-                                          "model.use_spectral_norm=true"],
-        "d64, dropout 0, no mbstd": ["model.d_width=64", "model.dropout=0.0",
-                                     "model.use_minibatch_std=false"],
-        "g64 d64, dropout 0.3": ["model.g_width=64", "model.d_width=64"],
-        "unconditional preset": ["model.num_classes=0"],
-    }),
+    "dcgan-discriminator": (
+        "dcgan",
+        {
+            "preset (d32, dropout 0.3, mbstd)": [],
+            "d64, dropout 0": ["model.d_width=64", "model.dropout=0.0"],
+            "d64, dropout 0, spectral norm": [
+                "model.d_width=64",
+                "model.dropout=0.0",
+                "model.use_spectral_norm=true",
+            ],
+            "d64, dropout 0, no mbstd": [
+                "model.d_width=64",
+                "model.dropout=0.0",
+                "model.use_minibatch_std=false",
+            ],
+            "g64 d64, dropout 0.3": ["model.g_width=64", "model.d_width=64"],
+            "unconditional preset": ["model.num_classes=0"],
+        },
+    ),
     # loss, learning rates and G depth, on top of the spectral-norm D the first sweep chose
-    "dcgan-loss": ("dcgan-quick", {
-        "preset (non-saturating)": [],
-        "hinge": ["model.loss=hinge"],
-        "hinge, TTUR (G 1e-4, D 4e-4)": ["model.loss=hinge", "train.lr=1e-4",
-                                         "model.d_lr_scale=4"],
-        "non-saturating, G +1 conv/level": ["model.g_extra_convs=1"],
-    }),
+    "dcgan-loss": (
+        "dcgan-quick",
+        {
+            "preset (non-saturating)": [],
+            "hinge": ["model.loss=hinge"],
+            "hinge, TTUR (G 1e-4, D 4e-4)": [
+                "model.loss=hinge",
+                "train.lr=1e-4",
+                "model.d_lr_scale=4",
+            ],
+            "non-saturating, G +1 conv/level": ["model.g_extra_convs=1"],
+        },
+    ),
     # the fitted (ex-post mixture) prior, and the sharper decoders a lower KL weight allows
-    "vae-prior": ("vae-quick", {
-        "fitted prior": ["model.prior=fitted"],
-        "fitted prior, beta 0.5": ["model.prior=fitted", "model.beta=0.5"],
-        "fitted prior, beta 0.25": ["model.prior=fitted", "model.beta=0.25"],
-        "fitted prior, beta 0.1": ["model.prior=fitted", "model.beta=0.1"],
-    }),
+    "vae-prior": (
+        "vae-quick",
+        {
+            "fitted prior": ["model.prior=fitted"],
+            "fitted prior, beta 0.5": ["model.prior=fitted", "model.beta=0.5"],
+            "fitted prior, beta 0.25": ["model.prior=fitted", "model.beta=0.25"],
+            "fitted prior, beta 0.1": ["model.prior=fitted", "model.beta=0.1"],
+        },
+    ),
     # R3GAN's objective (the dcgan preset) against the classic losses, one ingredient
     # removed per row; the classic rows are the previous preset (spectral-norm D with
     # minibatch-std, Adam betas (0.5, 0.999))
-    "dcgan-objective": ("dcgan", {
-        "preset: relativistic + R1 + R2 (lazy, every 4th D step), Adam (0, 0.99)": [],
-        "classic: non-saturating, SN D, mbstd, Adam (0.5, 0.999)": CLASSIC,
-        "classic hinge, SN D, mbstd, Adam (0.5, 0.999)": [*CLASSIC, "model.loss=hinge"],
-        "no R2 (R1 only)": ["model.r2_gamma=0"],
-        "no penalties": ["model.r1_gamma=0", "model.r2_gamma=0"],
-        "non-saturating loss + R1 + R2": ["model.loss=non_saturating"],
-        "Adam (0.5, 0.999)": ["train.betas=[0.5, 0.999]"],
-        "D weight reversion on": ["model.d_reversion=true"],
-        "classic + D weight reversion": [*CLASSIC, "model.d_reversion=true"],
-    }),
-    "gan-objective": ("gan", {
-        "preset": [],
-        "classic: non-saturating, dropout 0.3 in D, Adam (0.5, 0.999)": [
-            "model.loss=non_saturating", "model.r1_gamma=0", "model.r2_gamma=0",
-            "model.dropout=0.3", "train.betas=[0.5, 0.999]"],
-        "G without batch norm": ["model.use_batchnorm=false"],
-        "gamma 1 (R1 and R2)": ["model.r1_gamma=1.0", "model.r2_gamma=1.0"],
-    }),
+    "dcgan-objective": (
+        "dcgan",
+        {
+            "preset: relativistic + R1 + R2 (lazy, every 4th D step), Adam (0, 0.99)": [],
+            "classic: non-saturating, SN D, mbstd, Adam (0.5, 0.999)": CLASSIC,
+            "classic hinge, SN D, mbstd, Adam (0.5, 0.999)": [*CLASSIC, "model.loss=hinge"],
+            "no R2 (R1 only)": ["model.r2_gamma=0"],
+            "no penalties": ["model.r1_gamma=0", "model.r2_gamma=0"],
+            "non-saturating loss + R1 + R2": ["model.loss=non_saturating"],
+            "Adam (0.5, 0.999)": ["train.betas=[0.5, 0.999]"],
+            "D weight reversion on": ["model.d_reversion=true"],
+            "classic + D weight reversion": [*CLASSIC, "model.d_reversion=true"],
+        },
+    ),
+    "gan-objective": (
+        "gan",
+        {
+            "preset": [],
+            "classic: non-saturating, dropout 0.3 in D, Adam (0.5, 0.999)": [
+                "model.loss=non_saturating",
+                "model.r1_gamma=0",
+                "model.r2_gamma=0",
+                "model.dropout=0.3",
+                "train.betas=[0.5, 0.999]",
+            ],
+            "G without batch norm": ["model.use_batchnorm=false"],
+            "gamma 1 (R1 and R2)": ["model.r1_gamma=1.0", "model.r2_gamma=1.0"],
+        },
+    ),
 }
 RAW_LEADS = {"dcgan-objective"}  # sweeps whose table leads with the raw generator's scores
 NOTES = {  # printed under a sweep's table: how to read it
@@ -88,14 +121,25 @@ NOTES = {  # printed under a sweep's table: how to read it
         "is the same objective with the reversion controller (`model.d_reversion=true`, "
         "trigger: the fake scored below its paired real in more than 95% of pairs for 20 "
         "steps): it never fired (0 reversions in 1,899 steps), so its row differs from the "
-        "preset's only by the snapshots' cost and run-to-run noise."),
+        "preset's only by the snapshots' cost and run-to-run noise."
+    ),
     "gan-objective": (
         "One seed, one thread, the same budget and seed per row. The MLP GAN's EMA generator "
         "(decay 0.999) beats its raw one even at this budget (about 5,900 steps), so its scores "
-        "lead; the raw generator's FID and recall are the last two columns."),
+        "lead; the raw generator's FID and recall are the last two columns."
+    ),
 }
-METRICS = ("fid", "precision", "recall", "coverage", "modes_missing", "conditional_accuracy",
-           "per_class_recall", "per_class_coverage", "intra_class_spread")
+METRICS = (
+    "fid",
+    "precision",
+    "recall",
+    "coverage",
+    "modes_missing",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+)
 
 
 def score(run: Path, num_samples: int, *, use_ema: bool = True) -> dict:
@@ -113,30 +157,48 @@ def table_row(name: str, r: dict, raw_leads: bool) -> str:
     def value(key: str) -> str:
         return "-" if lead.get(key) is None else f"{lead[key]:.3f}"
 
-    row = (f"| {name} | {lead['fid']:.3f} | {lead['precision']:.3f} | {lead['recall']:.3f} | "
-           f"{lead['coverage']:.3f} | {value('conditional_accuracy')} | "
-           f"{value('per_class_recall')} | {value('intra_class_spread')} | "
-           f"{lead['modes_missing']} |")
+    row = (
+        f"| {name} | {lead['fid']:.3f} | {lead['precision']:.3f} | {lead['recall']:.3f} | "
+        f"{lead['coverage']:.3f} | {value('conditional_accuracy')} | "
+        f"{value('per_class_recall')} | {value('intra_class_spread')} | "
+        f"{lead['modes_missing']} |"
+    )
     if last is not None:
         row += f" {last['fid']:.3f} | {last['recall']:.3f} |"
     return row
 
 
 def write_table(args: argparse.Namespace, preset: str, results: dict) -> None:
-    budget = (f"{args.cpu_minutes:g} CPU-minutes on one thread" if args.cpu_minutes
-              else f"{args.epochs} epochs")
+    budget = (
+        f"{args.cpu_minutes:g} CPU-minutes on one thread"
+        if args.cpu_minutes
+        else f"{args.epochs} epochs"
+    )
     raw = any("raw" in r for r in results.values())
     raw_leads = raw and args.sweep in RAW_LEADS
     lead, last = ("raw generator", "EMA G") if raw_leads else ("EMA generator", "raw G")
-    command = ["python", "benchmarks/preset_sweep.py", "--sweep", args.sweep,
-               *(["--cpu-minutes", f"{args.cpu_minutes:g}"] if args.cpu_minutes
-                 else ["--epochs", str(args.epochs)]),
-               "--out", f"runs/sweep-{args.sweep}", *(["--score-raw"] if raw else [])]
-    lines = [f"`{' '.join(command)}`: preset `{preset}`, {budget} per variant, "
-             f"N = {args.num_samples}, seed 0; scores of the {lead}.", "",
-             "| variant | FID | precision | recall | coverage | class acc. | class recall "
-             "| class spread | missing |" + (f" {last}: FID | {last}: recall |" if raw else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if raw else "")]
+    command = [
+        "python",
+        "benchmarks/preset_sweep.py",
+        "--sweep",
+        args.sweep,
+        *(
+            ["--cpu-minutes", f"{args.cpu_minutes:g}"]
+            if args.cpu_minutes
+            else ["--epochs", str(args.epochs)]
+        ),
+        "--out",
+        f"runs/sweep-{args.sweep}",
+        *(["--score-raw"] if raw else []),
+    ]
+    lines = [
+        f"`{' '.join(command)}`: preset `{preset}`, {budget} per variant, "
+        f"N = {args.num_samples}, seed 0; scores of the {lead}.",
+        "",
+        "| variant | FID | precision | recall | coverage | class acc. | class recall "
+        "| class spread | missing |" + (f" {last}: FID | {last}: recall |" if raw else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if raw else ""),
+    ]
     lines += [table_row(name, r, raw_leads) for name, r in results.items()]
     if args.sweep in NOTES:
         lines += ["", NOTES[args.sweep]]
@@ -149,18 +211,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sweep", choices=sorted(SWEEPS), default="dcgan-discriminator")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--cpu-minutes", type=float, default=None,
-                        help="train each variant for this much CPU time on one thread instead")
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="train each variant for this much CPU time on one thread instead",
+    )
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--results", type=Path, default=Path("docs/results"))
-    parser.add_argument("--variants", default=None,
-                        help="comma-separated variant numbers to train and score (default all; "
-                             "the table is written only for all)")
-    parser.add_argument("--score-raw", action="store_true",
-                        help="also score the raw (non-EMA) generator of each variant")
-    parser.add_argument("--table-only", action="store_true",
-                        help="rewrite the table from RESULTS/sweep_NAME.json")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated variant numbers to train and score (default all; "
+        "the table is written only for all)",
+    )
+    parser.add_argument(
+        "--score-raw",
+        action="store_true",
+        help="also score the raw (non-EMA) generator of each variant",
+    )
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite the table from RESULTS/sweep_NAME.json"
+    )
     args = parser.parse_args()
     saved = args.results / f"sweep_{args.sweep}.json"
     if args.table_only:
@@ -169,20 +242,30 @@ def main() -> None:
     budget = ["--epochs", str(args.epochs)]
     if args.cpu_minutes:
         torch.set_num_threads(1)
-        budget = ["--epochs", "100000", "--set", f"train.max_minutes={args.cpu_minutes}",
-                  "--set", "train.clock=cpu", "--set", "train.num_threads=1"]
+        budget = [
+            "--epochs",
+            "100000",
+            "--set",
+            f"train.max_minutes={args.cpu_minutes}",
+            "--set",
+            "train.clock=cpu",
+            "--set",
+            "train.num_threads=1",
+        ]
     preset, variants = SWEEPS[args.sweep]
     results = {}
-    chosen = (set(range(len(variants))) if args.variants is None
-              else {int(i) for i in args.variants.split(",")})
+    chosen = (
+        set(range(len(variants)))
+        if args.variants is None
+        else {int(i) for i in args.variants.split(",")}
+    )
     for i, (name, overrides) in enumerate(variants.items()):
         if i not in chosen:
             continue
         run = args.out / f"v{i}"
         if not (run / "summary.json").is_file():
             sets = [x for o in overrides for x in ("--set", o)]
-            cli(["train", "--config", preset, *budget, "--out", str(run), "--no-progress",
-                 *sets])
+            cli(["train", "--config", preset, *budget, "--out", str(run), "--no-progress", *sets])
         results[name] = {"overrides": overrides, **score(run, args.num_samples)}
         if args.score_raw:
             results[name]["raw"] = score(run, args.num_samples, use_ema=False)

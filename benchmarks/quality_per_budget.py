@@ -28,19 +28,56 @@ from pathlib import Path
 import torch
 from family_table import real_floor as score_real  # benchmarks/ is on sys.path
 
-OURS = {"gan": "gan", "dcgan": "dcgan", "vae": "vae", "ddpm": "ddpm", "hybrid": "hybrid",
-        "ddpm-long": "ddpm", "dcgan-uncond": "dcgan"}
+OURS = {
+    "gan": "gan",
+    "dcgan": "dcgan",
+    "vae": "vae",
+    "ddpm": "ddpm",
+    "hybrid": "hybrid",
+    "ddpm-long": "ddpm",
+    "dcgan-uncond": "dcgan",
+}
 # what a job changes in its family's quick preset
-JOB_OVERRIDES = {"ddpm-long": ["train.ema_decay=0.999"],  # a longer run affords a slower EMA
-                 "dcgan-uncond": ["model.num_classes=0"]}  # the quick preset is conditional
-PEER_JOBS = {"mlp-gan": "mlp-gan", "tf-dcgan": "tf-dcgan", "keras-vae": "keras-vae",
-             "diffusers-ddpm": "diffusers-ddpm", "diffusers-ddpm-long": "diffusers-ddpm"}
+JOB_OVERRIDES = {
+    "ddpm-long": ["train.ema_decay=0.999"],  # a longer run affords a slower EMA
+    "dcgan-uncond": ["model.num_classes=0"],
+}  # the quick preset is conditional
+PEER_JOBS = {
+    "mlp-gan": "mlp-gan",
+    "tf-dcgan": "tf-dcgan",
+    "keras-vae": "keras-vae",
+    "diffusers-ddpm": "diffusers-ddpm",
+    "diffusers-ddpm-long": "diffusers-ddpm",
+}
 LONG_JOBS = ("ddpm-long", "diffusers-ddpm-long")  # the diffusion budget
-JOB_ORDER = ["ddpm-long", "diffusers-ddpm-long", "diffusers-ddpm", "ddpm", "hybrid", "dcgan",
-             "dcgan-uncond", "tf-dcgan", "gan", "mlp-gan", "vae", "keras-vae"]
-METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "class_entropy",
-           "modes_missing", "conditional_accuracy", "per_class_recall", "per_class_coverage",
-           "intra_class_spread")
+JOB_ORDER = [
+    "ddpm-long",
+    "diffusers-ddpm-long",
+    "diffusers-ddpm",
+    "ddpm",
+    "hybrid",
+    "dcgan",
+    "dcgan-uncond",
+    "tf-dcgan",
+    "gan",
+    "mlp-gan",
+    "vae",
+    "keras-vae",
+]
+METRICS = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_entropy",
+    "modes_missing",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+)
 
 
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
@@ -50,11 +87,14 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
 
     family = OURS[job]
     run = runs / job
-    overrides = [("train.clock", "cpu"), ("train.num_threads", 1),
-                 ("train.use_tensorboard", False), ("out_dir", str(run)),
-                 *JOB_OVERRIDES.get(job, [])]
-    cfg = family_configs(minutes, runs, families=[family], seed=seed,
-                         overrides=overrides)[family]
+    overrides = [
+        ("train.clock", "cpu"),
+        ("train.num_threads", 1),
+        ("train.use_tensorboard", False),
+        ("out_dir", str(run)),
+        *JOB_OVERRIDES.get(job, []),
+    ]
+    cfg = family_configs(minutes, runs, families=[family], seed=seed, overrides=overrides)[family]
     if not (run / "summary.json").is_file():
         train(cfg, resume=(run / "final").is_dir() or any(run.glob("step_*")), progress=False)
     summary = json.loads((run / "summary.json").read_text())
@@ -68,14 +108,19 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
         return drawn.images, drawn.labels
 
     sampling = checkpoint.config.sample
-    how = f"{sampling.sampler} {sampling.num_steps} steps" if model.sampling_fields else \
-        "one pass"
+    how = f"{sampling.sampler} {sampling.num_steps} steps" if model.sampling_fields else "one pass"
     if family == "hybrid":
         how += f", strength {sampling.strength}"
-    info = {"family": family, "preset": f"{family}-quick", "parameters": parameters,
-            "conditional": bool(model.num_classes), "sampling": how,
-            "train_cpu_seconds": summary["train_seconds"], "steps": summary["steps"],
-            "images_trained": summary["steps"] * cfg.train.batch_size}
+    info = {
+        "family": family,
+        "preset": f"{family}-quick",
+        "parameters": parameters,
+        "conditional": bool(model.num_classes),
+        "sampling": how,
+        "train_cpu_seconds": summary["train_seconds"],
+        "steps": summary["steps"],
+        "images_trained": summary["steps"] * cfg.train.batch_size,
+    }
     return draw, info
 
 
@@ -92,7 +137,7 @@ def train_peer(job: str, minutes: float, seed: int) -> tuple:
     while spent < budget:
         perm = torch.randperm(len(images), generator=order)
         for start in range(0, len(images) - peer.batch_size + 1, peer.batch_size):
-            x0 = to_model_range(images[perm[start:start + peer.batch_size]])
+            x0 = to_model_range(images[perm[start : start + peer.batch_size]])
             started = time.process_time()
             peer.train_step(x0)
             spent += time.process_time() - started
@@ -104,11 +149,16 @@ def train_peer(job: str, minutes: float, seed: int) -> tuple:
         return to_uint8(peer.sample(num_samples, torch.Generator().manual_seed(seed))), None
 
     parameters = sum(p.numel() for net in peer.networks.values() for p in net.parameters())
-    info = {"family": PEER_JOBS[job], "preset": "peer", "parameters": parameters,
-            "conditional": False,
-            "sampling": "DDIM 50 steps" if "diffusers" in job else "one pass",
-            "train_cpu_seconds": spent, "steps": steps,
-            "images_trained": steps * peer.batch_size}
+    info = {
+        "family": PEER_JOBS[job],
+        "preset": "peer",
+        "parameters": parameters,
+        "conditional": False,
+        "sampling": "DDIM 50 steps" if "diffusers" in job else "one pass",
+        "train_cpu_seconds": spent,
+        "steps": steps,
+        "images_trained": steps * peer.batch_size,
+    }
     return draw, info
 
 
@@ -126,18 +176,26 @@ def run_job(job: str, args: argparse.Namespace) -> None:
     images, labels = draw(args.num_samples)
     sample_seconds = time.perf_counter() - started
     scores = evaluate(images, labels=labels, seed=args.seed)
-    result = {"job": job, "kind": "ours" if job in OURS else "peer", "budget_minutes": minutes,
-              **info, "epochs": round(info["images_trained"] / 60_000, 2),
-              "images_per_cpu_second": round(info["images_trained"] / info["train_cpu_seconds"], 1),
-              "num_samples": args.num_samples, "seed": args.seed,
-              "sample_seconds_per_1000": round(1000 * sample_seconds / args.num_samples, 2),
-              **{k: scores[k] for k in METRICS}, "class_histogram": scores["class_histogram"]}
+    result = {
+        "job": job,
+        "kind": "ours" if job in OURS else "peer",
+        "budget_minutes": minutes,
+        **info,
+        "epochs": round(info["images_trained"] / 60_000, 2),
+        "images_per_cpu_second": round(info["images_trained"] / info["train_cpu_seconds"], 1),
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "sample_seconds_per_1000": round(1000 * sample_seconds / args.num_samples, 2),
+        **{k: scores[k] for k in METRICS},
+        "class_histogram": scores["class_histogram"],
+    }
     save_grid(args.out / "grids" / f"{job}.png", images[:64], num_rows=8)
     path = args.out / "results" / f"{job}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("job", "steps", "epochs", "fid", "recall")}),
-          flush=True)
+    print(
+        json.dumps({k: result[k] for k in ("job", "steps", "epochs", "fid", "recall")}), flush=True
+    )
 
 
 def run_all(args: argparse.Namespace) -> None:
@@ -145,8 +203,12 @@ def run_all(args: argparse.Namespace) -> None:
     pending = [j for j in args.jobs if not (args.out / "results" / f"{j}.json").is_file()]
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     # torch.compile (the DCGAN presets) compiles in this process, so the budget counts it
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",
+    }
     running: dict[str, subprocess.Popen] = {}
     failed = []
     while pending or running:
@@ -154,8 +216,9 @@ def run_all(args: argparse.Namespace) -> None:
             job = pending.pop(0)
             command = [sys.executable, __file__, "--job", job, *forwarded(args)]
             with open(args.out / "logs" / f"{job}.log", "w") as log:  # the child keeps it open
-                running[job] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                env=env)
+                running[job] = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env
+                )
             print(f"started {job}", flush=True)
         time.sleep(2)
         for job, process in list(running.items()):
@@ -170,9 +233,20 @@ def run_all(args: argparse.Namespace) -> None:
 
 
 def forwarded(args: argparse.Namespace) -> list[str]:
-    return ["--out", str(args.out), "--runs", str(args.runs), "--minutes", str(args.minutes),
-            "--diffusion-minutes", str(args.diffusion_minutes), "--seed", str(args.seed),
-            "--num-samples", str(args.num_samples)]
+    return [
+        "--out",
+        str(args.out),
+        "--runs",
+        str(args.runs),
+        "--minutes",
+        str(args.minutes),
+        "--diffusion-minutes",
+        str(args.diffusion_minutes),
+        "--seed",
+        str(args.seed),
+        "--num-samples",
+        str(args.num_samples),
+    ]
 
 
 def real_floor(args: argparse.Namespace) -> dict:
@@ -184,17 +258,37 @@ def real_floor(args: argparse.Namespace) -> dict:
 
 
 def write_table(args: argparse.Namespace) -> None:
-    results = {p.stem: json.loads(p.read_text()) for p in (args.out / "results").glob("*.json")
-               if p.stem != "real"}
+    results = {
+        p.stem: json.loads(p.read_text())
+        for p in (args.out / "results").glob("*.json")
+        if p.stem != "real"
+    }
     real = real_floor(args)
     peers = [r for r in results.values() if r["kind"] == "peer"]
     best_peer = min(peers, key=lambda r: r["fid"]) if peers else None
-    head = ["job", "kind", "CPU-min", "params", "img/CPU-s", "epochs", "sampling", "FID",
-            "x best peer", "KID", "prec.", "recall", "cover.", "missing", "s/1000 img"]
+    head = [
+        "job",
+        "kind",
+        "CPU-min",
+        "params",
+        "img/CPU-s",
+        "epochs",
+        "sampling",
+        "FID",
+        "x best peer",
+        "KID",
+        "prec.",
+        "recall",
+        "cover.",
+        "missing",
+        "s/1000 img",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append(f"| real train images | floor | | | | | | {real['fid']:.3f} | | "
-                 f"{real['kid_mean']:.4f} | {real['precision']:.3f} | {real['recall']:.3f} | "
-                 f"{real['coverage']:.3f} | {real['modes_missing']} | |")
+    lines.append(
+        f"| real train images | floor | | | | | | {real['fid']:.3f} | | "
+        f"{real['kid_mean']:.4f} | {real['precision']:.3f} | {real['recall']:.3f} | "
+        f"{real['coverage']:.3f} | {real['modes_missing']} | |"
+    )
     for job in [j for j in JOB_ORDER if j in results]:
         r = results[job]
         ratio = f"{r['fid'] / best_peer['fid']:.2f}" if best_peer else ""
@@ -203,16 +297,23 @@ def write_table(args: argparse.Namespace) -> None:
             f"{r['images_per_cpu_second']:.0f} | {r['epochs']:.1f} | {r['sampling']} | "
             f"{r['fid']:.2f} | {ratio} | {r['kid_mean']:.4f} | {r['precision']:.3f} | "
             f"{r['recall']:.3f} | {r['coverage']:.3f} | {r['modes_missing']} | "
-            f"{r['sample_seconds_per_1000']:.1f} |")
+            f"{r['sample_seconds_per_1000']:.1f} |"
+        )
     text = [
-        "# Quality per CPU-minute: the project's families beside the peers", "",
+        "# Quality per CPU-minute: the project's families beside the peers",
+        "",
         f"Every job trained on one thread for its budget of CPU time ({args.minutes:g} "
         f"CPU-minutes; {args.diffusion_minutes:g} for the `-long` diffusion jobs), then drew "
         f"N = {args.num_samples} samples with seed {args.seed}, scored against the Fashion-MNIST "
         "test set in the shipped feature network's space. `x best peer` = FID / the best peer's "
         "FID in this run. The first row scores real training images the same way: the floor.",
-        "", f"Command: `make bench-quality` (= `python benchmarks/quality_per_budget.py "
-        f"--out {args.out}`); samples of each job in `grids/`.", "", *lines, ""]
+        "",
+        f"Command: `make bench-quality` (= `python benchmarks/quality_per_budget.py "
+        f"--out {args.out}`); samples of each job in `grids/`.",
+        "",
+        *lines,
+        "",
+    ]
     notes = args.out / "notes.md"  # hand-written: which rows were re-run when, and why
     if notes.is_file():
         text += [notes.read_text().strip(), ""]

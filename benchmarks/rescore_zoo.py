@@ -24,19 +24,37 @@ from fashiongen.zoo import manifest, zoo_path
 from fashiongen.zoo.release import CHECK_NUM_SAMPLES, check_fid, write_manifest, zoo_sampling
 
 NUM_SAMPLES = 2000
-KEYS = ("fid", "laplacian_ratio", "kid_mean", "precision", "recall", "coverage",
-        "conditional_accuracy", "per_class_recall", "per_class_coverage", "intra_class_spread")
+KEYS = (
+    "fid",
+    "laplacian_ratio",
+    "kid_mean",
+    "precision",
+    "recall",
+    "coverage",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+)
 
 
 def rescore(name: str, seed: int) -> tuple[dict, dict]:
     """(the manifest's `metrics`, its `fid_check`) for zoo model `name`."""
     model, checkpoint = load_model(zoo_path(name))
-    scores, _ = draw_and_score(model, NUM_SAMPLES, sampling=zoo_sampling(checkpoint.config),
-                               seed=seed)
-    metrics = {"num_samples": NUM_SAMPLES, "seed": seed, **{k: scores[k] for k in KEYS},
-               "copy_rate": scores["copy_rate"]}
-    check = {"num_samples": CHECK_NUM_SAMPLES, "seed": seed,
-             "fid": check_fid(name, CHECK_NUM_SAMPLES, seed)}
+    scores, _ = draw_and_score(
+        model, NUM_SAMPLES, sampling=zoo_sampling(checkpoint.config), seed=seed
+    )
+    metrics = {
+        "num_samples": NUM_SAMPLES,
+        "seed": seed,
+        **{k: scores[k] for k in KEYS},
+        "copy_rate": scores["copy_rate"],
+    }
+    check = {
+        "num_samples": CHECK_NUM_SAMPLES,
+        "seed": seed,
+        "fid": check_fid(name, CHECK_NUM_SAMPLES, seed),
+    }
     return metrics, check
 
 
@@ -49,18 +67,24 @@ def main() -> None:
     entries = manifest()
     for name in args.models or list(entries):
         metrics, check = rescore(name, args.seed)
-        entries[name].update(metrics=metrics, fid_check=check,
-                             metric={"name": METRIC_NAME, "version": METRIC_VERSION})
+        entries[name].update(
+            metrics=metrics,
+            fid_check=check,
+            metric={"name": METRIC_NAME, "version": METRIC_VERSION},
+        )
         write_manifest(entries)  # after each model, so an interruption keeps what is done
         print(json.dumps({"model": name, **metrics, "fid_check": check["fid"]}), flush=True)
     print("| zoo model | FID | HF ratio | precision | recall | coverage | class acc. |")
     print("|---|---|---|---|---|---|---|")
     for name, entry in entries.items():
         m = entry["metrics"]
-        accuracy = "—" if m.get("conditional_accuracy") is None else \
-            f"{m['conditional_accuracy']:.2f}"
-        print(f"| `{name}` | {m['fid']:.2f} | {m.get('laplacian_ratio', float('nan')):.2f} | "
-              f"{m['precision']:.2f} | {m['recall']:.2f} | {m['coverage']:.2f} | {accuracy} |")
+        accuracy = (
+            "—" if m.get("conditional_accuracy") is None else f"{m['conditional_accuracy']:.2f}"
+        )
+        print(
+            f"| `{name}` | {m['fid']:.2f} | {m.get('laplacian_ratio', float('nan')):.2f} | "
+            f"{m['precision']:.2f} | {m['recall']:.2f} | {m['coverage']:.2f} | {accuracy} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,16 @@ def _setup(preset: str, option: str):
         model.compile_networks()
     optimizers = model.make_optimizers(cfg.train)
     if option == "fused_adam":
-        optimizers = {k: type(o)([{h: v for h, v in group.items() if h not in ("foreach",
-                                                                                 "fused")}
-                                  for group in o.param_groups], fused=True)
-                      for k, o in optimizers.items()}
+        optimizers = {
+            k: type(o)(
+                [
+                    {h: v for h, v in group.items() if h not in ("foreach", "fused")}
+                    for group in o.param_groups
+                ],
+                fused=True,
+            )
+            for k, o in optimizers.items()
+        }
     quick_images = quick.train.epochs * 60_000
     return (lambda: model.train_step((x0, labels), optimizers)), cfg.train.batch_size, quick_images
 
@@ -62,9 +68,14 @@ def measure(preset: str, option: str, seconds: float, threads: int) -> dict:
         step()
         steps += 1
     rate = steps * batch_size / (time.perf_counter() - started)
-    return {"preset": preset, "option": option, "threads": threads,
-            "images_per_s": round(rate, 1), "warmup_seconds": round(warmup, 2),
-            "quick_preset_images": quick_images}
+    return {
+        "preset": preset,
+        "option": option,
+        "threads": threads,
+        "images_per_s": round(rate, 1),
+        "warmup_seconds": round(warmup, 2),
+        "quick_preset_images": quick_images,
+    }
 
 
 def main() -> None:
@@ -92,23 +103,31 @@ def main() -> None:
             if "images_per_s" in row:
                 row["speedup"] = round(row["images_per_s"] / base["images_per_s"], 3)
         print(rows[-5:], flush=True)
-    lines = [f"threads: {threads}; speedup = images/s over the plain configuration; for "
-             "1 thread it is the per-process rate, per core it is twice that.", "",
-             "| preset | option | images/s | speedup | warm-up s | compile paid back after |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"threads: {threads}; speedup = images/s over the plain configuration; for "
+        "1 thread it is the per-process rate, per core it is twice that.",
+        "",
+        "| preset | option | images/s | speedup | warm-up s | compile paid back after |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['preset']} | {row['option']} | failed: {row['error']} | | | |")
             continue
         payback = ""
         if row["option"] == "compile":
-            base = next(r for r in rows if r["preset"] == row["preset"]
-                        and r["option"] == "plain")
+            base = next(r for r in rows if r["preset"] == row["preset"] and r["option"] == "plain")
             gain = 1 / base["images_per_s"] - 1 / row["images_per_s"]
-            payback = (f"{row['warmup_seconds'] / gain:,.0f} images (quick preset: "
-                       f"{row['quick_preset_images']:,})" if gain > 0 else "never")
-        lines.append(f"| {row['preset']} | {row['option']} | {row['images_per_s']:.0f} | "
-                     f"{row.get('speedup', 1.0):.2f} | {row['warmup_seconds']:.1f} | {payback} |")
+            payback = (
+                f"{row['warmup_seconds'] / gain:,.0f} images (quick preset: "
+                f"{row['quick_preset_images']:,})"
+                if gain > 0
+                else "never"
+            )
+        lines.append(
+            f"| {row['preset']} | {row['option']} | {row['images_per_s']:.0f} | "
+            f"{row.get('speedup', 1.0):.2f} | {row['warmup_seconds']:.1f} | {payback} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed_options.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.out / "speed_options.md").write_text("\n".join(lines) + "\n")

@@ -28,11 +28,23 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (2, 3, 5, 10, 20, 50)] + \
-    [("ancestral", 1000)]
+DDPM_ROWS = [(s, n) for s in ("ddim", "dpmpp_2m") for n in (2, 3, 5, 10, 20, 50)] + [
+    ("ancestral", 1000)
+]
 # strength, DPM-Solver++ steps from there (the zoo hybrid's default: 0.4, 3)
-HYBRID_ROWS = [(0.0, 1), (0.25, 1), (0.25, 2), (0.4, 1), (0.4, 2), (0.4, 3), (0.4, 5),
-               (0.4, 10), (0.6, 3), (0.6, 5), (0.6, 10)]
+HYBRID_ROWS = [
+    (0.0, 1),
+    (0.25, 1),
+    (0.25, 2),
+    (0.4, 1),
+    (0.4, 2),
+    (0.4, 3),
+    (0.4, 5),
+    (0.4, 10),
+    (0.6, 3),
+    (0.6, 5),
+    (0.6, 10),
+]
 METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_accuracy")
 # `--grid few`: both at 1-6 network evaluations (a hybrid's draft is one of them)
 FEW_DDPM_ROWS = [("dpmpp_2m", n) for n in range(1, 7)]
@@ -71,20 +83,33 @@ def main() -> None:
     parser.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
     parser.add_argument("--time", action="store_true", help="time every row (quiet machine)")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
-    parser.add_argument("--hybrid", type=Path, default=None,
-                        help="a hybrid checkpoint (fashiongen combine) instead of the zoo's")
+    parser.add_argument(
+        "--hybrid",
+        type=Path,
+        default=None,
+        help="a hybrid checkpoint (fashiongen combine) instead of the zoo's",
+    )
     args = parser.parse_args()
     from fashiongen.evaluation import draw_and_score
     from fashiongen.generate import generate
 
     path = args.out / "step_sweep.json"
-    result = json.loads(path.read_text()) if path.is_file() else {
-        "num_samples": args.num_samples, "seed": args.seed, "backend": args.backend, "rows": {}}
+    result = (
+        json.loads(path.read_text())
+        if path.is_file()
+        else {
+            "num_samples": args.num_samples,
+            "seed": args.seed,
+            "backend": args.backend,
+            "rows": {},
+        }
+    )
     models = {}
     for row, zoo_name, changes in settings(args.grid):
         if zoo_name not in models:
-            models[zoo_name] = load(zoo_name, args.backend,
-                                    args.hybrid if zoo_name == "hybrid" else None)
+            models[zoo_name] = load(
+                zoo_name, args.backend, args.hybrid if zoo_name == "hybrid" else None
+            )
         model, base = models[zoo_name]
         sampling = dataclasses.replace(base, **changes)
         entry = result["rows"].setdefault(row, {"nfe": model.num_network_evaluations(sampling)})
@@ -92,11 +117,11 @@ def main() -> None:
             generate(model, 8, sampling=sampling)  # warm-up
             started = time.perf_counter()
             generate(model, TIME_BATCH, sampling=sampling, seed=1)
-            entry["seconds_per_1000"] = round(1000 * (time.perf_counter() - started)
-                                              / TIME_BATCH, 2)
+            entry["seconds_per_1000"] = round(
+                1000 * (time.perf_counter() - started) / TIME_BATCH, 2
+            )
         elif "fid" not in entry:
-            scores, _ = draw_and_score(model, args.num_samples, sampling=sampling,
-                                       seed=args.seed)
+            scores, _ = draw_and_score(model, args.num_samples, sampling=sampling, seed=args.seed)
             entry.update({k: scores[k] for k in METRICS})
         else:
             continue
@@ -111,27 +136,44 @@ def main() -> None:
 
 def report(result: dict, out: Path, grid: str = "default") -> None:
     order = [name for name, _, _ in settings(grid)]
-    rows = dict(sorted(result["rows"].items(),
-                       key=lambda item: order.index(item[0]) if item[0] in order else -1))
+    rows = dict(
+        sorted(
+            result["rows"].items(),
+            key=lambda item: order.index(item[0]) if item[0] in order else -1,
+        )
+    )
     reference = rows.get("ddpm ancestral 1000", {}).get("fid")
-    lines = ["| row | network evaluations | FID | vs 1000-step | KID | precision | recall "
-             "| coverage | cond. acc. | s / 1000 images |", "|" + "---|" * 10]
+    lines = [
+        "| row | network evaluations | FID | vs 1000-step | KID | precision | recall "
+        "| coverage | cond. acc. | s / 1000 images |",
+        "|" + "---|" * 10,
+    ]
     for name, r in rows.items():
         if "fid" not in r:
             continue
         ratio = f"{r['fid'] / reference:.2f}x" if reference else ""
         seconds = r.get("seconds_per_1000")
-        lines.append(f"| {name} | {r['nfe']} | {r['fid']:.3f} | {ratio} | {r['kid_mean']:.4f} | "
-                     f"{r['precision']:.3f} | {r['recall']:.3f} | {r['coverage']:.3f} | "
-                     f"{r['conditional_accuracy']:.3f} | "
-                     f"{'' if seconds is None else f'{seconds:.1f}'} |")
-    text = ["# Few-step sampling: zoo DDPM and zoo hybrid", "",
-            f"N = {result['num_samples']} samples a row, seed {result['seed']}, balanced "
-            f"classes, backend {result['backend']}; timing: "
-            f"{result.get('timing', 'not yet measured')}.", "",
-            f"Command: `{' '.join(['python', 'benchmarks/step_sweep.py', *sys.argv[1:]])}` "
-            "(FIDs), then the same with `--time` on a quiet machine.", "", *lines, "",
-            "![FID against network evaluations and seconds](step_sweep.png)", ""]
+        lines.append(
+            f"| {name} | {r['nfe']} | {r['fid']:.3f} | {ratio} | {r['kid_mean']:.4f} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['coverage']:.3f} | "
+            f"{r['conditional_accuracy']:.3f} | "
+            f"{'' if seconds is None else f'{seconds:.1f}'} |"
+        )
+    text = [
+        "# Few-step sampling: zoo DDPM and zoo hybrid",
+        "",
+        f"N = {result['num_samples']} samples a row, seed {result['seed']}, balanced "
+        f"classes, backend {result['backend']}; timing: "
+        f"{result.get('timing', 'not yet measured')}.",
+        "",
+        f"Command: `{' '.join(['python', 'benchmarks/step_sweep.py', *sys.argv[1:]])}` "
+        "(FIDs), then the same with `--time` on a quiet machine.",
+        "",
+        *lines,
+        "",
+        "![FID against network evaluations and seconds](step_sweep.png)",
+        "",
+    ]
     (out / "README.md").write_text("\n".join(text))
     plot(rows, reference, out / "step_sweep.png")
     print("\n".join(text))
@@ -144,18 +186,27 @@ def plot(rows: dict, reference: float | None, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     timed = all("seconds_per_1000" in r for r in rows.values() if "fid" in r)
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4.2),
-                             squeeze=False)
-    series = {"DDPM, DDIM": "ddpm ddim", "DDPM, DPM-Solver++ 2M": "ddpm dpmpp_2m",
-              **{f"hybrid, strength {x}": f"hybrid {x} " for x in (0.1, 0.2, 0.25, 0.3, 0.4)},
-              "hybrid, strength 0.6": "hybrid 0.6", "DDPM, 1000-step ancestral":
-              "ddpm ancestral", "GAN draft alone": "hybrid draft"}
-    for ax, key, label in zip(axes[0], ("nfe", "seconds_per_1000"),
-                              ("network evaluations per image", "seconds per 1000 images"),
-                              strict=False):  # one panel until the rows are timed
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4.2), squeeze=False)
+    series = {
+        "DDPM, DDIM": "ddpm ddim",
+        "DDPM, DPM-Solver++ 2M": "ddpm dpmpp_2m",
+        **{f"hybrid, strength {x}": f"hybrid {x} " for x in (0.1, 0.2, 0.25, 0.3, 0.4)},
+        "hybrid, strength 0.6": "hybrid 0.6",
+        "DDPM, 1000-step ancestral": "ddpm ancestral",
+        "GAN draft alone": "hybrid draft",
+    }
+    for ax, key, label in zip(
+        axes[0],
+        ("nfe", "seconds_per_1000"),
+        ("network evaluations per image", "seconds per 1000 images"),
+        strict=False,
+    ):  # one panel until the rows are timed
         for name, prefix in series.items():
-            points = sorted((r[key], r["fid"]) for n, r in rows.items()
-                            if n.startswith(prefix) and "fid" in r and key in r)
+            points = sorted(
+                (r[key], r["fid"])
+                for n, r in rows.items()
+                if n.startswith(prefix) and "fid" in r and key in r
+            )
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, "o-" if len(points) > 1 else "s", label=name)

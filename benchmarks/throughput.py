@@ -58,11 +58,21 @@ sys.path.insert(0, str(HERE))
 FAMILIES = ["gan", "dcgan", "vae", "ddpm", "hybrid"]
 PEERS = ["mlp-gan", "tf-dcgan", "keras-vae", "diffusers-ddpm"]
 # The project's code on a peer's architecture, and the peer it is measured against.
-OURS_ON_PEER = {"ours:mlp-gan": "mlp-gan", "ours:tf-dcgan": "tf-dcgan",
-                "ours:diffusers-ddpm": "diffusers-ddpm"}
+OURS_ON_PEER = {
+    "ours:mlp-gan": "mlp-gan",
+    "ours:tf-dcgan": "tf-dcgan",
+    "ours:diffusers-ddpm": "diffusers-ddpm",
+}
 EQUAL_PARAMS_DDPM_WIDTH = 38  # our U-Net at 0.656M parameters, the diffusers one's 0.649M
-DIFFUSION_SWEEP = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp_2m", 10),
-                   ("dpmpp_2m", 20), ("dpmpp_2m", 50), ("ancestral", 1000)]
+DIFFUSION_SWEEP = [
+    ("ddim", 10),
+    ("ddim", 20),
+    ("ddim", 50),
+    ("dpmpp_2m", 10),
+    ("dpmpp_2m", 20),
+    ("dpmpp_2m", 50),
+    ("ancestral", 1000),
+]
 SAMPLE_BATCH = 64
 MATMUL_SIZE = 2048
 PRECISIONS = ("fp32", "bf16")
@@ -96,10 +106,14 @@ def roof(seconds: float = 2.0, repeats: int = 2) -> dict[str, dict[str, float]]:
         a_, b_, x_, w_ = (t.to(dtype) for t in (a, b, x, w))
         x_last = x_.contiguous(memory_format=torch.channels_last)
         w_last = w_.contiguous(memory_format=torch.channels_last)
-        work[name] = {"matmul": (lambda a_=a_, b_=b_: a_ @ b_, matmul_flops),
-                      "conv3x3": (lambda x_=x_, w_=w_: F.conv2d(x_, w_, padding=1), conv_flops),
-                      "conv3x3_channels_last": (lambda x_=x_last, w_=w_last:
-                                                F.conv2d(x_, w_, padding=1), conv_flops)}
+        work[name] = {
+            "matmul": (lambda a_=a_, b_=b_: a_ @ b_, matmul_flops),
+            "conv3x3": (lambda x_=x_, w_=w_: F.conv2d(x_, w_, padding=1), conv_flops),
+            "conv3x3_channels_last": (
+                lambda x_=x_last, w_=w_last: F.conv2d(x_, w_, padding=1),
+                conv_flops,
+            ),
+        }
     rates: dict[str, dict[str, list[float]]] = {p: {k: [] for k in work[p]} for p in work}
     with torch.no_grad():
         for _ in range(repeats):
@@ -107,8 +121,10 @@ def roof(seconds: float = 2.0, repeats: int = 2) -> dict[str, dict[str, float]]:
                 for name in PRECISIONS:
                     fn, flops = work[name][kind]
                     rates[name][kind].append(_rate(fn, flops, seconds / repeats))
-    return {p: {k: round(statistics.median(v), 1) for k, v in kinds.items()}
-            for p, kinds in rates.items()}
+    return {
+        p: {k: round(statistics.median(v), 1) for k, v in kinds.items()}
+        for p, kinds in rates.items()
+    }
 
 
 def roof_of(roofs: dict, precision: str) -> float:
@@ -155,8 +171,10 @@ def _ours_on_gan_peer(name: str):
     from fashiongen.models.adversarial import adversarial_step
 
     peer = PEER_CLASSES[name](seed=0)
-    optimizers = {k: torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.5, 0.999),
-                                      foreach=True) for k, net in peer.networks.items()}
+    optimizers = {
+        k: torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True)
+        for k, net in peer.networks.items()
+    }
     x0 = torch.rand(peer.batch_size, 1, 28, 28) * 2 - 1
 
     def step():
@@ -167,8 +185,11 @@ def _ours_on_gan_peer(name: str):
 
 
 def _spread(values: list[float], digits: int = 1) -> dict[str, float]:
-    return {"median": round(statistics.median(values), digits),
-            "min": round(min(values), digits), "max": round(max(values), digits)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def _auto_pick(fp32: float, bf16: float) -> str:
@@ -179,8 +200,9 @@ def _auto_pick(fp32: float, bf16: float) -> str:
     return "bf16" if units and bf16 >= precision.MIN_SPEEDUP * fp32 else "fp32"
 
 
-def _interleaved(run, seconds: float, repeats: int,
-                 arms: tuple[str, ...] = PRECISIONS) -> dict[str, list[float]]:
+def _interleaved(
+    run, seconds: float, repeats: int, arms: tuple[str, ...] = PRECISIONS
+) -> dict[str, list[float]]:
     """Calls of `run(arm)` per second, in windows A B A B ... (after a warm-up of each)."""
     rates: dict[str, list[float]] = {p: [] for p in arms}
     for p in arms:
@@ -221,17 +243,26 @@ def training_row(row: str, seconds: float, repeats: int) -> dict:
     steps_per_s = _interleaved(in_precision, seconds, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     flops = counter.get_total_flops() / batch_size
-    out = {"row": row, "parameters": sum(p.numel() for m in modules for p in m.parameters()),
-           "batch_size": batch_size, "mflop_per_image": round(flops / 1e6, 2),
-           "peak_mib": round(peak / 1024, 1), "bare_process_mib": round(baseline / 1024, 1)}
+    out = {
+        "row": row,
+        "parameters": sum(p.numel() for m in modules for p in m.parameters()),
+        "batch_size": batch_size,
+        "mflop_per_image": round(flops / 1e6, 2),
+        "peak_mib": round(peak / 1024, 1),
+        "bare_process_mib": round(baseline / 1024, 1),
+    }
     for p in PRECISIONS:
         images = [r * batch_size for r in steps_per_s[p]]
-        out[p] = {"images_per_s": _spread(images),
-                  "gflops": round(flops * statistics.median(images) / 1e9, 2)}
-    out["bf16_speedup"] = round(out["bf16"]["images_per_s"]["median"]
-                                / out["fp32"]["images_per_s"]["median"], 2)
-    out["auto"] = _auto_pick(out["fp32"]["images_per_s"]["median"],
-                             out["bf16"]["images_per_s"]["median"])
+        out[p] = {
+            "images_per_s": _spread(images),
+            "gflops": round(flops * statistics.median(images) / 1e9, 2),
+        }
+    out["bf16_speedup"] = round(
+        out["bf16"]["images_per_s"]["median"] / out["fp32"]["images_per_s"]["median"], 2
+    )
+    out["auto"] = _auto_pick(
+        out["fp32"]["images_per_s"]["median"], out["bf16"]["images_per_s"]["median"]
+    )
     return out
 
 
@@ -246,8 +277,9 @@ def auto_cost_rows(seconds: float, repeats: int) -> list[dict]:
     from fashiongen import precision
 
     if os.environ.get(precision.SIMULATE_ENV) != "no-bf16-units":
-        raise SystemExit(f"the {AUTO_COST_ROW} row runs with "
-                         f"{precision.SIMULATE_ENV}=no-bf16-units")
+        raise SystemExit(
+            f"the {AUTO_COST_ROW} row runs with {precision.SIMULATE_ENV}=no-bf16-units"
+        )
     rows = []
     for family in AUTO_COST_FAMILIES:
         rows.append(_auto_cost_training(family, seconds / 2, 2 * repeats))
@@ -265,8 +297,7 @@ def _auto_cost_training(family: str, seconds: float, pairs: int) -> dict:
     made: dict[str, precision.PrecisionChoice] = {}
 
     def step(requested: str) -> None:
-        made[requested] = precision.choose_for_training(requested, model, cfg.train, batch,
-                                                        device)
+        made[requested] = precision.choose_for_training(requested, model, cfg.train, batch, device)
         with precision.autocast(made[requested].choice, device):
             model.train_step(batch, optimizers)
 
@@ -286,21 +317,34 @@ def _auto_cost_sampling(family: str, pairs: int) -> dict:
     sampling = cfg.sample
     if model.sampling_fields:
         sampling = dataclasses.replace(sampling, num_steps=AUTO_COST_SAMPLING_STEPS)
-    rates = _interleaved(lambda p: generate(model, SAMPLE_BATCH, sampling=dataclasses.replace(
-        sampling, precision=p)), 0.0, pairs, arms=("fp32", "auto"))
+    rates = _interleaved(
+        lambda p: generate(
+            model, SAMPLE_BATCH, sampling=dataclasses.replace(sampling, precision=p)
+        ),
+        0.0,
+        pairs,
+        arms=("fp32", "auto"),
+    )
     made = precision.sampling_choice(model, sampling, "auto")
     return _auto_cost(family, "sampling", rates, SAMPLE_BATCH, made)
 
 
-def _auto_cost(family: str, phase: str, rates: dict[str, list[float]], images_per_call: int,
-               made) -> dict:
+def _auto_cost(
+    family: str, phase: str, rates: dict[str, list[float]], images_per_call: int, made
+) -> dict:
     """The row; the cost from each arm's fastest window (a window is only ever slowed by
     the machine's other work), the pairs' ratios beside it to show the noise."""
     ratios = [a / f for f, a in zip(rates["fp32"], rates["auto"], strict=True)]
-    return {"row": family, "phase": phase, "auto_choice": made.choice, "reason": made.reason,
-            **{arm: _spread([r * images_per_call for r in rates[arm]]) for arm in rates},
-            "pairs": len(ratios), "auto_over_fp32": _spread(ratios, digits=4),
-            "cost_percent": round(100 * (1 - max(rates["auto"]) / max(rates["fp32"])), 2)}
+    return {
+        "row": family,
+        "phase": phase,
+        "auto_choice": made.choice,
+        "reason": made.reason,
+        **{arm: _spread([r * images_per_call for r in rates[arm]]) for arm in rates},
+        "pairs": len(ratios),
+        "auto_over_fp32": _spread(ratios, digits=4),
+        "cost_percent": round(100 * (1 - max(rates["auto"]) / max(rates["fp32"])), 2),
+    }
 
 
 # ---------------------------------------------------------------- sampling
@@ -335,19 +379,31 @@ def sampling_rows(*, repeats: int, tiny: bool) -> list[dict]:
     for family in FAMILIES:
         cfg = config_from_dict(read_toml(PRESETS_DIR / f"{family}.toml"))
         torch.manual_seed(0)
-        sweep = DIFFUSION_SWEEP if family == "ddpm" else [(cfg.sample.sampler,
-                                                           cfg.sample.num_steps)]
+        sweep = (
+            DIFFUSION_SWEEP if family == "ddpm" else [(cfg.sample.sampler, cfg.sample.num_steps)]
+        )
         if tiny:
             sweep = TINY_SWEEP if family == "ddpm" else sweep
         model = build_model(cfg.model, (1, 28, 28)).eval()
         for sampler, steps in sweep:
             sampling = dataclasses.replace(cfg.sample, sampler=sampler, num_steps=steps)
             how = "one pass" if not model.sampling_fields else f"{sampler} {steps}"
-            rates = _both_precisions(lambda p, m=model, s=sampling: generate(
-                m, SAMPLE_BATCH, sampling=dataclasses.replace(s, precision=p)),
-                SAMPLE_BATCH, 1 if steps >= 1000 else repeats)
-            rows.append({"row": family, "backend": "torch", "sampling": how,
-                         "nfe": model.num_network_evaluations(sampling), **rates})
+            rates = _both_precisions(
+                lambda p, m=model, s=sampling: generate(
+                    m, SAMPLE_BATCH, sampling=dataclasses.replace(s, precision=p)
+                ),
+                SAMPLE_BATCH,
+                1 if steps >= 1000 else repeats,
+            )
+            rows.append(
+                {
+                    "row": family,
+                    "backend": "torch",
+                    "sampling": how,
+                    "nfe": model.num_network_evaluations(sampling),
+                    **rates,
+                }
+            )
         if tiny:
             continue
         onnx_model = build_model(cfg.model, (1, 28, 28)).eval()
@@ -356,12 +412,19 @@ def sampling_rows(*, repeats: int, tiny: bool) -> list[dict]:
             if sampler == "ancestral":
                 continue
             sampling = dataclasses.replace(cfg.sample, sampler=sampler, num_steps=steps)
-            rate = _images_per_s(partial(generate, onnx_model, SAMPLE_BATCH, sampling=sampling),
-                                 SAMPLE_BATCH)
+            rate = _images_per_s(
+                partial(generate, onnx_model, SAMPLE_BATCH, sampling=sampling), SAMPLE_BATCH
+            )
             how = "one pass" if not onnx_model.sampling_fields else f"{sampler} {steps}"
-            rows.append({"row": family, "backend": "onnx", "sampling": how,
-                         "nfe": onnx_model.num_network_evaluations(sampling),
-                         "fp32": {"median": rate}})
+            rows.append(
+                {
+                    "row": family,
+                    "backend": "onnx",
+                    "sampling": how,
+                    "nfe": onnx_model.num_network_evaluations(sampling),
+                    "fp32": {"median": rate},
+                }
+            )
     if not tiny:
         rows += _peer_and_zoo_rows(repeats)
     return rows
@@ -380,20 +443,40 @@ def _peer_and_zoo_rows(repeats: int) -> list[dict]:
     rows = []
     peer = PEER_CLASSES["diffusers-ddpm"](seed=0)
     for steps in (20, 50):
-        rate = _images_per_s(partial(peer.sample, SAMPLE_BATCH, torch.Generator().manual_seed(0),
-                                     num_steps=steps), SAMPLE_BATCH)
-        rows.append({"row": "diffusers-ddpm (peer)", "backend": "torch",
-                     "sampling": f"DDIM {steps}", "nfe": steps, "fp32": {"median": rate}})
+        rate = _images_per_s(
+            partial(peer.sample, SAMPLE_BATCH, torch.Generator().manual_seed(0), num_steps=steps),
+            SAMPLE_BATCH,
+        )
+        rows.append(
+            {
+                "row": "diffusers-ddpm (peer)",
+                "backend": "torch",
+                "sampling": f"DDIM {steps}",
+                "nfe": steps,
+                "fp32": {"median": rate},
+            }
+        )
     model, checkpoint = load_model(zoo_path("ddpm"))
-    guided = dataclasses.replace(checkpoint.config.sample, num_steps=ZOO_GUIDED["num_steps"],
-                                 guidance_scale=ZOO_GUIDED["guidance_scale"])
+    guided = dataclasses.replace(
+        checkpoint.config.sample,
+        num_steps=ZOO_GUIDED["num_steps"],
+        guidance_scale=ZOO_GUIDED["guidance_scale"],
+    )
     count = ZOO_GUIDED["num_samples"]
-    rows.append({"row": "zoo ddpm", "backend": "torch",
-                 "sampling": f"{guided.sampler} {guided.num_steps}, guidance "
-                             f"{guided.guidance_scale:g}, {count} images",
-                 "nfe": guided.num_steps, **_both_precisions(lambda p: generate(
-                     model, count, sampling=dataclasses.replace(guided, precision=p)),
-                     count, repeats)})
+    rows.append(
+        {
+            "row": "zoo ddpm",
+            "backend": "torch",
+            "sampling": f"{guided.sampler} {guided.num_steps}, guidance "
+            f"{guided.guidance_scale:g}, {count} images",
+            "nfe": guided.num_steps,
+            **_both_precisions(
+                lambda p: generate(model, count, sampling=dataclasses.replace(guided, precision=p)),
+                count,
+                repeats,
+            ),
+        }
+    )
     for name in sorted(available()):
         for backend in ("torch", "onnx"):
             started = time.perf_counter()
@@ -401,9 +484,15 @@ def _peer_and_zoo_rows(repeats: int) -> list[dict]:
             if backend == "onnx":
                 use_onnx(model)  # cached after the first time
             generate(model, SAMPLE_BATCH, sampling=checkpoint.config.sample)
-            rows.append({"row": f"zoo {name}", "backend": backend,
-                         "sampling": "its own settings", "nfe": None,
-                         "seconds_for_64": round(time.perf_counter() - started, 2)})
+            rows.append(
+                {
+                    "row": f"zoo {name}",
+                    "backend": backend,
+                    "sampling": "its own settings",
+                    "nfe": None,
+                    "seconds_for_64": round(time.perf_counter() - started, 2),
+                }
+            )
     return rows
 
 
@@ -424,7 +513,9 @@ def markdown(result: dict) -> str:
         f"{p}: matmul {roofs[p]['matmul']:.0f} / {result['roof_after'][p]['matmul']:.0f}, "
         f"3x3 conv {roofs[p]['conv3x3']:.0f} / {result['roof_after'][p]['conv3x3']:.0f}, "
         f"channels_last {roofs[p]['conv3x3_channels_last']:.0f} / "
-        f"{result['roof_after'][p]['conv3x3_channels_last']:.0f}" for p in PRECISIONS)
+        f"{result['roof_after'][p]['conv3x3_channels_last']:.0f}"
+        for p in PRECISIONS
+    )
     lines = [
         f"Measured {result['date']} on {result['machine']} (flags: {flags}), "
         f"{result['threads']} threads, torch {result['torch']}. Roofs in the same run, GFLOP/s "
@@ -436,32 +527,55 @@ def markdown(result: dict) -> str:
         f"peak (both precisions); a bare process with torch imported: "
         f"{result['training'][0]['bare_process_mib']:.0f} MiB.",
         "",
-        "### Training (random data of Fashion-MNIST's shape, after warm-up)", "",
+        "### Training (random data of Fashion-MNIST's shape, after warm-up)",
+        "",
         "| row | parameters | batch | MFLOP / image | fp32 images/s | bf16 images/s | bf16 / fp32 "
         "| % of fp32 roof | % of bf16 roof | auto | peak MiB | vs peer (fp32) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["training"]:
         peer = OURS_ON_PEER.get(r["row"])
         fp32_rate = r["fp32"]["images_per_s"]["median"]
-        ratio = (f"{fp32_rate / train[peer]['fp32']['images_per_s']['median']:.2f}x {peer}"
-                 if peer in train else "")
+        ratio = (
+            f"{fp32_rate / train[peer]['fp32']['images_per_s']['median']:.2f}x {peer}"
+            if peer in train
+            else ""
+        )
         shares = [f"{100 * r[p]['gflops'] / roof_of(roofs, p):.0f}%" for p in PRECISIONS]
-        lines.append(f"| {r['row']} | {r['parameters']:,} | {r['batch_size']} | "
-                     f"{r['mflop_per_image']:.1f} | {_rate_cell(r['fp32']['images_per_s'])} | "
-                     f"{_rate_cell(r['bf16']['images_per_s'])} | {r['bf16_speedup']:.2f}x | "
-                     f"{shares[0]} | {shares[1]} | {r['auto']} | {r['peak_mib']:.0f} | {ratio} |")
+        lines.append(
+            f"| {r['row']} | {r['parameters']:,} | {r['batch_size']} | "
+            f"{r['mflop_per_image']:.1f} | {_rate_cell(r['fp32']['images_per_s'])} | "
+            f"{_rate_cell(r['bf16']['images_per_s'])} | {r['bf16_speedup']:.2f}x | "
+            f"{shares[0]} | {shares[1]} | {r['auto']} | {r['peak_mib']:.0f} | {ratio} |"
+        )
     lines += _auto_cost_lines(result["auto_cost"])
-    lines += ["", f"### Sampling ({SAMPLE_BATCH} images per call unless stated)", "",
-              "| model | backend | sampling | network evaluations | fp32 images/s "
-              "| bf16 images/s | bf16 / fp32 | auto |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"### Sampling ({SAMPLE_BATCH} images per call unless stated)",
+        "",
+        "| model | backend | sampling | network evaluations | fp32 images/s "
+        "| bf16 images/s | bf16 / fp32 | auto |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["sampling"]:
         if "fp32" in r:
-            bf16 = (_rate_cell(r["bf16"]), f"{r['bf16_speedup']:.2f}x", r["auto"]) \
-                if "bf16" in r else ("", "", "")
-            lines.append(f"| {r['row']} | {r['backend']} | {r['sampling']} | {r['nfe']} | "
-                         f"{_rate_cell(r['fp32'])} | {' | '.join(bf16)} |")
-    lines += ["", "### 64 images from each zoo model (load + sample, as `fashiongen sample "
-              "--model NAME` does)", "", "| zoo model | backend | seconds |", "|---|---|---|"]
+            bf16 = (
+                (_rate_cell(r["bf16"]), f"{r['bf16_speedup']:.2f}x", r["auto"])
+                if "bf16" in r
+                else ("", "", "")
+            )
+            lines.append(
+                f"| {r['row']} | {r['backend']} | {r['sampling']} | {r['nfe']} | "
+                f"{_rate_cell(r['fp32'])} | {' | '.join(bf16)} |"
+            )
+    lines += [
+        "",
+        "### 64 images from each zoo model (load + sample, as `fashiongen sample "
+        "--model NAME` does)",
+        "",
+        "| zoo model | backend | seconds |",
+        "|---|---|---|",
+    ]
     for r in result["sampling"]:
         if "seconds_for_64" in r:
             lines.append(f"| {r['row'][4:]} | {r['backend']} | {r['seconds_for_64']:.2f} |")
@@ -469,21 +583,29 @@ def markdown(result: dict) -> str:
 
 
 def _auto_cost_lines(rows: list[dict]) -> list[str]:
-    lines = ["", "### What `auto` costs without bf16 units (simulated: "
-             "FASHIONGEN_PRECISION_SIMULATE=no-bf16-units)", "",
-             f"precision=fp32 and precision=auto in turns, {rows[0]['pairs']} pairs of windows "
-             "per row; training: a decision and a step per call (a run decides once), "
-             f"sampling: {SAMPLE_BATCH} images per `generate` call (each decides). Cost: 1 - "
-             "auto's best window / fp32's best (negative: auto's was faster, i.e. noise); "
-             "the pairs' ratios show the machine's noise.", "",
-             "| family | phase | auto picks | fp32 images/s | auto images/s | pairs' auto / "
-             "fp32: median (min-max) | cost |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "### What `auto` costs without bf16 units (simulated: "
+        "FASHIONGEN_PRECISION_SIMULATE=no-bf16-units)",
+        "",
+        f"precision=fp32 and precision=auto in turns, {rows[0]['pairs']} pairs of windows "
+        "per row; training: a decision and a step per call (a run decides once), "
+        f"sampling: {SAMPLE_BATCH} images per `generate` call (each decides). Cost: 1 - "
+        "auto's best window / fp32's best (negative: auto's was faster, i.e. noise); "
+        "the pairs' ratios show the machine's noise.",
+        "",
+        "| family | phase | auto picks | fp32 images/s | auto images/s | pairs' auto / "
+        "fp32: median (min-max) | cost |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ratio = r["auto_over_fp32"]
-        lines.append(f"| {r['row']} | {r['phase']} | {r['auto_choice']} | "
-                     f"{_rate_cell(r['fp32'])} | {_rate_cell(r['auto'])} | "
-                     f"{ratio['median']:.4f} ({ratio['min']:.4f}-{ratio['max']:.4f}) | "
-                     f"{r['cost_percent']:+.2f}% |")
+        lines.append(
+            f"| {r['row']} | {r['phase']} | {r['auto_choice']} | "
+            f"{_rate_cell(r['fp32'])} | {_rate_cell(r['auto'])} | "
+            f"{ratio['median']:.4f} ({ratio['min']:.4f}-{ratio['max']:.4f}) | "
+            f"{r['cost_percent']:+.2f}% |"
+        )
     return lines
 
 
@@ -492,19 +614,26 @@ def write_readme_section(readme: Path, table: str) -> None:
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        readme.write_text(head + start + "\n" + table + rest[rest.index(end):], encoding="utf-8")
+        readme.write_text(head + start + "\n" + table + rest[rest.index(end) :], encoding="utf-8")
 
 
 def main() -> None:
     from fashiongen import precision
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="timing window per precision per repeat, training rows")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="timing window per precision per repeat, training rows",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="windows per precision")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a quick check that the script runs: the families only, short "
-                             "windows, one sampler setting; README untouched")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a quick check that the script runs: the families only, short "
+        "windows, one sampler setting; README untouched",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--row", help=argparse.SUPPRESS)  # one training row, in a subprocess
     args = parser.parse_args()
@@ -517,17 +646,24 @@ def main() -> None:
         print(json.dumps(training_row(args.row, args.seconds, args.repeats)))
         return
     roof_seconds = 0.5 if args.tiny else 2.0
-    result = {"date": date.today().isoformat(), "machine": f"{platform.processor() or 'x86_64'}"
-              f", {precision.cpu_model() or 'unknown CPU'}", "cpu_flags": precision.cpu_flags(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "repeats": args.repeats, "min_speedup": precision.MIN_SPEEDUP,
-              "roof_before": roof(roof_seconds), "training": []}
+    result = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.processor() or 'x86_64'}, {precision.cpu_model() or 'unknown CPU'}",
+        "cpu_flags": precision.cpu_flags(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "min_speedup": precision.MIN_SPEEDUP,
+        "roof_before": roof(roof_seconds),
+        "training": [],
+    }
     print("roof", result["roof_before"], flush=True)
     for row in FAMILIES if args.tiny else [*FAMILIES, *PEERS, *OURS_ON_PEER]:
         result["training"].append(_row_process(row, args))
         print(result["training"][-1], flush=True)
-    result["auto_cost"] = _row_process(AUTO_COST_ROW, args,
-                                       {precision.SIMULATE_ENV: "no-bf16-units"})
+    result["auto_cost"] = _row_process(
+        AUTO_COST_ROW, args, {precision.SIMULATE_ENV: "no-bf16-units"}
+    )
     print("auto cost", result["auto_cost"], flush=True)
     result["sampling"] = sampling_rows(repeats=args.repeats, tiny=args.tiny)
     result["roof_after"] = roof(roof_seconds)
@@ -542,10 +678,22 @@ def main() -> None:
 
 def _row_process(row: str, args: argparse.Namespace, env: dict[str, str] | None = None):
     """`--row ROW` in its own process (its own peak memory, its own environment)."""
-    out = subprocess.run([sys.executable, __file__, "--row", row, "--seconds",
-                          str(args.seconds), "--repeats", str(args.repeats)],
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--row",
+            row,
+            "--seconds",
+            str(args.seconds),
+            "--repeats",
+            str(args.repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -29,9 +29,14 @@ def tiny_config(tmp_path, model: str | dict = "dcgan", **sections) -> RunConfig:
         "out_dir": str(tmp_path / "run"),
         "model": {"name": model} if isinstance(model, str) else dict(model),
         "data": {"name": "synthetic"},
-        "train": {"epochs": 1, "batch_size": 32, "log_every_n_steps": 5,
-                  "checkpoint_every_n_steps": 10, "num_grid_samples": 16,
-                  "use_tensorboard": False},
+        "train": {
+            "epochs": 1,
+            "batch_size": 32,
+            "log_every_n_steps": 5,
+            "checkpoint_every_n_steps": 10,
+            "num_grid_samples": 16,
+            "use_tensorboard": False,
+        },
         "sample": {"num_steps": 4},
     }
     for key, values in sections.items():

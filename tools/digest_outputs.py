@@ -29,21 +29,50 @@ TINY_SETTINGS = {
     "dcgan": ["--set", "model.g_width=8", "--set", "model.d_width=8"],
     "vae": ["--set", "model.width=8"],
     "ddpm": ["--set", "model.base_width=8", "--set", "sample.num_steps=3"],
-    "hybrid": ["--set", "model.gan.g_width=8", "--set", "model.gan.d_width=8",
-               "--set", "model.refiner.base_width=8", "--set", "sample.num_steps=3"],
+    "hybrid": [
+        "--set",
+        "model.gan.g_width=8",
+        "--set",
+        "model.gan.d_width=8",
+        "--set",
+        "model.refiner.base_width=8",
+        "--set",
+        "sample.num_steps=3",
+    ],
 }
-COMMON = ["--data", "synthetic", "--no-progress", "--max-steps", "6",
-          "--set", "train.checkpoint_every_n_steps=3", "--set", "train.ema_decay=0.9",
-          "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-          "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1",
-          "--set", "train.compile=false"]
+COMMON = [
+    "--data",
+    "synthetic",
+    "--no-progress",
+    "--max-steps",
+    "6",
+    "--set",
+    "train.checkpoint_every_n_steps=3",
+    "--set",
+    "train.ema_decay=0.9",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "train.num_threads=1",
+    "--set",
+    "train.compile=false",
+]
 SKIP_SUFFIXES = (".log", ".lock", ".json", ".toml", ".csv", ".txt", ".gif", ".html", ".md")
 
 
 def _cli(*args: str, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    done = subprocess.run([sys.executable, "-m", "fashiongen", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "fashiongen", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"fashiongen {' '.join(args)} failed:\n{done.stderr}")
 
@@ -75,8 +104,11 @@ def _hash_file(path: Path) -> str:
 
 
 def _hash_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): _hash_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(SKIP_SUFFIXES) and "tensorboard" not in p.parts}
+    return {
+        str(p.relative_to(root)): _hash_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(SKIP_SUFFIXES) and "tensorboard" not in p.parts
+    }
 
 
 def digest() -> dict[str, str]:
@@ -88,17 +120,25 @@ def digest() -> dict[str, str]:
                 name = f"{family}-{num_classes}"
                 prefixes = ["model.gan.", "model.refiner."] if family == "hybrid" else ["model."]
                 classes = [a for p in prefixes for a in ("--set", f"{p}num_classes={num_classes}")]
-                _cli("train", "--model", family, *COMMON, *tiny, *classes, "--out", name,
-                     cwd=work)
+                _cli("train", "--model", family, *COMMON, *tiny, *classes, "--out", name, cwd=work)
                 run = work / name
                 for suffix in ("png", "npz"):
-                    _cli("sample", name, "--num-samples", "10", "--seed", "3",
-                         "--out", f"{name}-s.{suffix}", cwd=work)
+                    _cli(
+                        "sample",
+                        name,
+                        "--num-samples",
+                        "10",
+                        "--seed",
+                        "3",
+                        "--out",
+                        f"{name}-s.{suffix}",
+                        cwd=work,
+                    )
                     hashes[f"{name}/sample.{suffix}"] = hashlib.sha256(
-                        (work / f"{name}-s.{suffix}").read_bytes()).hexdigest()
+                        (work / f"{name}-s.{suffix}").read_bytes()
+                    ).hexdigest()
                 hashes.update({f"{name}/{k}": v for k, v in _hash_tree(run).items()})
-        _cli("synth", "ddpm-10", "--num-samples", "20", "--seed", "1",
-             "--out", "synth", cwd=work)
+        _cli("synth", "ddpm-10", "--num-samples", "20", "--seed", "1", "--out", "synth", cwd=work)
         hashes.update({f"synth/{k}": v for k, v in _hash_tree(work / "synth").items()})
     return hashes
 
@@ -111,8 +151,9 @@ def compare(old_path: str, new_path: str) -> int:
         for key in keys:
             print(f"{label}: {key}")
     same = len(old.keys() & new.keys()) - len(differ)
-    print(f"{same} files identical, {len(differ)} differ, {len(missing)} missing, "
-          f"{len(added)} added")
+    print(
+        f"{same} files identical, {len(differ)} differ, {len(missing)} missing, {len(added)} added"
+    )
     return 1 if differ or missing else 0
 
 

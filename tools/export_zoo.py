@@ -50,53 +50,85 @@ DESCRIPTIONS = {
 }
 
 
-COMBINE_COMMAND = ("fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
-                   "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
-                   "--strength {strength} --steps {steps} --out runs/zoo-{name}")
+COMBINE_COMMAND = (
+    "fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
+    "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
+    "--strength {strength} --steps {steps} --out runs/zoo-{name}"
+)
 # what the manifest records of a model's scores
-MANIFEST_METRICS = ("fid", "kid_mean", "precision", "recall", "coverage",
-                    "conditional_accuracy", "per_class_recall", "per_class_coverage",
-                    "intra_class_spread")
+MANIFEST_METRICS = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "coverage",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+)
 
 
-def export_combined_hybrid(checkpoint: Path, commit: str, name: str = "hybrid",
-                           gan: str = "gan", ddpm: str = "ddpm", num_samples: int = 2000,
-                           seed: int = 0) -> None:
+def export_combined_hybrid(
+    checkpoint: Path,
+    commit: str,
+    name: str = "hybrid",
+    gan: str = "gan",
+    ddpm: str = "ddpm",
+    num_samples: int = 2000,
+    seed: int = 0,
+) -> None:
     model, loaded = load_model(checkpoint)
-    metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config),
-                                seed=seed)
+    metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config), seed=seed)
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
     sampling = loaded.config.sample
-    info = {"summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength {sampling.strength:g}, "
-                       f"{sampling.num_steps} {sampling.sampler} steps: "
-                       f"{model.num_network_evaluations(sampling)} network evaluations)",
-            "preset": f"the zoo's {gan} + {ddpm}, joined by `fashiongen combine`",
-            "command": COMBINE_COMMAND.format(
-                gan=gan, ddpm=ddpm, name=name, max_strength=loaded.config.model.max_strength,
-                strength=f"{sampling.strength:g}", steps=sampling.num_steps),
-            "commit": commit,
-            "device": "this machine's CPU (combining trains nothing); the parts: "
-                      + parts[0]["device"],
-            "train_seconds": round(sum(p["train_seconds"] for p in parts), 1),
-            "epochs": None,
-            "metrics": {"num_samples": num_samples, "seed": seed,
-                        **{k: metrics.get(k) for k in MANIFEST_METRICS}}}
+    info = {
+        "summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength {sampling.strength:g}, "
+        f"{sampling.num_steps} {sampling.sampler} steps: "
+        f"{model.num_network_evaluations(sampling)} network evaluations)",
+        "preset": f"the zoo's {gan} + {ddpm}, joined by `fashiongen combine`",
+        "command": COMBINE_COMMAND.format(
+            gan=gan,
+            ddpm=ddpm,
+            name=name,
+            max_strength=loaded.config.model.max_strength,
+            strength=f"{sampling.strength:g}",
+            steps=sampling.num_steps,
+        ),
+        "commit": commit,
+        "device": "this machine's CPU (combining trains nothing); the parts: " + parts[0]["device"],
+        "train_seconds": round(sum(p["train_seconds"] for p in parts), 1),
+        "epochs": None,
+        "metrics": {
+            "num_samples": num_samples,
+            "seed": seed,
+            **{k: metrics.get(k) for k in MANIFEST_METRICS},
+        },
+    }
     print(export(checkpoint, name, info))
     entries = manifest()
-    entries[name]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
-                                  "fid": check_fid(name)}
+    entries[name]["fid_check"] = {
+        "num_samples": CHECK_NUM_SAMPLES,
+        "seed": 0,
+        "fid": check_fid(name),
+    }
     write_manifest(entries)
     print(entries[name])
 
 
 # Unconditional models trained on this machine's CPU by `make bench-quality`: zoo name, job.
-BUDGET_RUNS = {"ddpm-uncond": "ddpm-long", "gan-uncond": "gan", "vae-uncond": "vae",
-               "dcgan-uncond": "dcgan-uncond"}
+BUDGET_RUNS = {
+    "ddpm-uncond": "ddpm-long",
+    "gan-uncond": "gan",
+    "vae-uncond": "vae",
+    "dcgan-uncond": "dcgan-uncond",
+}
 
 
-def export_budget_runs(runs: Path, results: Path, commit: str,
-                       names: list[str] | None = None) -> None:
+def export_budget_runs(
+    runs: Path, results: Path, commit: str, names: list[str] | None = None
+) -> None:
     """The unconditional quick-preset runs of the quality-per-budget benchmark, as zoo models;
     their metrics are that benchmark's (same N and seed as the rest of the zoo)."""
     sys.path.insert(0, str(BENCHMARKS))  # the benchmark's own table of what each job changes
@@ -109,24 +141,34 @@ def export_budget_runs(runs: Path, results: Path, commit: str,
         family, minutes = result["family"], result["budget_minutes"]
         info = {
             "summary": f"{DESCRIPTIONS[family].split(',')[0]}, unconditional, {minutes:g} "
-                       "CPU-minutes on this machine",
+            "CPU-minutes on this machine",
             "preset": f"configs/{family}-quick.toml",
-            "command": (f"fashiongen train --config {family}-quick --out runs/{name} --set "
-                        f"train.epochs=100000 --set train.max_minutes={minutes:g} --set "
-                        "train.clock=cpu --set train.num_threads=1"
-                        + "".join(f" --set {o}" for o in JOB_OVERRIDES.get(job, []))
-                        + "  (= make bench-quality's job " + job + ")"),
+            "command": (
+                f"fashiongen train --config {family}-quick --out runs/{name} --set "
+                f"train.epochs=100000 --set train.max_minutes={minutes:g} --set "
+                "train.clock=cpu --set train.num_threads=1"
+                + "".join(f" --set {o}" for o in JOB_OVERRIDES.get(job, []))
+                + "  (= make bench-quality's job "
+                + job
+                + ")"
+            ),
             "commit": commit,
             "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
             "train_seconds": round(result["train_cpu_seconds"], 1),
             "epochs": result["epochs"],
-            "metrics": {"num_samples": result["num_samples"], "seed": result["seed"],
-                        **{k: result.get(k) for k in MANIFEST_METRICS}},
+            "metrics": {
+                "num_samples": result["num_samples"],
+                "seed": result["seed"],
+                **{k: result.get(k) for k in MANIFEST_METRICS},
+            },
         }
         print(export(runs / job, name, info))
         entries = manifest()
-        entries[name]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
-                                      "fid": check_fid(name)}
+        entries[name]["fid_check"] = {
+            "num_samples": CHECK_NUM_SAMPLES,
+            "seed": 0,
+            "fid": check_fid(name),
+        }
         write_manifest(entries)
         print(entries[name])
 
@@ -137,21 +179,39 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
     parser.add_argument("--device", default="NVIDIA H100 (lent GPU machine), fp32")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    parser.add_argument("--score", action="store_true",
-                        help="score each run here (N = 2000, seed 0) instead of --results")
+    parser.add_argument(
+        "--score",
+        action="store_true",
+        help="score each run here (N = 2000, seed 0) instead of --results",
+    )
     parser.add_argument("--combined-hybrid", type=Path, metavar="CHECKPOINT")
     parser.add_argument("--name", default="hybrid", help="zoo name of the combined hybrid")
-    parser.add_argument("--parts", nargs=2, default=["gan", "ddpm"], metavar=("GAN", "DDPM"),
-                        help="the zoo models it was combined from")
-    parser.add_argument("--budget-runs", type=Path, metavar="DIR",
-                        help="runs/quality_per_budget: add its unconditional models")
-    parser.add_argument("--budget-names", nargs="+", choices=sorted(BUDGET_RUNS),
-                        help="only these zoo models of --budget-runs")
-    parser.add_argument("--budget-results", type=Path,
-                        default=Path("docs/results/quality_per_budget/results"))
+    parser.add_argument(
+        "--parts",
+        nargs=2,
+        default=["gan", "ddpm"],
+        metavar=("GAN", "DDPM"),
+        help="the zoo models it was combined from",
+    )
+    parser.add_argument(
+        "--budget-runs",
+        type=Path,
+        metavar="DIR",
+        help="runs/quality_per_budget: add its unconditional models",
+    )
+    parser.add_argument(
+        "--budget-names",
+        nargs="+",
+        choices=sorted(BUDGET_RUNS),
+        help="only these zoo models of --budget-runs",
+    )
+    parser.add_argument(
+        "--budget-results", type=Path, default=Path("docs/results/quality_per_budget/results")
+    )
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     if args.budget_runs:
         export_budget_runs(args.budget_runs, args.budget_results, commit, args.budget_names)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
@@ -167,14 +227,18 @@ def main() -> None:
         if results is None:
             model, loaded = load_model(run)
             num_samples, seed = 2000, 0
-            metrics, _ = draw_and_score(model, num_samples,
-                                        sampling=zoo_sampling(loaded.config), seed=seed)
+            metrics, _ = draw_and_score(
+                model, num_samples, sampling=zoo_sampling(loaded.config), seed=seed
+            )
         else:
             metrics = results["families"][family]
             num_samples, seed = results["num_samples"], results["seed"]
         command_file = run / "command.txt"
-        command = (command_file.read_text().strip() if command_file.is_file()
-                   else f"fashiongen train --config {family} --out runs/{family}")
+        command = (
+            command_file.read_text().strip()
+            if command_file.is_file()
+            else f"fashiongen train --config {family} --out runs/{family}"
+        )
         info = {
             "summary": DESCRIPTIONS[family],
             "preset": f"configs/{family}.toml",
@@ -183,13 +247,19 @@ def main() -> None:
             "device": args.device,
             "train_seconds": round(summary["train_seconds"], 1),
             "epochs": summary["epochs"],
-            "metrics": {"num_samples": num_samples, "seed": seed,
-                        **{k: metrics.get(k) for k in MANIFEST_METRICS}},
+            "metrics": {
+                "num_samples": num_samples,
+                "seed": seed,
+                **{k: metrics.get(k) for k in MANIFEST_METRICS},
+            },
         }
         path = export(run, family, info)
         entries = manifest()
-        entries[family]["fid_check"] = {"num_samples": CHECK_NUM_SAMPLES, "seed": 0,
-                                        "fid": check_fid(family)}
+        entries[family]["fid_check"] = {
+            "num_samples": CHECK_NUM_SAMPLES,
+            "seed": 0,
+            "fid": check_fid(family),
+        }
         write_manifest(entries)
         print(path, entries[family]["fid_check"])
     print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")

@@ -50,7 +50,8 @@ def module_files(root: Path = SOURCE_ROOT) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str:
@@ -60,12 +61,15 @@ def _resolve(name: str, modules: dict[str, Path]) -> str:
     return name
 
 
-def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
-             modules: dict[str, Path]) -> list[str]:
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, modules: dict[str, Path]
+) -> list[str]:
     """The modules one import statement names (external ones by their top-level name)."""
     if isinstance(node, ast.Import):
-        return [_resolve(a.name, modules) if a.name.split(".")[0] == PACKAGE
-                else a.name.split(".")[0] for a in node.names]
+        return [
+            _resolve(a.name, modules) if a.name.split(".")[0] == PACKAGE else a.name.split(".")[0]
+            for a in node.names
+        ]
     base = node.module or ""
     if node.level:  # relative: from the importing module's package
         package = module if is_package else module.rsplit(".", 1)[0]
@@ -87,26 +91,41 @@ def import_sites(modules: dict[str, Path]) -> list[ImportSite]:
     return sites
 
 
-def _visit(node: ast.AST, module: str, is_package: bool, modules: dict[str, Path],
-           sites: list[ImportSite], *, in_function: bool, guarded: bool) -> None:
+def _visit(
+    node: ast.AST,
+    module: str,
+    is_package: bool,
+    modules: dict[str, Path],
+    sites: list[ImportSite],
+    *,
+    in_function: bool,
+    guarded: bool,
+) -> None:
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Import | ast.ImportFrom):
-            sites += [ImportSite(module, target, child.lineno, in_function, guarded)
-                      for target in _targets(child, module, is_package, modules)]
+            sites += [
+                ImportSite(module, target, child.lineno, in_function, guarded)
+                for target in _targets(child, module, is_package, modules)
+            ]
             continue
-        inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef
-                                          | ast.Lambda)
+        inner = in_function or isinstance(
+            child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+        )
         guard = guarded or (isinstance(child, ast.If) and _is_type_checking(child.test))
         _visit(child, module, is_package, modules, sites, in_function=inner, guarded=guard)
 
 
-def import_graph(sites: list[ImportSite], modules: dict[str, Path], *,
-                 runtime_only: bool = False) -> dict[str, set[str]]:
+def import_graph(
+    sites: list[ImportSite], modules: dict[str, Path], *, runtime_only: bool = False
+) -> dict[str, set[str]]:
     """Module -> the fashiongen modules it imports (no self-edges)."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for site in sites:
-        if site.target in modules and site.target != site.module and not (
-                runtime_only and site.type_checking_only):
+        if (
+            site.target in modules
+            and site.target != site.module
+            and not (runtime_only and site.type_checking_only)
+        ):
             graph[site.module].add(site.target)
     return graph
 
@@ -175,23 +194,29 @@ def shortest_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--function-level", action="store_true",
-                        help="list every import inside a function")
-    parser.add_argument("--runtime", action="store_true",
-                        help="leave out imports under `if TYPE_CHECKING:`")
+    parser.add_argument(
+        "--function-level", action="store_true", help="list every import inside a function"
+    )
+    parser.add_argument(
+        "--runtime", action="store_true", help="leave out imports under `if TYPE_CHECKING:`"
+    )
     args = parser.parse_args(argv)
     modules = module_files()
     sites = import_sites(modules)
     graph = import_graph(sites, modules, runtime_only=args.runtime)
     found = circles(graph)
-    print(f"{len(modules)} modules, {sum(map(len, graph.values()))} internal edges, "
-          f"{len(found)} circle(s)")
+    print(
+        f"{len(modules)} modules, {sum(map(len, graph.values()))} internal edges, "
+        f"{len(found)} circle(s)"
+    )
     for component in found:
         print(f"\ncircle of {len(component)} modules: {', '.join(component)}")
         print("  e.g. " + " -> ".join(shortest_cycle(graph, component)))
     in_function = list({(s.module, s.line): s for s in sites if s.in_function}.values())
-    print(f"\n{len(in_function)} function-level import statements "
-          f"({sum(s.target in modules for s in in_function)} of fashiongen modules)")
+    print(
+        f"\n{len(in_function)} function-level import statements "
+        f"({sum(s.target in modules for s in in_function)} of fashiongen modules)"
+    )
     if args.function_level:
         for s in in_function:
             path = modules[s.module].relative_to(SOURCE_ROOT.parent)

@@ -24,15 +24,21 @@ class DiffusersDDPM:
 
         torch.manual_seed(seed)
         self.unet = UNet2DModel(
-            sample_size=32, in_channels=1, out_channels=1, layers_per_block=1,
-            block_out_channels=(16, 32, 64), norm_num_groups=8,
+            sample_size=32,
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(16, 32, 64),
+            norm_num_groups=8,
             down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+            up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        )
         self.scheduler = DDPMScheduler(num_train_timesteps=1000)
         self.networks = {"unet": self.unet}
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4)
         self.warmup = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+            self.optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS)
+        )
 
     def train_step(self, x0: torch.Tensor) -> dict[str, float]:
         x0 = F.pad(x0, (PAD,) * 4, value=-1.0)
@@ -47,8 +53,14 @@ class DiffusersDDPM:
         return {"loss": loss.item()}
 
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: torch.Generator, *,
-               num_steps: int = 50, sampler: str = "ddim") -> torch.Tensor:
+    def sample(
+        self,
+        num_samples: int,
+        generator: torch.Generator,
+        *,
+        num_steps: int = 50,
+        sampler: str = "ddim",
+    ) -> torch.Tensor:
         from diffusers import DDIMScheduler, DDPMScheduler
 
         kind = DDIMScheduler if sampler == "ddim" else DDPMScheduler

@@ -12,12 +12,20 @@ class GANPeer:
     latent_dim = 100
     batch_size: int
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, lr: float,
-                 betas: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        lr: float,
+        betas: tuple[float, float],
+    ) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.networks = {"generator": generator, "discriminator": discriminator}
-        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
-                           for name, net in self.networks.items()}
+        self.optimizers = {
+            name: torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
+            for name, net in self.networks.items()
+        }
 
     def train_step(self, x0: torch.Tensor) -> dict[str, float]:
         z = torch.randn(x0.shape[0], self.latent_dim)
@@ -30,9 +38,9 @@ class GANPeer:
 
         real_logits = self.discriminator(x0)
         fake_logits = self.discriminator(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                  + F.binary_cross_entropy_with_logits(fake_logits,
-                                                       torch.zeros_like(fake_logits)))
+        d_loss = F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         self.optimizers["discriminator"].zero_grad()
         d_loss.backward()
         self.optimizers["discriminator"].step()

@@ -21,24 +21,40 @@ class KerasVAE:
     def __init__(self, seed: int = 0) -> None:
         torch.manual_seed(seed)
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 2 * LATENT_DIM))
+            nn.Conv2d(1, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 16),
+            nn.ReLU(),
+            nn.Linear(16, 2 * LATENT_DIM),
+        )
         self.decoder = nn.Sequential(
-            nn.Linear(LATENT_DIM, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
-            nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, 1, 3, 1, 1))  # logits; the sigmoid is in the loss
+            nn.Linear(LATENT_DIM, 64 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 3, 1, 1),
+        )  # logits; the sigmoid is in the loss
         self.networks = {"encoder": self.encoder, "decoder": self.decoder}
-        self.optimizer = torch.optim.Adam([*self.encoder.parameters(),
-                                           *self.decoder.parameters()], lr=1e-3)
+        self.optimizer = torch.optim.Adam(
+            [*self.encoder.parameters(), *self.decoder.parameters()], lr=1e-3
+        )
 
     def train_step(self, x0: torch.Tensor) -> dict[str, float]:
         target = (x0 + 1) / 2
         mean, log_var = self.encoder(target).chunk(2, dim=1)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
         logits = self.decoder(z)
-        reconstruction = F.binary_cross_entropy_with_logits(
-            logits, target, reduction="none").sum(dim=(1, 2, 3)).mean()
+        reconstruction = (
+            F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            .sum(dim=(1, 2, 3))
+            .mean()
+        )
         kl = (-0.5 * (1 + log_var - mean.square() - log_var.exp())).sum(dim=1).mean()
         loss = reconstruction + kl
         self.optimizer.zero_grad()

@@ -23,9 +23,14 @@ def _block(width_in: int, width_out: int, normalize: bool = True) -> list[nn.Mod
 class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_block(latent_dim, 128, normalize=False), *_block(128, 256),
-                                  *_block(256, 512), *_block(512, 1024),
-                                  nn.Linear(1024, 28 * 28), nn.Tanh())
+        self.body = nn.Sequential(
+            *_block(latent_dim, 128, normalize=False),
+            *_block(128, 256),
+            *_block(256, 512),
+            *_block(512, 1024),
+            nn.Linear(1024, 28 * 28),
+            nn.Tanh(),
+        )
 
     def forward(self, z, labels=None):
         return self.body(z).view(-1, 1, 28, 28)
@@ -34,8 +39,14 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 512), nn.LeakyReLU(0.2),
-                                  nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+        self.body = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(28 * 28, 512),
+            nn.LeakyReLU(0.2),
+            nn.Linear(512, 256),
+            nn.LeakyReLU(0.2),
+            nn.Linear(256, 1),
+        )
 
     def forward(self, x, labels=None):
         return self.body(x).squeeze(1)
@@ -46,5 +57,6 @@ class MLPGAN(GANPeer):
 
     def __init__(self, seed: int = 0) -> None:
         torch.manual_seed(seed)
-        super().__init__(MLPGenerator(self.latent_dim), MLPDiscriminator(), lr=2e-4,
-                         betas=(0.5, 0.999))
+        super().__init__(
+            MLPGenerator(self.latent_dim), MLPDiscriminator(), lr=2e-4, betas=(0.5, 0.999)
+        )

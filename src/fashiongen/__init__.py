@@ -11,17 +11,17 @@ The public API (`fashiongen.api`)::
 itself is the package `fashiongen.training`.
 """
 
-from fashiongen.api import (
-    Model,
-    Samples,
-    TrainResult,
-    compare,
-    evaluate,
-    load,
-    train,
-    zoo_models,
-)
+from fashiongen.api import Model, Samples, TrainResult, compare, evaluate, load, train, zoo_models
 from fashiongen.version import __version__
 
-__all__ = ["Model", "Samples", "TrainResult", "__version__", "compare", "evaluate", "load",
-           "train", "zoo_models"]
+__all__ = [
+    "Model",
+    "Samples",
+    "TrainResult",
+    "__version__",
+    "compare",
+    "evaluate",
+    "load",
+    "train",
+    "zoo_models",
+]

@@ -46,8 +46,7 @@ from fashiongen.training import TrainResult, resolve_run_name
 from fashiongen.training import train as train_config
 from fashiongen.zoo import available, manifest
 
-__all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "train",
-           "zoo_models"]
+__all__ = ["Model", "Samples", "TrainResult", "compare", "evaluate", "load", "train", "zoo_models"]
 
 ClassSpec = str | int | Sequence[str | int]
 PictureSpec = Image.Image | str | Path | Sequence[Image.Image | str | Path] | np.ndarray
@@ -82,9 +81,14 @@ class Samples:
     def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """Write as `fashiongen sample --out` does: `x.png` a grid, `x.npz` arrays, `dir/` PNGs."""
         labels = None if self.labels is None else torch.from_numpy(self.labels)
-        return save_samples(out, torch.from_numpy(self.images), labels,
-                            class_names=self.class_names or None, num_rows=self.num_rows,
-                            overwrite=overwrite)
+        return save_samples(
+            out,
+            torch.from_numpy(self.images),
+            labels,
+            class_names=self.class_names or None,
+            num_rows=self.num_rows,
+            overwrite=overwrite,
+        )
 
 
 class Model:
@@ -106,8 +110,10 @@ class Model:
         self.class_names = class_names_of(checkpoint) if network.num_classes else []
 
     def __repr__(self) -> str:
-        return (f"<fashiongen.Model {self.family} from {self.source}, step "
-                f"{self.checkpoint.step}, {self.num_classes or 'no'} classes>")
+        return (
+            f"<fashiongen.Model {self.family} from {self.source}, step "
+            f"{self.checkpoint.step}, {self.num_classes or 'no'} classes>"
+        )
 
     @property
     def family(self) -> str:
@@ -121,34 +127,62 @@ class Model:
     def image_shape(self) -> tuple[int, int, int]:
         return self.network.image_shape
 
-    def sampling_with(self, *, sampler: str | None = None, steps: int | None = None,
-                      eta: float | None = None, guidance: float | None = None,
-                      strength: float | None = None) -> SampleConfig:
+    def sampling_with(
+        self,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        guidance: float | None = None,
+        strength: float | None = None,
+    ) -> SampleConfig:
         """The checkpoint's sampling settings with the given ones replaced (checked)."""
-        changes = {k: v for k, v in (("sampler", sampler), ("num_steps", steps), ("eta", eta),
-                                     ("guidance_scale", guidance), ("strength", strength))
-                   if v is not None}
+        changes = {
+            k: v
+            for k, v in (
+                ("sampler", sampler),
+                ("num_steps", steps),
+                ("eta", eta),
+                ("guidance_scale", guidance),
+                ("strength", strength),
+            )
+            if v is not None
+        }
         return dataclasses.replace(self.sampling, **changes)
 
-    def labels_for(self, num_samples: int, classes: ClassSpec | None, *,
-                   per_class: bool = False) -> tuple[torch.Tensor | None, int | None]:
+    def labels_for(
+        self, num_samples: int, classes: ClassSpec | None, *, per_class: bool = False
+    ) -> tuple[torch.Tensor | None, int | None]:
         """Labels as `fashiongen sample` draws them for `--class` / `--per-class`, and the
         grid rows (one per class with `per_class`). None: random classes."""
         if classes is None and not per_class:
             return None, None
         if not self.num_classes:
-            raise ConfigError(f"{self.source} is unconditional: classes and "
-                              "per_class need a conditional model")
+            raise ConfigError(
+                f"{self.source} is unconditional: classes and per_class need a conditional model"
+            )
         requested = [classes] if isinstance(classes, str | int) else list(classes or [])
-        ids = (parse_classes([str(c) for c in requested], self.class_names) if requested
-               else list(range(self.num_classes)))
+        ids = (
+            parse_classes([str(c) for c in requested], self.class_names)
+            if requested
+            else list(range(self.num_classes))
+        )
         labels = class_labels(ids, num_samples, one_row_per_class=per_class)
         return labels, len(ids) if per_class else None
 
-    def sample(self, num_samples: int = 16, *, classes: ClassSpec | None = None,
-               per_class: bool = False, seed: int = 0, steps: int | None = None,
-               guidance: float | None = None, sampler: str | None = None,
-               eta: float | None = None, strength: float | None = None) -> Samples:
+    def sample(
+        self,
+        num_samples: int = 16,
+        *,
+        classes: ClassSpec | None = None,
+        per_class: bool = False,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
+        strength: float | None = None,
+    ) -> Samples:
         """Draw images, reproducibly from `seed`, as `fashiongen sample` does.
 
         Args:
@@ -162,28 +196,45 @@ class Model:
         """
         labels, num_rows = self.labels_for(num_samples, classes, per_class=per_class)
         count = num_samples if labels is None else len(labels)
-        sampling = self.sampling_with(sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                                      strength=strength)
-        images, drawn = generate_labelled(self.network, count, labels=labels, seed=seed,
-                                          sampling=sampling)
-        return Samples(images.numpy(), None if drawn is None else drawn.numpy(),
-                       self.class_names, num_rows)
+        sampling = self.sampling_with(
+            sampler=sampler, steps=steps, eta=eta, guidance=guidance, strength=strength
+        )
+        images, drawn = generate_labelled(
+            self.network, count, labels=labels, seed=seed, sampling=sampling
+        )
+        return Samples(
+            images.numpy(), None if drawn is None else drawn.numpy(), self.class_names, num_rows
+        )
 
-    def interpolate(self, seed_a: int, seed_b: int, num_frames: int = 8, *,
-                    class_name: str | int | None = None) -> Samples:
+    def interpolate(
+        self, seed_a: int, seed_b: int, num_frames: int = 8, *, class_name: str | int | None = None
+    ) -> Samples:
         """Images along the spherical path between two seeds' latents, one grid row (a
         conditional model keeps one class: `class_name`, or class 0)."""
         label = None
         if class_name is not None:
             label = int(self.labels_for(1, class_name)[0][0])
-        images = interpolate(self.network, seed_a=seed_a, seed_b=seed_b,
-                             num_frames=num_frames, label=label, sampling=self.sampling)
+        images = interpolate(
+            self.network,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            num_frames=num_frames,
+            label=label,
+            sampling=self.sampling,
+        )
         labels = np.full(num_frames, label or 0, dtype=np.int64) if self.num_classes else None
         return Samples(images.numpy(), labels, self.class_names, num_rows=1)
 
-    def refine(self, pictures: PictureSpec, strength: float = editing.DEFAULT_STRENGTH, *,
-               classes: ClassSpec | None = None, seed: int = 0, use_transfer: bool = False,
-               use_fill: bool = False) -> Samples:
+    def refine(
+        self,
+        pictures: PictureSpec,
+        strength: float = editing.DEFAULT_STRENGTH,
+        *,
+        classes: ClassSpec | None = None,
+        seed: int = 0,
+        use_transfer: bool = False,
+        use_fill: bool = False,
+    ) -> Samples:
         """Image to image (`fashiongen.editing.refine`), as `fashiongen edit` does.
 
         Args:
@@ -194,56 +245,103 @@ class Model:
                 closed outlines of a sketch first.
         """
         x, labels = self._edit_inputs(pictures, classes, use_fill=use_fill)
-        guidance, sampling = ((editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
-                              if use_transfer else (editing.Guidance(),
-                                                    editing.DEFAULT_EDIT_SAMPLING))
-        out = editing.refine(self.network, x, strength, labels=labels, guidance=guidance,
-                             sampling=sampling, generator=torch.Generator().manual_seed(seed))
+        guidance, sampling = (
+            (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
+            if use_transfer
+            else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
+        )
+        out = editing.refine(
+            self.network,
+            x,
+            strength,
+            labels=labels,
+            guidance=guidance,
+            sampling=sampling,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return self._edited(out, labels)
 
-    def inpaint(self, pictures: PictureSpec, mask: np.ndarray | torch.Tensor, *,
-                classes: ClassSpec | None = None, seed: int = 0,
-                strength: float = 1.0) -> Samples:
+    def inpaint(
+        self,
+        pictures: PictureSpec,
+        mask: np.ndarray | torch.Tensor,
+        *,
+        classes: ClassSpec | None = None,
+        seed: int = 0,
+        strength: float = 1.0,
+    ) -> Samples:
         """Regenerate where `mask` (bool (N or 1, 1, H, W), True = regenerate) is set and
         keep every other pixel exactly (`fashiongen.editing.inpaint`)."""
         x, labels = self._edit_inputs(pictures, classes)
         mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
-        out = editing.inpaint(self.network, x, mask.expand(len(x), -1, -1, -1), labels=labels,
-                              strength=strength, generator=torch.Generator().manual_seed(seed))
+        out = editing.inpaint(
+            self.network,
+            x,
+            mask.expand(len(x), -1, -1, -1),
+            labels=labels,
+            strength=strength,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return self._edited(out, labels)
 
-    def variations(self, picture: PictureSpec, num_variations: int = 4,
-                   strength: float = editing.DEFAULT_STRENGTH, *,
-                   class_name: str | int | None = None, seed: int = 0) -> Samples:
+    def variations(
+        self,
+        picture: PictureSpec,
+        num_variations: int = 4,
+        strength: float = editing.DEFAULT_STRENGTH,
+        *,
+        class_name: str | int | None = None,
+        seed: int = 0,
+    ) -> Samples:
         """`num_variations` garments close to one picture, one grid row."""
         x, labels = self._edit_inputs(picture, class_name)
         label = None if labels is None else int(labels[0])
-        out = editing.variations(self.network, x[:1], num_variations, strength, label=label,
-                                 generator=torch.Generator().manual_seed(seed))
+        out = editing.variations(
+            self.network,
+            x[:1],
+            num_variations,
+            strength,
+            label=label,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return self._edited(out, None if label is None else torch.full((len(out),), label))
 
-    def _edit_inputs(self, pictures: PictureSpec, classes: ClassSpec | None, *,
-                     use_fill: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _edit_inputs(
+        self, pictures: PictureSpec, classes: ClassSpec | None, *, use_fill: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pictures in the model's range and shape, and the labels for `classes`."""
         if isinstance(pictures, np.ndarray | torch.Tensor):
             x = to_model_range(torch.as_tensor(np.asarray(pictures)))
         else:
-            items = pictures if isinstance(pictures, Sequence) and not isinstance(
-                pictures, str) else [pictures]
-            arrays = [editing.fit_to_frame(read_picture(p) if isinstance(p, str | Path) else p,
-                                           self.image_shape, use_fill=use_fill)[0]
-                      for p in items]
+            items = (
+                pictures
+                if isinstance(pictures, Sequence) and not isinstance(pictures, str)
+                else [pictures]
+            )
+            arrays = [
+                editing.fit_to_frame(
+                    read_picture(p) if isinstance(p, str | Path) else p,
+                    self.image_shape,
+                    use_fill=use_fill,
+                )[0]
+                for p in items
+            ]
             x = to_model_range(torch.from_numpy(np.stack(arrays)))
         labels = None if classes is None else self.labels_for(len(x), classes)[0]
         return x, labels
 
     def _edited(self, out: torch.Tensor, labels: torch.Tensor | None) -> Samples:
-        return Samples(to_uint8(out).numpy(), None if labels is None else labels.numpy(),
-                       self.class_names, num_rows=1)
+        return Samples(
+            to_uint8(out).numpy(),
+            None if labels is None else labels.numpy(),
+            self.class_names,
+            num_rows=1,
+        )
 
 
-def load(name_or_path: str | Path, *, use_ema: bool = True,
-         device: str | torch.device = "cpu") -> Model:
+def load(
+    name_or_path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> Model:
     """A zoo model's name (`zoo_models()`), a run folder, a checkpoint folder or a weights
     file -> a Model (EMA weights unless `use_ema=False`)."""
     network, checkpoint = load_model(name_or_path, use_ema=use_ema, device=device)
@@ -256,8 +354,14 @@ def zoo_models() -> dict[str, dict[str, Any]]:
     return {name: entry for name, entry in manifest().items() if name in shipped}
 
 
-def train(config_or_preset: RunConfig | str | Path = "dcgan-quick", *, resume: bool = False,
-          overwrite: bool = False, progress: bool = False, **changes: Any) -> TrainResult:
+def train(
+    config_or_preset: RunConfig | str | Path = "dcgan-quick",
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    **changes: Any,
+) -> TrainResult:
     """Train a model, as `fashiongen train` does.
 
     Args:
@@ -279,10 +383,16 @@ def train(config_or_preset: RunConfig | str | Path = "dcgan-quick", *, resume: b
     return train_config(cfg, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *,
-             num_samples: int | None = None, labels: torch.Tensor | np.ndarray | None = None,
-             dataset: str | None = None, ref: str = "test", seed: int = 0,
-             use_memorisation: bool = True) -> dict[str, Any]:
+def evaluate(
+    source: Model | Samples | str | Path | torch.Tensor | np.ndarray,
+    *,
+    num_samples: int | None = None,
+    labels: torch.Tensor | np.ndarray | None = None,
+    dataset: str | None = None,
+    ref: str = "test",
+    seed: int = 0,
+    use_memorisation: bool = True,
+) -> dict[str, Any]:
     """FID, KID, precision/recall, coverage, class metrics and copy rate, as `fashiongen eval`.
 
     Args:
@@ -294,11 +404,21 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
         ref, seed, use_memorisation: as `fashiongen eval`.
     """
     if isinstance(source, str | Path):
-        return evaluate_source(source, num_samples=num_samples, ref=ref, seed=seed,
-                               dataset=dataset, use_memorisation=use_memorisation)
+        return evaluate_source(
+            source,
+            num_samples=num_samples,
+            ref=ref,
+            seed=seed,
+            dataset=dataset,
+            use_memorisation=use_memorisation,
+        )
     if isinstance(source, Model):
-        drawn = draw_balanced(source.network, num_samples or DEFAULT_NUM_SAMPLES,
-                              sampling=source.checkpoint.config.sample, seed=seed)
+        drawn = draw_balanced(
+            source.network,
+            num_samples or DEFAULT_NUM_SAMPLES,
+            sampling=source.checkpoint.config.sample,
+            seed=seed,
+        )
         images, labels = drawn.images, drawn.labels
         dataset = dataset or source.checkpoint.config.data.name
     elif isinstance(source, Samples):
@@ -308,16 +428,31 @@ def evaluate(source: Model | Samples | str | Path | torch.Tensor | np.ndarray, *
     images = torch.as_tensor(images)[:num_samples]
     labels = None if labels is None else torch.as_tensor(labels)[:num_samples]
     dataset = dataset or "fashion-mnist"
-    return score(images, labels=labels, dataset=dataset, ref=ref, seed=seed,
-                 featnet=resolve_featnet(None, dataset), use_memorisation=use_memorisation)
+    return score(
+        images,
+        labels=labels,
+        dataset=dataset,
+        ref=ref,
+        seed=seed,
+        featnet=resolve_featnet(None, dataset),
+        use_memorisation=use_memorisation,
+    )
 
 
-def compare(runs: Sequence[str | Path], out_dir: str | Path, *, num_samples: int = 2000,
-            seed: int = 0, dataset: str | None = None, overwrite: bool = False) -> Path:
+def compare(
+    runs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    dataset: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """A comparison report of runs, checkpoints or zoo models (`fashiongen compare`):
     report.md, report.html and report.json in `out_dir`; returns report.html's path.
     Models of different datasets need one `dataset` to be scored against."""
     from fashiongen.report import compare_runs  # deferred: it imports matplotlib (0.5 s)
 
-    return compare_runs(runs, out_dir, num_samples=num_samples, seed=seed, dataset=dataset,
-                        overwrite=overwrite)
+    return compare_runs(
+        runs, out_dir, num_samples=num_samples, seed=seed, dataset=dataset, overwrite=overwrite
+    )

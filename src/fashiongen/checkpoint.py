@@ -55,10 +55,17 @@ class Checkpoint:
     metadata: dict[str, Any]
 
 
-def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunConfig,
-                    step: int, ema: dict[str, torch.Tensor] | None = None,
-                    state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                    overwrite: bool = True) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    model: torch.nn.Module,
+    config: RunConfig,
+    step: int,
+    ema: dict[str, torch.Tensor] | None = None,
+    state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
     """Write a checkpoint folder atomically; refuses non-finite weights, and an existing
     `folder` unless `overwrite` (which swaps the old for the new once it is complete).
 
@@ -82,8 +89,9 @@ def save_checkpoint(folder: str | Path, *, model: torch.nn.Module, config: RunCo
         "tensors_sha256": tensors_digest(tensors),
     }
     with staged_folder(folder, overwrite=overwrite) as tmp:
-        (tmp / WEIGHTS_FILE).write_bytes(_canonical_header(save(_dedupe_shared(tensors),
-                                                               metadata=metadata)))
+        (tmp / WEIGHTS_FILE).write_bytes(
+            _canonical_header(save(_dedupe_shared(tensors), metadata=metadata))
+        )
         if state is not None:
             torch.save({**state, STATE_CHECKSUM_KEY: state_digest(state)}, tmp / STATE_FILE)
     return folder
@@ -95,10 +103,10 @@ def _canonical_header(data: bytes) -> bytes:
     offsets are explicit, so sorting changes no tensor and makes equal checkpoints equal bytes.
     """
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
+    header = json.loads(data[8 : 8 + header_len])
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors does
-    return len(text).to_bytes(8, "little") + text + data[8 + header_len:]
+    return len(text).to_bytes(8, "little") + text + data[8 + header_len :]
 
 
 def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,8 +133,10 @@ def model_source(name_or_path: str | Path) -> Path:
     if len(path.parts) > 1:  # a path, not a name
         raise CheckpointError(f"no such checkpoint or run folder: {path}")
     choices = ", ".join(sorted(zoo)) or "none ship with this install"
-    raise CheckpointError(f"no such checkpoint or run folder: {path}, nor a zoo model of "
-                          f"that name (the zoo has: {choices})")
+    raise CheckpointError(
+        f"no such checkpoint or run folder: {path}, nor a zoo model of "
+        f"that name (the zoo has: {choices})"
+    )
 
 
 def weights_path(path: str | Path) -> Path:
@@ -154,8 +164,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(file, framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
+        ) from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{file} is not a fashiongen checkpoint")
     return metadata
@@ -167,8 +178,9 @@ def read_step(path: str | Path) -> int:
     try:
         return int(metadata["step"])
     except (KeyError, ValueError):
-        raise CheckpointError(f"checkpoint {weights_path(path)} has no valid step in its header"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {weights_path(path)} has no valid step in its header"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Checkpoint, dict]:
@@ -181,22 +193,32 @@ def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Chec
         image_shape = tuple(json.loads(metadata["image_shape"]))
         step = int(metadata["step"])
     except FashiongenError as e:
-        raise CheckpointError(f"checkpoint {file} holds a config this version rejects ({e})"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {file} holds a config this version rejects ({e})"
+        ) from None
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {file} is unreadable or corrupt ({_first_line(e)})"
+        ) from None
     expected_digest = metadata.get("tensors_sha256")  # absent from checkpoints before it
     if expected_digest is not None and tensors_digest(tensors) != expected_digest:
-        raise CheckpointError(f"checkpoint {file} is corrupt: its tensors do not match the "
-                              "checksum in its header")
+        raise CheckpointError(
+            f"checkpoint {file} is corrupt: its tensors do not match the checksum in its header"
+        )
     weights = {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
-    ema = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
+    ema = {k[len(EMA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     state: dict = {}
     if with_state:
         state = load_training_state(file.parent / STATE_FILE)
-    checkpoint = Checkpoint(file.parent, config, image_shape, step, weights, ema,
-                            {k: v for k, v in metadata.items() if k != "config"})
+    checkpoint = Checkpoint(
+        file.parent,
+        config,
+        image_shape,
+        step,
+        weights,
+        ema,
+        {k: v for k, v in metadata.items() if k != "config"},
+    )
     return checkpoint, state
 
 
@@ -207,14 +229,17 @@ def load_training_state(file: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"training state {file} is missing") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"training state {file} is unreadable or unsafe and was not "
-                              f"loaded ({_unpickling_problem(e)})") from None
+        raise CheckpointError(
+            f"training state {file} is unreadable or unsafe and was not "
+            f"loaded ({_unpickling_problem(e)})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"training state {file} is not a table of training state")
     expected = state.pop(STATE_CHECKSUM_KEY, None)  # absent from checkpoints before it
     if expected is not None and state_digest(state) != expected:
-        raise CheckpointError(f"training state {file} is corrupt: its contents do not match "
-                              "the checksum inside it")
+        raise CheckpointError(
+            f"training state {file} is corrupt: its contents do not match the checksum inside it"
+        )
     return state
 
 
@@ -253,8 +278,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
-               ) -> tuple[Any, Checkpoint]:
+def load_model(
+    path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> tuple[Any, Checkpoint]:
     """Build the family a checkpoint (folder, weights file, run folder or zoo name) names
     and load its weights (EMA ones when present). The model keeps the checkpoint's sampling
     settings, which `fashiongen.generate` uses when given none (`own_sampling`).
@@ -268,9 +294,10 @@ def load_model(path: str | Path, *, use_ema: bool = True, device: str | torch.de
     try:
         model = build_model(checkpoint.config.model, checkpoint.image_shape)
     except (FashiongenError, ValueError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {checkpoint.path}: cannot build a {family} of shape "
-                              f"{checkpoint.image_shape} from its config ({_first_line(e)})"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path}: cannot build a {family} of shape "
+            f"{checkpoint.image_shape} from its config ({_first_line(e)})"
+        ) from None
     weights = dict(checkpoint.weights)
     if use_ema:
         weights.update(checkpoint.ema)
@@ -287,8 +314,13 @@ def own_sampling(model: Family) -> SampleConfig | None:
     return model.checkpoint_sampling
 
 
-def check_weights_fit(model: Family, weights: dict[str, torch.Tensor],
-                      checkpoint: Checkpoint, *, sampling_only: bool = False) -> None:
+def check_weights_fit(
+    model: Family,
+    weights: dict[str, torch.Tensor],
+    checkpoint: Checkpoint,
+    *,
+    sampling_only: bool = False,
+) -> None:
     """Raise CheckpointError unless `weights` has exactly the model's keys and shapes
     (with `sampling_only`, those of the family's `training_only_modules` may be missing).
 
@@ -301,10 +333,14 @@ def check_weights_fit(model: Family, weights: dict[str, torch.Tensor],
         missing = {k for k in missing if model.needed_for_sampling(k)}
     problems = [f"{k} missing" for k in missing]
     problems += [f"{k} unexpected" for k in weights.keys() - expected.keys()]
-    problems += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
-                 for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
+    problems += [
+        f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in expected.keys() & weights.keys()
+        if expected[k].shape != weights[k].shape
+    ]
     if problems:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} does not fit a {checkpoint.config.model.name} of "
             f"shape {checkpoint.image_shape} as this version builds it ({len(problems)} "
-            f"tensors differ, e.g. {sorted(problems)[0]})")
+            f"tensors differ, e.g. {sorted(problems)[0]})"
+        )

@@ -102,25 +102,33 @@ def _featnet_widths(text: str) -> tuple[int, int, int]:
 
 def _count(limit: int) -> typing.Callable[[str], int]:
     """A whole number from 1 to `limit` (an entry of the limits table)."""
+
     def parse(text: str) -> int:
         value = _positive_int(text)
         if value > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {limit} (see the limits in "
-                                             f"docs/errors.md), got {value}")
+            raise argparse.ArgumentTypeError(
+                f"must be at most {limit} (see the limits in docs/errors.md), got {value}"
+            )
         return value
 
     return parse
 
 
 def _add_overwrite(parser: argparse.ArgumentParser, what: str = "--out") -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help=f"replace an existing {what} (once the new one is complete)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing {what} (once the new one is complete)",
+    )
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                        help="the networks' precision when sampling (default: the "
-                             "checkpoint's sample.precision; fashiongen.precision)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="the networks' precision when sampling (default: the "
+        "checkpoint's sample.precision; fashiongen.precision)",
+    )
 
 
 def _seed(text: str) -> int:
@@ -133,31 +141,47 @@ def _seed(text: str) -> int:
     return value
 
 
-def _add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None,
-                   what: str = "fashion-mnist (default)", data_dir: bool = True) -> None:
+def _add_data_args(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str | None = None,
+    what: str = "fashion-mnist (default)",
+    data_dir: bool = True,
+) -> None:
     """`--data NAME` (`--dataset`, its older spelling, too) and `--data-dir DIR`."""
-    parser.add_argument("--data", "--dataset", dest="data", metavar="NAME", default=default,
-                        help=f"{what}, mnist, synthetic or folder:PATH")
+    parser.add_argument(
+        "--data",
+        "--dataset",
+        dest="data",
+        metavar="NAME",
+        default=default,
+        help=f"{what}, mnist, synthetic or folder:PATH",
+    )
     if data_dir:
-        parser.add_argument("--data-dir", metavar="DIR",
-                            help="folder holding the dataset's files")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
 
 
 def _add_model_source(parser: argparse.ArgumentParser, *, what: str = "") -> None:
     """The one way a command is told which model to read: a positional checkpoint, run
     folder or zoo name, or `--model NAME` (`_model_source`)."""
-    parser.add_argument("source", metavar="MODEL", nargs="?",
-                        help=f"a zoo model's name, a run folder or a checkpoint{what}")
-    parser.add_argument("--model", metavar="NAME", help="a zoo model's name (see: fashiongen "
-                                                        "zoo), instead of MODEL")
+    parser.add_argument(
+        "source",
+        metavar="MODEL",
+        nargs="?",
+        help=f"a zoo model's name, a run folder or a checkpoint{what}",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME", help="a zoo model's name (see: fashiongen zoo), instead of MODEL"
+    )
 
 
 def _add_global_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     """Flags every command takes, before or after its name: the top parser sets the
     defaults, a command's parser only what it was given (SUPPRESS)."""
     default = False if top else argparse.SUPPRESS
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show tracebacks on errors")
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks on errors"
+    )
 
 
 class _CommandParsers:
@@ -174,11 +198,13 @@ class _CommandParsers:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="fashiongen", description="Train, sample and compare generative models of images.")
+        prog="fashiongen", description="Train, sample and compare generative models of images."
+    )
     parser.add_argument("--version", action="version", version=f"fashiongen {__version__}")
     _add_global_flags(parser, top=True)
-    commands = _CommandParsers(parser.add_subparsers(dest="command", required=True,
-                                                     metavar="COMMAND"))
+    commands = _CommandParsers(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    )
     for add_command in COMMAND_PARSERS:
         add_command(commands)
     return parser
@@ -187,16 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_command(commands: _CommandParsers) -> None:
     train = commands.add_parser("train", help="train a model")
     train.add_argument("--model", metavar="NAME", help="model family (default: dcgan)")
-    train.add_argument("--config", metavar="FILE_OR_PRESET",
-                       help="TOML file or preset name (default: the family's preset)")
+    train.add_argument(
+        "--config",
+        metavar="FILE_OR_PRESET",
+        help="TOML file or preset name (default: the family's preset)",
+    )
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--max-steps", type=_positive_int)
-    train.add_argument("--budget-minutes", type=float, metavar="M",
-                       help="stop after M minutes of training; with --model all, M per family")
+    train.add_argument(
+        "--budget-minutes",
+        type=float,
+        metavar="M",
+        help="stop after M minutes of training; with --model all, M per family",
+    )
     train.add_argument("--seed", type=_seed)
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL-TIME)")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=1e-3",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     _add_overwrite(train)
     train.add_argument("--dry-run", action="store_true", help="print the resolved config")
@@ -209,12 +248,22 @@ def _add_sample_command(commands: _CommandParsers) -> None:
     _add_model_source(sample)
     sample.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), default=64)
     sample.add_argument("--seed", type=_seed, default=0)
-    sample.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
-                        help="class name or id (repeatable; conditional models)")
-    sample.add_argument("--per-class", action="store_true",
-                        help="one grid row per class (conditional models)")
-    sample.add_argument("--out", default="samples.png",
-                        help="grid .png, .npz of uint8 images+labels, or a folder/ of PNGs")
+    sample.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="class name or id (repeatable; conditional models)",
+    )
+    sample.add_argument(
+        "--per-class", action="store_true", help="one grid row per class (conditional models)"
+    )
+    sample.add_argument(
+        "--out",
+        default="samples.png",
+        help="grid .png, .npz of uint8 images+labels, or a folder/ of PNGs",
+    )
     _add_overwrite(sample)
     sample.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
     sample.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
@@ -223,22 +272,37 @@ def _add_sample_command(commands: _CommandParsers) -> None:
     sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
     _add_precision(sample)
-    sample.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="onnx: the sampling networks run in onnxruntime on the CPU "
-                             "(needs the onnx extra; 1.1-2x faster on one thread, not "
-                             "faster on two: benchmarks/README.md)")
+    sample.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: the sampling networks run in onnxruntime on the CPU "
+        "(needs the onnx extra; 1.1-2x faster on one thread, not "
+        "faster on two: benchmarks/README.md)",
+    )
 
 
 def _add_edit_command(commands: _CommandParsers) -> None:
     edit = commands.add_parser("edit", help="refine, inpaint or vary garments from pictures")
     edit.add_argument("inputs", metavar="INPUT", nargs="+", help="pictures of any size and mode")
-    edit.add_argument("--model", required=True, metavar="NAME|CHECKPOINT",
-                      help="a zoo name, run folder or checkpoint of a ddpm or hybrid")
-    edit.add_argument("--strength", type=float, default=None,
-                      help="in (0, 1]: how far each input is noised (default 0.8)")
+    edit.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME|CHECKPOINT",
+        help="a zoo name, run folder or checkpoint of a ddpm or hybrid",
+    )
+    edit.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="in (0, 1]: how far each input is noised (default 0.8)",
+    )
     edit.add_argument("--class", dest="class_name", metavar="NAME", help="refine towards it")
-    edit.add_argument("--transfer", action="store_true",
-                      help="class transfer: let the silhouette change towards --class")
+    edit.add_argument(
+        "--transfer",
+        action="store_true",
+        help="class transfer: let the silhouette change towards --class",
+    )
     edit.add_argument("--fill", action="store_true", help="fill the closed outlines of a sketch")
     edit.add_argument("--mask", metavar="MASK.png", help="inpaint where the mask is white")
     edit.add_argument("--variations", type=_positive_int, default=1, metavar="N")
@@ -249,8 +313,9 @@ def _add_edit_command(commands: _CommandParsers) -> None:
 
 def _add_data_command(commands: _CommandParsers) -> None:
     data = commands.add_parser("data", help="dataset tools")
-    data_commands = _CommandParsers(data.add_subparsers(dest="data_command", required=True,
-                                                        metavar="COMMAND"))
+    data_commands = _CommandParsers(
+        data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    )
     info = data_commands.add_parser("info", help="where a dataset comes from and what it holds")
     info.add_argument("name", nargs="?", default="fashion-mnist")
     info.add_argument("--data-dir", metavar="DIR")
@@ -260,40 +325,56 @@ def _add_data_command(commands: _CommandParsers) -> None:
 
 def _add_featnet_command(commands: _CommandParsers) -> None:
     featnet = commands.add_parser("featnet", help="the metrics' feature network")
-    featnet_commands = _CommandParsers(featnet.add_subparsers(
-        dest="featnet_command", required=True, metavar="COMMAND"))
+    featnet_commands = _CommandParsers(
+        featnet.add_subparsers(dest="featnet_command", required=True, metavar="COMMAND")
+    )
     featnet_train = featnet_commands.add_parser("train", help="train one for a dataset")
     _add_data_args(featnet_train, default="fashion-mnist", data_dir=False)
     featnet_train.add_argument("--epochs", type=_positive_int, default=12)
     featnet_train.add_argument("--seed", type=_seed, default=0)
     featnet_train.add_argument("--threads", type=_positive_int, default=1)
-    featnet_train.add_argument("--widths", type=_featnet_widths, default=(32, 64, 128),
-                               metavar="C1,C2,C3", help="conv widths at 28, 14 and 7 pixels")
-    featnet_train.add_argument("--feature-dim", type=_positive_int, default=128,
-                               help="width of the semantic feature layer")
-    featnet_train.add_argument("--out", metavar="FILE",
-                               help="output .safetensors (default: the user cache)")
+    featnet_train.add_argument(
+        "--widths",
+        type=_featnet_widths,
+        default=(32, 64, 128),
+        metavar="C1,C2,C3",
+        help="conv widths at 28, 14 and 7 pixels",
+    )
+    featnet_train.add_argument(
+        "--feature-dim", type=_positive_int, default=128, help="width of the semantic feature layer"
+    )
+    featnet_train.add_argument(
+        "--out", metavar="FILE", help="output .safetensors (default: the user cache)"
+    )
     _add_overwrite(featnet_train)
 
 
 def _add_combine_command(commands: _CommandParsers) -> None:
     combine = commands.add_parser(
-        "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one")
+        "combine", help="a hybrid from an existing GAN checkpoint and an existing DDPM one"
+    )
     combine.add_argument("gan", metavar="GAN_MODEL", help="a zoo name, run folder or checkpoint")
     combine.add_argument("ddpm", metavar="DDPM_MODEL", help="a zoo name, run folder or checkpoint")
-    combine.add_argument("--max-strength", type=float, default=0.5,
-                         help="the most a draft may be noised (fraction of the schedule)")
-    combine.add_argument("--strength", type=float,
-                         help="the sampling default (default: max-strength, at most 0.25)")
-    combine.add_argument("--steps", type=_positive_int,
-                         help="refining steps by default (default: the DDPM's own)")
+    combine.add_argument(
+        "--max-strength",
+        type=float,
+        default=0.5,
+        help="the most a draft may be noised (fraction of the schedule)",
+    )
+    combine.add_argument(
+        "--strength", type=float, help="the sampling default (default: max-strength, at most 0.25)"
+    )
+    combine.add_argument(
+        "--steps", type=_positive_int, help="refining steps by default (default: the DDPM's own)"
+    )
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
     _add_overwrite(combine)
 
 
 def _add_export_command(commands: _CommandParsers) -> None:
     export = commands.add_parser(
-        "export", help="the networks sampling runs, as ONNX files (batch size dynamic)")
+        "export", help="the networks sampling runs, as ONNX files (batch size dynamic)"
+    )
     _add_model_source(export)
     export.add_argument("--out", required=True, type=Path, metavar="DIR")
     _add_overwrite(export)
@@ -305,23 +386,34 @@ def _add_zoo_command(commands: _CommandParsers) -> None:
 
 def _add_visualize_command(commands: _CommandParsers) -> None:
     visualize = commands.add_parser(
-        "visualize", help="interpolations (and VAE reconstructions, traversals) of a model")
+        "visualize", help="interpolations (and VAE reconstructions, traversals) of a model"
+    )
     _add_model_source(visualize)
-    visualize.add_argument("--out", type=Path, metavar="DIR",
-                           help="a new folder (default: the run folder's own pictures; "
-                                "needed for a zoo model)")
+    visualize.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="a new folder (default: the run folder's own pictures; needed for a zoo model)",
+    )
     _add_overwrite(visualize)
 
 
 def _add_eval_command(commands: _CommandParsers) -> None:
     eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
     _add_model_source(eval_cmd, what=", or samples: an .npz or a folder of PNGs")
-    eval_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES),
-                          help="samples to draw (default 2000) or to read (default all)")
-    eval_cmd.add_argument("--ref", choices=["test", "train"], default="test",
-                          help="the real split to compare with")
-    _add_data_args(eval_cmd, what="the real dataset: the model's (default; fashion-mnist for "
-                                  "sample files)", data_dir=False)
+    eval_cmd.add_argument(
+        "--num-samples",
+        type=_count(limits.MAX_EVAL_SAMPLES),
+        help="samples to draw (default 2000) or to read (default all)",
+    )
+    eval_cmd.add_argument(
+        "--ref", choices=["test", "train"], default="test", help="the real split to compare with"
+    )
+    _add_data_args(
+        eval_cmd,
+        what="the real dataset: the model's (default; fashion-mnist for sample files)",
+        data_dir=False,
+    )
     eval_cmd.add_argument("--seed", type=_seed, default=0)
     _add_precision(eval_cmd)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
@@ -330,13 +422,17 @@ def _add_eval_command(commands: _CommandParsers) -> None:
 
 def _add_compare_command(commands: _CommandParsers) -> None:
     compare_cmd = commands.add_parser("compare", help="a comparison report of several runs")
-    compare_cmd.add_argument("runs", nargs="+", metavar="MODEL",
-                             help="zoo model names, run folders or checkpoints")
-    compare_cmd.add_argument("--out", required=True, metavar="DIR",
-                             help="report folder: report.md, report.html, report.json")
+    compare_cmd.add_argument(
+        "runs", nargs="+", metavar="MODEL", help="zoo model names, run folders or checkpoints"
+    )
+    compare_cmd.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="report folder: report.md, report.html, report.json",
+    )
     compare_cmd.add_argument("--num-samples", type=_count(limits.MAX_EVAL_SAMPLES), default=2000)
-    _add_data_args(compare_cmd, what="the real dataset: each model's own (default)",
-                   data_dir=False)
+    _add_data_args(compare_cmd, what="the real dataset: each model's own (default)", data_dir=False)
     compare_cmd.add_argument("--seed", type=_seed, default=0)
     _add_overwrite(compare_cmd)
 
@@ -344,8 +440,12 @@ def _add_compare_command(commands: _CommandParsers) -> None:
 def _add_synth_command(commands: _CommandParsers) -> None:
     synth_cmd = commands.add_parser("synth", help="a labelled synthetic dataset from a model")
     _add_model_source(synth_cmd)
-    synth_cmd.add_argument("--num-samples", type=_count(limits.MAX_NUM_SAMPLES), required=True,
-                           help="training images (a test split of N/6 more is added)")
+    synth_cmd.add_argument(
+        "--num-samples",
+        type=_count(limits.MAX_NUM_SAMPLES),
+        required=True,
+        help="training images (a test split of N/6 more is added)",
+    )
     synth_cmd.add_argument("--out", required=True, metavar="DIR")
     synth_cmd.add_argument("--format", choices=["idx", "npz", "png"], default="idx")
     synth_cmd.add_argument("--seed", type=_seed, default=0)
@@ -365,37 +465,63 @@ def _add_cas_command(commands: _CommandParsers) -> None:
 
 def _add_serve_command(commands: _CommandParsers) -> None:
     serve = commands.add_parser("serve", help="a local web page to sample models (web extra)")
-    serve.add_argument("checkpoints", nargs="*", metavar="MODEL",
-                       help="run folders or checkpoints to offer, besides the model zoo")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument(
+        "checkpoints",
+        nargs="*",
+        metavar="MODEL",
+        help="run folders or checkpoints to offer, besides the model zoo",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
     serve.add_argument("--port", type=int, default=7860, help="1 to 65535 (default: 7860)")
     _add_precision(serve)
 
 
 # Each command's parser, in the order `fashiongen --help` lists them.
-COMMAND_PARSERS = (_add_train_command, _add_sample_command, _add_edit_command, _add_data_command,
-                   _add_featnet_command, _add_combine_command, _add_export_command,
-                   _add_zoo_command, _add_visualize_command, _add_eval_command,
-                   _add_compare_command, _add_synth_command, _add_cas_command, _add_serve_command)
+COMMAND_PARSERS = (
+    _add_train_command,
+    _add_sample_command,
+    _add_edit_command,
+    _add_data_command,
+    _add_featnet_command,
+    _add_combine_command,
+    _add_export_command,
+    _add_zoo_command,
+    _add_visualize_command,
+    _add_eval_command,
+    _add_compare_command,
+    _add_synth_command,
+    _add_cas_command,
+    _add_serve_command,
+)
 
 
 # The flags `train` turns into config overrides: (flag, config key).
-TRAIN_FLAGS = (("model", "model.name"), ("epochs", "train.epochs"),
-               ("max_steps", "train.max_steps"), ("budget_minutes", "train.max_minutes"),
-               ("seed", "seed"), ("out", "out_dir"), ("data", "data.name"),
-               ("data_dir", "data.data_dir"))
+TRAIN_FLAGS = (
+    ("model", "model.name"),
+    ("epochs", "train.epochs"),
+    ("max_steps", "train.max_steps"),
+    ("budget_minutes", "train.max_minutes"),
+    ("seed", "seed"),
+    ("out", "out_dir"),
+    ("data", "data.name"),
+    ("data_dir", "data.data_dir"),
+)
 # `train --model all`: the model, budget, seed and run folder are set per family.
-TRAIN_ALL_FLAGS = tuple((flag, key) for flag, key in TRAIN_FLAGS
-                        if flag in ("epochs", "max_steps", "data", "data_dir"))
+TRAIN_ALL_FLAGS = tuple(
+    (flag, key) for flag, key in TRAIN_FLAGS if flag in ("epochs", "max_steps", "data", "data_dir")
+)
 
 
-def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]
-                    ) -> list[Override]:
+def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[Override]:
     """The flags given, as (config key, value) pairs: data, never quoted into `--set` text
     (only the user's own `--set` texts are parsed, by the config)."""
-    return [(key, getattr(args, flag)) for flag, key in flags
-            if getattr(args, flag) not in (None, "")]
+    return [
+        (key, getattr(args, flag)) for flag, key in flags if getattr(args, flag) not in (None, "")
+    ]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -410,20 +536,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     data = read_toml(preset_path(config_file)) if config_file else {}
     if args.resume:  # the changes go on top of the run's own config
-        cfg = resume_request(Path(args.out), data, overrides + args.overrides,
-                             check=args.dry_run)
+        cfg = resume_request(Path(args.out), data, overrides + args.overrides, check=args.dry_run)
     else:
         cfg = resolve_run_name(config_from_dict(merge_overrides(data, overrides + args.overrides)))
     if args.dry_run:
         print(to_toml(cfg), end="")
         return 0
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if _rank() != 0:  # under torchrun, rank 0 reports for all
         return 0
     run = result.run_dir
-    print(f"trained {result.family}: {result.steps} steps, {result.epochs:.2f} epochs, "
-          f"{result.images_per_second:.0f} images/s; stopped at {result.stop_reason}")
+    print(
+        f"trained {result.family}: {result.steps} steps, {result.epochs:.2f} epochs, "
+        f"{result.images_per_second:.0f} images/s; stopped at {result.stop_reason}"
+    )
     print(f"  run folder:   {run}")
     print(f"  checkpoint:   {result.final_checkpoint}")
     print(f"  sample grids: {run / 'samples'}")
@@ -436,8 +562,10 @@ def _model_source(args: argparse.Namespace) -> Path:
     """The model a command reads: MODEL (a zoo name, run folder or checkpoint) or
     `--model NAME` of the zoo, exactly one of them."""
     if (args.source is None) == (args.model is None):
-        raise ConfigError(f"{args.command} takes one model: a zoo name, run folder or "
-                          "checkpoint, or --model NAME (see: fashiongen zoo)")
+        raise ConfigError(
+            f"{args.command} takes one model: a zoo name, run folder or "
+            "checkpoint, or --model NAME (see: fashiongen zoo)"
+        )
     if args.model is not None:
         return zoo_path(args.model)
     return model_source(args.source)
@@ -450,30 +578,50 @@ def _is_users_run(source: Path) -> bool:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     source = _model_source(args)
-    model, checkpoint = load_model(source, use_ema=not args.no_ema,
-                                   device="cpu" if args.backend == "onnx" else
-                                   select_device("auto"))
+    model, checkpoint = load_model(
+        source,
+        use_ema=not args.no_ema,
+        device="cpu" if args.backend == "onnx" else select_device("auto"),
+    )
     if args.backend == "onnx":
         use_onnx(model)
-    changes = {k: v for k, v in (("sampler", args.sampler), ("num_steps", args.steps),
-                                 ("eta", args.eta), ("guidance_scale", args.guidance_scale),
-                                 ("strength", args.strength), ("precision", args.precision))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("sampler", args.sampler),
+            ("num_steps", args.steps),
+            ("eta", args.eta),
+            ("guidance_scale", args.guidance_scale),
+            ("strength", args.strength),
+            ("precision", args.precision),
+        )
+        if v is not None
+    }
     sampling = dataclasses.replace(checkpoint.config.sample, **changes)
     class_names = class_names_of(checkpoint)
     labels, num_rows = None, None
     if (args.classes or args.per_class) and not model.num_classes:
-        raise ConfigError(f"{args.model or args.source} is unconditional: --class and "
-                          "--per-class need a model trained with model.num_classes > 0")
+        raise ConfigError(
+            f"{args.model or args.source} is unconditional: --class and "
+            "--per-class need a model trained with model.num_classes > 0"
+        )
     if args.classes or args.per_class:
-        ids = parse_classes(args.classes, class_names) if args.classes else \
-            range(model.num_classes)
+        ids = parse_classes(args.classes, class_names) if args.classes else range(model.num_classes)
         labels = class_labels(ids, args.num_samples, one_row_per_class=args.per_class)
         num_rows = len(ids) if args.per_class else None
     num_samples = len(labels) if labels is not None else args.num_samples
-    out = sample_to(args.out, model, num_samples, labels=labels, seed=args.seed,
-                    sampling=sampling, class_names=class_names, num_rows=num_rows,
-                    overwrite=args.overwrite, progress=True)
+    out = sample_to(
+        args.out,
+        model,
+        num_samples,
+        labels=labels,
+        seed=args.seed,
+        sampling=sampling,
+        class_names=class_names,
+        num_rows=num_rows,
+        overwrite=args.overwrite,
+        progress=True,
+    )
     what = checkpoint.path if _is_users_run(source) else f"zoo model {args.model or args.source}"
     print(f"wrote {num_samples} samples from {what} to {out}")
     return 0
@@ -495,11 +643,19 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    return edit_command(args.out, args.model, args.inputs, strength=args.strength,
-                        class_name=args.class_name, mask=args.mask,
-                        num_variations=args.variations, seed=args.seed,
-                        use_transfer=args.transfer, use_fill=args.fill,
-                        overwrite=args.overwrite)
+    return edit_command(
+        args.out,
+        args.model,
+        args.inputs,
+        strength=args.strength,
+        class_name=args.class_name,
+        mask=args.mask,
+        num_variations=args.variations,
+        seed=args.seed,
+        use_transfer=args.transfer,
+        use_fill=args.fill,
+        overwrite=args.overwrite,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -512,12 +668,21 @@ def cmd_featnet(args: argparse.Namespace) -> int:
     out = Path(args.out or cache_root() / "featnets" / featnet_file_name(args.data))
     check_free(out, overwrite=args.overwrite)  # before the training, not after
     torch.set_num_threads(args.threads)
-    command = (f"fashiongen featnet train --data {args.data} --epochs {args.epochs} "
-               f"--seed {args.seed} --threads {args.threads} "
-               f"--widths {','.join(map(str, args.widths))} --feature-dim {args.feature_dim}"
-               + (f" --out {args.out}" if args.out else ""))
-    train_featnet(args.data, epochs=args.epochs, seed=args.seed, out_path=out,
-                  widths=args.widths, feature_dim=args.feature_dim, command=command)
+    command = (
+        f"fashiongen featnet train --data {args.data} --epochs {args.epochs} "
+        f"--seed {args.seed} --threads {args.threads} "
+        f"--widths {','.join(map(str, args.widths))} --feature-dim {args.feature_dim}"
+        + (f" --out {args.out}" if args.out else "")
+    )
+    train_featnet(
+        args.data,
+        epochs=args.epochs,
+        seed=args.seed,
+        out_path=out,
+        widths=args.widths,
+        feature_dim=args.feature_dim,
+        command=command,
+    )
     return 0
 
 
@@ -528,13 +693,17 @@ def cmd_combine(args: argparse.Namespace) -> int:
     check_same_classes(gan_checkpoint, ddpm_checkpoint)
     hybrid = combine(gan, ddpm, max_strength=args.max_strength)
     strength = min(args.max_strength, 0.25) if args.strength is None else args.strength
-    sample = dataclasses.replace(ddpm_checkpoint.config.sample, strength=strength,
-                                 num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps)
+    sample = dataclasses.replace(
+        ddpm_checkpoint.config.sample,
+        strength=strength,
+        num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps,
+    )
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing
     extra = json.loads(gan_checkpoint.metadata.get("extra", "{}"))
-    folder = save_checkpoint(args.out, model=hybrid, config=config, step=0, extra=extra,
-                             overwrite=args.overwrite)
+    folder = save_checkpoint(
+        args.out, model=hybrid, config=config, step=0, extra=extra, overwrite=args.overwrite
+    )
     print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
     return 0
 
@@ -543,8 +712,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, checkpoint = load_model(_model_source(args), device="cpu")
     names = class_names_of(checkpoint) if model.num_classes else []
     with staged_folder(args.out, overwrite=args.overwrite) as tmp:
-        written = {name: path.name for name, path in
-                   export_onnx(model, tmp, class_names=names).items()}
+        written = {
+            name: path.name for name, path in export_onnx(model, tmp, class_names=names).items()
+        }
         whole = export_generation_graph(model, tmp, class_names=names)
         if whole is not None:
             written["the whole generation"] = whole.name
@@ -561,8 +731,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     for name, entry in manifest().items():
         if name in shipped:
             classes = f"{entry['num_classes']} classes" if entry["num_classes"] else "unconditional"
-            print(f"{name:<{width}}  {entry['family']:<7} {classes:<13} "
-                  f"{entry.get('summary', '')}")
+            print(f"{name:<{width}}  {entry['family']:<7} {classes:<13} {entry.get('summary', '')}")
     return 0
 
 
@@ -570,13 +739,15 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     source = _model_source(args)
     model, checkpoint = load_model(source)
     if args.out is None and not _is_users_run(source):
-        raise ConfigError(f"{args.model or args.source} is a zoo model: give --out DIR for "
-                          "its pictures")
+        raise ConfigError(
+            f"{args.model or args.source} is a zoo model: give --out DIR for its pictures"
+        )
     test = load_from_config(checkpoint.config.data, "test")
 
     def draw(folder: Path) -> list[Path]:
-        return write_run_visuals(model, folder, test.images, test.labels,
-                                 sampling=checkpoint.config.sample)
+        return write_run_visuals(
+            model, folder, test.images, test.labels, sampling=checkpoint.config.sample
+        )
 
     if args.out is None:  # the run's own pictures, redrawn while no other process writes it
         out = source if source.is_dir() else source.parent
@@ -598,33 +769,44 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     if args.budget_minutes is None:
         raise ConfigError("--model all needs --budget-minutes M (training minutes per family)")
     if args.config or args.resume or args.overwrite:
-        raise ConfigError("--model all takes each family's quick preset and resumes by itself: "
-                          "drop --config / --resume / --overwrite")
+        raise ConfigError(
+            "--model all takes each family's quick preset and resumes by itself: "
+            "drop --config / --resume / --overwrite"
+        )
     overrides = _flag_overrides(args, TRAIN_ALL_FLAGS) + args.overrides
     out = args.out or os.path.join("runs", f"all-{time.strftime('%Y%m%d-%H%M%S')}")
     seed = args.seed or 0
     if args.dry_run:
-        for family, cfg in family_configs(args.budget_minutes, out, seed=seed,
-                                          overrides=overrides).items():
+        for family, cfg in family_configs(
+            args.budget_minutes, out, seed=seed, overrides=overrides
+        ).items():
             print(f"# {family}\n{to_toml(cfg)}")
         return 0
-    report = train_all(args.budget_minutes, out, seed=seed, overrides=overrides,
-                       progress=not args.no_progress)
+    report = train_all(
+        args.budget_minutes, out, seed=seed, overrides=overrides, progress=not args.no_progress
+    )
     _print_report_paths(report)
     return 0
 
 
 def _print_report_paths(report: Path) -> None:
-    print(f"report: {report} (also {report.with_suffix('.md').name}, "
-          f"{report.with_suffix('.json').name})")
+    print(
+        f"report: {report} (also {report.with_suffix('.md').name}, "
+        f"{report.with_suffix('.json').name})"
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_json_free(args)
     with sampling_override(args.precision):
-        result = evaluate_source(_model_source(args), num_samples=args.num_samples,
-                                 ref=args.ref, seed=args.seed, dataset=args.data,
-                                 progress=True)
+        result = evaluate_source(
+            _model_source(args),
+            num_samples=args.num_samples,
+            ref=args.ref,
+            seed=args.seed,
+            dataset=args.data,
+            progress=True,
+        )
     print(format_evaluation(result))
     _write_json_result(args, result)
     return 0
@@ -644,23 +826,39 @@ def _write_json_result(args: argparse.Namespace, result: dict) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fashiongen.report import compare_runs  # deferred: its figures import matplotlib
 
-    report = compare_runs(args.runs, args.out, num_samples=args.num_samples, seed=args.seed,
-                          dataset=args.data, overwrite=args.overwrite, progress=True)
+    report = compare_runs(
+        args.runs,
+        args.out,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        dataset=args.data,
+        overwrite=args.overwrite,
+        progress=True,
+    )
     _print_report_paths(report)
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     with sampling_override(args.precision):
-        written = write_synthetic_dataset(_model_source(args), args.out,
-                                           num_samples=args.num_samples, fmt=args.format,
-                                           seed=args.seed, overwrite=args.overwrite,
-                                           progress=True)
-    how = {"idx": f"--data {written['dataset']} --data-dir {args.out}",
-           "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
-           "png": f"--data folder:{args.out}"}[args.format]
-    print(f"wrote {written['num_train']} train + {written['num_test']} test images "
-          f"({args.format}) to {args.out}; load with: {how}")
+        written = write_synthetic_dataset(
+            _model_source(args),
+            args.out,
+            num_samples=args.num_samples,
+            fmt=args.format,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    how = {
+        "idx": f"--data {written['dataset']} --data-dir {args.out}",
+        "npz": f"fashiongen eval {Path(args.out) / 'train.npz'}",
+        "png": f"--data folder:{args.out}",
+    }[args.format]
+    print(
+        f"wrote {written['num_train']} train + {written['num_test']} test images "
+        f"({args.format}) to {args.out}; load with: {how}"
+    )
     for note in written["notes"]:
         print(f"note: {note}")
     return 0
@@ -668,18 +866,34 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_cas(args: argparse.Namespace) -> int:
     _check_json_free(args)
-    result = classification_accuracy_score(args.synth_dir, epochs=args.epochs, seed=args.seed,
-                                           dataset=args.data, data_dir=args.data_dir)
+    result = classification_accuracy_score(
+        args.synth_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        dataset=args.data,
+        data_dir=args.data_dir,
+    )
     print(format_cas(result))
     _write_json_result(args, result)
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data_info, "serve": cmd_serve,
-            "zoo": cmd_zoo, "export": cmd_export, "combine": cmd_combine,
-            "visualize": cmd_visualize, "featnet": cmd_featnet,
-            "eval": cmd_eval, "compare": cmd_compare, "synth": cmd_synth, "cas": cmd_cas,
-            "edit": cmd_edit}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "data": cmd_data_info,
+    "serve": cmd_serve,
+    "zoo": cmd_zoo,
+    "export": cmd_export,
+    "combine": cmd_combine,
+    "visualize": cmd_visualize,
+    "featnet": cmd_featnet,
+    "eval": cmd_eval,
+    "compare": cmd_compare,
+    "synth": cmd_synth,
+    "cas": cmd_cas,
+    "edit": cmd_edit,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

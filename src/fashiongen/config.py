@@ -57,8 +57,10 @@ class DataConfig:
     channels: int | None = None  # None = the dataset's own channels
 
     def __post_init__(self) -> None:
-        require(self.image_size is None or 4 <= self.image_size <= 512,
-                 "data.image_size must be between 4 and 512")
+        require(
+            self.image_size is None or 4 <= self.image_size <= 512,
+            "data.image_size must be between 4 and 512",
+        )
         require(self.channels in (None, 1, 3), "data.channels must be 1 or 3")
 
 
@@ -95,8 +97,9 @@ class TrainConfig:
     use_amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
     # bf16 autocast of the networks ("bf16"), none ("fp32"), or bf16 where the device has
     # bf16 matrix units and a probe finds it faster ("auto"): fashiongen.precision
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto",
-                                                       metadata=WRITTEN_UNLESS_DEFAULT)
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata=WRITTEN_UNLESS_DEFAULT
+    )
     # torch.compile the family's networks in place (checkpoints unchanged); pays back where
     # benchmarks/speed_options.py says so (the DCGAN presets); needs a C++ compiler on CPU.
     compile: bool = False
@@ -108,8 +111,10 @@ class TrainConfig:
         require(self.epochs >= 1, "train.epochs must be >= 1")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
-        require(1 <= self.batch_size <= MAX_BATCH_SIZE,
-                f"train.batch_size must be between 1 and {MAX_BATCH_SIZE}")
+        require(
+            1 <= self.batch_size <= MAX_BATCH_SIZE,
+            f"train.batch_size must be between 1 and {MAX_BATCH_SIZE}",
+        )
         require(self.lr > 0, "train.lr must be > 0")
         require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must lie in [0, 1]")
@@ -120,10 +125,14 @@ class TrainConfig:
         require(self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1")
         require(self.grid_every_n_epochs >= 1, "train.grid_every_n_epochs must be >= 1")
         require(self.eval_every_n_epochs >= 0, "train.eval_every_n_epochs must be >= 0")
-        require(10 <= self.eval_num_samples <= MAX_EVAL_SAMPLES,
-                f"train.eval_num_samples must be between 10 and {MAX_EVAL_SAMPLES}")
-        require(1 <= self.num_grid_samples <= MAX_TRAIN_GRID_SAMPLES,
-                f"train.num_grid_samples must be in 1..{MAX_TRAIN_GRID_SAMPLES}")
+        require(
+            10 <= self.eval_num_samples <= MAX_EVAL_SAMPLES,
+            f"train.eval_num_samples must be between 10 and {MAX_EVAL_SAMPLES}",
+        )
+        require(
+            1 <= self.num_grid_samples <= MAX_TRAIN_GRID_SAMPLES,
+            f"train.num_grid_samples must be in 1..{MAX_TRAIN_GRID_SAMPLES}",
+        )
         require(self.num_threads >= 0, "train.num_threads must be >= 0")
 
 
@@ -141,18 +150,25 @@ class SampleConfig:
     guidance_scale: float = 1.0  # classifier-free guidance; 1 = off
     strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
     # the networks' precision when sampling, as train.precision (every family)
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto",
-                                                       metadata=WRITTEN_UNLESS_DEFAULT)
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata=WRITTEN_UNLESS_DEFAULT
+    )
 
     def __post_init__(self) -> None:
-        require(1 <= self.num_steps <= MAX_SAMPLING_STEPS,
-                f"sample.num_steps must be between 1 and {MAX_SAMPLING_STEPS}")
+        require(
+            1 <= self.num_steps <= MAX_SAMPLING_STEPS,
+            f"sample.num_steps must be between 1 and {MAX_SAMPLING_STEPS}",
+        )
         require(0 <= self.eta <= 1, "sample.eta must lie in [0, 1]")
-        require(0 <= self.guidance_scale <= MAX_GUIDANCE_SCALE,
-                f"sample.guidance_scale must lie in [0, {MAX_GUIDANCE_SCALE}]")
+        require(
+            0 <= self.guidance_scale <= MAX_GUIDANCE_SCALE,
+            f"sample.guidance_scale must lie in [0, {MAX_GUIDANCE_SCALE}]",
+        )
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
-        require(self.sampler in SAMPLER_NAMES, f"unknown sampler {self.sampler!r}; choose one "
-                f"of: {', '.join(SAMPLER_NAMES)}")
+        require(
+            self.sampler in SAMPLER_NAMES,
+            f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -245,8 +261,12 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     model_name = model_table.get("name", ModelConfig.name)
     if not isinstance(model_name, str):
         raise ConfigError("model.name must be a string")
-    section_types = {"model": model_config_class(model_name), "data": DataConfig,
-                     "train": TrainConfig, "sample": SampleConfig}
+    section_types = {
+        "model": model_config_class(model_name),
+        "data": DataConfig,
+        "train": TrainConfig,
+        "sample": SampleConfig,
+    }
     kwargs: dict[str, Any] = {}
     hints = typing.get_type_hints(RunConfig)
     for key, value in data.items():
@@ -270,8 +290,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}.{key}' (known keys of [{prefix}]: "
-                              f"{', '.join(sorted(names))})")
+            raise ConfigError(
+                f"unknown config key '{prefix}.{key}' (known keys of [{prefix}]: "
+                f"{', '.join(sorted(names))})"
+            )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
     return cls(**kwargs)
 
@@ -371,7 +393,11 @@ def _coerce_str(value: Any, key: str) -> str:
 
 
 _SCALARS: dict[type, typing.Callable[[Any, str], Any]] = {
-    bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+}
 
 
 # ---------------------------------------------------------------- TOML and overrides
@@ -395,8 +421,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 Override = str | tuple[str, Any]  # `--set` text, or a (dotted key, value) pair built as data
 
 
-def merge_overrides(data: dict[str, Any], overrides: typing.Sequence[Override]
-                    ) -> dict[str, Any]:
+def merge_overrides(data: dict[str, Any], overrides: typing.Sequence[Override]) -> dict[str, Any]:
     """Apply overrides to a nested dict (copied, not changed in place): `--set` text
     (`train.lr=2e-4`, read by `parse_override`) or pairs such as `("train.lr", 2e-4)`."""
     merged = copy.deepcopy(data)
@@ -409,7 +434,7 @@ def merge_overrides(data: dict[str, Any], overrides: typing.Sequence[Override]
         for depth, part in enumerate(path[:-1]):
             table = table.setdefault(part, {})
             if not isinstance(table, dict):
-                raise ConfigError(f"unknown config key {'.'.join(path[:depth + 2])!r}")
+                raise ConfigError(f"unknown config key {'.'.join(path[: depth + 2])!r}")
         table[path[-1]] = value
     return merged
 
@@ -424,8 +449,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def resolve_config(config_file: str | Path | None = None, overrides: list[str] | None = None,
-                   base: dict[str, Any] | None = None) -> RunConfig:
+def resolve_config(
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
     """Defaults, then `base` (e.g. CLI flags), then the TOML file, then `--set` overrides."""
     data: dict[str, Any] = read_toml(config_file) if config_file else {}
     if base:
@@ -453,8 +481,11 @@ def _write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> No
     if path:
         lines.append(f"\n[{'.'.join(path)}]")
     # None has no TOML form; leaving the key out restores the default (None) on reading.
-    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()
-              if not isinstance(v, dict) and v is not None]
+    lines += [
+        f"{k} = {_toml_value(v)}"
+        for k, v in table.items()
+        if not isinstance(v, dict) and v is not None
+    ]
     for k, v in table.items():
         if isinstance(v, dict):
             _write_table(v, [*path, k], lines)
@@ -477,6 +508,9 @@ def replace(cfg: Any, **changes: Any) -> Any:
     updates = {}
     for key, value in changes.items():
         current = getattr(cfg, key)
-        updates[key] = (dataclasses.replace(current, **value)
-                        if isinstance(value, dict) and dataclasses.is_dataclass(current) else value)
+        updates[key] = (
+            dataclasses.replace(current, **value)
+            if isinstance(value, dict) and dataclasses.is_dataclass(current)
+            else value
+        )
     return dataclasses.replace(cfg, **updates)

@@ -52,8 +52,9 @@ def compile_networks(model: Compilable, device: torch.device, *, announce: bool 
             problem = f"compiling failed ({str(error).strip().splitlines()[0][:160]})"
     if problem:
         if announce:
-            tqdm.write(f"warning: train.compile: {problem}; training without compiling",
-                       file=sys.stderr)
+            tqdm.write(
+                f"warning: train.compile: {problem}; training without compiling", file=sys.stderr
+            )
         return
     torch._dynamo.config.suppress_errors = True
     # Compile afresh: shapes an earlier run in this process saw would otherwise make this one

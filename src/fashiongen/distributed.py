@@ -85,15 +85,17 @@ class DistContext:
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size % self.world_size:
-            raise ConfigError(f"train.batch_size={batch_size} is the global batch: it must be "
-                              f"divisible by the number of processes ({self.world_size})")
+            raise ConfigError(
+                f"train.batch_size={batch_size} is the global batch: it must be "
+                f"divisible by the number of processes ({self.world_size})"
+            )
 
     def shard(self, batch_index: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous slice of a global batch's indices (B,) -> (B / world_size,)."""
         if not self.is_distributed:
             return batch_index
         per_rank = len(batch_index) // self.world_size
-        return batch_index[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return batch_index[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def default_num_threads(self) -> int | None:
         """CPU threads per process when train.num_threads is 0: the cores shared out among
@@ -170,24 +172,35 @@ def setup(device_kind: str) -> DistContext:
     if device_kind == "auto":
         device_kind = "cuda" if torch.cuda.is_available() else "cpu"
     if device_kind not in ("cpu", "cuda"):
-        raise ConfigError(f"distributed training runs on cpu or cuda, not {device_kind}: "
-                          "set train.device")
+        raise ConfigError(
+            f"distributed training runs on cpu or cuda, not {device_kind}: set train.device"
+        )
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     device = torch.device("cpu")
     if device_kind == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {local_rank} has no GPU: this node has "
-                              f"{torch.cuda.device_count()}; start at most that many processes")
+            raise ConfigError(
+                f"local rank {local_rank} has no GPU: this node has "
+                f"{torch.cuda.device_count()}; start at most that many processes"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     owns_group = not dist.is_initialized()
     if owns_group:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                **({"device_id": device} if device.type == "cuda" else {}))
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank,
-                       local_world_size=local_world_size, device=device, owns_group=owns_group)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
+    return DistContext(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        local_world_size=local_world_size,
+        device=device,
+        owns_group=owns_group,
+    )
 
 
 def teardown(ctx: DistContext) -> None:
@@ -246,8 +259,9 @@ class _GradientAverager:
         self.world_size = world_size
         self.ready: set[int] = set()
         self.queued = False
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready)
-                        for p in self.params]
+        self.handles = [
+            p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in self.params
+        ]
 
     def _on_grad_ready(self, param: torch.Tensor) -> None:
         self.ready.add(id(param))
@@ -292,8 +306,9 @@ class ReplicaSync:
     Built by the training loop after the model and its optimizers; `close` removes the hooks.
     """
 
-    def __init__(self, ctx: DistContext, model: torch.nn.Module,
-                 optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    def __init__(
+        self, ctx: DistContext, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> None:
         self.ctx = ctx
         self.model = model
         self.num_resyncs = 0  # times rank 0's parameters were copied over diverged replicas
@@ -303,8 +318,11 @@ class ReplicaSync:
                 for p in group["params"]:
                     owned.setdefault(id(p), p)
         self.owned = list(owned.values())
-        self.averager = (_GradientAverager([p for p in self.owned if p.requires_grad],
-                                           ctx.world_size) if ctx.is_distributed else None)
+        self.averager = (
+            _GradientAverager([p for p in self.owned if p.requires_grad], ctx.world_size)
+            if ctx.is_distributed
+            else None
+        )
 
     def close(self) -> None:
         if self.averager is not None:
@@ -319,8 +337,7 @@ class ReplicaSync:
     def broadcast_from_main(self, extra: dict[str, torch.Tensor] | None = None) -> None:
         """Copy rank 0's parameters, buffers and `extra` tensors (EMA) to every rank."""
         if self.ctx.is_distributed:
-            broadcast_([*self.model.parameters(), *self.model.buffers(),
-                        *(extra or {}).values()])
+            broadcast_([*self.model.parameters(), *self.model.buffers(), *(extra or {}).values()])
 
     def _checksum(self) -> float:
         """A cheap fingerprint of the optimised parameters (float64 sum of sums)."""
@@ -344,14 +361,16 @@ class ReplicaSync:
             bad = next((k for k in keys if not math.isfinite(losses[k])), "")
             bad = bad or ("" if weights_finite else WEIGHTS)
             return StepVerdict(not bad, losses, bad)
-        row = torch.tensor([self._checksum(), float(weights_finite), *(losses[k] for k in keys)],
-                           dtype=torch.float64, device=self.ctx.device)
+        row = torch.tensor(
+            [self._checksum(), float(weights_finite), *(losses[k] for k in keys)],
+            dtype=torch.float64,
+            device=self.ctx.device,
+        )
         rows = [torch.empty_like(row) for _ in range(self.ctx.world_size)]
         dist.all_gather(rows, row)
         table = torch.stack(rows).cpu()  # (world_size, 2 + num_losses)
         finite_by_key = torch.isfinite(table[:, 2:]).all(0)
-        bad = next((k for k, ok in zip(keys, finite_by_key.tolist(), strict=True) if not ok),
-                   "")
+        bad = next((k for k, ok in zip(keys, finite_by_key.tolist(), strict=True) if not ok), "")
         bad = bad or ("" if bool(table[:, 1].all()) else WEIGHTS)
         if bad:
             return StepVerdict(False, losses, bad)
@@ -360,8 +379,10 @@ class ReplicaSync:
             self.num_resyncs += 1
         broadcast_(self._unowned_state())
         means = table[:, 2:].mean(0).tolist()
-        averaged = {k: (float(table[0, 2 + i]) if k.startswith("event_") else means[i])
-                    for i, k in enumerate(keys)}
+        averaged = {
+            k: (float(table[0, 2 + i]) if k.startswith("event_") else means[i])
+            for i, k in enumerate(keys)
+        }
         return StepVerdict(True, averaged)
 
     def agree_to_stop(self, stop_requested: bool, out_of_time: bool) -> tuple[bool, bool]:
@@ -382,5 +403,7 @@ class ReplicaSync:
         digests = self.ctx.all_gather_object(tensors_digest(tensors))
         differing = [r for r, d in enumerate(digests) if d != digests[0]]
         if differing:
-            raise RuntimeError(f"model replicas diverged: ranks {differing} differ from rank 0 "
-                               "(a bug in fashiongen.distributed)")
+            raise RuntimeError(
+                f"model replicas diverged: ranks {differing} differ from rank 0 "
+                "(a bug in fashiongen.distributed)"
+            )

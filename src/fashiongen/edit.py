@@ -50,17 +50,25 @@ def read_picture(path: str | Path, what: str = "input") -> Image.Image:
 
 def check_strength(strength: float) -> float:
     """`strength` if it lies in (0, 1], else a one-line ConfigError."""
-    if not (isinstance(strength, int | float) and math.isfinite(strength)
-            and 0 < strength <= 1):
+    if not (isinstance(strength, int | float) and math.isfinite(strength) and 0 < strength <= 1):
         raise ConfigError(f"--strength must lie in (0, 1], got {strength}")
     return float(strength)
 
 
-def edit_to(out: str | Path, model_source: str | Path, inputs: list[str | Path], *,
-            strength: float = editing.DEFAULT_STRENGTH, class_name: str | None = None,
-            mask: str | Path | None = None, num_variations: int = 1, seed: int = 0,
-            use_transfer: bool = False, use_fill: bool = False,
-            overwrite: bool = False) -> EditResult:
+def edit_to(
+    out: str | Path,
+    model_source: str | Path,
+    inputs: list[str | Path],
+    *,
+    strength: float = editing.DEFAULT_STRENGTH,
+    class_name: str | None = None,
+    mask: str | Path | None = None,
+    num_variations: int = 1,
+    seed: int = 0,
+    use_transfer: bool = False,
+    use_fill: bool = False,
+    overwrite: bool = False,
+) -> EditResult:
     """Edit `inputs` with the model at `model_source` and write the results to `out`.
 
     Args:
@@ -90,28 +98,55 @@ def edit_to(out: str | Path, model_source: str | Path, inputs: list[str | Path],
     editing.editor_of(model)  # a family that cannot edit says so now
     class_names = class_names_of(checkpoint) if model.num_classes else []
     label = _label(model.num_classes, class_name, class_names)
-    fitted = [editing.fit_to_frame(picture, model.image_shape, use_fill=use_fill)
-              for picture in pictures]
-    masks = None if mask_picture is None else torch.from_numpy(
-        np.stack([editing.mask_to_frame(mask_picture, framing) for _, framing in fitted]))
+    fitted = [
+        editing.fit_to_frame(picture, model.image_shape, use_fill=use_fill) for picture in pictures
+    ]
+    masks = (
+        None
+        if mask_picture is None
+        else torch.from_numpy(
+            np.stack([editing.mask_to_frame(mask_picture, framing) for _, framing in fitted])
+        )
+    )
     x = to_model_range(torch.stack([torch.from_numpy(array) for array, _ in fitted]))
     x = x.repeat_interleave(num_variations, dim=0)
     labels = None if label is None else torch.full((len(x),), label, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     if masks is not None:
-        out_images = editing.inpaint(model, x, masks.repeat_interleave(num_variations, dim=0),
-                                     labels=labels, strength=strength, generator=generator)
+        out_images = editing.inpaint(
+            model,
+            x,
+            masks.repeat_interleave(num_variations, dim=0),
+            labels=labels,
+            strength=strength,
+            generator=generator,
+        )
     else:
-        guidance, sampling = ((editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
-                              if use_transfer else (editing.Guidance(),
-                                                    editing.DEFAULT_EDIT_SAMPLING))
-        out_images = editing.refine(model, x, strength, labels=labels, guidance=guidance,
-                                    sampling=sampling, generator=generator)
-    written = save_samples(out, to_uint8(out_images), labels,
-                           class_names=class_names or None, num_rows=len(inputs),
-                           overwrite=overwrite)
-    conversions = [f"{path}: {framing.describe()}" for path, (_, framing)
-                   in zip(inputs, fitted, strict=True)]
+        guidance, sampling = (
+            (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
+            if use_transfer
+            else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
+        )
+        out_images = editing.refine(
+            model,
+            x,
+            strength,
+            labels=labels,
+            guidance=guidance,
+            sampling=sampling,
+            generator=generator,
+        )
+    written = save_samples(
+        out,
+        to_uint8(out_images),
+        labels,
+        class_names=class_names or None,
+        num_rows=len(inputs),
+        overwrite=overwrite,
+    )
+    conversions = [
+        f"{path}: {framing.describe()}" for path, (_, framing) in zip(inputs, fitted, strict=True)
+    ]
     return EditResult(written, len(out_images), conversions)
 
 
@@ -124,12 +159,17 @@ def _label(num_classes: int, class_name: str | None, class_names: list[str]) -> 
     return label
 
 
-def edit_command(out: str, model: str, inputs: list[str], *, strength: float | None,
-                 **options: object) -> int:
+def edit_command(
+    out: str, model: str, inputs: list[str], *, strength: float | None, **options: object
+) -> int:
     """`fashiongen edit`: edit, then print each input's conversion and what was written."""
-    result = edit_to(out, model_source(model), inputs,
-                     strength=_default_strength(options) if strength is None else strength,
-                     **options)
+    result = edit_to(
+        out,
+        model_source(model),
+        inputs,
+        strength=_default_strength(options) if strength is None else strength,
+        **options,
+    )
     for line in result.conversions:
         print(f"input {line}")
     print(f"wrote {result.num_images} edited images from {model} to {result.out}")

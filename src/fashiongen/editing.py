@@ -65,17 +65,22 @@ class Guidance:
 
     def __post_init__(self) -> None:
         if self.form not in GUIDANCE_FORMS:
-            raise ConfigError(f"guidance form must be one of {', '.join(GUIDANCE_FORMS)}, "
-                              f"got {self.form!r}")
+            raise ConfigError(
+                f"guidance form must be one of {', '.join(GUIDANCE_FORMS)}, got {self.form!r}"
+            )
         if not 0 < self.sigma <= MAX_GUIDANCE_SIGMA:
-            raise ConfigError(f"guidance sigma must lie in (0, {MAX_GUIDANCE_SIGMA}], "
-                              f"got {self.sigma}")
+            raise ConfigError(
+                f"guidance sigma must lie in (0, {MAX_GUIDANCE_SIGMA}], got {self.sigma}"
+            )
         if not 0 <= self.weight < MAX_LANDWEBER_STEP:
-            raise ConfigError(f"guidance weight must lie in [0, {MAX_LANDWEBER_STEP}), "
-                              f"got {self.weight}")
+            raise ConfigError(
+                f"guidance weight must lie in [0, {MAX_LANDWEBER_STEP}), got {self.weight}"
+            )
         if not 1 <= self.num_iterations <= MAX_GUIDANCE_ITERATIONS:
-            raise ConfigError(f"guidance iterations must be between 1 and "
-                              f"{MAX_GUIDANCE_ITERATIONS}, got {self.num_iterations}")
+            raise ConfigError(
+                f"guidance iterations must be between 1 and "
+                f"{MAX_GUIDANCE_ITERATIONS}, got {self.num_iterations}"
+            )
         if not 0 <= self.stop <= 1:
             raise ConfigError(f"guidance stop must lie in [0, 1], got {self.stop}")
 
@@ -92,8 +97,10 @@ def editor_of(model: Family) -> Diffusion:
         return model
     if isinstance(model, DraftRefiner):
         return model.refiner
-    raise ConfigError(f"the {model.config.name} family cannot edit images (refine, inpaint "
-                      "and variations need a diffusion denoiser): use a ddpm or hybrid model")
+    raise ConfigError(
+        f"the {model.config.name} family cannot edit images (refine, inpaint "
+        "and variations need a diffusion denoiser): use a ddpm or hybrid model"
+    )
 
 
 def can_edit(model: Family) -> bool:
@@ -108,33 +115,43 @@ def t_start_of(denoiser: Diffusion, strength: float) -> int:
     t_start = max(0, round(strength * denoiser.num_timesteps) - 1)
     if t_start > denoiser.max_timestep:
         highest = (denoiser.max_timestep + 1) / denoiser.num_timesteps
-        raise ConfigError(f"strength {strength} is above {highest:g}, the highest this "
-                          "model's denoiser was trained for")
+        raise ConfigError(
+            f"strength {strength} is above {highest:g}, the highest this "
+            "model's denoiser was trained for"
+        )
     return t_start
 
 
-def _prepare(model: Family, images: torch.Tensor, labels: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _prepare(
+    model: Family, images: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images as float (B, C, H, W) in [-1, 1] on the model's device; labels checked."""
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ConfigError(f"images must be (B, {', '.join(map(str, model.image_shape))}), got "
-                          f"{tuple(images.shape)}: convert them with fit_to_frame")
+        raise ConfigError(
+            f"images must be (B, {', '.join(map(str, model.image_shape))}), got "
+            f"{tuple(images.shape)}: convert them with fit_to_frame"
+        )
     if labels is not None:
         labels = model.check_labels(len(images), labels)
     return images.to(model.device, torch.float32), labels
 
 
-def _denoiser_fn(denoiser: Diffusion, labels: torch.Tensor | None,
-                 sampling: SampleConfig):
+def _denoiser_fn(denoiser: Diffusion, labels: torch.Tensor | None, sampling: SampleConfig):
     return partial(denoiser.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
 
 
 @torch.no_grad()
-def refine(model: Family, images: torch.Tensor, strength: float = DEFAULT_STRENGTH, *,
-           labels: torch.Tensor | None = None, guidance: Guidance | None = Guidance(),
-           sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
-           generator: torch.Generator | None = None,
-           callback: Callback | None = None) -> torch.Tensor:
+def refine(
+    model: Family,
+    images: torch.Tensor,
+    strength: float = DEFAULT_STRENGTH,
+    *,
+    labels: torch.Tensor | None = None,
+    guidance: Guidance | None = Guidance(),
+    sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """Image to image: noise to `strength`, denoise with low-pass guidance (SDEdit + ILVR).
 
     Args:
@@ -158,26 +175,46 @@ def refine(model: Family, images: torch.Tensor, strength: float = DEFAULT_STRENG
         return x0
     denoise = _denoiser_fn(denoiser, labels, sampling)
     if guidance is not None:
-        denoise = low_pass_guided(denoise, x0, sigma=guidance.sigma, weight=guidance.weight,
-                                  num_iterations=guidance.num_iterations, form=guidance.form,
-                                  t_stop=round(guidance.stop * denoiser.num_timesteps) - 1)
+        denoise = low_pass_guided(
+            denoise,
+            x0,
+            sigma=guidance.sigma,
+            weight=guidance.weight,
+            num_iterations=guidance.num_iterations,
+            form=guidance.form,
+            t_stop=round(guidance.stop * denoiser.num_timesteps) - 1,
+        )
     eps = model.randn(*x0.shape, generator=generator)
     t = torch.full((len(x0),), t_start, dtype=torch.long, device=x0.device)
     x_start = denoiser.schedule.q_sample(x0, t, eps)
     with eval_mode(model):
         out = get_sampler(sampling.sampler)(
-            denoise, x_start, denoiser.schedule, num_steps=sampling.num_steps,
-            t_start=t_start, eta=sampling.eta, generator=generator, callback=callback)
+            denoise,
+            x_start,
+            denoiser.schedule,
+            num_steps=sampling.num_steps,
+            t_start=t_start,
+            eta=sampling.eta,
+            generator=generator,
+            callback=callback,
+        )
     return out.clamp(-1, 1)
 
 
 @torch.no_grad()
-def inpaint(model: Family, images: torch.Tensor, mask: torch.Tensor, *,
-            labels: torch.Tensor | None = None, strength: float = 1.0,
-            jump_length: int = DEFAULT_JUMP_LENGTH, num_resamples: int = DEFAULT_NUM_RESAMPLES,
-            sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
-            generator: torch.Generator | None = None,
-            callback: Callback | None = None) -> torch.Tensor:
+def inpaint(
+    model: Family,
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    strength: float = 1.0,
+    jump_length: int = DEFAULT_JUMP_LENGTH,
+    num_resamples: int = DEFAULT_NUM_RESAMPLES,
+    sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """Regenerate the masked pixels, keep the others bit for bit (RePaint).
 
     Args:
@@ -200,35 +237,59 @@ def inpaint(model: Family, images: torch.Tensor, mask: torch.Tensor, *,
     x0, labels = _prepare(model, images, labels)
     mask = torch.as_tensor(mask, dtype=torch.bool, device=x0.device)
     if mask.dim() != 4 or mask.shape[-2:] != x0.shape[-2:]:
-        raise ConfigError(f"mask must be (B, 1, {x0.shape[-2]}, {x0.shape[-1]}), got "
-                          f"{tuple(mask.shape)}")
+        raise ConfigError(
+            f"mask must be (B, 1, {x0.shape[-2]}, {x0.shape[-1]}), got {tuple(mask.shape)}"
+        )
     if strength == 0 or not mask.any():
         return x0
     if num_resamples < 1 or jump_length < 1:
         raise ConfigError("inpaint: jump_length and num_resamples must be >= 1")
     denoise = _denoiser_fn(denoiser, labels, sampling)
     with eval_mode(model):
-        out = repaint(denoise, x0, mask, denoiser.schedule, num_steps=sampling.num_steps,
-                      t_start=t_start, jump_length=jump_length, num_resamples=num_resamples,
-                      generator=generator, callback=callback)
+        out = repaint(
+            denoise,
+            x0,
+            mask,
+            denoiser.schedule,
+            num_steps=sampling.num_steps,
+            t_start=t_start,
+            jump_length=jump_length,
+            num_resamples=num_resamples,
+            generator=generator,
+            callback=callback,
+        )
     # Clamping the generated pixels only: the kept ones are returned as given.
     return torch.where(mask.expand_as(out), out.clamp(-1, 1), x0)
 
 
-def variations(model: Family, image: torch.Tensor, num_variations: int,
-               strength: float = DEFAULT_STRENGTH, *, label: int | None = None,
-               guidance: Guidance | None = Guidance(),
-               sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
-               generator: torch.Generator | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
+def variations(
+    model: Family,
+    image: torch.Tensor,
+    num_variations: int,
+    strength: float = DEFAULT_STRENGTH,
+    *,
+    label: int | None = None,
+    guidance: Guidance | None = Guidance(),
+    sampling: SampleConfig = DEFAULT_EDIT_SAMPLING,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """`num_variations` refinements of one image (C, H, W) or (1, C, H, W), each with its
     own noise: (num_variations, C, H, W) in [-1, 1]."""
     if num_variations < 1:
         raise ConfigError(f"variations: the number must be >= 1, got {num_variations}")
     batch = image.reshape(1, *image.shape[-3:]).expand(num_variations, -1, -1, -1)
     labels = None if label is None else torch.full((num_variations,), label, dtype=torch.long)
-    return refine(model, batch, strength, labels=labels, guidance=guidance, sampling=sampling,
-                  generator=generator, callback=callback)
+    return refine(
+        model,
+        batch,
+        strength,
+        labels=labels,
+        guidance=guidance,
+        sampling=sampling,
+        generator=generator,
+        callback=callback,
+    )
 
 
 # ---------------------------------------------------------------------- input conversion
@@ -246,8 +307,10 @@ class Framing:
 
     @property
     def offset(self) -> tuple[int, int]:
-        return ((self.frame[0] - self.fitted_size[0]) // 2,
-                (self.frame[1] - self.fitted_size[1]) // 2)
+        return (
+            (self.frame[0] - self.fitted_size[0]) // 2,
+            (self.frame[1] - self.fitted_size[1]) // 2,
+        )
 
     def apply(self, grey: Image.Image) -> Image.Image:
         """Crop, resize and centre a mode-"L" picture of `source_size` on black."""
@@ -268,8 +331,9 @@ class Framing:
             steps.append(f"cropped to the garment ({right - left}x{bottom - top})")
         if self.fitted_size != self.frame or self.crop != (0, 0, w, h):
             fw, fh = self.fitted_size
-            steps.append(f"resized to {fw}x{fh}, centred on a black "
-                         f"{self.frame[0]}x{self.frame[1]}")
+            steps.append(
+                f"resized to {fw}x{fh}, centred on a black {self.frame[0]}x{self.frame[1]}"
+            )
         return " -> ".join(steps) if len(steps) > 1 else f"{w}x{h}, used as it is"
 
 
@@ -289,8 +353,9 @@ def to_grey(picture: Image.Image) -> Image.Image:
     return picture.convert("L")
 
 
-def fit_to_frame(picture: Image.Image, image_shape: ImageShape, *,
-                 use_fill: bool = False) -> tuple[np.ndarray, Framing]:
+def fit_to_frame(
+    picture: Image.Image, image_shape: ImageShape, *, use_fill: bool = False
+) -> tuple[np.ndarray, Framing]:
     """Any picture -> uint8 (C, H, W) for the model, as Fashion-MNIST's images were made.
 
     A picture already of the frame's size is only made grey (and inverted if its background
@@ -311,8 +376,9 @@ def fit_to_frame(picture: Image.Image, image_shape: ImageShape, *,
         grey = fill_outlines(grey)
         array = np.asarray(grey)
     if grey.size == (width, height):
-        framing = Framing(grey.size, (0, 0, width, height), (width, height), (width, height),
-                          inverted)
+        framing = Framing(
+            grey.size, (0, 0, width, height), (width, height), (width, height), inverted
+        )
     else:
         framing = _framing(array, (width, height), inverted)
     fitted = np.asarray(framing.apply(grey))
@@ -340,8 +406,10 @@ def _framing(array: np.ndarray, frame: tuple[int, int], inverted: bool) -> Frami
         crop = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
     crop_w, crop_h = crop[2] - crop[0], crop[3] - crop[1]
     scale = min(frame[0] / crop_w, frame[1] / crop_h)
-    fitted = (max(1, min(frame[0], round(crop_w * scale))),
-              max(1, min(frame[1], round(crop_h * scale))))
+    fitted = (
+        max(1, min(frame[0], round(crop_w * scale))),
+        max(1, min(frame[1], round(crop_h * scale))),
+    )
     return Framing(source, crop, fitted, frame, inverted)
 
 
@@ -350,9 +418,11 @@ def mask_to_frame(mask: Image.Image, framing: Framing) -> np.ndarray:
     the frame's size is used as it is, one of the input's size follows its framing."""
     frame = framing.frame
     if mask.size not in (frame, framing.source_size):
-        raise ConfigError(f"the mask is {mask.size[0]}x{mask.size[1]}: it must be "
-                          f"{frame[0]}x{frame[1]} (the model's images) or "
-                          f"{framing.source_size[0]}x{framing.source_size[1]} (the input's)")
+        raise ConfigError(
+            f"the mask is {mask.size[0]}x{mask.size[1]}: it must be "
+            f"{frame[0]}x{frame[1]} (the model's images) or "
+            f"{framing.source_size[0]}x{framing.source_size[1]} (the input's)"
+        )
     grey = to_grey(mask)
     if grey.size != frame:
         grey = replace(framing, inverted=False).apply(grey)

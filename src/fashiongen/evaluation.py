@@ -81,8 +81,9 @@ def json_safe(value: Any) -> Any:
 def write_json(path: str | Path, data: Any, *, overwrite: bool = True) -> Path:
     """Write `data` as indented JSON, atomically (an existing file refused unless `overwrite`)."""
     path = Path(path)
-    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n",
-                      overwrite=overwrite)
+    write_text_atomic(
+        path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", overwrite=overwrite
+    )
     return path
 
 
@@ -104,22 +105,38 @@ class Drawn:
     seconds: float
 
 
-def draw_balanced(model: Family, num_samples: int, *, sampling: SampleConfig | None = None,
-                  seed: int = 0, progress: bool = False) -> Drawn:
+def draw_balanced(
+    model: Family,
+    num_samples: int,
+    *,
+    sampling: SampleConfig | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Drawn:
     """`num_samples` images from one seed, classes balanced if the model is conditional;
     without `sampling`, a loaded model uses its checkpoint's settings."""
     limits.check_images_fit(num_samples, model.image_shape)
     labels = balanced_labels(num_samples, model.num_classes)
     started = time.perf_counter()
-    images = generate(model, num_samples, labels=labels, seed=seed, sampling=sampling,
-                      progress=progress)
+    images = generate(
+        model, num_samples, labels=labels, seed=seed, sampling=sampling, progress=progress
+    )
     return Drawn(images, labels, time.perf_counter() - started)
 
 
-def draw_and_score(model: Family, num_samples: int, *, sampling: SampleConfig | None = None,
-                   seed: int = 0, dataset: str = "fashion-mnist", ref: str = "test",
-                   featnet: Any = None, use_memorisation: bool = True, use_cache: bool = True,
-                   progress: bool = False) -> tuple[dict[str, Any], Drawn]:
+def draw_and_score(
+    model: Family,
+    num_samples: int,
+    *,
+    sampling: SampleConfig | None = None,
+    seed: int = 0,
+    dataset: str = "fashion-mnist",
+    ref: str = "test",
+    featnet: Any = None,
+    use_memorisation: bool = True,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> tuple[dict[str, Any], Drawn]:
     """Draw balanced samples (`draw_balanced`) and score them with every metric.
 
     `seed` seeds the sampling and the KID subsets; `dataset`, `ref`, `featnet`,
@@ -129,9 +146,16 @@ def draw_and_score(model: Family, num_samples: int, *, sampling: SampleConfig | 
         (the metrics dict, the samples drawn).
     """
     drawn = draw_balanced(model, num_samples, sampling=sampling, seed=seed, progress=progress)
-    result = metrics.evaluate(drawn.images, labels=drawn.labels, dataset=dataset, ref=ref,
-                              featnet=featnet, seed=seed, use_memorisation=use_memorisation,
-                              use_cache=use_cache)
+    result = metrics.evaluate(
+        drawn.images,
+        labels=drawn.labels,
+        dataset=dataset,
+        ref=ref,
+        featnet=featnet,
+        seed=seed,
+        use_memorisation=use_memorisation,
+        use_cache=use_cache,
+    )
     return result, drawn
 
 
@@ -176,8 +200,11 @@ def is_checkpoint(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix == ".safetensors"
-    return path.is_dir() and ((path / "weights.safetensors").is_file()
-                              or (path / "final").is_dir() or bool(list_checkpoints(path)))
+    return path.is_dir() and (
+        (path / "weights.safetensors").is_file()
+        or (path / "final").is_dir()
+        or bool(list_checkpoints(path))
+    )
 
 
 def load_for_sampling(path: str | Path, device: str = "auto") -> tuple[Any, Checkpoint]:
@@ -190,10 +217,18 @@ def resolve_featnet(featnet: Any, dataset: str) -> Any:
     return featnet if featnet is not None else featnets.load_featnet(dataset)
 
 
-def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: str = "test",
-                    seed: int = 0, dataset: str | None = None, featnet: Any = None,
-                    use_memorisation: bool = True, use_cache: bool = True,
-                    progress: bool = False) -> dict[str, Any]:
+def evaluate_source(
+    source: str | Path,
+    *,
+    num_samples: int | None = None,
+    ref: str = "test",
+    seed: int = 0,
+    dataset: str | None = None,
+    featnet: Any = None,
+    use_memorisation: bool = True,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Score a checkpoint, run folder, `.npz` sample file or folder of PNGs with every metric.
 
     Args:
@@ -221,41 +256,58 @@ def evaluate_source(source: str | Path, *, num_samples: int | None = None, ref: 
     try:
         path = model_source(source)  # a zoo name, or an existing path
     except CheckpointError:
-        raise DataError(f"no such checkpoint, run folder, zoo model or sample file: {source}"
-                        ) from None
-    scoring = {"ref": ref, "seed": seed, "use_memorisation": use_memorisation,
-               "use_cache": use_cache}
+        raise DataError(
+            f"no such checkpoint, run folder, zoo model or sample file: {source}"
+        ) from None
+    scoring = {
+        "ref": ref,
+        "seed": seed,
+        "use_memorisation": use_memorisation,
+        "use_cache": use_cache,
+    }
     if is_checkpoint(path):
         model, checkpoint = load_for_sampling(path)
         dataset = dataset or checkpoint.config.data.name
         featnet = resolve_featnet(featnet, dataset)
-        result, drawn = draw_and_score(model, num_samples or DEFAULT_NUM_SAMPLES,
-                                       sampling=checkpoint.config.sample, dataset=dataset,
-                                       featnet=featnet, progress=progress, **scoring)
+        result, drawn = draw_and_score(
+            model,
+            num_samples or DEFAULT_NUM_SAMPLES,
+            sampling=checkpoint.config.sample,
+            dataset=dataset,
+            featnet=featnet,
+            progress=progress,
+            **scoring,
+        )
         info = checkpoint_info(model, checkpoint, drawn)
     else:
         dataset = dataset or "fashion-mnist"
         featnet = resolve_featnet(featnet, dataset)
         images, labels, info = _read_sample_set(path, num_samples, featnet.class_names)
-        result = metrics.evaluate(images, labels=labels, dataset=dataset, featnet=featnet,
-                                  **scoring)
+        result = metrics.evaluate(
+            images, labels=labels, dataset=dataset, featnet=featnet, **scoring
+        )
     result["notes"] = list(info.pop("notes", [])) + result["notes"]
     result["source"] = info
     result["seed"] = seed
     return result
 
 
-def _read_sample_set(path: Path, num_samples: int | None, class_names: list[str]
-                     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+def _read_sample_set(
+    path: Path, num_samples: int | None, class_names: list[str]
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """The first `num_samples` (default all) images of a sample set, labels, description."""
     samples = read_samples(path, class_names=class_names)
     if num_samples is not None and num_samples > len(samples):
-        raise ConfigError(f"{path} holds {len(samples)} samples, fewer than the "
-                          f"{num_samples} asked for")
+        raise ConfigError(
+            f"{path} holds {len(samples)} samples, fewer than the {num_samples} asked for"
+        )
     count = num_samples or len(samples)
     labels = None if samples.labels is None else samples.labels[:count]
-    return samples.images[:count], labels, {"kind": "samples", "path": str(path),
-                                            "notes": samples.notes}
+    return (
+        samples.images[:count],
+        labels,
+        {"kind": "samples", "path": str(path), "notes": samples.notes},
+    )
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -265,8 +317,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
     accuracy = "unknown" if net["test_accuracy"] is None else f"{net['test_accuracy']:.4f}"
     if source.get("kind") == "checkpoint":
         classes = "balanced class labels" if source.get("num_classes") else "unconditional"
-        what = (f"{source['path']} ({source['family']}, step {source['step']}, "
-                f"{source['sampler']}, {classes}, seed {result.get('seed', 0)})")
+        what = (
+            f"{source['path']} ({source['family']}, step {source['step']}, "
+            f"{source['sampler']}, {classes}, seed {result.get('seed', 0)})"
+        )
     else:
         labelled = "with labels" if result["conditional_accuracy"] is not None else "no labels"
         what = f"{source.get('path', '?')} (sample set, {labelled})"
@@ -275,8 +329,11 @@ def format_evaluation(result: dict[str, Any]) -> str:
         f"samples:     N = {result['num_samples']}",
         f"reference:   {result['dataset']} {result['ref']} split, {result['ref_count']} images",
         f"feature net: {net['name']}, test accuracy {accuracy}, fingerprint {net['fingerprint']}",
-        *([f"metric:      {result['metric']['name']} v{result['metric']['version']}"]
-          if "metric" in result else []),
+        *(
+            [f"metric:      {result['metric']['name']} v{result['metric']['version']}"]
+            if "metric" in result
+            else []
+        ),
         "",
         f"{'metric':<16}{'value':>10}   meaning",
     ]
@@ -284,8 +341,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
     for key, header, fmt in METRICS:
         lines.append(f"{header:<16}{format_cell(result.get(key), fmt):>10}   {meanings[key]}")
     if source.get("sample_images_per_second"):
-        lines.append(f"{'sampling':<16}{source['sample_images_per_second']:>10.0f}   "
-                     f"images/s on {source['device']}, {source['num_threads']} threads")
+        lines.append(
+            f"{'sampling':<16}{source['sample_images_per_second']:>10.0f}   "
+            f"images/s on {source['device']}, {source['num_threads']} threads"
+        )
     lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
 

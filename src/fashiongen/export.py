@@ -47,23 +47,29 @@ def _require_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("the onnx backend needs onnxruntime: pip install 'fashiongen[onnx]'"
-                          ) from None
+        raise ConfigError(
+            "the onnx backend needs onnxruntime: pip install 'fashiongen[onnx]'"
+        ) from None
     return onnxruntime
 
 
 def sampling_calls(model: Family) -> dict[str, tuple]:
     """The arguments each sampling network receives when `model` draws two images."""
     calls: dict[str, tuple] = {}
-    hooks = [model.get_submodule(name).register_forward_pre_hook(
-        lambda _module, args, name=name: calls.setdefault(name, args))
-        for name in model.ema_module_names]
+    hooks = [
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda _module, args, name=name: calls.setdefault(name, args)
+        )
+        for name in model.ema_module_names
+    ]
     try:
         # The family's defaults run every sampling network (a hybrid's refiner included);
         # in fp32, as the exported networks run (no `auto` probe calls them first).
-        model.sample(2, generator=torch.Generator().manual_seed(0),
-                     sampling=dataclasses.replace(model.default_sampling(), num_steps=2,
-                                                  precision="fp32"))
+        model.sample(
+            2,
+            generator=torch.Generator().manual_seed(0),
+            sampling=dataclasses.replace(model.default_sampling(), num_steps=2, precision="fp32"),
+        )
     finally:
         for hook in hooks:
             hook.remove()
@@ -81,42 +87,53 @@ class _TensorArguments(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         given = iter(tensors)
-        return self.network(*[None if i in self.none_at else next(given)
-                              for i in range(self.num_args)])
+        return self.network(
+            *[None if i in self.none_at else next(given) for i in range(self.num_args)]
+        )
 
 
 def io_names(network: nn.Module, example: tuple) -> tuple[list[str], str]:
     """The ONNX input names of the tensors in `example` and the output's name: a denoiser
     (called with a timestep) predicts, every other sampling network returns an image."""
     params = list(inspect.signature(network.forward).parameters)
-    names = [INPUT_NAMES.get(params[i], params[i]) for i, a in enumerate(example)
-             if a is not None]
+    names = [INPUT_NAMES.get(params[i], params[i]) for i, a in enumerate(example) if a is not None]
     return names, "prediction" if "timestep" in names else "image"
 
 
-def export_metadata(model: Family, name: str, *, sampling: SampleConfig | None = None,
-                    class_names: list[str] | None = None) -> dict[str, str]:
+def export_metadata(
+    model: Family,
+    name: str,
+    *,
+    sampling: SampleConfig | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, str]:
     """What a client needs to use network `name` of `model` without fashiongen's code."""
     sampling = sampling or own_sampling(model) or SampleConfig()
     owner, _, _ = name.rpartition(".")  # a hybrid's part ("refiner.net"): its own family
     family = model.get_submodule(owner) if owner else model
     metadata = {
-        "format": EXPORT_FORMAT, "fashiongen_version": __version__,
-        "family": model.config.name, "network": name,
-        "image_shape": json.dumps(list(model.image_shape)), "value_range": "[-1, 1]",
+        "format": EXPORT_FORMAT,
+        "fashiongen_version": __version__,
+        "family": model.config.name,
+        "network": name,
+        "image_shape": json.dumps(list(model.image_shape)),
+        "value_range": "[-1, 1]",
         "num_classes": str(model.num_classes),
         "class_names": json.dumps(list(class_names or [])),
         "latent_shape": json.dumps(list(model.latent_shape)),
     }
     if isinstance(family, Diffusion):  # the sampler a client reimplements
-        metadata.update({
-            "schedule": family.config.schedule, "prediction": family.config.prediction,
-            "num_train_timesteps": str(family.config.num_train_timesteps),
-            "recommended_sampler": sampling.sampler,
-            "recommended_num_steps": str(sampling.num_steps),
-            "recommended_guidance_scale": str(sampling.guidance_scale),
-            "null_class_label": str(model.num_classes),
-        })
+        metadata.update(
+            {
+                "schedule": family.config.schedule,
+                "prediction": family.config.prediction,
+                "num_train_timesteps": str(family.config.num_train_timesteps),
+                "recommended_sampler": sampling.sampler,
+                "recommended_num_steps": str(sampling.num_steps),
+                "recommended_guidance_scale": str(sampling.guidance_scale),
+                "null_class_label": str(model.num_classes),
+            }
+        )
     if isinstance(model, DraftRefiner):
         metadata["recommended_strength"] = str(sampling.strength)
     return metadata
@@ -131,9 +148,13 @@ def _fingerprint(network: nn.Module, example: tuple, metadata: dict[str, str]) -
     return digest.hexdigest()[:16]
 
 
-def export_onnx(model: Family, out_dir: str | Path | None = None, *,
-                sampling: SampleConfig | None = None,
-                class_names: list[str] | None = None) -> dict[str, Path]:
+def export_onnx(
+    model: Family,
+    out_dir: str | Path | None = None,
+    *,
+    sampling: SampleConfig | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, Path]:
     """Export each sampling network of `model` to `out_dir/NAME-FINGERPRINT.onnx` (default:
     the user cache), batch size dynamic; a file already there for these weights is reused.
     `sampling` (default: the checkpoint's) and `class_names` go into the metadata.
@@ -142,12 +163,21 @@ def export_onnx(model: Family, out_dir: str | Path | None = None, *,
         {module name: .onnx path}, e.g. {"generator": ...} or {"gan.generator": ...,
         "refiner.net": ...} for a hybrid.
     """
-    return {name: path for name, (path, _) in _export(model, out_dir, sampling=sampling,
-                                                        class_names=class_names).items()}
+    return {
+        name: path
+        for name, (path, _) in _export(
+            model, out_dir, sampling=sampling, class_names=class_names
+        ).items()
+    }
 
 
-def _export(model: Family, out_dir: str | Path | None, *, sampling: SampleConfig | None = None,
-            class_names: list[str] | None = None) -> dict[str, tuple[Path, tuple]]:
+def _export(
+    model: Family,
+    out_dir: str | Path | None,
+    *,
+    sampling: SampleConfig | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, tuple[Path, tuple]]:
     out_dir = Path(out_dir) if out_dir is not None else cache_root() / "onnx"
     was_training = model.training
     model = model.cpu().eval()
@@ -164,10 +194,16 @@ def _export(model: Family, out_dir: str | Path | None, *, sampling: SampleConfig
                 # The TorchScript exporter: 0.5 s a network here, against 6-8 s for
                 # dynamo=True, and onnxruntime runs both graphs at the same speed.
                 warnings.simplefilter("ignore")
-                torch.onnx.export(wrapper, tensors, str(tmp), input_names=inputs,
-                                  output_names=[output], opset_version=ONNX_OPSET,
-                                  dynamic_axes={n: {0: "batch"} for n in [*inputs, output]},
-                                  dynamo=False)
+                torch.onnx.export(
+                    wrapper,
+                    tensors,
+                    str(tmp),
+                    input_names=inputs,
+                    output_names=[output],
+                    opset_version=ONNX_OPSET,
+                    dynamic_axes={n: {0: "batch"} for n in [*inputs, output]},
+                    dynamo=False,
+                )
                 _add_metadata(tmp, metadata)
         exported[name] = (path, example)
     model.train(was_training)  # exporting leaves the caller's model as it was
@@ -197,8 +233,9 @@ class _Generation(nn.Module):
             draft_noise = rest[-1]
             refiner.randn = lambda *shape, generator=None: draft_noise
         try:
-            return self.model.generate_from_latents(latents, labels=labels,
-                                                    sampling=self.sampling).clamp(-1, 1)
+            return self.model.generate_from_latents(
+                latents, labels=labels, sampling=self.sampling
+            ).clamp(-1, 1)
         finally:
             if refiner is not None:
                 del refiner.randn  # the method again
@@ -213,9 +250,13 @@ def generation_sampling(model: Family, sampling: SampleConfig | None = None) -> 
     return dataclasses.replace(sampling, sampler="ddim", eta=0.0)
 
 
-def export_generation_graph(model: Family, out_dir: str | Path, *,
-                            sampling: SampleConfig | None = None,
-                            class_names: list[str] | None = None) -> Path | None:
+def export_generation_graph(
+    model: Family,
+    out_dir: str | Path,
+    *,
+    sampling: SampleConfig | None = None,
+    class_names: list[str] | None = None,
+) -> Path | None:
     """Write a diffusion model's or a hybrid's whole generation, `generate-<N>steps.onnx`.
 
     Inputs, float32 ~ N(0, I) unless said: `noise` (B, C, H, W), a DDPM's starting noise, or
@@ -238,19 +279,25 @@ def export_generation_graph(model: Family, out_dir: str | Path, *,
     if hybrid:
         inputs.append("draft_noise")
         example.append(torch.randn(2, *model.image_shape, generator=seeded))
-    metadata = {**export_metadata(model, "generation", sampling=sampling,
-                                  class_names=class_names),
-                "sampler": sampling.sampler, "num_steps": str(sampling.num_steps),
-                "guidance_scale": str(sampling.guidance_scale)}
+    metadata = {
+        **export_metadata(model, "generation", sampling=sampling, class_names=class_names),
+        "sampler": sampling.sampler,
+        "num_steps": str(sampling.num_steps),
+        "guidance_scale": str(sampling.guidance_scale),
+    }
     path = Path(out_dir) / GENERATION_GRAPH.format(num_steps=sampling.num_steps)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on the unrolled loop
-        torch.onnx.export(_Generation(model, sampling, conditional=bool(model.num_classes)),
-                          tuple(example), str(tmp),
-                          input_names=inputs, output_names=["image"],
-                          opset_version=ONNX_OPSET,
-                          dynamic_axes={n: {0: "batch"} for n in [*inputs, "image"]},
-                          dynamo=False)
+        torch.onnx.export(
+            _Generation(model, sampling, conditional=bool(model.num_classes)),
+            tuple(example),
+            str(tmp),
+            input_names=inputs,
+            output_names=["image"],
+            opset_version=ONNX_OPSET,
+            dynamic_axes={n: {0: "batch"} for n in [*inputs, "image"]},
+            dynamo=False,
+        )
         _add_metadata(tmp, metadata)
     model.train(was_training)
     return path
@@ -262,8 +309,10 @@ def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     graph = onnx.load(str(path))
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
-    graph.doc_string = (f"fashiongen {metadata['family']} {metadata['network']}: images in "
-                        f"{metadata['value_range']}, shape {metadata['image_shape']}")
+    graph.doc_string = (
+        f"fashiongen {metadata['family']} {metadata['network']}: images in "
+        f"{metadata['value_range']}, shape {metadata['image_shape']}"
+    )
     onnx.save(graph, str(path))
 
 
@@ -271,14 +320,14 @@ class OnnxNetwork(nn.Module):
     """Runs an exported network in onnxruntime behind the torch module's own call signature;
     other attributes (e.g. a U-Net's `null_label`) still come from the torch module."""
 
-    def __init__(self, path: str | Path, source: nn.Module, example: tuple,
-                 num_threads: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, source: nn.Module, example: tuple, num_threads: int = 0
+    ) -> None:
         super().__init__()
         ort = _require_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.none_at = [i for i, a in enumerate(example) if a is None]
         object.__setattr__(self, "source", source)  # not a submodule: no weights twice
@@ -286,10 +335,14 @@ class OnnxNetwork(nn.Module):
     def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
         tensors = [a for i, a in enumerate(args) if i not in self.none_at]
         if len(tensors) != len(self.input_names) or any(a is None for a in tensors):
-            raise ConfigError("the ONNX export was made for other arguments (e.g. labels "
-                              "given to a network exported without them)")
-        feeds = {name: a.detach().cpu().numpy()
-                 for name, a in zip(self.input_names, tensors, strict=True)}
+            raise ConfigError(
+                "the ONNX export was made for other arguments (e.g. labels "
+                "given to a network exported without them)"
+            )
+        feeds = {
+            name: a.detach().cpu().numpy()
+            for name, a in zip(self.input_names, tensors, strict=True)
+        }
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
     def __getattr__(self, name: str) -> Any:
@@ -305,6 +358,7 @@ def use_onnx(model: Family, cache: str | Path | None = None, num_threads: int = 
     if model.device.type != "cpu":
         raise ConfigError("the onnx backend runs on the CPU; load the model with device='cpu'")
     for name, (path, example) in _export(model, cache).items():
-        model.set_submodule(name, OnnxNetwork(path, model.get_submodule(name), example,
-                                              num_threads))
+        model.set_submodule(
+            name, OnnxNetwork(path, model.get_submodule(name), example, num_threads)
+        )
     return model

@@ -67,10 +67,16 @@ def check_free(path: str | Path, *, overwrite: bool, folder: bool = False) -> No
     if not os.path.lexists(path) or (folder and _is_empty_folder(path)):
         return
     if not overwrite:
-        what = (" and holds a training run" if (path / LOCK_FILE).exists() else
-                " and is not empty" if path.is_dir() else "")
-        raise OutputExistsError(f"{path} already exists{what}: pass --overwrite to replace "
-                                "it, or choose another path")
+        what = (
+            " and holds a training run"
+            if (path / LOCK_FILE).exists()
+            else " and is not empty"
+            if path.is_dir()
+            else ""
+        )
+        raise OutputExistsError(
+            f"{path} already exists{what}: pass --overwrite to replace it, or choose another path"
+        )
     holder = lock_holder(path)
     if holder is not None:
         raise _busy(path, holder)
@@ -110,8 +116,10 @@ def move_into_place(tmp: str | Path, dest: str | Path, *, overwrite: bool) -> No
 
 
 def _exists(dest: Path) -> OutputExistsError:
-    return OutputExistsError(f"{dest} appeared while this command worked (another process "
-                             "wrote it): kept as it is; pass --overwrite to replace it")
+    return OutputExistsError(
+        f"{dest} appeared while this command worked (another process "
+        "wrote it): kept as it is; pass --overwrite to replace it"
+    )
 
 
 def _rename_new(src: Path, dest: Path) -> None:
@@ -201,8 +209,7 @@ def staged_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     created = missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX,
-                                    dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     except BaseException:
         remove_empty_folders(created)
         raise
@@ -271,8 +278,9 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.iterdir()
-             if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+    stale = [
+        p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)
+    ]
     for path in stale:
         remove_tree(path)
     return stale
@@ -374,8 +382,11 @@ class RunLock:
         with contextlib.suppress(OSError):
             alone = [p.name for p in self.folder.iterdir()] == [LOCK_FILE]
             # The same inode: a folder swapped in meanwhile keeps its own lock file.
-            if self.created_file and (alone or not self.keep_file) \
-                    and os.path.samestat(os.fstat(self.fd), os.stat(path)):
+            if (
+                self.created_file
+                and (alone or not self.keep_file)
+                and os.path.samestat(os.fstat(self.fd), os.stat(path))
+            ):
                 path.unlink()
                 remove_empty_folders(self.created)
         os.close(self.fd)  # releases the flock
@@ -394,8 +405,10 @@ def _lock_file(folder: Path) -> tuple[int, bool]:
     path = folder / LOCK_FILE
     while True:
         try:
-            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                  0o666), True
+            fd, created = (
+                os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666),
+                True,
+            )
         except FileExistsError:
             try:
                 fd, created = os.open(path, os.O_RDWR | os.O_CLOEXEC), False
@@ -445,8 +458,10 @@ def _read_pid(fd: int) -> int:
 
 def _busy(folder: Path, pid: int) -> RunBusyError:
     who = f"PID {pid}" if pid else "PID unknown"
-    return RunBusyError(f"{folder} is being written by another fashiongen process ({who}): "
-                        "wait for it to finish or stop it, or choose another path")
+    return RunBusyError(
+        f"{folder} is being written by another fashiongen process ({who}): "
+        "wait for it to finish or stop it, or choose another path"
+    )
 
 
 @contextlib.contextmanager

@@ -26,8 +26,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
 
 
-def make_grid(images: torch.Tensor, num_rows: int | None = None, padding: int = 2,
-              pad_value: int = 255) -> np.ndarray:
+def make_grid(
+    images: torch.Tensor, num_rows: int | None = None, padding: int = 2, pad_value: int = 255
+) -> np.ndarray:
     """uint8 (N, C, H, W) -> one uint8 picture (rows*H', cols*W', C), row-major.
 
     `num_rows` defaults to a square-ish grid; e.g. one row per class for per-class grids.
@@ -37,13 +38,16 @@ def make_grid(images: torch.Tensor, num_rows: int | None = None, padding: int = 
     n, c, h, w = images.shape
     rows = num_rows or max(1, int(math.floor(math.sqrt(n))))
     cols = math.ceil(n / rows)
-    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c),
-                   pad_value, dtype=np.uint8)
+    grid = np.full(
+        (rows * (h + padding) + padding, cols * (w + padding) + padding, c),
+        pad_value,
+        dtype=np.uint8,
+    )
     array = images.permute(0, 2, 3, 1).numpy()
     for i in range(n):
         r, col = divmod(i, cols)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[top:top + h, left:left + w] = array[i]
+        grid[top : top + h, left : left + w] = array[i]
     return grid
 
 
@@ -55,8 +59,14 @@ def to_pil(picture: np.ndarray, scale: int = 1) -> Image.Image:
     return image
 
 
-def save_grid(path: str | Path, images: torch.Tensor, num_rows: int | None = None,
-              scale: int = 2, *, overwrite: bool = True) -> Path:
+def save_grid(
+    path: str | Path,
+    images: torch.Tensor,
+    num_rows: int | None = None,
+    scale: int = 2,
+    *,
+    overwrite: bool = True,
+) -> Path:
     """Save uint8 (N, C, H, W) images as one grid PNG, written atomically (an existing file is
     refused unless `overwrite`)."""
     path = Path(path)

@@ -27,15 +27,23 @@ MAX_WEB_FRAMES = 16  # frames of one interpolation strip on the web page
 # name: (bound, what it bounds); docs/errors.md shows this table and a test compares them.
 LIMITS: dict[str, tuple[int, str]] = {
     "MAX_NUM_SAMPLES": (MAX_NUM_SAMPLES, "`--num-samples` of sample and synth"),
-    "MAX_IMAGE_BYTES": (MAX_IMAGE_BYTES, "bytes of images held in memory: sample to a grid "
-                                         "or .npz, synth, eval, compare"),
+    "MAX_IMAGE_BYTES": (
+        MAX_IMAGE_BYTES,
+        "bytes of images held in memory: sample to a grid or .npz, synth, eval, compare",
+    ),
     "MAX_GRID_IMAGES": (MAX_GRID_IMAGES, "images in one grid PNG (`sample --out x.png`)"),
-    "MAX_EVAL_SAMPLES": (MAX_EVAL_SAMPLES, "`--num-samples` of eval and compare, "
-                                           "`train.eval_num_samples`"),
-    "MAX_SAMPLING_STEPS": (MAX_SAMPLING_STEPS, "diffusion steps: `sample --steps`, "
-                                               "`sample.num_steps`, the page's slider"),
-    "MAX_GUIDANCE_SCALE": (MAX_GUIDANCE_SCALE, "`sample --guidance-scale`, "
-                                               "`sample.guidance_scale`, the page's slider"),
+    "MAX_EVAL_SAMPLES": (
+        MAX_EVAL_SAMPLES,
+        "`--num-samples` of eval and compare, `train.eval_num_samples`",
+    ),
+    "MAX_SAMPLING_STEPS": (
+        MAX_SAMPLING_STEPS,
+        "diffusion steps: `sample --steps`, `sample.num_steps`, the page's slider",
+    ),
+    "MAX_GUIDANCE_SCALE": (
+        MAX_GUIDANCE_SCALE,
+        "`sample --guidance-scale`, `sample.guidance_scale`, the page's slider",
+    ),
     "MAX_BATCH_SIZE": (MAX_BATCH_SIZE, "`train.batch_size`"),
     "MAX_TRAIN_GRID_SAMPLES": (MAX_TRAIN_GRID_SAMPLES, "`train.num_grid_samples`"),
     "MAX_WEB_IMAGES": (MAX_WEB_IMAGES, "images per grid on the web page"),
@@ -50,13 +58,16 @@ def check_images_fit(num_images: int, image_shape: tuple[int, ...], *, hint: str
     if num_images * per_image <= MAX_IMAGE_BYTES:
         return
     shape = "x".join(map(str, image_shape))
-    raise ConfigError(f"{num_images} images of {shape} need {_gib(num_images * per_image)} of "
-                      f"memory, more than the {_gib(MAX_IMAGE_BYTES)} one command may hold: "
-                      f"ask for at most {MAX_IMAGE_BYTES // per_image}{hint}")
+    raise ConfigError(
+        f"{num_images} images of {shape} need {_gib(num_images * per_image)} of "
+        f"memory, more than the {_gib(MAX_IMAGE_BYTES)} one command may hold: "
+        f"ask for at most {MAX_IMAGE_BYTES // per_image}{hint}"
+    )
 
 
-def check_count(name: str, value: int, bound: int, *, what: str = "the limit",
-                hint: str = "") -> None:
+def check_count(
+    name: str, value: int, bound: int, *, what: str = "the limit", hint: str = ""
+) -> None:
     """Refuse a count above `bound`, naming it, `what` the bound is and `hint`."""
     if value > bound:
         raise ConfigError(f"{name} is {value}, more than {what} ({bound}){hint}")

@@ -31,8 +31,10 @@ def read_metrics(path: str | Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows]
-            for k in rows[0]}
+    return {
+        k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows]
+        for k in rows[0]
+    }
 
 
 def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | None:
@@ -53,8 +55,13 @@ def loss_curves(metrics_csv: str | Path, title: str | None = None) -> Figure | N
     for k in (k for k in columns if k.startswith("event_")):
         marks = [s for s, v in zip(steps, columns[k], strict=True) if v > 0]
         for i, s in enumerate(marks):
-            ax.axvline(s, color="tab:red", alpha=0.35, linewidth=0.8,
-                       label=f"{k.removeprefix('event_')} ({len(marks)})" if i == 0 else None)
+            ax.axvline(
+                s,
+                color="tab:red",
+                alpha=0.35,
+                linewidth=0.8,
+                label=f"{k.removeprefix('event_')} ({len(marks)})" if i == 0 else None,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -86,8 +93,9 @@ def progress_animation(frames: list[Path], out: str | Path, ms_per_frame: int = 
     durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 4]
     out = Path(out)
     with atomic_path(out) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=durations, loop=0)
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+        )
     return out
 
 
@@ -96,11 +104,15 @@ def quality_vs_cost(rows: Sequence[dict[str, Any]]) -> Figure:
     per comparison-report row (`name`, `fid`, `train_seconds`, `seconds_per_1000_samples`)."""
     fig = Figure(figsize=(9.5, 3.8), dpi=110)
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, key, label in zip(axes, ("train_seconds", "seconds_per_1000_samples"),
-                              ("training time (s)", "sampling time per 1000 images (s)"),
-                              strict=True):
-        points = [(r[key], r["fid"], r["name"]) for r in rows
-                  if r.get(key) and r.get("fid") is not None]
+    for ax, key, label in zip(
+        axes,
+        ("train_seconds", "seconds_per_1000_samples"),
+        ("training time (s)", "sampling time per 1000 images (s)"),
+        strict=True,
+    ):
+        points = [
+            (r[key], r["fid"], r["name"]) for r in rows if r.get(key) and r.get("fid") is not None
+        ]
         for x, y, name in points:
             ax.scatter([x], [y], s=36)
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)

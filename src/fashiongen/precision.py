@@ -130,12 +130,10 @@ def _simulation() -> str | None:
 
 def autocast(choice: Choice, device: torch.device) -> torch.autocast:
     """bf16 autocast on `device` for `choice` "bf16"; a disabled (no-op) one for "fp32"."""
-    return torch.autocast(_autocast_type(device), dtype=torch.bfloat16,
-                          enabled=choice == "bf16")
+    return torch.autocast(_autocast_type(device), dtype=torch.bfloat16, enabled=choice == "bf16")
 
 
-def full_precision(device: torch.device, *, when: bool = True
-                   ) -> contextlib.AbstractContextManager:
+def full_precision(device: torch.device, *, when: bool = True) -> contextlib.AbstractContextManager:
     """fp32 inside a bf16 autocast block (a GAN's gradient penalties, the VAE's prior); with
     `when` False, nothing changes."""
     if not when:
@@ -150,8 +148,9 @@ def _autocast_type(device: torch.device) -> str:
 def check_device(precision: Precision, device: torch.device, key: str) -> None:
     """bf16 autocast exists for CPUs and CUDA GPUs only."""
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{key}='bf16' needs a CPU or CUDA device, not {device.type}: "
-                          "use 'fp32' or 'auto'")
+        raise ConfigError(
+            f"{key}='bf16' needs a CPU or CUDA device, not {device.type}: use 'fp32' or 'auto'"
+        )
 
 
 # ---------------------------------------------------------------- the choice
@@ -180,9 +179,14 @@ class PrecisionChoice:
         return cls(**{k: v for k, v in saved.items() if k in fields})
 
 
-def decide(requested: Precision, device: torch.device,
-           measure: Callable[[], dict[str, Any]], *, num_parameters: int,
-           cache_key: dict[str, Any] | None = None) -> PrecisionChoice:
+def decide(
+    requested: Precision,
+    device: torch.device,
+    measure: Callable[[], dict[str, Any]],
+    *,
+    num_parameters: int,
+    cache_key: dict[str, Any] | None = None,
+) -> PrecisionChoice:
     """fp32 or bf16 as asked; for `auto`, bf16 only with bf16 units, at least MIN_PARAMETERS
     parameters and a probe (`measure`, called only then) showing it at least MIN_SPEEDUP
     times faster. With `cache_key`, the verdict cached under it is reused, or the probe's
@@ -194,8 +198,11 @@ def decide(requested: Precision, device: torch.device,
     if not bf16_units(device, flags or None):
         return made("fp32", "no bf16 matrix units on this device")
     if num_parameters < MIN_PARAMETERS:
-        return made("fp32", f"{num_parameters:,} parameters: below {MIN_PARAMETERS:,}, "
-                            "bound by overhead, not FLOPs")
+        return made(
+            "fp32",
+            f"{num_parameters:,} parameters: below {MIN_PARAMETERS:,}, "
+            "bound by overhead, not FLOPs",
+        )
     path = _cache_path(cache_key) if cache_key is not None else None
     if path is not None and os.environ.get(REPROBE_ENV) != "1":
         cached = _read_cached(path, cache_key)
@@ -205,8 +212,9 @@ def decide(requested: Precision, device: torch.device,
     return _cache(path, cache_key, chosen) if path is not None else chosen
 
 
-def _probe_verdict(made: Callable[..., PrecisionChoice],
-                   measure: Callable[[], dict[str, Any]]) -> PrecisionChoice:
+def _probe_verdict(
+    made: Callable[..., PrecisionChoice], measure: Callable[[], dict[str, Any]]
+) -> PrecisionChoice:
     probe = measure()
     simulated = _simulation()
     if simulated in ("bf16-slower", "bf16-faster"):
@@ -214,19 +222,21 @@ def _probe_verdict(made: Callable[..., PrecisionChoice],
         probe["simulated"] = simulated
     if probe["speedup"] >= MIN_SPEEDUP:
         return made("bf16", f"probe: bf16 {probe['speedup']:.2f}x fp32", probe)
-    return made("fp32", f"probe: bf16 {probe['speedup']:.2f}x fp32, below {MIN_SPEEDUP}x",
-                probe)
+    return made("fp32", f"probe: bf16 {probe['speedup']:.2f}x fp32, below {MIN_SPEEDUP}x", probe)
 
 
-def _recorder(requested: str, device: torch.device, flags: dict[str, bool]
-              ) -> Callable[..., PrecisionChoice]:
+def _recorder(
+    requested: str, device: torch.device, flags: dict[str, bool]
+) -> Callable[..., PrecisionChoice]:
     def made(choice: Choice, reason: str, probe: dict | None = None) -> PrecisionChoice:
         return PrecisionChoice(requested, choice, reason, str(device), flags, probe)
+
     return made
 
 
-def interleaved_timings(run: Callable[[Choice], None], device: torch.device, *,
-                        repeats: int = PROBE_REPEATS) -> dict[str, Any]:
+def interleaved_timings(
+    run: Callable[[Choice], None], device: torch.device, *, repeats: int = PROBE_REPEATS
+) -> dict[str, Any]:
     """Seconds of `run(choice)` for fp32 and bf16, after one warm-up of each, timed in
     turns (fp32 bf16 fp32 bf16 ...) so a change in the machine's load hits both; the
     speedup is the ratio of each precision's fastest timing."""
@@ -243,8 +253,11 @@ def interleaved_timings(run: Callable[[Choice], None], device: torch.device, *,
                 torch.cuda.synchronize()
             seconds[choice].append(round(time.perf_counter() - started, 5))
     speedup = min(seconds["fp32"]) / max(min(seconds["bf16"]), 1e-9)
-    return {"fp32_seconds": seconds["fp32"], "bf16_seconds": seconds["bf16"],
-            "speedup": round(speedup, 3)}
+    return {
+        "fp32_seconds": seconds["fp32"],
+        "bf16_seconds": seconds["bf16"],
+        "speedup": round(speedup, 3),
+    }
 
 
 @contextlib.contextmanager
@@ -258,15 +271,24 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
 # ---------------------------------------------------------------- the per-machine cache
 
 
-def cache_key_for(phase: Literal["train", "sample"], model: torch.nn.Module,
-                  batch_size: int) -> dict[str, Any]:
+def cache_key_for(
+    phase: Literal["train", "sample"], model: torch.nn.Module, batch_size: int
+) -> dict[str, Any]:
     """What a probe's verdict depends on: this machine (CPU model and flags, torch, device,
     threads), the network (family, configuration, image shape), the batch and the phase."""
-    return {"format": CACHE_FORMAT, "phase": phase, "cpu_model": cpu_model(),
-            "cpu_flags": cpu_flags(), "torch": torch.__version__, "device": str(model.device),
-            "num_threads": torch.get_num_threads(), "family": model.config.name,
-            "network": repr(model.config), "image_shape": list(model.image_shape),
-            "batch_size": batch_size}
+    return {
+        "format": CACHE_FORMAT,
+        "phase": phase,
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "torch": torch.__version__,
+        "device": str(model.device),
+        "num_threads": torch.get_num_threads(),
+        "family": model.config.name,
+        "network": repr(model.config),
+        "image_shape": list(model.image_shape),
+        "batch_size": batch_size,
+    }
 
 
 def cache_folder() -> Path:
@@ -290,16 +312,21 @@ def _read_cached(path: Path, key: dict[str, Any]) -> PrecisionChoice | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return dataclasses.replace(
-        record, reason=f"cached: {record.reason}", probe=None,
-        cached={"file": str(path), "probed_at": saved.get("probed_at"), "probe": record.probe})
+        record,
+        reason=f"cached: {record.reason}",
+        probe=None,
+        cached={"file": str(path), "probed_at": saved.get("probed_at"), "probe": record.probe},
+    )
 
 
 def _cache(path: Path, key: dict[str, Any], chosen: PrecisionChoice) -> PrecisionChoice:
     """Cache `chosen` at `path` and return it; where another process cached a verdict first,
     return that one, so every process after the first agrees. A cache that cannot be
     written (a read-only home) costs only the reuse."""
-    text = json.dumps({"key": key, "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "choice": chosen.as_dict()}, indent=1)
+    text = json.dumps(
+        {"key": key, "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "choice": chosen.as_dict()},
+        indent=1,
+    )
     replace = path.exists()  # unreadable, or a re-probe: this verdict replaces it
     try:
         write_text_atomic(path, text, overwrite=replace)
@@ -313,9 +340,13 @@ def _cache(path: Path, key: dict[str, Any], chosen: PrecisionChoice) -> Precisio
 # ---------------------------------------------------------------- training
 
 
-def choose_for_training(requested: Precision, model: torch.nn.Module, train_cfg: TrainConfig,
-                        batch: tuple[torch.Tensor, torch.Tensor],
-                        device: torch.device) -> PrecisionChoice:
+def choose_for_training(
+    requested: Precision,
+    model: torch.nn.Module,
+    train_cfg: TrainConfig,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+) -> PrecisionChoice:
     """The precision a run trains in. The probe times `PROBE_TRAIN_STEPS` of the family's
     own `train_step` on a copy of the model and fresh optimizers (the run's state and RNG
     streams are left as they were)."""
@@ -338,10 +369,19 @@ def choose_for_training(requested: Precision, model: torch.nn.Module, train_cfg:
         timings["steps_per_timing"] = PROBE_TRAIN_STEPS
         return timings
 
-    made = decide(requested, device, measure, num_parameters=_num_parameters(model),
-                  cache_key=cache_key_for("train", model, len(batch[0])))
-    if train_cfg.use_amp and device.type == "cuda" and made.choice == "fp32" \
-            and requested != "fp32":
+    made = decide(
+        requested,
+        device,
+        measure,
+        num_parameters=_num_parameters(model),
+        cache_key=cache_key_for("train", model, len(batch[0])),
+    )
+    if (
+        train_cfg.use_amp
+        and device.type == "cuda"
+        and made.choice == "fp32"
+        and requested != "fp32"
+    ):
         made = dataclasses.replace(made, choice="bf16", reason="train.use_amp on CUDA")
     return made
 
@@ -350,15 +390,17 @@ def _num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def resumed_choice(requested: Precision, saved: dict[str, Any] | None,
-                   device: torch.device) -> PrecisionChoice | None:
+def resumed_choice(
+    requested: Precision, saved: dict[str, Any] | None, device: torch.device
+) -> PrecisionChoice | None:
     """A resumed run keeps its recorded choice under `auto` (a run from before precision
     existed trained in fp32); an explicit fp32/bf16 wins (None: decide afresh)."""
     if requested != "auto":
         return None
     if saved is None:
-        return PrecisionChoice("auto", "fp32", "resumed: the run predates train.precision",
-                               str(device))
+        return PrecisionChoice(
+            "auto", "fp32", "resumed: the run predates train.precision", str(device)
+        )
     record = PrecisionChoice.from_dict(saved)
     return dataclasses.replace(record, reason=f"resumed: {record.reason}")
 
@@ -392,8 +434,9 @@ def sampling_autocast(model: torch.nn.Module, sampling: SampleConfig | None) -> 
     return autocast(sampling_choice(model, sampling, requested).choice, model.device)
 
 
-def sampling_choice(model: torch.nn.Module, sampling: SampleConfig | None,
-                    requested: Precision) -> PrecisionChoice:
+def sampling_choice(
+    model: torch.nn.Module, sampling: SampleConfig | None, requested: Precision
+) -> PrecisionChoice:
     """`requested` for sampling `model`, `auto` decided once per architecture and process
     (and cached per machine). Called on every `Family.sample`: without bf16 units, or
     once decided, it costs a few microseconds."""
@@ -403,11 +446,13 @@ def sampling_choice(model: torch.nn.Module, sampling: SampleConfig | None,
         return decide(requested, device, dict, num_parameters=0)
     memo = (repr(model.config), tuple(model.image_shape), str(device), torch.get_num_threads())
     if memo not in _sampling_choices:
-        _sampling_choices[memo] = decide("auto", device,
-                                         lambda: _measure_sampling(model, sampling),
-                                         num_parameters=_num_parameters(model),
-                                         cache_key=cache_key_for("sample", model,
-                                                                 PROBE_SAMPLES))
+        _sampling_choices[memo] = decide(
+            "auto",
+            device,
+            lambda: _measure_sampling(model, sampling),
+            num_parameters=_num_parameters(model),
+            cache_key=cache_key_for("sample", model, PROBE_SAMPLES),
+        )
     return _sampling_choices[memo]
 
 
@@ -416,15 +461,15 @@ def _measure_sampling(model: torch.nn.Module, sampling: SampleConfig | None) -> 
     precision; called inside `Family.sample` (eval mode, no gradients)."""
     if sampling is not None and "num_steps" in model.sampling_fields:
         sampling = dataclasses.replace(
-            sampling, num_steps=min(sampling.num_steps, PROBE_SAMPLING_STEPS))
+            sampling, num_steps=min(sampling.num_steps, PROBE_SAMPLING_STEPS)
+        )
     generator = torch.Generator().manual_seed(0)
     z = model.randn(PROBE_SAMPLES, *model.latent_shape, generator=generator)
     labels = model.check_labels(PROBE_SAMPLES, None, generator)
 
     def draw(choice: Choice) -> None:
         with autocast(choice, model.device):
-            model.generate_from_latents(z, labels=labels, generator=generator,
-                                        sampling=sampling)
+            model.generate_from_latents(z, labels=labels, generator=generator, sampling=sampling)
 
     with _rng_untouched(model.device):
         return interleaved_timings(draw, model.device)

@@ -80,21 +80,30 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def _grid_images(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int
-                 ) -> tuple[torch.Tensor, int | None]:
+def _grid_images(
+    images: torch.Tensor, labels: torch.Tensor | None, num_classes: int
+) -> tuple[torch.Tensor, int | None]:
     """Up to 8 samples per class, one row per class; else the first 64 samples."""
     if labels is not None and num_classes and len(images) >= num_classes:
         per_class = min(GRID_PER_CLASS, len(images) // num_classes)
-        chosen = torch.cat([torch.nonzero(labels == k).flatten()[:per_class]
-                            for k in range(num_classes)])
+        chosen = torch.cat(
+            [torch.nonzero(labels == k).flatten()[:per_class] for k in range(num_classes)]
+        )
         return images[chosen], num_classes
     return images[:GRID_UNCONDITIONAL], None
 
 
-def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0,
-              dataset: str | None = None, featnet: Any = None, use_memorisation: bool = True,
-              use_cache: bool = True, progress: bool = False
-              ) -> tuple[dict[str, Any], torch.Tensor, int | None]:
+def score_run(
+    run: str | Path,
+    *,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    seed: int = 0,
+    dataset: str | None = None,
+    featnet: Any = None,
+    use_memorisation: bool = True,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> tuple[dict[str, Any], torch.Tensor, int | None]:
     """One report row: costs from summary.json, sampling speed and metrics measured now.
 
     Returns:
@@ -113,10 +122,17 @@ def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: 
     model, checkpoint = load_for_sampling(run)
     dataset = dataset or checkpoint.config.data.name
     featnet = resolve_featnet(featnet, dataset)
-    result, drawn = draw_and_score(model, num_samples, sampling=checkpoint.config.sample,
-                                   seed=seed, dataset=dataset, featnet=featnet,
-                                   use_memorisation=use_memorisation, use_cache=use_cache,
-                                   progress=progress)
+    result, drawn = draw_and_score(
+        model,
+        num_samples,
+        sampling=checkpoint.config.sample,
+        seed=seed,
+        dataset=dataset,
+        featnet=featnet,
+        use_memorisation=use_memorisation,
+        use_cache=use_cache,
+        progress=progress,
+    )
     info = checkpoint_info(model, checkpoint, drawn)
     ips = info["sample_images_per_second"]
     row = {
@@ -146,18 +162,31 @@ def score_run(run: str | Path, *, num_samples: int = DEFAULT_NUM_SAMPLES, seed: 
 
 def machine_info() -> dict[str, Any]:
     """Where the sampling speeds were measured."""
-    return {"platform": platform.platform(), "processor": platform.processor() or None,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
-def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
-                 num_samples: int = DEFAULT_NUM_SAMPLES, seed: int = 0,
-                 dataset: str | None = None, featnet: Any = None,
-                 use_memorisation: bool = True, use_cache: bool = True,
-                 overwrite: bool = False, log: Callable[[str], None] = print,
-                 progress: bool = False) -> Path:
+def compare_runs(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    seed: int = 0,
+    dataset: str | None = None,
+    featnet: Any = None,
+    use_memorisation: bool = True,
+    use_cache: bool = True,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> Path:
     """Compare runs: one table row each, sample grids, loss curves, quality-versus-cost plots.
 
     Every run is sampled afresh (`num_samples` images, `seed`, its own sampler settings,
@@ -190,16 +219,26 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
             raise DataError(f"{path} holds no checkpoint")
     check_can_score(paths, dataset=dataset, featnet=featnet)
     with staged_folder(out_dir, overwrite=overwrite) as out:
-        _write_report(out, paths, num_samples=num_samples, seed=seed, dataset=dataset,
-                      featnet=featnet, use_memorisation=use_memorisation,
-                      use_cache=use_cache, log=log, progress=progress)
+        _write_report(
+            out,
+            paths,
+            num_samples=num_samples,
+            seed=seed,
+            dataset=dataset,
+            featnet=featnet,
+            use_memorisation=use_memorisation,
+            use_cache=use_cache,
+            log=log,
+            progress=progress,
+        )
     return Path(out_dir) / HTML_FILE
 
 
 def trained_on(path: str | Path) -> str:
     """The dataset a checkpoint's model was trained on, from its header alone."""
-    return str(json.loads(read_metadata(path)["config"]).get("data", {}).get("name",
-                                                                           "fashion-mnist"))
+    return str(
+        json.loads(read_metadata(path)["config"]).get("data", {}).get("name", "fashion-mnist")
+    )
 
 
 def check_can_score(paths: Sequence[Path], *, dataset: str | None, featnet: Any) -> None:
@@ -208,33 +247,53 @@ def check_can_score(paths: Sequence[Path], *, dataset: str | None, featnet: Any)
     datasets = {path: dataset or trained_on(path) for path in paths}
     if len(set(datasets.values())) > 1:
         listed = ", ".join(f"{path.name}: {name}" for path, name in datasets.items())
-        raise ConfigError(f"the models were trained on different datasets ({listed}): "
-                          "compare models of one dataset, or pass --data NAME to score all "
-                          "against one")
+        raise ConfigError(
+            f"the models were trained on different datasets ({listed}): "
+            "compare models of one dataset, or pass --data NAME to score all "
+            "against one"
+        )
     for name in set(datasets.values()):
         resolve_featnet(featnet, name)
 
 
-def _write_report(out: Path, paths: Sequence[Path], *, num_samples: int, seed: int,
-                  dataset: str | None, featnet: Any, use_memorisation: bool, use_cache: bool,
-                  log: Callable[[str], None], progress: bool) -> None:
+def _write_report(
+    out: Path,
+    paths: Sequence[Path],
+    *,
+    num_samples: int,
+    seed: int,
+    dataset: str | None,
+    featnet: Any,
+    use_memorisation: bool,
+    use_cache: bool,
+    log: Callable[[str], None],
+    progress: bool,
+) -> None:
     """Score `paths` and write the report's files into the folder `out`."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for path, name in zip(paths, _unique_names(paths), strict=True):
         log(f"scoring {name} ({path}) on {num_samples} samples ...")
-        row, grid, grid_rows = score_run(path, num_samples=num_samples, seed=seed,
-                                         dataset=dataset, featnet=featnet,
-                                         use_memorisation=use_memorisation, use_cache=use_cache,
-                                         progress=progress)
+        row, grid, grid_rows = score_run(
+            path,
+            num_samples=num_samples,
+            seed=seed,
+            dataset=dataset,
+            featnet=featnet,
+            use_memorisation=use_memorisation,
+            use_cache=use_cache,
+            progress=progress,
+        )
         row["name"] = name
         grid_file = out / "images" / f"samples_{safe_name(name, fallback='run')}.png"
         save_grid(grid_file, grid, num_rows=grid_rows)
         row["grid"] = str(grid_file.relative_to(out))
         row["loss_curves"] = _loss_curves(Path(row["run_dir"]), out / "images", name)
         rows.append(row)
-        log(f"  FID {format_cell(row['fid'], '{:.2f}')}, "
-            f"{format_cell(row['sample_images_per_second'], '{:.0f}')} samples/s")
+        log(
+            f"  FID {format_cell(row['fid'], '{:.2f}')}, "
+            f"{format_cell(row['sample_images_per_second'], '{:.0f}')} samples/s"
+        )
     plots.save_figure(plots.quality_vs_cost(rows), out / "images" / PLOT_FILE)
     report = {
         "num_samples": num_samples,
@@ -269,36 +328,51 @@ def _references(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         ev = row["evaluation"]
         key = (ev["dataset"], ev["ref"], ev["featnet"]["fingerprint"])
-        seen.setdefault(key, {"dataset": ev["dataset"], "split": ev["ref"],
-                              "count": ev["ref_count"], "featnet": ev["featnet"],
-                              "kid_subset_size": ev["kid_subset_size"],
-                              "kid_num_subsets": ev["kid_num_subsets"]})
+        seen.setdefault(
+            key,
+            {
+                "dataset": ev["dataset"],
+                "split": ev["ref"],
+                "count": ev["ref_count"],
+                "featnet": ev["featnet"],
+                "kid_subset_size": ev["kid_subset_size"],
+                "kid_num_subsets": ev["kid_num_subsets"],
+            },
+        )
     return list(seen.values())
 
 
 def _preamble(report: dict[str, Any]) -> list[str]:
     """Sentences stating N, seed, references, feature nets and the machine."""
-    lines = [f"Every run sampled afresh: N = {report['num_samples']} samples (balanced class "
-             f"labels for conditional models), seed {report['seed']}, each run's own sampler "
-             "settings."]
+    lines = [
+        f"Every run sampled afresh: N = {report['num_samples']} samples (balanced class "
+        f"labels for conditional models), seed {report['seed']}, each run's own sampler "
+        "settings."
+    ]
     for ref in report["references"]:
         net = ref["featnet"]
         acc = "unknown" if net["test_accuracy"] is None else f"{net['test_accuracy']:.4f}"
-        lines.append(f"Reference: {ref['dataset']} {ref['split']} split, {ref['count']} images; "
-                     f"feature net {net['name']} (test accuracy {acc}, fingerprint "
-                     f"{net['fingerprint']}); KID over {ref['kid_num_subsets']} subsets of "
-                     f"{ref['kid_subset_size']}.")
+        lines.append(
+            f"Reference: {ref['dataset']} {ref['split']} split, {ref['count']} images; "
+            f"feature net {net['name']} (test accuracy {acc}, fingerprint "
+            f"{net['fingerprint']}); KID over {ref['kid_num_subsets']} subsets of "
+            f"{ref['kid_subset_size']}."
+        )
     m = report["machine"]
-    lines.append(f"Sampling speed measured on {m['platform']}, {m['cpu_count']} CPUs, "
-                 f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['date']}. "
-                 "Training time and images/s come from each run's summary.json.")
-    lines.append("Metrics: FID (arXiv 1706.08500) and KID (arXiv 1801.01401), lower is better; "
-                 "precision/recall (arXiv 1904.06991) and density/coverage (arXiv 2002.09797), "
-                 "class recall and class coverage: the same within each class, averaged over "
-                 "classes; class spread: mean pairwise feature distance within a class over "
-                 "that of its real images (~1 for real data); "
-                 "class entropy in nats (max ln 10 = 2.303); copy rate: samples nearer a "
-                 "training image than 99% of real test images are. See docs/metrics.md.")
+    lines.append(
+        f"Sampling speed measured on {m['platform']}, {m['cpu_count']} CPUs, "
+        f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['date']}. "
+        "Training time and images/s come from each run's summary.json."
+    )
+    lines.append(
+        "Metrics: FID (arXiv 1706.08500) and KID (arXiv 1801.01401), lower is better; "
+        "precision/recall (arXiv 1904.06991) and density/coverage (arXiv 2002.09797), "
+        "class recall and class coverage: the same within each class, averaged over "
+        "classes; class spread: mean pairwise feature distance within a class over "
+        "that of its real images (~1 for real data); "
+        "class entropy in nats (max ln 10 = 2.303); copy rate: samples nearer a "
+        "training image than 99% of real test images are. See docs/metrics.md."
+    )
     return lines
 
 
@@ -306,22 +380,44 @@ def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the table, then grids, loss curves and the plot as relative image links."""
     rows = report["rows"]
     header = [h for _, h, _ in COLUMNS]
-    lines = ["# Model comparison", "", *[f"{s}  " for s in _preamble(report)], "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        "# Model comparison",
+        "",
+        *[f"{s}  " for s in _preamble(report)],
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for row in rows:
         lines.append("| " + " | ".join(format_cell(row.get(k), f) for k, _, f in COLUMNS) + " |")
     notes = [f"- {r['name']}: {n}" for r in rows for n in r["evaluation"]["notes"]]
     if notes:
         lines += ["", "Notes:", "", *notes]
     names = [r["name"] for r in rows]
-    lines += ["", "## Samples", "", "| " + " | ".join(names) + " |", "|" + "---|" * len(rows),
-              "| " + " | ".join(f"![{n}]({r['grid']})" for n, r in zip(names, rows, strict=True))
-              + " |", "", "## Loss curves", ""]
+    lines += [
+        "",
+        "## Samples",
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "---|" * len(rows),
+        "| " + " | ".join(f"![{n}]({r['grid']})" for n, r in zip(names, rows, strict=True)) + " |",
+        "",
+        "## Loss curves",
+        "",
+    ]
     for row in rows:
-        lines.append(f"![{row['name']}]({row['loss_curves']})" if row["loss_curves"]
-                     else f"{row['name']}: no metrics.csv")
-    lines += ["", "## Quality versus cost", "",
-              f"![quality versus cost]({report['quality_vs_cost']})", ""]
+        lines.append(
+            f"![{row['name']}]({row['loss_curves']})"
+            if row["loss_curves"]
+            else f"{row['name']}: no metrics.csv"
+        )
+    lines += [
+        "",
+        "## Quality versus cost",
+        "",
+        f"![quality versus cost]({report['quality_vs_cost']})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -346,25 +442,44 @@ def render_html(report: dict[str, Any], folder: Path) -> str:
     esc = html.escape
     rows = report["rows"]
     head = "".join(f"<th>{esc(h)}</th>" for _, h, _ in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{esc(format_cell(r.get(k), f))}</td>"
-                                    for k, _, f in COLUMNS) + "</tr>" for r in rows)
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<title>fashiongen model comparison</title>", f"<style>{HTML_STYLE}</style>",
-             "</head><body>", "<h1>Model comparison</h1>"]
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{esc(format_cell(r.get(k), f))}</td>" for k, _, f in COLUMNS)
+        + "</tr>"
+        for r in rows
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>fashiongen model comparison</title>",
+        f"<style>{HTML_STYLE}</style>",
+        "</head><body>",
+        "<h1>Model comparison</h1>",
+    ]
     parts += [f"<p>{esc(s)}</p>" for s in _preamble(report)]
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    parts += [f"<p class=\"note\">{esc(r['name'])}: {esc(n)}</p>" for r in rows
-              for n in r["evaluation"]["notes"]]
-    parts.append("<h2>Samples</h2><div class=\"grids\">")
-    parts += [f"<figure><figcaption>{esc(r['name'])}</figcaption><img class=\"pixel\" "
-              f"alt=\"samples of {esc(r['name'])}\" src=\"{_data_uri(folder / r['grid'])}\">"
-              "</figure>" for r in rows]
-    parts.append("</div><h2>Loss curves</h2><div class=\"grids\">")
-    parts += [f"<figure><figcaption>{esc(r['name'])}</figcaption><img alt=\"loss curves of "
-              f"{esc(r['name'])}\" src=\"{_data_uri(folder / r['loss_curves'])}\"></figure>"
-              for r in rows if r["loss_curves"]]
+    parts += [
+        f'<p class="note">{esc(r["name"])}: {esc(n)}</p>'
+        for r in rows
+        for n in r["evaluation"]["notes"]
+    ]
+    parts.append('<h2>Samples</h2><div class="grids">')
+    parts += [
+        f'<figure><figcaption>{esc(r["name"])}</figcaption><img class="pixel" '
+        f'alt="samples of {esc(r["name"])}" src="{_data_uri(folder / r["grid"])}">'
+        "</figure>"
+        for r in rows
+    ]
+    parts.append('</div><h2>Loss curves</h2><div class="grids">')
+    parts += [
+        f'<figure><figcaption>{esc(r["name"])}</figcaption><img alt="loss curves of '
+        f'{esc(r["name"])}" src="{_data_uri(folder / r["loss_curves"])}"></figure>'
+        for r in rows
+        if r["loss_curves"]
+    ]
     parts.append("</div><h2>Quality versus cost</h2>")
-    parts.append(f"<img alt=\"quality versus cost\" "
-                 f"src=\"{_data_uri(folder / report['quality_vs_cost'])}\">")
+    parts.append(
+        f'<img alt="quality versus cost" src="{_data_uri(folder / report["quality_vs_cost"])}">'
+    )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

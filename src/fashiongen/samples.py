@@ -73,8 +73,9 @@ def parse_classes(requested: list[str], class_names: list[str]) -> list[int]:
     return ids
 
 
-def class_labels(class_ids: Sequence[int], num_samples: int, *,
-                 one_row_per_class: bool = False) -> torch.Tensor:
+def class_labels(
+    class_ids: Sequence[int], num_samples: int, *, one_row_per_class: bool = False
+) -> torch.Tensor:
     """int64 labels drawn from `class_ids` (at least one).
 
     Cycling (`0, 1, ..., K-1, 0, ...`), exactly `num_samples` of them; or, for a grid with
@@ -112,13 +113,20 @@ def output_form(out: str | Path) -> SampleForm:
         return "npz"
     if str(out).endswith(("/", "\\")) or path.is_dir() or not path.suffix:
         return "folder"
-    raise ConfigError(f"cannot tell how to write {path}: use a .png grid, a .npz file, or a "
-                      "folder/")
+    raise ConfigError(
+        f"cannot tell how to write {path}: use a .png grid, a .npz file, or a folder/"
+    )
 
 
-def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None = None,
-                 *, class_names: list[str] | None = None, num_rows: int | None = None,
-                 overwrite: bool = False) -> Path:
+def save_samples(
+    out: str | Path,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    class_names: list[str] | None = None,
+    num_rows: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write uint8 images by the target's form: `x.png` a grid, `x.npz` arrays, `dir/` PNGs;
     each appears whole or not at all, and an existing `out` is refused unless `overwrite`."""
     form = output_form(out)
@@ -134,14 +142,23 @@ def save_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | N
                 arrays["class_names"] = np.array(class_names)
             np.savez_compressed(f, **arrays)
         return out
-    return write_png_folder(out, [(images, labels)], num_images=len(images),
-                            class_names=class_names, overwrite=overwrite)
+    return write_png_folder(
+        out,
+        [(images, labels)],
+        num_images=len(images),
+        class_names=class_names,
+        overwrite=overwrite,
+    )
 
 
-def write_png_folder(out: str | Path,
-                     batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
-                     num_images: int, class_names: list[str] | None = None,
-                     overwrite: bool = False) -> Path:
+def write_png_folder(
+    out: str | Path,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    num_images: int,
+    class_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write `num_images` uint8 images, in batches, as `00000_<class>.png` ... into a folder
     that appears whole once every image is written (`fashiongen.files.staged_folder`)."""
     out = Path(out)
@@ -150,12 +167,17 @@ def write_png_folder(out: str | Path,
         index = 0
         for images, labels in batches:
             for i, image in enumerate(images):
-                label = "" if labels is None else \
-                    f"_{normalise_name(class_names[int(labels[i])])}" if class_names \
+                label = (
+                    ""
+                    if labels is None
+                    else f"_{normalise_name(class_names[int(labels[i])])}"
+                    if class_names
                     else f"_{int(labels[i])}"
+                )
                 # Plain writes: the whole folder is renamed into place once complete.
-                to_pil(image.permute(1, 2, 0).numpy()).save(tmp / f"{index:0{width}d}{label}.png",
-                                                             format="PNG")
+                to_pil(image.permute(1, 2, 0).numpy()).save(
+                    tmp / f"{index:0{width}d}{label}.png", format="PNG"
+                )
                 index += 1
     return out
 
@@ -203,8 +225,9 @@ def read_samples(path: str | Path, *, class_names: list[str] | None = None) -> S
         raise DataError(f"no such sample file or folder: {path}")
     if path.is_file():
         if path.suffix.lower() != ".npz":
-            raise DataError(f"cannot read samples from {path}: expected an .npz file or a "
-                            "folder of PNG images")
+            raise DataError(
+                f"cannot read samples from {path}: expected an .npz file or a folder of PNG images"
+            )
         return _read_npz(path)
     if (path / MANIFEST).is_file():
         return load_synthetic(path, "train")
@@ -232,22 +255,28 @@ def _read_npz(path: Path) -> SampleSet:
         raise DataError(f"{path} holds no 'images' array (found: {', '.join(arrays) or 'none'})")
     images = arrays["images"]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3, 4):
-        raise DataError(f"{path}: 'images' must be uint8 (N, C, H, W) with C in 1, 3, 4; got "
-                        f"{images.dtype} {images.shape}")
+        raise DataError(
+            f"{path}: 'images' must be uint8 (N, C, H, W) with C in 1, 3, 4; got "
+            f"{images.dtype} {images.shape}"
+        )
     labels = None
     if "labels" in arrays:
         raw = arrays["labels"]
         if raw.shape != (len(images),) or not np.issubdtype(raw.dtype, np.integer):
-            raise DataError(f"{path}: 'labels' must be {len(images)} integers, got {raw.dtype} "
-                            f"{raw.shape}")
+            raise DataError(
+                f"{path}: 'labels' must be {len(images)} integers, got {raw.dtype} {raw.shape}"
+            )
         labels = torch.from_numpy(raw.astype(np.int64))
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
     return SampleSet(torch.from_numpy(np.ascontiguousarray(images)), labels, names, str(path))
 
 
 def _png_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith(".")
+    )
 
 
 def _read_png_folder(folder: Path, class_names: list[str] | None) -> SampleSet:
@@ -255,8 +284,10 @@ def _read_png_folder(folder: Path, class_names: list[str] | None) -> SampleSet:
     labels: list[int | None]
     notes = []
     if files:  # flat: labels from the file-name suffix, `00012_sneaker.png`
-        labels = [_label_of(f.stem.split("_", 1)[1], class_names) if "_" in f.stem else None
-                  for f in files]
+        labels = [
+            _label_of(f.stem.split("_", 1)[1], class_names) if "_" in f.stem else None
+            for f in files
+        ]
     else:  # class sub-folders
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         files, labels = [], []
@@ -277,8 +308,10 @@ def _read_png_folder(folder: Path, class_names: list[str] | None) -> SampleSet:
             raise DataError(f"{file} is not a readable image ({e})") from None
     shapes = {p.shape for p in pictures}
     if len(shapes) > 1:
-        raise DataError(f"the PNGs in {folder} differ in size or colour ({len(shapes)} shapes, "
-                        f"e.g. {sorted(shapes)[:2]}); evaluate images of one shape")
+        raise DataError(
+            f"the PNGs in {folder} differ in size or colour ({len(shapes)} shapes, "
+            f"e.g. {sorted(shapes)[:2]}); evaluate images of one shape"
+        )
     stacked = np.stack(pictures)
     images = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
     label_tensor = None
@@ -286,8 +319,13 @@ def _read_png_folder(folder: Path, class_names: list[str] | None) -> SampleSet:
         label_tensor = torch.tensor(labels, dtype=torch.int64)
     elif any(label is not None for label in labels):
         notes.append("some file names carry no class: labels ignored")
-    return SampleSet(torch.from_numpy(np.ascontiguousarray(images)), label_tensor, class_names,
-                     str(folder), notes)
+    return SampleSet(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        label_tensor,
+        class_names,
+        str(folder),
+        notes,
+    )
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -319,15 +357,18 @@ def load_synthetic(folder: str | Path, split: str = "train") -> SampleSet:
     if idx_files is not None:
         images_stem, labels_stem = SPLIT_FILES[split]
         images, labels = read_idx_split(idx_files[images_stem], idx_files[labels_stem], 256)
-        return SampleSet(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), names,
-                         str(folder))
+        return SampleSet(
+            torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), names, str(folder)
+        )
     if (folder / f"{split}.npz").is_file():
         found = _read_npz(folder / f"{split}.npz")
     elif (folder / split).is_dir():
         found = _read_png_folder(folder / split, names)
     else:
-        raise DataError(f"{folder} holds no synthetic dataset (expected {MANIFEST} with IDX "
-                        f"files, {split}.npz or {split}/ class folders)")
+        raise DataError(
+            f"{folder} holds no synthetic dataset (expected {MANIFEST} with IDX "
+            f"files, {split}.npz or {split}/ class folders)"
+        )
     if found.labels is None:
         raise DataError(f"{found.source} has no labels; a labelled dataset is needed")
     found.class_names = found.class_names or names

@@ -50,10 +50,18 @@ DEFAULT_CAS_EPOCHS = 5
 # ---------------------------------------------------------------- synthetic datasets
 
 
-def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_samples: int,
-                            fmt: SynthFormat = "idx", seed: int = 0, featnet: Any = None,
-                            overwrite: bool = False, log: Callable[[str], None] = print,
-                            progress: bool = False) -> dict[str, Any]:
+def write_synthetic_dataset(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    num_samples: int,
+    fmt: SynthFormat = "idx",
+    seed: int = 0,
+    featnet: Any = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Sample a labelled dataset from a model and write it in a format the data layer loads.
 
     The train split holds `num_samples` images; a test split holds `num_samples // 6` more
@@ -92,24 +100,35 @@ def write_synthetic_dataset(checkpoint: str | Path, out_dir: str | Path, *, num_
     check_free(out_dir, overwrite=overwrite, folder=True)  # before the sampling
     model, ckpt = load_model(checkpoint, device=select_device("auto"))
     if fmt == "idx" and model.image_shape[0] != 1:
-        raise ConfigError(f"IDX files hold grey images; this model makes {model.image_shape[0]}"
-                          "-channel ones: use --format npz or png")
+        raise ConfigError(
+            f"IDX files hold grey images; this model makes {model.image_shape[0]}"
+            "-channel ones: use --format npz or png"
+        )
     class_names, featnet, notes = _labelling(model, ckpt, featnet)
     num_test = max(model.num_classes or 1, num_samples // TEST_DIVISOR)
     total = num_samples + num_test
     limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
     log(f"sampling {total} images from {ckpt.path} ({ckpt.config.model.name}, step {ckpt.step})")
-    drawn = draw_balanced(model, total, sampling=ckpt.config.sample, seed=seed,
-                          progress=progress)
+    drawn = draw_balanced(model, total, sampling=ckpt.config.sample, seed=seed, progress=progress)
     images, requested = drawn.images, drawn.labels
     labels = requested if requested is not None else featnet.logits(images).argmax(1)
-    splits = {"train": (images[:num_samples], labels[:num_samples]),
-              "test": (images[num_samples:], labels[num_samples:])}
+    splits = {
+        "train": (images[:num_samples], labels[:num_samples]),
+        "test": (images[num_samples:], labels[num_samples:]),
+    }
 
     with staged_folder(out_dir, overwrite=overwrite) as tmp:
         files = _WRITERS[fmt](tmp, splits, class_names)
-        manifest = _manifest(ckpt, fmt, seed, splits, class_names, files, notes,
-                             labelled_by="requested" if requested is not None else "featnet")
+        manifest = _manifest(
+            ckpt,
+            fmt,
+            seed,
+            splits,
+            class_names,
+            files,
+            notes,
+            labelled_by="requested" if requested is not None else "featnet",
+        )
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -121,13 +140,24 @@ def _labelling(model: Any, ckpt: Any, featnet: Any) -> tuple[list[str], Any, lis
     if model.num_classes:
         return class_names_of(ckpt), featnet, []
     featnet = resolve_featnet(featnet, ckpt.config.data.name)
-    note = (f"unconditional model: labels are the feature net's predictions (argmax; "
-            f"{featnet.name}, test accuracy {featnet.test_accuracy})")
+    note = (
+        f"unconditional model: labels are the feature net's predictions (argmax; "
+        f"{featnet.name}, test accuracy {featnet.test_accuracy})"
+    )
     return list(featnet.class_names), featnet, [note]
 
 
-def _manifest(ckpt: Any, fmt: str, seed: int, splits: dict, class_names: list[str],
-              files: list[str], notes: list[str], *, labelled_by: str) -> dict[str, Any]:
+def _manifest(
+    ckpt: Any,
+    fmt: str,
+    seed: int,
+    splits: dict,
+    class_names: list[str],
+    files: list[str],
+    notes: list[str],
+    *,
+    labelled_by: str,
+) -> dict[str, Any]:
     """synth.json: where the dataset comes from, what it holds and how it was labelled."""
     train_labels = splits["train"][1]
     return {
@@ -180,10 +210,15 @@ _WRITERS = {"idx": _write_idx, "npz": _write_npz, "png": _write_png}
 # ---------------------------------------------------------------- CAS
 
 
-def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAULT_CAS_EPOCHS,
-                                  seed: int = 0, dataset: str | None = None,
-                                  data_dir: str | Path | None = None,
-                                  log: Callable[[str], None] = print) -> dict[str, Any]:
+def classification_accuracy_score(
+    synth_dir: str | Path,
+    *,
+    epochs: int = DEFAULT_CAS_EPOCHS,
+    seed: int = 0,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """CAS (Ravuri & Vinyals, arXiv 1905.10887): train on synthetic, test on real.
 
     Two classifiers of the same architecture (the metrics' FeatNet: four 3x3 conv layers and
@@ -213,23 +248,35 @@ def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAUL
     real_test = load_dataset(dataset, "test", data_dir=data_dir)
     num_classes = len(real_test.class_names)
     if synth.labels.max() >= num_classes:
-        raise DataError(f"{synth.source} has labels up to {int(synth.labels.max())} but {dataset} "
-                        f"has {num_classes} classes")
+        raise DataError(
+            f"{synth.source} has labels up to {int(synth.labels.max())} but {dataset} "
+            f"has {num_classes} classes"
+        )
     notes = list(manifest.get("notes", []))
     num_real = min(len(synth), len(real_train))
     if num_real < len(synth):
-        notes.append(f"only {num_real} real training images exist: the real classifier trains on "
-                     f"fewer images than the synthetic one ({len(synth)})")
+        notes.append(
+            f"only {num_real} real training images exist: the real classifier trains on "
+            f"fewer images than the synthetic one ({len(synth)})"
+        )
     chosen = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
     chosen = chosen[:num_real]
     use_flips = str(dataset).lower() not in featnet_training.NO_FLIP_DATASETS
     scores = {}
-    for name, images, labels in (("synthetic", synth.images, synth.labels),
-                                 ("real", real_train.images[chosen], real_train.labels[chosen])):
+    for name, images, labels in (
+        ("synthetic", synth.images, synth.labels),
+        ("real", real_train.images[chosen], real_train.labels[chosen]),
+    ):
         log(f"training the classifier on {len(images)} {name} images for {epochs} epoch(s)")
-        model = featnet_training.fit_featnet(images, labels, num_classes=num_classes,
-                                             epochs=epochs, seed=seed, use_flips=use_flips,
-                                             log=log)
+        model = featnet_training.fit_featnet(
+            images,
+            labels,
+            num_classes=num_classes,
+            epochs=epochs,
+            seed=seed,
+            use_flips=use_flips,
+            log=log,
+        )
         scores[name] = featnet_training.accuracy(model, real_test.images, real_test.labels)
     cas, real = scores["synthetic"], scores["real"]
     return {
@@ -244,7 +291,7 @@ def classification_accuracy_score(synth_dir: str | Path, *, epochs: int = DEFAUL
         "epochs": epochs,
         "seed": seed,
         "classifier": "FeatNet (4 conv + 128-d features) trained by fit_featnet: SGD, one-cycle "
-                      "LR, label smoothing, 1-pixel shifts" + (", h-flips" if use_flips else ""),
+        "LR, label smoothing, 1-pixel shifts" + (", h-flips" if use_flips else ""),
         "notes": notes,
     }
 

@@ -28,9 +28,15 @@ TRAVERSAL_RANGE = 3.0
 
 
 @torch.no_grad()
-def write_run_visuals(model: Family, run_dir: str | Path, test_images: torch.Tensor,
-                      test_labels: torch.Tensor, *, seed: int = 0,
-                      sampling: SampleConfig | None = None) -> list[Path]:
+def write_run_visuals(
+    model: Family,
+    run_dir: str | Path,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    seed: int = 0,
+    sampling: SampleConfig | None = None,
+) -> list[Path]:
     """Write the pictures that apply to `model` into `run_dir`; returns their paths.
 
     Args:
@@ -44,27 +50,41 @@ def write_run_visuals(model: Family, run_dir: str | Path, test_images: torch.Ten
     run_dir = Path(run_dir)
     written = [_write_interpolations(model, run_dir / "interpolation.png", seed, sampling)]
     if isinstance(model, Autoencoder):
-        written.append(_write_reconstructions(model, run_dir / "reconstructions.png",
-                                              test_images, test_labels))
+        written.append(
+            _write_reconstructions(model, run_dir / "reconstructions.png", test_images, test_labels)
+        )
         if len(model.latent_shape) == 1:
-            written.append(_write_latent_traversal(model, run_dir / "latent_traversal.png",
-                                                   int(test_labels[0])))
+            written.append(
+                _write_latent_traversal(
+                    model, run_dir / "latent_traversal.png", int(test_labels[0])
+                )
+            )
     return written
 
 
-def _write_interpolations(model: Family, path: Path, seed: int,
-                          sampling: SampleConfig | None) -> Path:
+def _write_interpolations(
+    model: Family, path: Path, seed: int, sampling: SampleConfig | None
+) -> Path:
     """NUM_PATHS rows of slerp paths between pairs of seeds (a class per row if conditional)."""
     rows = []
     for i in range(NUM_PATHS):
         label = i % model.num_classes if model.num_classes else None
-        rows.append(interpolate(model, seed_a=seed + 2 * i, seed_b=seed + 2 * i + 1,
-                                num_frames=NUM_FRAMES, label=label, sampling=sampling))
+        rows.append(
+            interpolate(
+                model,
+                seed_a=seed + 2 * i,
+                seed_b=seed + 2 * i + 1,
+                num_frames=NUM_FRAMES,
+                label=label,
+                sampling=sampling,
+            )
+        )
     return save_grid(path, torch.cat(rows), num_rows=NUM_PATHS)
 
 
-def _write_reconstructions(model: Autoencoder | Family, path: Path, test_images: torch.Tensor,
-                           test_labels: torch.Tensor) -> Path:
+def _write_reconstructions(
+    model: Autoencoder | Family, path: Path, test_images: torch.Tensor, test_labels: torch.Tensor
+) -> Path:
     """The first test images over their reconstructions."""
     x0 = to_model_range(test_images[:NUM_RECONSTRUCTIONS]).to(model.device)
     labels = test_labels[:NUM_RECONSTRUCTIONS].to(model.device)

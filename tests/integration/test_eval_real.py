@@ -13,20 +13,30 @@ from fashiongen.data.sources import resolve_idx_dir
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(resolve_idx_dir("fashion-mnist") is None,
-                       reason="Fashion-MNIST not available offline"),
+    pytest.mark.skipif(
+        resolve_idx_dir("fashion-mnist") is None, reason="Fashion-MNIST not available offline"
+    ),
 ]
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-SMALL = ["--set", "train.compile=false",
-         "--set", "model.g_width=16", "--set", "model.d_width=16", "--no-progress",
-         "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1"]
+SMALL = [
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=16",
+    "--set",
+    "model.d_width=16",
+    "--no-progress",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "train.num_threads=1",
+]
 
 
 def test_eval_few_step_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", "dcgan", "--max-steps", "5", "--out", str(run),
-                 *SMALL]) == 0
+    assert main(["train", "--model", "dcgan", "--max-steps", "5", "--out", str(run), *SMALL]) == 0
     capsys.readouterr()
     out = tmp_path / "eval.json"
     assert main(["eval", str(run), "--num-samples", "200", "--json", str(out)]) == 0

@@ -20,8 +20,9 @@ def test_a_zoo_ships():
 @pytest.mark.parametrize("name", ZOO)
 def test_manifest_numbers_are_of_the_current_metric(name):
     recorded = manifest()[name].get("metric", {})
-    assert (recorded.get("name"), recorded.get("version")) == (METRIC_NAME, METRIC_VERSION), \
+    assert (recorded.get("name"), recorded.get("version")) == (METRIC_NAME, METRIC_VERSION), (
         f"{name}: re-score with benchmarks/rescore_zoo.py"
+    )
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -33,6 +34,20 @@ def test_zoo_model_matches_its_manifest(name):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_sample_from_the_zoo_by_name(name, tmp_path):
-    assert main(["sample", "--model", name, "--num-samples", "8", "--steps", "4",
-                 "--out", str(tmp_path / "g.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--model",
+                name,
+                "--num-samples",
+                "8",
+                "--steps",
+                "4",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "g.png").stat().st_size > 0

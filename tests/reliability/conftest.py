@@ -15,6 +15,7 @@ from fashiongen.cli import main
 @pytest.fixture
 def cli(capsys):
     """`cli(*args)` runs `fashiongen ARGS` in-process and returns a CliResult."""
+
     def run(*args) -> CliResult:
         return run_cli(capsys, *args)
 
@@ -40,20 +41,51 @@ def artefacts(tmp_path_factory) -> Artefacts:
     root = tmp_path_factory.mktemp("artefacts")
     run = train_run(root / "dcgan", "--max-steps", "2", "--set", "model.num_classes=10")
     ddpm = root / "ddpm"
-    assert main(["train", "--model", "ddpm", "--data", "synthetic", "--no-progress",
-                 "--max-steps", "2", "--out", str(ddpm), *TINY[:2],
-                 "--set", "model.base_width=8", "--set", "model.num_classes=10",
-                 "--set", "sample.num_steps=2", "--set", "train.batch_size=32",
-                 "--set", "train.num_grid_samples=10", "--set", "train.use_tensorboard=false",
-                 "--set", "train.num_threads=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "ddpm",
+                "--data",
+                "synthetic",
+                "--no-progress",
+                "--max-steps",
+                "2",
+                "--out",
+                str(ddpm),
+                *TINY[:2],
+                "--set",
+                "model.base_width=8",
+                "--set",
+                "model.num_classes=10",
+                "--set",
+                "sample.num_steps=2",
+                "--set",
+                "train.batch_size=32",
+                "--set",
+                "train.num_grid_samples=10",
+                "--set",
+                "train.use_tensorboard=false",
+                "--set",
+                "train.num_threads=1",
+            ]
+        )
+        == 0
+    )
     cache = root / "cache"
     torch.manual_seed(0)
     net = FeatNet(len(CLASS_NAMES)).eval()
-    save_featnet(cache / "fashiongen" / "featnets" / featnet_file_name("synthetic"), net,
-                 {"dataset": "synthetic", "class_names": list(CLASS_NAMES)})
+    save_featnet(
+        cache / "fashiongen" / "featnets" / featnet_file_name("synthetic"),
+        net,
+        {"dataset": "synthetic", "class_names": list(CLASS_NAMES)},
+    )
     synth = root / "synthetic"
-    assert main(["synth", str(run), "--num-samples", "20", "--format", "npz",
-                 "--out", str(synth)]) == 0
+    assert (
+        main(["synth", str(run), "--num-samples", "20", "--format", "npz", "--out", str(synth)])
+        == 0
+    )
     return Artefacts(run, ddpm, synth, cache)
 
 

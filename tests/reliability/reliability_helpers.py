@@ -18,10 +18,24 @@ from fashiongen.cli import main
 # A DCGAN that trains a step in milliseconds; one thread, so runs are reproducible.
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-TINY = ["--set", "train.compile=false",
-        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
-        "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-        "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1"]
+TINY = [
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "model.latent_dim=8",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "train.num_threads=1",
+]
 TRAIN = ["train", "--data", "synthetic", "--model", "dcgan", "--no-progress", *TINY]
 SUBPROCESS_TIMEOUT_S = 120
 
@@ -52,12 +66,21 @@ def run_cli(capsys, *args: str | Path) -> CliResult:
     return CliResult(code, captured.out, captured.err)
 
 
-def run_process(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-                timeout: float = SUBPROCESS_TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_process(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = SUBPROCESS_TIMEOUT_S,
+) -> subprocess.CompletedProcess:
     """`python -m fashiongen ARGS` in a real process."""
-    return subprocess.run([sys.executable, "-m", "fashiongen", *map(str, args)],
-                          capture_output=True, text=True, env=env or child_env(), cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fashiongen", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def child_env(**changes: str) -> dict[str, str]:
@@ -85,8 +108,10 @@ def hidden_temporaries(root: Path) -> list[Path]:
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Everything under `root`, hidden entries included: relative path -> bytes (None for a
     folder), to assert that a refused or killed command left a folder exactly as it was."""
-    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def visible(root: Path) -> list[str]:
@@ -94,8 +119,9 @@ def visible(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
 
 
-def wait_for_lock_holder(run: Path, process: subprocess.Popen,
-                         timeout: float = SUBPROCESS_TIMEOUT_S) -> int:
+def wait_for_lock_holder(
+    run: Path, process: subprocess.Popen, timeout: float = SUBPROCESS_TIMEOUT_S
+) -> int:
     """Wait until `process` holds the run lock of `run`; its PID, as the lock file names it."""
     import time
 
@@ -121,7 +147,7 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(os.urandom(len(data)))
     elif how == "flip":
         pos = len(data) * 3 // 4
-        path.write_bytes(data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:])
+        path.write_bytes(data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1 :])
     elif how == "delete":
         path.unlink()
     else:

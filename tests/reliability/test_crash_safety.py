@@ -35,17 +35,31 @@ MAX_DELAY_S = 1.0  # a kill lands up to this long after the process has saved a 
 PROGRESS_TIMEOUT_S = 90
 EXTRA_STEPS = 2 * INTERVAL  # trained after the last kill, to complete the run
 RESUMED = re.compile(r"resuming from (\S+) \(step (\d+)\)")
-CRASH_ARGS = ["--epochs", "1000", "--set", f"train.checkpoint_every_n_steps={INTERVAL}",
-              "--set", "train.log_every_n_steps=1", "--set", "train.keep_checkpoints=2",
-              "--set", "train.ema_decay=0.9", "--set", "train.grid_every_n_epochs=1000"]
+CRASH_ARGS = [
+    "--epochs",
+    "1000",
+    "--set",
+    f"train.checkpoint_every_n_steps={INTERVAL}",
+    "--set",
+    "train.log_every_n_steps=1",
+    "--set",
+    "train.keep_checkpoints=2",
+    "--set",
+    "train.ema_decay=0.9",
+    "--set",
+    "train.grid_every_n_epochs=1000",
+]
 LONG = 1_000_000  # steps: the killed processes never finish by themselves
 
 
 def _start(run: Path, log: Path, *extra: str) -> subprocess.Popen:
     with open(log, "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "fashiongen", *TRAIN, *CRASH_ARGS,
-                                 "--out", str(run), *extra], stdout=subprocess.DEVNULL,
-                                stderr=err, env=child_env())
+        return subprocess.Popen(
+            [sys.executable, "-m", "fashiongen", *TRAIN, *CRASH_ARGS, "--out", str(run), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=child_env(),
+        )
 
 
 def _checkpoint_steps(run: Path) -> list[int]:
@@ -75,8 +89,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         process = _start(run, log, "--max-steps", str(LONG), *(["--resume"] if kill else []))
         deadline = time.monotonic() + PROGRESS_TIMEOUT_S
         try:  # wait for a checkpoint newer than the one resumed from, then kill at random
-            while not (run.is_dir() and _checkpoint_steps(run)
-                       and (before is None or _checkpoint_steps(run)[-1] > before)):
+            while not (
+                run.is_dir()
+                and _checkpoint_steps(run)
+                and (before is None or _checkpoint_steps(run)[-1] > before)
+            ):
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "no progress"
                 time.sleep(0.02)
@@ -96,9 +113,24 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
 
     latest = _checkpoint_steps(run)[-1]
     target = latest + EXTRA_STEPS
-    done = subprocess.run([sys.executable, "-m", "fashiongen", *TRAIN, *CRASH_ARGS, "--out",
-                           str(run), "--resume", "--max-steps", str(target)],
-                          capture_output=True, text=True, env=child_env(), timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fashiongen",
+            *TRAIN,
+            *CRASH_ARGS,
+            "--out",
+            str(run),
+            "--resume",
+            "--max-steps",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert f"(step {latest})" in done.stderr
     assert load_checkpoint(run / "final")[0].step == target
@@ -106,8 +138,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     print("kills (last logged step, latest checkpoint, temporaries left):", report)
 
     # Killed five times or not, the weights are those of one uninterrupted run.
-    cfg = replace(config_from_dict(read_toml(run / "config.toml")),
-                  out_dir=str(tmp_path / "reference"), train={"max_steps": target})
+    cfg = replace(
+        config_from_dict(read_toml(run / "config.toml")),
+        out_dir=str(tmp_path / "reference"),
+        train={"max_steps": target},
+    )
     reference = train(cfg, progress=False)
     a = load_file(run / "final" / WEIGHTS_FILE)
     b = load_file(reference.final_checkpoint / WEIGHTS_FILE)
@@ -124,8 +159,15 @@ FILES = {"weights": WEIGHTS_FILE, "state": STATE_FILE}
 def finished_run(tmp_path_factory) -> Path:
     """A run with checkpoints at steps 4 and 8 and final/ at step 12."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    return train_run(out, "--max-steps", "12", "--set", "train.checkpoint_every_n_steps=4",
-                     "--set", "train.ema_decay=0.9")
+    return train_run(
+        out,
+        "--max-steps",
+        "12",
+        "--set",
+        "train.checkpoint_every_n_steps=4",
+        "--set",
+        "train.ema_decay=0.9",
+    )
 
 
 @pytest.fixture
@@ -192,8 +234,15 @@ def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
     """Rows a killed run logged after its last checkpoint are replaced, never duplicated."""
     import shutil
 
-    run = train_run(tmp_path / "run", "--max-steps", "10", "--set",
-                    "train.checkpoint_every_n_steps=4", "--set", "train.log_every_n_steps=1")
+    run = train_run(
+        tmp_path / "run",
+        "--max-steps",
+        "10",
+        "--set",
+        "train.checkpoint_every_n_steps=4",
+        "--set",
+        "train.log_every_n_steps=1",
+    )
     shutil.rmtree(run / "final")  # as if killed at step 10, after its row, before final/
     with open(run / "metrics.csv", "a") as f:
         f.write("11,0.55,0.1")  # and a row half-written by the kill

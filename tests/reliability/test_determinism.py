@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _digest_tool():
     """tools/digest_outputs.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("digest_outputs",
-                                                  ROOT / "tools" / "digest_outputs.py")
+    spec = importlib.util.spec_from_file_location(
+        "digest_outputs", ROOT / "tools" / "digest_outputs.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -28,12 +29,31 @@ def _digest_tool():
 # Tiny members of every family, shared with tools/digest_outputs.py (the refactoring check).
 # A new family needs an entry (test_every_family_has_tiny_settings), so none is skipped.
 TINY_SETTINGS = _digest_tool().TINY_SETTINGS
-COMMON = ["train", "--data", "synthetic", "--no-progress", "--max-steps", "4",
-          "--set", "train.checkpoint_every_n_steps=2", "--set", "train.ema_decay=0.9",
-          "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-          "--set", "train.use_tensorboard=false", "--set", "train.num_threads=1"]
-RUN_FILES = [f"final/{WEIGHTS_FILE}", f"checkpoints/step_0000002/{WEIGHTS_FILE}",
-             "samples/epoch_0001.png"]
+COMMON = [
+    "train",
+    "--data",
+    "synthetic",
+    "--no-progress",
+    "--max-steps",
+    "4",
+    "--set",
+    "train.checkpoint_every_n_steps=2",
+    "--set",
+    "train.ema_decay=0.9",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "train.num_threads=1",
+]
+RUN_FILES = [
+    f"final/{WEIGHTS_FILE}",
+    f"checkpoints/step_0000002/{WEIGHTS_FILE}",
+    "samples/epoch_0001.png",
+]
 
 
 def _train_args(family: str) -> list[str]:
@@ -73,8 +93,18 @@ def test_another_process_trains_and_samples_identically(tmp_path, monkeypatch):
     for name in RUN_FILES:
         assert (run / name).read_bytes() == (other / "run" / name).read_bytes(), name
 
-    sample = ["sample", str(run), "--num-samples", "6", "--seed", "7", "--sampler",
-              "ancestral", "--steps", "3"]
+    sample = [
+        "sample",
+        str(run),
+        "--num-samples",
+        "6",
+        "--seed",
+        "7",
+        "--sampler",
+        "ancestral",
+        "--steps",
+        "3",
+    ]
     outputs = {}
     for where in ("here", "there"):
         for suffix in ("png", "npz"):

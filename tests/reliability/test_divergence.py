@@ -62,8 +62,15 @@ def _poison(model: DCGAN) -> None:
 
 def test_nan_weights_with_finite_losses_roll_back(make_config, monkeypatch, capsys):
     """The colleague's case: NaN weights, finite losses, on a checkpoint step (8)."""
-    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 12, "checkpoint_every_n_steps": 4,
-                                                "log_every_n_steps": 5, "ema_decay": 0.9})
+    cfg = make_config(
+        model=SMALL_DCGAN,
+        train={
+            "max_steps": 12,
+            "checkpoint_every_n_steps": 4,
+            "log_every_n_steps": 5,
+            "ema_decay": 0.9,
+        },
+    )
     poisoned = []
 
     def fault(model, optimizers, losses, step):
@@ -75,8 +82,9 @@ def test_nan_weights_with_finite_losses_roll_back(make_config, monkeypatch, caps
     result = train(cfg, progress=False)
     assert result.steps == 12
     assert calls["n"] == 12 + (8 - 4), "caught at step 8, steps 5-8 replayed"
-    assert "weights non-finite: rolled back to step 4, learning rate halved" in \
-        capsys.readouterr().out
+    assert (
+        "weights non-finite: rolled back to step 4, learning rate halved" in capsys.readouterr().out
+    )
     _assert_everything_saved_is_finite(cfg.out_dir)
     with open(Path(cfg.out_dir) / "metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f)]
@@ -86,8 +94,10 @@ def test_nan_weights_with_finite_losses_roll_back(make_config, monkeypatch, caps
 def test_nan_weights_between_checks_are_caught_before_any_write(make_config, monkeypatch):
     """Poisoned on a step whose state nobody reads (6): caught by step 7's loss or step 8's
     check, never saved."""
-    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 12, "checkpoint_every_n_steps": 4,
-                                                "log_every_n_steps": 4})
+    cfg = make_config(
+        model=SMALL_DCGAN,
+        train={"max_steps": 12, "checkpoint_every_n_steps": 4, "log_every_n_steps": 4},
+    )
     poisoned = []
 
     def fault(model, optimizers, losses, step):
@@ -104,11 +114,16 @@ def test_nan_weights_between_checks_are_caught_before_any_write(make_config, mon
 
 
 def test_nan_weights_can_stop_the_run(make_config, monkeypatch):
-    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 12, "checkpoint_every_n_steps": 4,
-                                                "on_nonfinite": "stop"})
+    cfg = make_config(
+        model=SMALL_DCGAN,
+        train={"max_steps": 12, "checkpoint_every_n_steps": 4, "on_nonfinite": "stop"},
+    )
     _patch_step(monkeypatch, lambda model, o, losses, step: _poison(model) if step == 8 else None)
-    with pytest.raises(TrainingDivergedError, match=r"^weights became non-finite at step 8; "
-                                                    r"lower train\.lr"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"^weights became non-finite at step 8; "
+        r"lower train\.lr",
+    ):
         train(cfg, progress=False)
     assert [f.name for f in list_checkpoints(cfg.out_dir)] == ["step_0000004"]
     _assert_everything_saved_is_finite(cfg.out_dir)
@@ -117,8 +132,10 @@ def test_nan_weights_can_stop_the_run(make_config, monkeypatch):
 def test_rollbacks_in_a_row_are_counted_and_lower_the_lr_each_time(make_config, monkeypatch):
     """Step 7 always fails. The old loop forgot its rollbacks at every log row, so with a row
     per step it replayed steps 5-7 forever; now the 4th failure in a row stops it."""
-    cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 12, "checkpoint_every_n_steps": 4,
-                                                "log_every_n_steps": 1})
+    cfg = make_config(
+        model=SMALL_DCGAN,
+        train={"max_steps": 12, "checkpoint_every_n_steps": 4, "log_every_n_steps": 1},
+    )
     lrs = []
 
     def fault(model, optimizers, losses, step):
@@ -128,9 +145,10 @@ def test_rollbacks_in_a_row_are_counted_and_lower_the_lr_each_time(make_config, 
         return None
 
     _patch_step(monkeypatch, fault)
-    with pytest.raises(TrainingDivergedError,
-                       match=f"g_loss became non-finite at step 7 again after {MAX_ROLLBACKS} "
-                             "rollbacks in a row"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=f"g_loss became non-finite at step 7 again after {MAX_ROLLBACKS} rollbacks in a row",
+    ):
         train(cfg, progress=False)
     lr = cfg.train.lr
     assert lrs == pytest.approx([lr, lr / 2, lr / 4, lr / 8])
@@ -157,10 +175,15 @@ def test_stop_request_on_a_checkpoint_step_saves_once(make_config, monkeypatch):
     cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 30, "checkpoint_every_n_steps": 6})
     saved = []
     real_save = ckpt.save_checkpoint
-    monkeypatch.setattr(ckpt, "save_checkpoint",
-                        lambda folder, **kw: saved.append(folder.name) or real_save(folder, **kw))
-    _patch_step(monkeypatch, lambda m, o, losses, step:
-                signal.raise_signal(signal.SIGINT) if step == 6 else None)
+    monkeypatch.setattr(
+        ckpt,
+        "save_checkpoint",
+        lambda folder, **kw: saved.append(folder.name) or real_save(folder, **kw),
+    )
+    _patch_step(
+        monkeypatch,
+        lambda m, o, losses, step: signal.raise_signal(signal.SIGINT) if step == 6 else None,
+    )
     with pytest.raises(TrainingInterruptedError, match="step_0000006"):
         train(cfg, progress=False)
     assert saved == ["step_0000006"]

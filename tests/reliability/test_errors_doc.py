@@ -8,8 +8,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ERRORS_DOC = ROOT / "docs" / "errors.md"
-CHECKED_SECTIONS = ("Outputs: nothing overwritten, nothing half-written", "One writer per run "
-                    "folder", "Limits", "Checked when written")
+CHECKED_SECTIONS = (
+    "Outputs: nothing overwritten, nothing half-written",
+    "One writer per run folder",
+    "Limits",
+    "Checked when written",
+)
 REFERENCE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`")
 
 
@@ -31,9 +35,13 @@ def test_every_test_the_doc_names_exists():
 def test_every_rule_row_names_its_test():
     sections = _sections(ERRORS_DOC.read_text())
     for title in CHECKED_SECTIONS:
-        rows = [line for line in sections[title].splitlines()
-                if line.startswith("| ") and not line.startswith(("| rule", "| input", "| bound"))
-                and not line.startswith("| `MAX_")]
+        rows = [
+            line
+            for line in sections[title].splitlines()
+            if line.startswith("| ")
+            and not line.startswith(("| rule", "| input", "| bound"))
+            and not line.startswith("| `MAX_")
+        ]
         assert rows, title
         for row in rows:
             assert REFERENCE.search(row), f"{title}: a row without its test: {row[:80]}"

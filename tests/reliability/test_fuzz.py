@@ -38,9 +38,11 @@ from fashiongen.data.sources import write_idx_split
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.models import MODELS
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 _counter = itertools.count()
 T = TypeVar("T")
 
@@ -54,24 +56,48 @@ def _fresh_dir(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- config
 
+
 def _field_names(cls: type) -> list[str]:
     import dataclasses
 
     return [f.name for f in dataclasses.fields(cls)]
 
 
-KNOWN_KEYS = ([f"train.{k}" for k in _field_names(TrainConfig)]
-              + [f"data.{k}" for k in _field_names(DataConfig)]
-              + [f"sample.{k}" for k in _field_names(SampleConfig)]
-              + [f"model.{k}" for cls in {m.Config for m in MODELS.values()}
-                 for k in _field_names(cls)]
-              + ["seed", "out_dir", "model", "train", "model.gan.name", "model.gan"])
+KNOWN_KEYS = (
+    [f"train.{k}" for k in _field_names(TrainConfig)]
+    + [f"data.{k}" for k in _field_names(DataConfig)]
+    + [f"sample.{k}" for k in _field_names(SampleConfig)]
+    + [f"model.{k}" for cls in {m.Config for m in MODELS.values()} for k in _field_names(cls)]
+    + ["seed", "out_dir", "model", "train", "model.gan.name", "model.gan"]
+)
 _scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["true", "false", "none", "null", "nan", "inf", "-inf", '""', "[]",
-                     "{}", "[1, 2]", "[0.5, 0.9]", '"ddim"', "dcgan", "vae", "1e999",
-                     "{a = 1}", "[[[[[[1]]]]]]", "0x10", "1_000", '"\\u0000"']),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "none",
+            "null",
+            "nan",
+            "inf",
+            "-inf",
+            '""',
+            "[]",
+            "{}",
+            "[1, 2]",
+            "[0.5, 0.9]",
+            '"ddim"',
+            "dcgan",
+            "vae",
+            "1e999",
+            "{a = 1}",
+            "[[[[[[1]]]]]]",
+            "0x10",
+            "1_000",
+            '"\\u0000"',
+        ]
+    ),
     st.text(max_size=20),
 )
 _overrides = st.one_of(
@@ -107,12 +133,13 @@ def test_fuzz_overrides_raise_only_config_error(overrides):
 
 
 _toml_values = st.recursive(
-    st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(),
-              st.text(max_size=10)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.sampled_from(["name", "lr", "x"]), inner,
-                                            max_size=3)),
-    max_leaves=6)
+    st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=10)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["name", "lr", "x"]), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
 _sections = st.sampled_from(["model", "data", "train", "sample", "model.gan", "seed", "junk"])
 
 
@@ -132,10 +159,14 @@ def _toml_literal(value) -> str:
 
 _toml_texts = st.one_of(
     st.text(max_size=200),
-    st.lists(st.tuples(_sections, st.sampled_from(KNOWN_KEYS + ["name", "lr", "epochs"]),
-                       _toml_values), max_size=6).map(
-        lambda rows: "\n".join(f"[{s}]\n{k.split('.')[-1]} = {_toml_literal(v)}"
-                               for s, k, v in rows)),
+    st.lists(
+        st.tuples(_sections, st.sampled_from(KNOWN_KEYS + ["name", "lr", "epochs"]), _toml_values),
+        max_size=6,
+    ).map(
+        lambda rows: "\n".join(
+            f"[{s}]\n{k.split('.')[-1]} = {_toml_literal(v)}" for s, k, v in rows
+        )
+    ),
 )
 
 
@@ -160,6 +191,7 @@ def test_toml_fuzzer_writes_valid_toml():
 
 # ---------------------------------------------------------------- image folders
 
+
 def _image_bytes(fmt: str, size: tuple[int, int], mode: str) -> bytes:
     buffer = io.BytesIO()
     image = Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[::-1]))
@@ -167,18 +199,27 @@ def _image_bytes(fmt: str, size: tuple[int, int], mode: str) -> bytes:
     return buffer.getvalue()
 
 
-VALID = [_image_bytes(fmt, size, mode) for fmt, size, mode in [
-    ("PNG", (8, 8), "L"), ("PNG", (8, 8), "RGBA"), ("PNG", (6, 9), "P"), ("PNG", (8, 8), "I;16"),
-    ("JPEG", (8, 8), "L"), ("JPEG", (8, 8), "RGB"), ("PNG", (8, 8), "1"), ("PNG", (8, 8), "LA"),
-]]
+VALID = [
+    _image_bytes(fmt, size, mode)
+    for fmt, size, mode in [
+        ("PNG", (8, 8), "L"),
+        ("PNG", (8, 8), "RGBA"),
+        ("PNG", (6, 9), "P"),
+        ("PNG", (8, 8), "I;16"),
+        ("JPEG", (8, 8), "L"),
+        ("JPEG", (8, 8), "RGB"),
+        ("PNG", (8, 8), "1"),
+        ("PNG", (8, 8), "LA"),
+    ]
+]
 
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A small PNG whose header (with a valid CRC) claims width x height pixels."""
     data = bytearray(_image_bytes("PNG", (8, 8), "L"))
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
     return bytes(data)
 
 
@@ -192,18 +233,26 @@ def _mutate(data: bytes, cuts: list[tuple[int, int]], truncate: int | None) -> b
 _image_files = st.one_of(
     st.binary(max_size=300),
     st.sampled_from(VALID),
-    st.builds(_mutate, st.sampled_from(VALID),
-              st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
-              st.one_of(st.none(), st.integers(0, 200))),
+    st.builds(
+        _mutate,
+        st.sampled_from(VALID),
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+        st.one_of(st.none(), st.integers(0, 200)),
+    ),
     st.binary(max_size=100).map(lambda b: b"\x89PNG\r\n\x1a\n" + b),
     st.binary(max_size=100).map(lambda b: b"\xff\xd8\xff\xe0" + b),
 )
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([".png", ".jpg"]),
-                          _image_files), min_size=1, max_size=5),
-       st.sampled_from([None, 8]))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([".png", ".jpg"]), _image_files),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([None, 8]),
+)
 @example([("a", ".png", _png_claiming(30_000, 30_000))], None)  # a decompression bomb
 @example([("a", ".png", _png_claiming(9_000, 9_000))], 8)  # large, below the bomb limit
 def test_fuzz_image_folder_raises_only_data_error(tmp_path, files, image_size):
@@ -221,17 +270,20 @@ def test_fuzz_image_folder_raises_only_data_error(tmp_path, files, image_size):
 
 # ---------------------------------------------------------------- a whole IDX dataset
 
+
 @FUZZ
-@given(st.sampled_from(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]),
-       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
-                max_size=3),
-       st.one_of(st.none(), st.integers(0, 400)))
+@given(
+    st.sampled_from(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3),
+    st.one_of(st.none(), st.integers(0, 400)),
+)
 def test_fuzz_idx_dataset_raises_only_data_error(tmp_path, name, cuts, truncate):
     root = _fresh_dir(tmp_path)
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 4)):
-        write_idx_split(root, split, rng.integers(0, 256, (n, 6, 6), dtype=np.uint8),
-                        rng.integers(0, 10, n))
+        write_idx_split(
+            root, split, rng.integers(0, 256, (n, 6, 6), dtype=np.uint8), rng.integers(0, 10, n)
+        )
     path = root / name
     path.write_bytes(_mutate(path.read_bytes(), cuts, truncate))
     ds = _outcome(lambda: load_dataset("fashion-mnist", "train", data_dir=root), DataError)

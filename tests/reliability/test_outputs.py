@@ -96,36 +96,101 @@ def _has(*names: str) -> Callable[[Path], None]:
     return check
 
 
-WRITERS: dict[str, Writer] = {w.command + (f" ({w.target})" if w.command == "sample" else ""): w
-                              for w in [
-    Writer("train", lambda a, out: [*TRAIN, "--max-steps", "2", "--out", out], "run",
-           _run, is_folder=True),
-    Writer("sample", lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", out],
-           "g.png", _grid, is_folder=False),
-    Writer("sample", lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", out],
-           "s.npz", _npz, is_folder=False),
-    Writer("sample", lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", f"{out}/"],
-           "pngs", _pngs, is_folder=True),
-    Writer("featnet train", lambda a, out: ["featnet", "train", "--dataset", "synthetic",
-                                            "--epochs", "1", "--out", out],
-           "f.safetensors", lambda out: load_featnet_file(out), is_folder=False,
-           refused_on_race=False),
-    Writer("combine", lambda a, out: ["combine", a.run, a.ddpm, "--out", out], "hybrid",
-           _hybrid, is_folder=True),
-    Writer("export", lambda a, out: ["export", a.run, "--out", out], "onnx", _onnx,
-           is_folder=True),
-    Writer("visualize", lambda a, out: ["visualize", a.run, "--out", out], "pictures",
-           _has("interpolation.png"), is_folder=True),
-    Writer("eval", lambda a, out: ["eval", a.run, "--num-samples", "20", "--json", out],
-           "eval.json", _json_with("fid"), is_folder=False),
-    Writer("compare", lambda a, out: ["compare", a.run, "--num-samples", "20", "--out", out],
-           "report", _has("report.html", "report.md", "report.json"), is_folder=True),
-    Writer("synth", lambda a, out: ["synth", a.run, "--num-samples", "20", "--format", "npz",
-                                    "--out", out],
-           "synthetic", _has("synth.json", "train.npz", "test.npz"), is_folder=True),
-    Writer("cas", lambda a, out: ["cas", a.synth, "--epochs", "1", "--json", out], "cas.json",
-           _json_with("cas"), is_folder=False),
-]}
+WRITERS: dict[str, Writer] = {
+    w.command + (f" ({w.target})" if w.command == "sample" else ""): w
+    for w in [
+        Writer(
+            "train",
+            lambda a, out: [*TRAIN, "--max-steps", "2", "--out", out],
+            "run",
+            _run,
+            is_folder=True,
+        ),
+        Writer(
+            "sample",
+            lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", out],
+            "g.png",
+            _grid,
+            is_folder=False,
+        ),
+        Writer(
+            "sample",
+            lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", out],
+            "s.npz",
+            _npz,
+            is_folder=False,
+        ),
+        Writer(
+            "sample",
+            lambda a, out: ["sample", a.run, "--num-samples", "16", "--out", f"{out}/"],
+            "pngs",
+            _pngs,
+            is_folder=True,
+        ),
+        Writer(
+            "featnet train",
+            lambda a, out: [
+                "featnet",
+                "train",
+                "--dataset",
+                "synthetic",
+                "--epochs",
+                "1",
+                "--out",
+                out,
+            ],
+            "f.safetensors",
+            lambda out: load_featnet_file(out),
+            is_folder=False,
+            refused_on_race=False,
+        ),
+        Writer(
+            "combine",
+            lambda a, out: ["combine", a.run, a.ddpm, "--out", out],
+            "hybrid",
+            _hybrid,
+            is_folder=True,
+        ),
+        Writer(
+            "export", lambda a, out: ["export", a.run, "--out", out], "onnx", _onnx, is_folder=True
+        ),
+        Writer(
+            "visualize",
+            lambda a, out: ["visualize", a.run, "--out", out],
+            "pictures",
+            _has("interpolation.png"),
+            is_folder=True,
+        ),
+        Writer(
+            "eval",
+            lambda a, out: ["eval", a.run, "--num-samples", "20", "--json", out],
+            "eval.json",
+            _json_with("fid"),
+            is_folder=False,
+        ),
+        Writer(
+            "compare",
+            lambda a, out: ["compare", a.run, "--num-samples", "20", "--out", out],
+            "report",
+            _has("report.html", "report.md", "report.json"),
+            is_folder=True,
+        ),
+        Writer(
+            "synth",
+            lambda a, out: ["synth", a.run, "--num-samples", "20", "--format", "npz", "--out", out],
+            "synthetic",
+            _has("synth.json", "train.npz", "test.npz"),
+            is_folder=True,
+        ),
+        Writer(
+            "cas",
+            lambda a, out: ["cas", a.synth, "--epochs", "1", "--json", out],
+            "cas.json",
+            _json_with("cas"),
+            is_folder=False,
+        ),
+    ]
+}
 # Commands that write nothing a user names, and why.
 NOT_WRITING = {
     "data info": "reads; a download goes to the checksummed cache, written atomically",
@@ -166,10 +231,16 @@ def _subcommands(parser) -> dict[str, object]:
 
 def test_the_table_covers_every_writing_command():
     commands = _subcommands(build_parser())
-    writing = {name for name, sub in commands.items()  # takes a path to write, or --overwrite
-               if "--overwrite" in sub._option_string_actions
-               or any(sub._option_string_actions[o].nargs != 0 for o in ("--out", "--json")
-                      if o in sub._option_string_actions)}
+    writing = {
+        name
+        for name, sub in commands.items()  # takes a path to write, or --overwrite
+        if "--overwrite" in sub._option_string_actions
+        or any(
+            sub._option_string_actions[o].nargs != 0
+            for o in ("--out", "--json")
+            if o in sub._option_string_actions
+        )
+    }
     assert writing == {w.command for w in WRITERS.values()}
     assert set(commands) == writing | set(NOT_WRITING), "classify every subcommand"
     for name in writing:  # every writing command can be told to replace its output
@@ -181,8 +252,7 @@ def test_the_table_covers_every_writing_command():
 
 @pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
 @pytest.mark.parametrize("name", list(WRITERS))
-def test_an_existing_output_is_refused(name, as_folder, artefacts, featnet_cache, tmp_path,
-                                       cli):
+def test_an_existing_output_is_refused(name, as_folder, artefacts, featnet_cache, tmp_path, cli):
     writer = WRITERS[name]
     out = tmp_path / writer.target
     before = _previous(out, as_folder=as_folder)
@@ -220,8 +290,11 @@ def test_sigkill_leaves_the_previous_content_or_the_whole_new_one(name, artefact
     rng = random.Random(f"{KILL_SEED}/{name}")
     process = subprocess.Popen(
         [sys.executable, "-m", "fashiongen", *_argv(writer, artefacts, out, "--overwrite")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env=child_env(XDG_CACHE_HOME=str(artefacts.cache)))
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(XDG_CACHE_HOME=str(artefacts.cache)),
+    )
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     try:
         while process.poll() is None and not hidden_temporaries(out.parent):
@@ -234,12 +307,15 @@ def test_sigkill_leaves_the_previous_content_or_the_whole_new_one(name, artefact
     assert process.returncode in (0, -signal.SIGKILL), err
     assert visible(out.parent) == [writer.target]  # killed writers leave hidden `.*.tmp` only
     replaced = _target_only(snapshot(out.parent), writer.target) != _target_only(
-        before, writer.target)
+        before, writer.target
+    )
     if replaced:
         writer.check(out)  # the new output, whole
         assert not (out / "notes.txt").exists()
-    print(f"{name}: exit {process.returncode}, {'new' if replaced else 'previous'} content, "
-          f"temporaries left: {[p.name for p in hidden_temporaries(out.parent)]}")
+    print(
+        f"{name}: exit {process.returncode}, {'new' if replaced else 'previous'} content, "
+        f"temporaries left: {[p.name for p in hidden_temporaries(out.parent)]}"
+    )
 
 
 def _target_only(entries: dict[str, bytes | None], target: str) -> dict[str, bytes | None]:
@@ -250,8 +326,9 @@ def _target_only(entries: dict[str, bytes | None], target: str) -> dict[str, byt
 
 
 @pytest.mark.parametrize("name", [n for n in WRITERS if n != "train"])
-def test_a_second_writer_finishing_first_is_never_clobbered(name, artefacts, featnet_cache,
-                                                            tmp_path, cli, monkeypatch):
+def test_a_second_writer_finishing_first_is_never_clobbered(
+    name, artefacts, featnet_cache, tmp_path, cli, monkeypatch
+):
     """B runs from start to end while A is about to move its output into place: A is refused
     (its output is new, not a replacement), B's output stays, whole. For `featnet train`,
     whose file the feature-network code writes, the last complete file wins instead."""

@@ -36,8 +36,15 @@ from fashiongen.samples import read_samples
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory):
     """A second tiny model, with other weights than `artefacts.run`."""
-    return train_run(tmp_path_factory.mktemp("other") / "run", "--max-steps", "2",
-                     "--seed", "7", "--set", "model.num_classes=10")
+    return train_run(
+        tmp_path_factory.mktemp("other") / "run",
+        "--max-steps",
+        "2",
+        "--seed",
+        "7",
+        "--set",
+        "model.num_classes=10",
+    )
 
 
 # ---------------------------------------------------------------- nothing destroyed
@@ -48,8 +55,10 @@ def test_combine_into_an_existing_run_keeps_the_run(artefacts, tmp_path, cli):
     run = train_run(tmp_path / "runs" / "gan", "--max-steps", "2")
     before = snapshot(tmp_path)
     line = cli("combine", artefacts.run, artefacts.ddpm, "--out", run).one_error_line()
-    assert line == (f"error: {run} already exists and holds a training run: pass --overwrite "
-                    "to replace it, or choose another path")
+    assert line == (
+        f"error: {run} already exists and holds a training run: pass --overwrite "
+        "to replace it, or choose another path"
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -71,8 +80,7 @@ def test_train_into_a_users_folder_keeps_their_files(tmp_path, cli):
         (project / name).write_text(f"the user's {name}\n")
     before = snapshot(tmp_path)
     line = cli(*TRAIN, "--max-steps", "2", "--out", project).one_error_line()
-    assert f"{project} already exists and is not empty, and is not a run: pass --overwrite" \
-        in line
+    assert f"{project} already exists and is not empty, and is not a run: pass --overwrite" in line
     assert snapshot(tmp_path) == before
     resumed = cli(*TRAIN, "--resume", "--out", project).one_error_line()
     assert "nothing to resume: no checkpoints" in resumed
@@ -111,8 +119,10 @@ def test_an_interrupted_train_overwrite_keeps_the_old_run(tmp_path, cli, monkeyp
     monkeypatch.setattr(DCGAN, "train_step", step)
     result = cli(*TRAIN, "--overwrite", "--max-steps", "10", "--out", run)
     assert result.code == 130
-    assert result.err == (f"interrupted before the new run was complete: {run} keeps its "
-                          "previous content; run the command again to start afresh\n")
+    assert result.err == (
+        f"interrupted before the new run was complete: {run} keeps its "
+        "previous content; run the command again to start afresh\n"
+    )
     assert snapshot(tmp_path) == before, "the old run, exactly; no staging folder left"
 
 
@@ -137,10 +147,23 @@ def test_a_killed_sample_to_a_png_folder_leaves_no_visible_png(artefacts, tmp_pa
     """SIGKILLed while writing thousands of PNGs, `sample --out dir/` used to leave them
     visible; now only a hidden temporary holds them until all are written."""
     out = tmp_path / "dir"
-    process = subprocess.Popen([sys.executable, "-m", "fashiongen", "sample", str(artefacts.run),
-                                "--num-samples", "5000", "--out", f"{out}/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=child_env())
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fashiongen",
+            "sample",
+            str(artefacts.run),
+            "--num-samples",
+            "5000",
+            "--out",
+            f"{out}/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     try:  # kill once some PNGs are written, mid-way through the set
         while not any(True for t in hidden_temporaries(tmp_path) for _ in t.glob("*.png")):
@@ -161,10 +184,21 @@ def test_a_killed_sample_to_a_png_folder_leaves_no_visible_png(artefacts, tmp_pa
 def test_combine_refuses_a_strength_beyond_its_max(artefacts, tmp_path, cli):
     """`combine --strength 0.9 --max-strength 0.5` used to write a hybrid that cannot sample
     with its own defaults."""
-    line = cli("combine", artefacts.run, artefacts.ddpm, "--strength", "0.9",
-               "--max-strength", "0.5", "--out", tmp_path / "h").one_error_line()
-    assert line == ("error: the hybrid would not sample with its own settings: sample.strength "
-                    "must lie in 0..0.5 for this hybrid (its refiner learned t <= 499)")
+    line = cli(
+        "combine",
+        artefacts.run,
+        artefacts.ddpm,
+        "--strength",
+        "0.9",
+        "--max-strength",
+        "0.5",
+        "--out",
+        tmp_path / "h",
+    ).one_error_line()
+    assert line == (
+        "error: the hybrid would not sample with its own settings: sample.strength "
+        "must lie in 0..0.5 for this hybrid (its refiner learned t <= 499)"
+    )
     assert snapshot(tmp_path) == {}
 
 
@@ -173,24 +207,33 @@ def _resaved(source, folder, *, image_shape=None, num_classes=None, extra=None):
     model, checkpoint = load_model(source)
     config = checkpoint.config
     if image_shape or num_classes is not None:
-        changed = dataclasses.replace(config.model, num_classes=config.model.num_classes
-                                      if num_classes is None else num_classes)
+        changed = dataclasses.replace(
+            config.model,
+            num_classes=config.model.num_classes if num_classes is None else num_classes,
+        )
         config = dataclasses.replace(config, model=changed)
         model = build_model(changed, image_shape or model.image_shape)
     record = {**json.loads(checkpoint.metadata["extra"]), **(extra or {})}
     return save_checkpoint(folder, model=model, config=config, step=1, extra=record)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"image_shape": (1, 32, 32)}, r"image shapes differ: \(1, 28, 28\) vs \(1, 32, 32\)"),
-    ({"num_classes": 0}, r"both models must have the same model\.num_classes"),
-    ({"extra": {"dataset": "mnist", "class_names": [str(i) for i in range(10)]}},
-     r"was trained on synthetic but .* on mnist: combine models of one dataset"),
-    ({"extra": {"dataset": "synthetic", "class_names": [f"c{i}" for i in range(10)]}},
-     r"have different classes \(hbar, vbar, .* vs c0, c1, "),
-], ids=["shape", "classes", "dataset", "class names"])
-def test_combine_refuses_models_that_do_not_fit_together(change, message, artefacts, tmp_path,
-                                                         cli):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image_shape": (1, 32, 32)}, r"image shapes differ: \(1, 28, 28\) vs \(1, 32, 32\)"),
+        ({"num_classes": 0}, r"both models must have the same model\.num_classes"),
+        (
+            {"extra": {"dataset": "mnist", "class_names": [str(i) for i in range(10)]}},
+            r"was trained on synthetic but .* on mnist: combine models of one dataset",
+        ),
+        (
+            {"extra": {"dataset": "synthetic", "class_names": [f"c{i}" for i in range(10)]}},
+            r"have different classes \(hbar, vbar, .* vs c0, c1, ",
+        ),
+    ],
+    ids=["shape", "classes", "dataset", "class names"],
+)
+def test_combine_refuses_models_that_do_not_fit_together(change, message, artefacts, tmp_path, cli):
     refiner = _resaved(artefacts.ddpm, tmp_path / "in" / "ddpm", **change)
     line = cli("combine", artefacts.run, refiner, "--out", tmp_path / "h").one_error_line()
     assert re.search(message, line), line
@@ -201,4 +244,5 @@ def test_combine_refuses_models_that_do_not_fit_together(change, message, artefa
 def test_serve_refuses_a_port_out_of_range(port, cli):
     """`serve --port 70000` and `--port -1` used to end in tracebacks."""
     assert cli("serve", "--port", port).one_error_line() == (
-        f"error: --port must be between 1 and 65535, got {port}")
+        f"error: --port must be between 1 and 65535, got {port}"
+    )

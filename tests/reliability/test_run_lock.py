@@ -34,12 +34,17 @@ LONG = ["--max-steps", "1000000", "--set", "train.checkpoint_every_n_steps=3"]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
-def _start_training(run: Path, *, launcher: tuple[str, ...] = (sys.executable, "-m",
-                                                              "fashiongen")
-                    ) -> subprocess.Popen:
-    return subprocess.Popen([*launcher, *TRAIN, *LONG, "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=child_env(), start_new_session=True)
+def _start_training(
+    run: Path, *, launcher: tuple[str, ...] = (sys.executable, "-m", "fashiongen")
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*launcher, *TRAIN, *LONG, "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -76,22 +81,36 @@ def test_a_second_train_process_is_refused_naming_the_first(training):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv", [
-    lambda run, a: [*TRAIN, "--resume", "--out", run],
-    lambda run, a: [*TRAIN, "--overwrite", "--max-steps", "2", "--out", run],
-    lambda run, a: ["visualize", run],  # the run's own pictures
-    lambda run, a: ["combine", a.run, a.ddpm, "--out", run, "--overwrite"],
-    lambda run, a: ["sample", a.run, "--num-samples", "4", "--out", f"{run}/", "--overwrite"],
-], ids=["train --resume", "train --overwrite", "visualize", "combine --overwrite",
-        "sample --overwrite"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda run, a: [*TRAIN, "--resume", "--out", run],
+        lambda run, a: [*TRAIN, "--overwrite", "--max-steps", "2", "--out", run],
+        lambda run, a: ["visualize", run],  # the run's own pictures
+        lambda run, a: ["combine", a.run, a.ddpm, "--out", run, "--overwrite"],
+        lambda run, a: ["sample", a.run, "--num-samples", "4", "--out", f"{run}/", "--overwrite"],
+    ],
+    ids=[
+        "train --resume",
+        "train --overwrite",
+        "visualize",
+        "combine --overwrite",
+        "sample --overwrite",
+    ],
+)
 def test_writing_into_a_run_being_trained_is_refused_and_touches_nothing(
-        training, argv, artefacts, cli, monkeypatch):
+    training, argv, artefacts, cli, monkeypatch
+):
     """`train --resume` used to clear the running job's half-written checkpoint as a stale
     temporary (and crash it); now nothing is removed, renamed or replaced."""
     run, process = training
     touched = []
-    for module, name in ((files, "remove_stale_temporaries"), (files, "remove_tree"),
-                         (files, "move_into_place"), (files, "remove_folder")):
+    for module, name in (
+        (files, "remove_stale_temporaries"),
+        (files, "remove_tree"),
+        (files, "move_into_place"),
+        (files, "remove_folder"),
+    ):
         monkeypatch.setattr(module, name, lambda *a, _name=name, **k: touched.append(_name))
     line = cli(*argv(run, artefacts)).one_error_line()
     assert f"{run} is being written by another fashiongen process (PID {process.pid})" in line
@@ -116,8 +135,9 @@ def test_a_killed_trainer_leaves_no_stale_lock(training, cli):
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed")
 def test_under_torchrun_rank_0_holds_the_lock(tmp_path, cli):
     run = tmp_path / "run"
-    process = _start_training(run, launcher=(str(TORCHRUN), "--standalone",
-                                             "--nproc-per-node", "2", "-m", "fashiongen"))
+    process = _start_training(
+        run, launcher=(str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "fashiongen")
+    )
     try:
         deadline = time.monotonic() + 2 * SUBPROCESS_TIMEOUT_S
         while (holder := lock_holder(run)) is None:

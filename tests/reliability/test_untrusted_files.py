@@ -52,9 +52,11 @@ def test_malicious_state_on_resume_never_runs_and_falls_back(run, tmp_path, cli,
     assert result.code == 0, result.err
     assert not marker.exists(), "the pickled payload ran"
     warning, resumed = result.err.splitlines()[:2]
-    assert warning.startswith(f"warning: training state {run / 'final' / STATE_FILE} is "
-                              "unreadable or unsafe and was not loaded (refused by the safe "
-                              "unpickler: ")
+    assert warning.startswith(
+        f"warning: training state {run / 'final' / STATE_FILE} is "
+        "unreadable or unsafe and was not loaded (refused by the safe "
+        "unpickler: "
+    )
     assert "weights_only` set to `False`" not in warning, "never advise the unsafe load"
     assert resumed.endswith("step_0000008 (step 8)")
 
@@ -97,15 +99,20 @@ def _tamper(weights: Path, **changes) -> None:
     save_file(load_file(weights), weights, metadata=metadata)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"model": {"name": "vae"}}, "does not fit a vae"),
-    ({"model": {"name": "ddpm", "base_width": 8}}, "does not fit a ddpm"),
-    ({"model": {"name": "dcgan", "g_width": 16, "d_width": 8, "latent_dim": 8}},
-     "does not fit a dcgan"),
-    ({"image_shape": [3, 32, 32]}, "does not fit a dcgan of shape (3, 32, 32)"),
-    ({"model": {"name": "no-such-family"}}, "unknown model 'no-such-family'"),
-    ({"image_shape": [1, -5, 28]}, "cannot build a dcgan"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": {"name": "vae"}}, "does not fit a vae"),
+        ({"model": {"name": "ddpm", "base_width": 8}}, "does not fit a ddpm"),
+        (
+            {"model": {"name": "dcgan", "g_width": 16, "d_width": 8, "latent_dim": 8}},
+            "does not fit a dcgan",
+        ),
+        ({"image_shape": [3, 32, 32]}, "does not fit a dcgan of shape (3, 32, 32)"),
+        ({"model": {"name": "no-such-family"}}, "unknown model 'no-such-family'"),
+        ({"image_shape": [1, -5, 28]}, "cannot build a dcgan"),
+    ],
+)
 def test_sampling_a_foreign_checkpoint_is_a_clear_error(run, tmp_path, cli, changes, message):
     _tamper(run / "final" / WEIGHTS_FILE, **changes)
     result = cli("sample", run, "--num-samples", 4, "--out", tmp_path / "g.png")
@@ -141,9 +148,9 @@ def test_resume_of_a_checkpoint_whose_config_names_another_model(run, cli):
 def test_state_of_another_model_is_a_clear_error(run, cli):
     """A readable state.pt whose optimizer state belongs to another network."""
     state = torch.load(run / "final" / STATE_FILE, weights_only=True)
-    state["optimizers"]["generator"]["state"] = {0: {"step": torch.tensor(1.0),
-                                                     "exp_avg": torch.zeros(3),
-                                                     "exp_avg_sq": torch.zeros(3)}}
+    state["optimizers"]["generator"]["state"] = {
+        0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}
+    }
     state.pop("_sha256")
     torch.save(state, run / "final" / STATE_FILE)
     import shutil

@@ -54,12 +54,18 @@ class DetGANConfig(GANConfig):
 class DetGAN(GAN):
     Config = DetGANConfig
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         x0, labels = batch
-        return adversarial_step(self.generator, self.discriminator, x0,
-                                self.batch_labels(labels),
-                                image_noise(x0, self.config.latent_dim), optimizers)
+        return adversarial_step(
+            self.generator,
+            self.discriminator,
+            x0,
+            self.batch_labels(labels),
+            image_noise(x0, self.config.latent_dim),
+            optimizers,
+        )
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,17 @@ class DetDDPMConfig(DDPMConfig):
 class DetDDPM(DDPM):
     Config = DetDDPMConfig
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         x0, _ = batch
         pixels = ((x0 + 1) * 127.5).round().long().flatten(1).sum(1)  # exact integer hash
         t = pixels % (self.max_timestep + 1)
         eps = image_noise(x0, x0[0].numel()).view_as(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        loss = F.mse_loss(self.net(x_t, t, None),
-                          self.schedule.target(x0, eps, t, self.config.prediction))
+        loss = F.mse_loss(
+            self.net(x_t, t, None), self.schedule.target(x0, eps, t, self.config.prediction)
+        )
         optimizer = optimizers["net"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,14 +108,18 @@ class DivergingGAN(DetGAN):
     Config = DivergingGANConfig
     DIVERGE_EVERY_N_STEPS = 3
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         import torch.distributed as dist
 
         losses = super().train_step(batch, optimizers)
         self.num_calls = getattr(self, "num_calls", 0) + 1
-        if (dist.is_initialized() and dist.get_rank() == 1
-                and self.num_calls % self.DIVERGE_EVERY_N_STEPS == 0):
+        if (
+            dist.is_initialized()
+            and dist.get_rank() == 1
+            and self.num_calls % self.DIVERGE_EVERY_N_STEPS == 0
+        ):
             with torch.no_grad():
                 next(self.generator.parameters()).add_(1e-3)
         return losses
@@ -125,8 +137,9 @@ class FlakyGAN(DetGAN):
     Config = FlakyGANConfig
     NAN_AT_CALL = 7
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         import torch.distributed as dist
 
         losses = super().train_step(batch, optimizers)
@@ -148,10 +161,18 @@ def _is_write(event: str, args: tuple) -> str | None:
     if event == "open":
         path, mode, flags = args
         writes = (mode is not None and any(c in mode for c in "wax+")) or (
-            flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        )
         return path if writes and isinstance(path, str | os.PathLike) else None
-    if event in ("os.mkdir", "os.remove", "os.rmdir", "os.rename", "os.truncate",
-                 "shutil.rmtree", "shutil.move"):
+    if event in (
+        "os.mkdir",
+        "os.remove",
+        "os.rmdir",
+        "os.rename",
+        "os.truncate",
+        "shutil.rmtree",
+        "shutil.move",
+    ):
         return args[0] if isinstance(args[0], str | os.PathLike) else None
     if event in ("tempfile.mkstemp", "tempfile.mkdtemp"):
         return args[0]
@@ -195,8 +216,11 @@ def main(argv: list[str]) -> int:
         changes.clear()
         code = cli_main(["train", *run])
         watched.clear()
-        report = {"exit_code": code, "state_sha256": tensors_digest(built[-1].state_dict()),
-                  "changes": list(changes)}
+        report = {
+            "exit_code": code,
+            "state_sha256": tensors_digest(built[-1].state_dict()),
+            "changes": list(changes),
+        }
         (report_dir / f"{out.name}.rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
     return 0
@@ -204,4 +228,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-

@@ -29,11 +29,13 @@ def test_non_saturating_loss_values_and_smoothing():
     softplus = torch.nn.functional.softplus
     expected = softplus(-REAL).mean() + softplus(FAKE).mean()
     assert discriminator_loss(REAL, FAKE, "non_saturating", 0.0).item() == pytest.approx(
-        expected.item(), rel=1e-6)
+        expected.item(), rel=1e-6
+    )
     smoothed = discriminator_loss(REAL, FAKE, "non_saturating", 0.1)
     assert smoothed.item() > expected.item(), "targets of 0.9 cost confident real logits"
     assert generator_loss(FAKE, "non_saturating").item() == pytest.approx(
-        softplus(-FAKE).mean().item(), rel=1e-6)
+        softplus(-FAKE).mean().item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize(("family", "config"), [(GAN, GANConfig), (DCGAN, DCGANConfig)])
@@ -44,8 +46,10 @@ def test_ttur_scales_only_the_discriminator_learning_rate(family, config):
     assert optimizers["discriminator"].param_groups[0]["lr"] == pytest.approx(4e-4)
 
 
-@pytest.mark.parametrize("fields", [{"d_lr_scale": 0.0}, {"loss": "wasserstein"},
-                                    {"g_extra_convs": -1}, {"g_extra_convs": 9}])
+@pytest.mark.parametrize(
+    "fields",
+    [{"d_lr_scale": 0.0}, {"loss": "wasserstein"}, {"g_extra_convs": -1}, {"g_extra_convs": 9}],
+)
 def test_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError, match=f"model.{next(iter(fields))}"):
         config_from_dict({"model": {"name": "dcgan", **fields}})
@@ -55,12 +59,13 @@ def test_config_rejects_bad_values(fields):
 def test_hinge_dcgan_with_a_deeper_generator_trains_and_samples(num_classes):
     torch.manual_seed(0)
     shallow = DCGAN(DCGANConfig(g_width=8, d_width=8, num_classes=num_classes), (1, 28, 28))
-    model = DCGAN(DCGANConfig(g_width=8, d_width=8, num_classes=num_classes, loss="hinge",
-                              g_extra_convs=2), (1, 28, 28))
+    model = DCGAN(
+        DCGANConfig(g_width=8, d_width=8, num_classes=num_classes, loss="hinge", g_extra_convs=2),
+        (1, 28, 28),
+    )
     convs = [m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 2, "two stride-1 convs after the one inner up-sampling"
-    assert sum(p.numel() for p in model.parameters()) > sum(
-        p.numel() for p in shallow.parameters())
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in shallow.parameters())
     g = torch.Generator().manual_seed(0)
     batch = (torch.rand(16, 1, 28, 28, generator=g) * 2 - 1, torch.randint(10, (16,), generator=g))
     optimizers = model.make_optimizers(TrainConfig())
@@ -80,12 +85,15 @@ def test_relativistic_pairing_loss_values():
     softplus = torch.nn.functional.softplus
     # D: softplus(-(D(real) - D(fake))) per pair; G the same with the roles swapped.
     assert discriminator_loss(REAL, FAKE, "relativistic", 0.0).item() == pytest.approx(
-        softplus(FAKE - REAL).mean().item(), rel=1e-6)
+        softplus(FAKE - REAL).mean().item(), rel=1e-6
+    )
     assert generator_loss(FAKE, "relativistic", REAL).item() == pytest.approx(
-        softplus(REAL - FAKE).mean().item(), rel=1e-6)
+        softplus(REAL - FAKE).mean().item(), rel=1e-6
+    )
     # Shifting every logit by the same amount changes nothing: only differences count.
     assert discriminator_loss(REAL + 5, FAKE + 5, "relativistic", 0.0).item() == pytest.approx(
-        discriminator_loss(REAL, FAKE, "relativistic", 0.0).item(), rel=1e-6)
+        discriminator_loss(REAL, FAKE, "relativistic", 0.0).item(), rel=1e-6
+    )
 
 
 def test_gradient_penalty_is_the_squared_input_gradient_per_sample():
@@ -113,20 +121,36 @@ class LinearCritic(torch.nn.Module):
 def test_penalties_add_exactly_their_gradient_to_the_discriminator_update(r1, r2):
     """With SGD at lr 1, D's update is minus its gradient; r1/2 ||w||^2 + r2/2 ||w||^2 adds
     (r1 + r2) w to it, and G's update is unchanged."""
+
     def updates(r1_weight, r2_weight):
         torch.manual_seed(0)
         critic = LinearCritic()
         generator = torch.nn.Linear(4, 9)
         g_net = lambda z, labels=None: generator(z).view(-1, 1, 3, 3)  # noqa: E731
-        optimizers = {"discriminator": torch.optim.SGD(critic.parameters(), lr=1.0),
-                      "generator": torch.optim.SGD(generator.parameters(), lr=1.0)}
+        optimizers = {
+            "discriminator": torch.optim.SGD(critic.parameters(), lr=1.0),
+            "generator": torch.optim.SGD(generator.parameters(), lr=1.0),
+        }
         w_before = critic.w.detach().clone()
         g_before = generator.weight.detach().clone()
         x0, z = torch.randn(6, 1, 3, 3), torch.randn(6, 4)
-        losses = adversarial_step(g_net, critic, x0, None, z, optimizers, loss="relativistic",
-                                  r1_weight=r1_weight, r2_weight=r2_weight)
-        return (critic.w.detach() - w_before, generator.weight.detach() - g_before,
-                w_before, losses)
+        losses = adversarial_step(
+            g_net,
+            critic,
+            x0,
+            None,
+            z,
+            optimizers,
+            loss="relativistic",
+            r1_weight=r1_weight,
+            r2_weight=r2_weight,
+        )
+        return (
+            critic.w.detach() - w_before,
+            generator.weight.detach() - g_before,
+            w_before,
+            losses,
+        )
 
     plain_d, plain_g, w, plain_losses = updates(0.0, 0.0)
     reg_d, reg_g, _, losses = updates(r1, r2)
@@ -141,8 +165,9 @@ def test_lazy_penalty_weights_and_gamma_schedule():
     assert cfg.penalty_weights(0) == pytest.approx((0.8, 0.4)), "every 4th step, times 4"
     assert cfg.penalty_weights(1) == (0.0, 0.0)
     assert cfg.penalty_weights(8) == pytest.approx((0.8, 0.4))
-    decaying = DCGANConfig(r1_gamma=1.0, r2_gamma=1.0, r_gamma_final_ratio=0.1,
-                           r_gamma_decay_steps=100)
+    decaying = DCGANConfig(
+        r1_gamma=1.0, r2_gamma=1.0, r_gamma_final_ratio=0.1, r_gamma_decay_steps=100
+    )
     assert decaying.penalty_weights(0)[0] == pytest.approx(1.0)
     assert decaying.penalty_weights(50)[0] == pytest.approx(0.55)
     assert decaying.penalty_weights(100)[0] == pytest.approx(0.1)
@@ -154,8 +179,18 @@ def test_lazy_penalty_weights_and_gamma_schedule():
 def test_regularised_step_count_survives_an_optimizer_state_round_trip(family, config):
     """The lazy schedule counts D's optimizer steps, which checkpoints save and resume."""
     torch.manual_seed(0)
-    model = family(config(g_width=8, d_width=8, num_classes=10, loss="relativistic",
-                          r1_gamma=0.1, r2_gamma=0.1, reg_every_n_steps=3), (1, 28, 28))
+    model = family(
+        config(
+            g_width=8,
+            d_width=8,
+            num_classes=10,
+            loss="relativistic",
+            r1_gamma=0.1,
+            r2_gamma=0.1,
+            reg_every_n_steps=3,
+        ),
+        (1, 28, 28),
+    )
     optimizers = model.make_optimizers(TrainConfig(betas=(0.0, 0.99)))
     batch = (torch.rand(8, 1, 28, 28) * 2 - 1, torch.randint(10, (8,)))
     logged = [model.train_step(batch, optimizers)["r1_penalty"] for _ in range(4)]
@@ -166,9 +201,16 @@ def test_regularised_step_count_survives_an_optimizer_state_round_trip(family, c
     assert optimizer_step_count(restored["discriminator"]) == 4
 
 
-@pytest.mark.parametrize("fields", [{"r1_gamma": -1.0}, {"r2_gamma": -0.1},
-                                    {"reg_every_n_steps": 0}, {"r_gamma_final_ratio": 0.0},
-                                    {"label_smoothing": 0.1, "loss": "relativistic"}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"r1_gamma": -1.0},
+        {"r2_gamma": -0.1},
+        {"reg_every_n_steps": 0},
+        {"r_gamma_final_ratio": 0.0},
+        {"label_smoothing": 0.1, "loss": "relativistic"},
+    ],
+)
 def test_objective_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError, match=f"model.{next(iter(fields))}"):
         config_from_dict({"model": {"name": "gan", **fields}})
@@ -176,15 +218,25 @@ def test_objective_config_rejects_bad_values(fields):
 
 # ---------------------------------------------------------------- D weight reversion
 
+
 def test_dominating_discriminator_is_reverted_to_its_snapshot():
     """A threshold every D exceeds: after `patience` dominating steps D is reset to its
     snapshot (here the initial D: snapshots are only taken between streaks), the step reports
     the event, and the cooldown holds off the next reversion."""
     torch.manual_seed(0)
-    model = DCGAN(DCGANConfig(g_width=8, d_width=8, d_reversion=True,
-                              d_reversion_trigger="d_loss", d_reversion_threshold=1e9,
-                              d_reversion_patience=3, d_reversion_cooldown=100,
-                              d_snapshot_every_n_steps=1), (1, 28, 28))
+    model = DCGAN(
+        DCGANConfig(
+            g_width=8,
+            d_width=8,
+            d_reversion=True,
+            d_reversion_trigger="d_loss",
+            d_reversion_threshold=1e9,
+            d_reversion_patience=3,
+            d_reversion_cooldown=100,
+            d_snapshot_every_n_steps=1,
+        ),
+        (1, 28, 28),
+    )
     assert model.reversion is not None, "the controller is a registered submodule"
     assert "reversion.counters" in model.state_dict()
     initial = {k: v.clone() for k, v in model.discriminator.state_dict().items()}

@@ -31,14 +31,39 @@ def rgb_folder(tmp_path_factory):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_family_on_rgb_folder(name, size, rgb_folder, tmp_path):
     run = tmp_path / "run"
-    assert main(["train", "--model", name, "--data", f"folder:{rgb_folder}",
-                 "--set", f"data.image_size={size}", "--max-steps", "2",
-                 "--set", "train.batch_size=8", "--set", "train.num_grid_samples=4",
-                 "--set", "sample.num_steps=2", "--set", "model.num_classes=2",
-                 "--set", "train.use_tensorboard=false", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                name,
+                "--data",
+                f"folder:{rgb_folder}",
+                "--set",
+                f"data.image_size={size}",
+                "--max-steps",
+                "2",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "train.num_grid_samples=4",
+                "--set",
+                "sample.num_steps=2",
+                "--set",
+                "model.num_classes=2",
+                "--set",
+                "train.use_tensorboard=false",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "s.npz"
-    assert main(["sample", str(run), "--num-samples", "3", "--class", "discs",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["sample", str(run), "--num-samples", "3", "--class", "discs", "--out", str(out)]) == 0
+    )
     with np.load(out) as data:
         assert data["images"].shape == (3, 3, size, size)
         assert set(data["labels"].tolist()) == {0}

@@ -29,10 +29,19 @@ def ddpm() -> fashiongen.Model:
 def tiny_run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("api") / "run"
-    return fashiongen.train("dcgan-quick", out_dir=str(out), data={"name": "synthetic"},
-                            model={"num_classes": 10, "g_width": 8, "d_width": 8},
-                            train={"max_steps": 3, "compile": False, "batch_size": 32,
-                                   "num_grid_samples": 16, "use_tensorboard": False})
+    return fashiongen.train(
+        "dcgan-quick",
+        out_dir=str(out),
+        data={"name": "synthetic"},
+        model={"num_classes": 10, "g_width": 8, "d_width": 8},
+        train={
+            "max_steps": 3,
+            "compile": False,
+            "batch_size": 32,
+            "num_grid_samples": 16,
+            "use_tensorboard": False,
+        },
+    )
 
 
 def test_the_public_names_exist_and_train_stays_the_function():
@@ -56,8 +65,24 @@ def test_sample_uses_the_checkpoints_settings_as_the_cli_does(ddpm, tmp_path):
     samples = ddpm.sample(4, classes="sneaker", seed=3)
     assert samples.images.shape == (4, 1, 28, 28) and samples.images.dtype == np.uint8
     assert samples.labels.tolist() == [7] * 4 and samples.class_names[7] == "Sneaker"
-    assert main(["sample", "--model", "ddpm", "--num-samples", "4", "--class", "sneaker",
-                 "--seed", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--model",
+                "ddpm",
+                "--num-samples",
+                "4",
+                "--class",
+                "sneaker",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "s.npz") as cli:
         assert np.array_equal(cli["images"], samples.images)
 
@@ -66,8 +91,10 @@ def test_generate_defaults_to_the_checkpoints_settings(ddpm):
     own = generate(ddpm.network, 2, seed=1, sampling=ddpm.sampling)
     assert torch.equal(generate(ddpm.network, 2, seed=1), own)
     assert ddpm.sampling != SampleConfig()  # so the library defaults would differ
-    assert not torch.equal(generate(ddpm.network, 2, seed=1, sampling=SampleConfig(
-        num_steps=ddpm.sampling.num_steps)), own)
+    assert not torch.equal(
+        generate(ddpm.network, 2, seed=1, sampling=SampleConfig(num_steps=ddpm.sampling.num_steps)),
+        own,
+    )
 
 
 def test_overrides_change_only_what_they_name(ddpm):
@@ -116,12 +143,14 @@ def test_evaluate_and_compare(tiny_run, tmp_path, fake_featnet):
     assert by_model["fid"] == pytest.approx(by_samples["fid"])  # the same balanced draw
     with pytest.raises(ConfigError, match="trained on different datasets"):
         fashiongen.compare([tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20)
-    report = fashiongen.compare([tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20,
-                                dataset="synthetic")
+    report = fashiongen.compare(
+        [tiny_run.run_dir, "gan"], tmp_path / "r", num_samples=20, dataset="synthetic"
+    )
     assert report.name == "report.html" and report.is_file()
 
 
 def test_import_is_quiet():
-    done = subprocess.run([sys.executable, "-c", "import fashiongen"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import fashiongen"], capture_output=True, text=True, check=True
+    )
     assert done.stdout == done.stderr == ""

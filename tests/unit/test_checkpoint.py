@@ -24,8 +24,9 @@ def _model(cfg):
 def test_round_trip_reproduces_samples(make_config, tmp_path):
     cfg = make_config()
     model = _model(cfg)
-    folder = save_checkpoint(tmp_path / "ck", model=model, config=cfg, step=3,
-                             state={"step": 3, "x": torch.ones(2)})
+    folder = save_checkpoint(
+        tmp_path / "ck", model=model, config=cfg, step=3, state={"step": 3, "x": torch.ones(2)}
+    )
     assert sorted(p.name for p in folder.iterdir()) == [STATE_FILE, WEIGHTS_FILE]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
     loaded, checkpoint = load_model(folder, use_ema=False)
@@ -40,8 +41,11 @@ def test_round_trip_reproduces_samples(make_config, tmp_path):
 def test_ema_weights_are_used_for_sampling(make_config, tmp_path):
     cfg = make_config()
     model = _model(cfg)
-    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()
-           if k.startswith("generator.") and v.is_floating_point()}
+    ema = {
+        k: torch.zeros_like(v)
+        for k, v in model.state_dict().items()
+        if k.startswith("generator.") and v.is_floating_point()
+    }
     save_checkpoint(tmp_path / "ck", model=model, config=cfg, step=1, ema=ema)
     with_ema, _ = load_model(tmp_path / "ck")
     raw, _ = load_model(tmp_path / "ck", use_ema=False)
@@ -66,8 +70,9 @@ def test_corrupt_weights_name_the_file(make_config, tmp_path, damage):
     folder = save_checkpoint(tmp_path / "ck", model=_model(cfg), config=cfg, step=1)
     path = folder / WEIGHTS_FILE
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(500),
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": os.urandom(500), "empty": b""}[damage]
+    )
     with pytest.raises(CheckpointError, match=str(path).replace(".", r"\.")):
         load_checkpoint(folder)
 
@@ -93,8 +98,9 @@ def test_foreign_shape_is_a_clear_error(make_config, tmp_path):
     from safetensors.torch import load_file, save_file
 
     cfg = make_config()
-    folder = save_checkpoint(tmp_path / "ck", model=build_model(cfg.model, (3, 32, 32)),
-                             config=cfg, step=1)
+    folder = save_checkpoint(
+        tmp_path / "ck", model=build_model(cfg.model, (3, 32, 32)), config=cfg, step=1
+    )
     path = folder / WEIGHTS_FILE
     with safe_open(path, "pt") as f:
         metadata = f.metadata()

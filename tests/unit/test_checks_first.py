@@ -8,16 +8,45 @@ import pytest
 
 from fashiongen.cli import main
 
-TINY = ["--data", "synthetic", "--max-steps", "2", "--no-progress", "--set", "train.compile=false",
-        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "train.batch_size=32",
-        "--set", "train.num_grid_samples=16", "--set", "train.use_tensorboard=false"]
+TINY = [
+    "--data",
+    "synthetic",
+    "--max-steps",
+    "2",
+    "--no-progress",
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+]
 
 
-def test_train_all_refuses_a_dataset_without_a_feature_network_before_training(tmp_path,
-                                                                              capsys):
+def test_train_all_refuses_a_dataset_without_a_feature_network_before_training(tmp_path, capsys):
     out = tmp_path / "all"
-    assert main(["train", "--model", "all", "--budget-minutes", "10", "--data", "synthetic",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "all",
+                "--budget-minutes",
+                "10",
+                "--data",
+                "synthetic",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "synthetic" in err and err.count("\n") == 1
     assert not out.exists()  # not one family trained
@@ -30,8 +59,9 @@ def synthetic_run(tmp_path_factory):
     return run
 
 
-def test_compare_of_models_of_different_datasets_fails_before_scoring(synthetic_run, tmp_path,
-                                                                      capsys, monkeypatch):
+def test_compare_of_models_of_different_datasets_fails_before_scoring(
+    synthetic_run, tmp_path, capsys, monkeypatch
+):
     scored = []
     monkeypatch.setattr("fashiongen.report.score_run", lambda *a, **k: scored.append(a))
     assert main(["compare", str(synthetic_run), "gan", "--out", str(tmp_path / "r")]) == 2
@@ -40,19 +70,25 @@ def test_compare_of_models_of_different_datasets_fails_before_scoring(synthetic_
     assert scored == [] and not (tmp_path / "r").exists()
 
 
-def test_compare_without_a_feature_network_fails_before_scoring(synthetic_run, tmp_path, capsys,
-                                                               monkeypatch):
+def test_compare_without_a_feature_network_fails_before_scoring(
+    synthetic_run, tmp_path, capsys, monkeypatch
+):
     scored = []
     monkeypatch.setattr("fashiongen.report.score_run", lambda *a, **k: scored.append(a))
-    assert main(["compare", str(synthetic_run), str(synthetic_run), "--out",
-                 str(tmp_path / "r")]) == 2
+    assert (
+        main(["compare", str(synthetic_run), str(synthetic_run), "--out", str(tmp_path / "r")]) == 2
+    )
     assert "synthetic" in capsys.readouterr().err and scored == []
 
 
 def test_synth_checks_its_labeller_and_output_before_sampling(tmp_path, capsys, monkeypatch):
     run = tmp_path / "uncond"
-    assert main(["train", "--model", "dcgan", "--out", str(run), *TINY,
-                 "--set", "model.num_classes=0"]) == 0
+    assert (
+        main(
+            ["train", "--model", "dcgan", "--out", str(run), *TINY, "--set", "model.num_classes=0"]
+        )
+        == 0
+    )
     sampled = []
     monkeypatch.setattr("fashiongen.evaluation.generate", lambda *a, **k: sampled.append(a))
     # an unconditional model is labelled by the feature net, which synthetic data lacks
@@ -67,10 +103,12 @@ def test_synth_checks_its_labeller_and_output_before_sampling(tmp_path, capsys, 
 
 def test_cas_checks_its_datasets_before_training(tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr("fashiongen.metrics.featnet_training.fit_featnet",
-                        lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(
+        "fashiongen.metrics.featnet_training.fit_featnet", lambda *a, **k: trained.append(a)
+    )
     synth = tmp_path / "s"
-    assert main(["synth", "gan", "--num-samples", "10", "--format", "npz",
-                 "--out", str(synth)]) == 0
+    assert (
+        main(["synth", "gan", "--num-samples", "10", "--format", "npz", "--out", str(synth)]) == 0
+    )
     assert main(["cas", str(synth), "--data", "imagenet"]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err and trained == []

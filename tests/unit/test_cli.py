@@ -14,10 +14,22 @@ from fashiongen.cli import main
 
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-TINY = ["--set", "train.compile=false",
-        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
-        "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-        "--set", "train.use_tensorboard=false"]
+TINY = [
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "model.latent_dim=8",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+]
 
 
 def run_cli(*args):
@@ -29,9 +41,24 @@ def trained(tmp_path_factory):
     """A tiny conditional dcgan run: (its folder, what `train` printed)."""
     out = tmp_path_factory.mktemp("cli") / "run"
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert run_cli("train", "--model", "dcgan", "--data", "synthetic", "--max-steps", 6,
-                       "--out", out, "--no-progress", "--set", "model.num_classes=10",
-                       *TINY) == 0
+        assert (
+            run_cli(
+                "train",
+                "--model",
+                "dcgan",
+                "--data",
+                "synthetic",
+                "--max-steps",
+                6,
+                "--out",
+                out,
+                "--no-progress",
+                "--set",
+                "model.num_classes=10",
+                *TINY,
+            )
+            == 0
+        )
     return out, printed.getvalue()
 
 
@@ -62,8 +89,21 @@ def test_sample_grid_png(trained_run, tmp_path, capsys):
 
 def test_sample_npz_with_classes(trained_run, tmp_path):
     out = tmp_path / "s.npz"
-    assert run_cli("sample", trained_run, "--num-samples", 6, "--class", "disc",
-                   "--class", "9", "--out", out) == 0
+    assert (
+        run_cli(
+            "sample",
+            trained_run,
+            "--num-samples",
+            6,
+            "--class",
+            "disc",
+            "--class",
+            "9",
+            "--out",
+            out,
+        )
+        == 0
+    )
     with np.load(out, allow_pickle=False) as data:
         assert data["images"].shape == (6, 1, 28, 28) and data["images"].dtype == np.uint8
         assert sorted(set(data["labels"].tolist())) == [3, 9]
@@ -72,34 +112,48 @@ def test_sample_npz_with_classes(trained_run, tmp_path):
 
 def test_sample_folder_per_class(trained_run, tmp_path):
     out = tmp_path / "pngs"
-    assert run_cli("sample", trained_run, "--num-samples", 20, "--per-class",
-                   "--out", f"{out}/") == 0
+    assert (
+        run_cli("sample", trained_run, "--num-samples", 20, "--per-class", "--out", f"{out}/") == 0
+    )
     assert len(list(out.glob("*.png"))) == 20
 
 
 def test_same_seed_same_samples(trained_run, tmp_path):
     for name in ("a", "b"):
-        run_cli("sample", trained_run, "--num-samples", 4, "--seed", 5,
-                "--out", tmp_path / f"{name}.npz")
+        run_cli(
+            "sample",
+            trained_run,
+            "--num-samples",
+            4,
+            "--seed",
+            5,
+            "--out",
+            tmp_path / f"{name}.npz",
+        )
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert np.array_equal(a["images"], b["images"])
 
 
 def test_dry_run_prints_resolved_config(capsys):
-    assert run_cli("train", "--model", "dcgan", "--epochs", 3, "--dry-run",
-                   "--set", "train.lr=1e-3") == 0
+    assert (
+        run_cli("train", "--model", "dcgan", "--epochs", 3, "--dry-run", "--set", "train.lr=1e-3")
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epochs = 3" in out and "lr = 0.001" in out and 'name = "dcgan"' in out
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["train", "--set", "train.nope=1", "--dry-run"], "unknown config key 'train.nope'"),
-    (["train", "--model", "nope", "--dry-run"], "unknown model 'nope'"),
-    (["train", "--config", "missing.toml", "--dry-run"], "config file not found"),
-    (["train", "--config", "no-such-preset", "--dry-run"], "no config file or preset"),
-    (["sample", "/no/such/run"], "no such checkpoint"),
-    (["data", "info", "nonexistent-dataset"], "nonexistent-dataset"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--set", "train.nope=1", "--dry-run"], "unknown config key 'train.nope'"),
+        (["train", "--model", "nope", "--dry-run"], "unknown model 'nope'"),
+        (["train", "--config", "missing.toml", "--dry-run"], "config file not found"),
+        (["train", "--config", "no-such-preset", "--dry-run"], "no config file or preset"),
+        (["sample", "/no/such/run"], "no such checkpoint"),
+        (["data", "info", "nonexistent-dataset"], "nonexistent-dataset"),
+    ],
+)
 def test_user_errors_are_one_line_exit_2(args, message, capsys):
     assert run_cli(*args) == 2
     err = capsys.readouterr().err
@@ -109,8 +163,19 @@ def test_user_errors_are_one_line_exit_2(args, message, capsys):
 
 def test_class_on_unconditional_model(tmp_path, capsys):
     out = tmp_path / "u"
-    run_cli("train", "--data", "synthetic", "--max-steps", 2, "--out", out, "--no-progress",
-            "--set", "model.num_classes=0", *TINY)
+    run_cli(
+        "train",
+        "--data",
+        "synthetic",
+        "--max-steps",
+        2,
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        "model.num_classes=0",
+        *TINY,
+    )
     assert run_cli("sample", out, "--class", "disc", "--out", tmp_path / "x.png") == 2
     assert "unconditional" in capsys.readouterr().err
 
@@ -121,8 +186,12 @@ def test_data_info_synthetic(capsys):
 
 
 def test_console_script_exit_code(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "fashiongen", "train", "--set", "train.epochs=0",
-                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "fashiongen", "train", "--set", "train.epochs=0", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: train.epochs must be >= 1"
 

@@ -13,10 +13,25 @@ import torch
 from fashiongen.cli import build_parser, main
 from fashiongen.web.studio import Studio
 
-TINY = ["--data", "synthetic", "--max-steps", "3", "--no-progress", "--set", "train.compile=false",
-        "--set", "model.num_classes=10", "--set", "train.batch_size=32",
-        "--set", "train.num_grid_samples=16", "--set", "train.use_tensorboard=false",
-        "--set", "sample.num_steps=2"]
+TINY = [
+    "--data",
+    "synthetic",
+    "--max-steps",
+    "3",
+    "--no-progress",
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.num_classes=10",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "sample.num_steps=2",
+]
 
 # Each command that reads a model: its arguments given (model, ddpm model, output path).
 # eval and compare score against the synthetic set with an untrained feature net (fast).
@@ -24,15 +39,39 @@ READERS = {
     "sample": lambda m, d, out: ["sample", m, "--num-samples", 4, "--out", out / "g.png"],
     "export": lambda m, d, out: ["export", m, "--out", out / "onnx"],
     "synth": lambda m, d, out: ["synth", m, "--num-samples", 10, "--out", out / "synth"],
-    "eval": lambda m, d, out: ["eval", m, "--num-samples", 20, "--data", "synthetic",
-                               "--json", out / "e.json"],
+    "eval": lambda m, d, out: [
+        "eval",
+        m,
+        "--num-samples",
+        20,
+        "--data",
+        "synthetic",
+        "--json",
+        out / "e.json",
+    ],
     "visualize": lambda m, d, out: ["visualize", m, "--out", out / "pictures"],
-    "compare": lambda m, d, out: ["compare", m, d, "--num-samples", 20, "--data", "synthetic",
-                                  "--out", out / "report"],
+    "compare": lambda m, d, out: [
+        "compare",
+        m,
+        d,
+        "--num-samples",
+        20,
+        "--data",
+        "synthetic",
+        "--out",
+        out / "report",
+    ],
     "combine": lambda m, d, out: ["combine", m, d, "--out", out / "mix"],
 }
-WRITES = {"sample": "g.png", "export": "onnx", "synth": "synth", "eval": "e.json",
-          "visualize": "pictures", "compare": "report", "combine": "mix"}
+WRITES = {
+    "sample": "g.png",
+    "export": "onnx",
+    "synth": "synth",
+    "eval": "e.json",
+    "visualize": "pictures",
+    "compare": "report",
+    "combine": "mix",
+}
 SINGLE = ("sample", "export", "synth", "eval", "visualize")  # these take --model NAME too
 
 
@@ -41,11 +80,40 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("runs")
     runs = {"gan": root / "dcgan", "ddpm": root / "ddpm"}
-    assert main(["train", "--model", "dcgan", "--out", str(runs["gan"]), *TINY,
-                 "--set", "model.g_width=8", "--set", "model.d_width=8",
-                 "--set", "model.latent_dim=8"]) == 0
-    assert main(["train", "--model", "ddpm", "--out", str(runs["ddpm"]), *TINY,
-                 "--set", "model.base_width=8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dcgan",
+                "--out",
+                str(runs["gan"]),
+                *TINY,
+                "--set",
+                "model.g_width=8",
+                "--set",
+                "model.d_width=8",
+                "--set",
+                "model.latent_dim=8",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "ddpm",
+                "--out",
+                str(runs["ddpm"]),
+                *TINY,
+                "--set",
+                "model.base_width=8",
+            ]
+        )
+        == 0
+    )
     return runs
 
 
@@ -59,14 +127,17 @@ def _sources(kind: str, runs: dict[str, Path]) -> tuple[str, str]:
         return "gan", "ddpm"
     if kind == "run folder":
         return str(runs["gan"]), str(runs["ddpm"])
-    return (str(runs["gan"] / "final" / "weights.safetensors"),
-            str(runs["ddpm"] / "final" / "weights.safetensors"))
+    return (
+        str(runs["gan"] / "final" / "weights.safetensors"),
+        str(runs["ddpm"] / "final" / "weights.safetensors"),
+    )
 
 
 @pytest.mark.parametrize("kind", ["zoo", "run folder", "checkpoint"])
 @pytest.mark.parametrize("command", sorted(READERS))
-def test_every_command_reads_a_zoo_name_a_run_and_a_checkpoint(command, kind, tiny_runs,
-                                                                tmp_path, capsys):
+def test_every_command_reads_a_zoo_name_a_run_and_a_checkpoint(
+    command, kind, tiny_runs, tmp_path, capsys
+):
     model, ddpm = _sources(kind, tiny_runs)
     args = READERS[command](model, ddpm, tmp_path)
     assert main([str(a) for a in args]) == 0, capsys.readouterr().err
@@ -112,14 +183,20 @@ def test_the_web_studio_takes_the_same_sources(tiny_runs):
 
 def test_one_dataset_flag_with_its_old_spelling():
     parser = build_parser()
-    for command in (["eval", "gan"], ["cas", "dir"], ["compare", "gan", "--out", "r"],
-                    ["featnet", "train"], ["train"]):
+    for command in (
+        ["eval", "gan"],
+        ["cas", "dir"],
+        ["compare", "gan", "--out", "r"],
+        ["featnet", "train"],
+        ["train"],
+    ):
         for flag in ("--data", "--dataset"):
             assert parser.parse_args([*command, flag, "mnist"]).data == "mnist"
 
 
-@pytest.mark.parametrize("argv", [["--debug", "zoo"], ["zoo", "--debug"],
-                                  ["data", "info", "--debug"]])
+@pytest.mark.parametrize(
+    "argv", [["--debug", "zoo"], ["zoo", "--debug"], ["data", "info", "--debug"]]
+)
 def test_global_flags_before_or_after_the_command(argv):
     assert build_parser().parse_args(argv).debug is True
 

@@ -18,8 +18,18 @@ from fashiongen.data.sources import write_idx_split
 from fashiongen.errors import DataError
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @pytest.fixture
@@ -36,22 +46,25 @@ def test_dataset_names() -> None:
     assert DATASETS == ("fashion-mnist", "mnist", "synthetic")
 
 
-@pytest.mark.parametrize(("kwargs", "problem"), [
-    ({"name": "cifar"}, "unknown dataset 'cifar'"),
-    ({"name": "synthetic", "split": "val"}, "unknown split"),
-    ({"name": "synthetic", "image_size": 0}, "image_size"),
-    ({"name": "synthetic", "channels": 2}, "channels"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"name": "cifar"}, "unknown dataset 'cifar'"),
+        ({"name": "synthetic", "split": "val"}, "unknown split"),
+        ({"name": "synthetic", "image_size": 0}, "image_size"),
+        ({"name": "synthetic", "channels": 2}, "channels"),
+    ],
+)
 def test_bad_arguments(kwargs: dict, problem: str) -> None:
     with pytest.raises(DataError, match=problem):
         load_dataset(**kwargs)
 
 
 @pytest.mark.parametrize(("image_size", "channels"), [(None, None), (32, None), (64, 3), (14, 1)])
-def test_idx_dataset_conversions(idx_dir: Path, image_size: int | None,
-                                 channels: int | None) -> None:
-    ds = load_dataset("mnist", "test", data_dir=idx_dir, image_size=image_size,
-                      channels=channels)
+def test_idx_dataset_conversions(
+    idx_dir: Path, image_size: int | None, channels: int | None
+) -> None:
+    ds = load_dataset("mnist", "test", data_dir=idx_dir, image_size=image_size, channels=channels)
     size = image_size or 28
     assert ds.images.shape == (10, channels or 1, size, size)
     assert ds.images.dtype == torch.uint8
@@ -115,8 +128,9 @@ def test_image_dataset_rejects_bad_tensors() -> None:
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset(torch.zeros(2, 1, 4, 4), labels, ["a"], "x", "train", "here")
     with pytest.raises(ValueError, match="labels"):
-        ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), labels[:1], ["a"], "x",
-                     "train", "here")
+        ImageDataset(
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8), labels[:1], ["a"], "x", "train", "here"
+        )
 
 
 @pytest.mark.slow

@@ -33,8 +33,10 @@ def make_folder(root: Path, classes: dict[str, list[Image.Image]], fmt: str = "p
 
 def test_grey_png_native_size_and_split(tmp_path: Path) -> None:
     # 12 "bag" images (values 0..11) and 10 "coat" images: every 10th file is test.
-    root = make_folder(tmp_path / "ds", {"coat": [_grey(100 + i) for i in range(10)],
-                                         "bag": [_grey(i) for i in range(12)]})
+    root = make_folder(
+        tmp_path / "ds",
+        {"coat": [_grey(100 + i) for i in range(10)], "bag": [_grey(i) for i in range(12)]},
+    )
     train = load_dataset(f"folder:{root}", "train")
     test = load_dataset(f"folder:{root}", "test")
     assert train.class_names == ["bag", "coat"]  # sorted folder names
@@ -49,8 +51,11 @@ def test_grey_png_native_size_and_split(tmp_path: Path) -> None:
 
 
 def test_rgb_jpeg_defaults_to_three_channels(tmp_path: Path) -> None:
-    root = make_folder(tmp_path / "ds", {"red": [_rgb((250, 0, 0))] * 3,
-                                         "blue": [_rgb((0, 0, 250))] * 3}, fmt="jpg")
+    root = make_folder(
+        tmp_path / "ds",
+        {"red": [_rgb((250, 0, 0))] * 3, "blue": [_rgb((0, 0, 250))] * 3},
+        fmt="jpg",
+    )
     ds = load_folder(root, "train")
     assert ds.image_shape == (3, 20, 20)
     red = ds.images[ds.labels == ds.class_names.index("red")].float().mean(dim=(0, 2, 3))
@@ -68,8 +73,9 @@ def test_one_colour_image_makes_the_dataset_rgb(tmp_path: Path) -> None:
 @pytest.mark.parametrize("image_size", [32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resize_and_channels(tmp_path: Path, image_size: int, channels: int) -> None:
-    root = make_folder(tmp_path / "ds", {"a": [_grey(200, (28, 28))] * 3,
-                                         "b": [_rgb((0, 255, 0), (40, 30))] * 3})
+    root = make_folder(
+        tmp_path / "ds", {"a": [_grey(200, (28, 28))] * 3, "b": [_rgb((0, 255, 0), (40, 30))] * 3}
+    )
     ds = load_dataset(f"folder:{root}", image_size=image_size, channels=channels)
     assert ds.images.shape == (6, channels, image_size, image_size)
     assert (ds.images[ds.labels == 0] == 200).all()  # flat images stay flat under resizing
@@ -121,8 +127,10 @@ def test_unreadable_files_are_counted(tmp_path: Path) -> None:
 
 
 def test_odd_sizes_need_an_image_size(tmp_path: Path) -> None:
-    root = make_folder(tmp_path / "ds", {"a": [_grey(1, (20, 20))] * 2,
-                                         "b": [_grey(2, (20, 20)), _grey(2, (24, 20))]})
+    root = make_folder(
+        tmp_path / "ds",
+        {"a": [_grey(1, (20, 20))] * 2, "b": [_grey(2, (20, 20)), _grey(2, (24, 20))]},
+    )
     with pytest.raises(DataError, match="1 of 4 .*001.png: size 24x20 differs") as error:
         load_folder(root, "train")
     assert "\n" not in str(error.value)

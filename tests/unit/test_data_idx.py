@@ -27,16 +27,19 @@ def _assert_one_line_naming(error: pytest.ExceptionInfo[DataError], path: Path) 
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-@pytest.mark.parametrize(("dtype", "shape"), [
-    (np.uint8, (7,)),
-    (np.uint8, (5, 4, 3)),
-    (np.int8, (2, 3)),
-    (np.int16, (3, 2, 2, 2)),
-    (np.int32, (4,)),
-    (np.float32, (2, 5)),
-    (np.float64, (1, 1, 1, 1, 3)),
-    (np.uint8, (0, 28, 28)),
-])
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [
+        (np.uint8, (7,)),
+        (np.uint8, (5, 4, 3)),
+        (np.int8, (2, 3)),
+        (np.int16, (3, 2, 2, 2)),
+        (np.int32, (4,)),
+        (np.float32, (2, 5)),
+        (np.float64, (1, 1, 1, 1, 3)),
+        (np.uint8, (0, 28, 28)),
+    ],
+)
 def test_round_trip(tmp_path: Path, suffix: str, dtype: type, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(0)
     array = (rng.standard_normal(shape) * 100).astype(dtype)
@@ -67,19 +70,22 @@ def test_gzip_is_deterministic(tmp_path: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-@pytest.mark.parametrize(("data", "problem"), [
-    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "magic"),
-    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "type code"),
-    (b"\x00\x00\x08\x00", "0 dimensions"),
-    (b"\x00\x00", "too short"),
-    (b"", "too short"),
-    (b"\x00\x00\x08\x03\x00\x00\x00\x02", "truncated header"),
-    (_raw_idx(0x08, (4, 5), bytes(19)), "truncated"),
-    (_raw_idx(0x0C, (3,), bytes(11)), "truncated"),
-    (_raw_idx(0x08, (4,), bytes(5)), "unexpected bytes"),
-    (gzip.compress(_raw_idx(0x08, (2,), b"ab"))[:-6], "gzip"),
-    (b"\x1f\x8bnot really gzip", "gzip"),
-])
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "magic"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "type code"),
+        (b"\x00\x00\x08\x00", "0 dimensions"),
+        (b"\x00\x00", "too short"),
+        (b"", "too short"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x02", "truncated header"),
+        (_raw_idx(0x08, (4, 5), bytes(19)), "truncated"),
+        (_raw_idx(0x0C, (3,), bytes(11)), "truncated"),
+        (_raw_idx(0x08, (4,), bytes(5)), "unexpected bytes"),
+        (gzip.compress(_raw_idx(0x08, (2,), b"ab"))[:-6], "gzip"),
+        (b"\x1f\x8bnot really gzip", "gzip"),
+    ],
+)
 def test_malformed_files_raise_data_error(tmp_path: Path, data: bytes, problem: str) -> None:
     path = tmp_path / "bad-idx3-ubyte"
     path.write_bytes(data)
@@ -141,14 +147,18 @@ def test_split_label_out_of_range(tmp_path: Path) -> None:
     _assert_one_line_naming(error, paths[1])
 
 
-@pytest.mark.parametrize(("images", "labels", "culprit"), [
-    (np.zeros((3, 4), np.uint8), np.zeros(3, np.uint8), 0),
-    (np.zeros((3, 4, 4), np.uint8), np.zeros((3, 1), np.uint8), 1),
-    (np.zeros((3, 4, 4), np.float32), np.zeros(3, np.uint8), 0),
-    (np.zeros((3, 4, 4), np.uint8), np.zeros(3, np.int32), 1),
-])
-def test_split_wrong_ndim_or_dtype(tmp_path: Path, images: np.ndarray, labels: np.ndarray,
-                                   culprit: int) -> None:
+@pytest.mark.parametrize(
+    ("images", "labels", "culprit"),
+    [
+        (np.zeros((3, 4), np.uint8), np.zeros(3, np.uint8), 0),
+        (np.zeros((3, 4, 4), np.uint8), np.zeros((3, 1), np.uint8), 1),
+        (np.zeros((3, 4, 4), np.float32), np.zeros(3, np.uint8), 0),
+        (np.zeros((3, 4, 4), np.uint8), np.zeros(3, np.int32), 1),
+    ],
+)
+def test_split_wrong_ndim_or_dtype(
+    tmp_path: Path, images: np.ndarray, labels: np.ndarray, culprit: int
+) -> None:
     paths = _split(tmp_path, images, labels)
     with pytest.raises(DataError) as error:
         read_idx_split(*paths, num_classes=10)
@@ -158,8 +168,9 @@ def test_split_wrong_ndim_or_dtype(tmp_path: Path, images: np.ndarray, labels: n
 # ---------------------------------------------------------------- fuzzing
 
 _header_like = st.builds(
-    lambda code, dims, tail: bytes([0, 0, code, len(dims)])
-    + b"".join(struct.pack(">I", d) for d in dims) + tail,
+    lambda code, dims, tail: (
+        bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + tail
+    ),
     st.sampled_from([*IDX_DTYPES, 0x00, 0x07, 0xFF]),
     st.lists(st.one_of(st.integers(0, 6), st.integers(0, 2**32 - 1)), max_size=4),
     st.binary(max_size=80),
@@ -168,7 +179,7 @@ _any_bytes = st.one_of(
     st.binary(max_size=100),
     _header_like,
     _header_like.map(gzip.compress),
-    st.tuples(_header_like.map(gzip.compress), st.integers(0, 40)).map(lambda t: t[0][:-t[1]]),
+    st.tuples(_header_like.map(gzip.compress), st.integers(0, 40)).map(lambda t: t[0][: -t[1]]),
     st.binary(max_size=60).map(lambda b: b"\x1f\x8b" + b),
 )
 
@@ -184,7 +195,7 @@ def _outcome(read: Callable[[], np.ndarray]) -> np.ndarray | DataError:
 def test_empty_shape_with_huge_dimensions_is_a_data_error():
     """Found by the fuzz test: 0 x 436207616 x 2650800128 doubles hold no bytes, but numpy
     cannot make that shape."""
-    data = bytes.fromhex("00000e03" "00000000" "1a000000" "9e000000")
+    data = bytes.fromhex("00000e03000000001a0000009e000000")
     with pytest.raises(DataError, match=r"^fuzz: shape 0x436207616x2650800128 is too large"):
         parse_idx(data, "fuzz")
 
@@ -200,8 +211,9 @@ def test_fuzz_parse_raises_only_data_error(data: bytes) -> None:
         assert outcome.ndim >= 1
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(_any_bytes)
 def test_fuzz_read_raises_only_data_error(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "fuzz.gz"

@@ -43,13 +43,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     for var in ("FASHIONGEN_DATA", "FASHIONGEN_MIRROR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setitem(SOURCES, "fashion-mnist",
-                        dataclasses.replace(SOURCES["fashion-mnist"], system_dirs=()))
+    monkeypatch.setitem(
+        SOURCES, "fashion-mnist", dataclasses.replace(SOURCES["fashion-mnist"], system_dirs=())
+    )
     return home
 
 
-def make_idx_dir(directory: Path, num_train: int, num_test: int = 2, *,
-                 compress: bool = True, size: int = 4) -> Path:
+def make_idx_dir(
+    directory: Path, num_train: int, num_test: int = 2, *, compress: bool = True, size: int = 4
+) -> Path:
     """A tiny dataset; image i of the train split is filled with the value i."""
     for split, n in (("train", num_train), ("test", num_test)):
         images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None], (n, size, size))
@@ -60,8 +62,9 @@ def make_idx_dir(directory: Path, num_train: int, num_test: int = 2, *,
 # ---------------------------------------------------------------- resolution
 
 
-def test_resolution_order_data_dir_env_cache(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolution_order_data_dir_env_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     explicit = make_idx_dir(tmp_path / "explicit", 3)
     env_root = tmp_path / "env"
     make_idx_dir(env_root / "mnist", 4)
@@ -97,8 +100,11 @@ def test_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_system_dir_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = make_idx_dir(tmp_path / "usr-share", 8)
-    monkeypatch.setitem(SOURCES, "fashion-mnist",
-                        dataclasses.replace(SOURCES["fashion-mnist"], system_dirs=(str(system),)))
+    monkeypatch.setitem(
+        SOURCES,
+        "fashion-mnist",
+        dataclasses.replace(SOURCES["fashion-mnist"], system_dirs=(str(system),)),
+    )
     ds = load_dataset("fashion-mnist", download=False)
     assert len(ds) == 8
     assert ds.source == str(system)
@@ -107,8 +113,9 @@ def test_system_dir_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert len(load_dataset("fashion-mnist", download=False)) == 3
 
 
-def test_explicit_data_dir_never_falls_through(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_data_dir_never_falls_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_idx_dir(cache_dir("mnist"), 5)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -188,7 +195,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/slow/"):
             time.sleep(SLOW_RESPONSE_S)
-            self.path = self.path[len("/slow"):]
+            self.path = self.path[len("/slow") :]
         if self.path.startswith("/short/"):
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -249,8 +256,7 @@ def test_download_only_fetches_missing_files(tmp_path: Path, mirror: Mirror) -> 
     assert sources.find_idx_files(target) is not None
 
 
-def test_load_dataset_downloads_into_cache(monkeypatch: pytest.MonkeyPatch,
-                                           mirror: Mirror) -> None:
+def test_load_dataset_downloads_into_cache(monkeypatch: pytest.MonkeyPatch, mirror: Mirror) -> None:
     monkeypatch.setenv("FASHIONGEN_MIRROR", mirror.url)
     monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], md5s=mirror.md5s))
     ds = load_dataset("mnist", "test")
@@ -299,21 +305,22 @@ def test_timeout_leaves_nothing(tmp_path: Path, mirror: Mirror) -> None:
     target = tmp_path / "mnist"
     start = time.perf_counter()
     with pytest.raises(DataError, match="timed out"):
-        download_idx_files("mnist", target, mirror=mirror.url + "slow/", md5s=mirror.md5s,
-                           timeout=0.1)
+        download_idx_files(
+            "mnist", target, mirror=mirror.url + "slow/", md5s=mirror.md5s, timeout=0.1
+        )
     assert time.perf_counter() - start < SLOW_RESPONSE_S + 1
     assert not target.exists()
 
 
 def test_refused_connection(tmp_path: Path) -> None:
     with socket_on_free_port() as port, pytest.raises(DataError, match="could not download"):
-        download_idx_files("mnist", tmp_path / "m", mirror=f"http://127.0.0.1:{port}/",
-                           timeout=1)
+        download_idx_files("mnist", tmp_path / "m", mirror=f"http://127.0.0.1:{port}/", timeout=1)
     assert not (tmp_path / "m").exists()
 
 
-def test_interrupted_download_leaves_nothing(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_download_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Interrupted:
         def __init__(self) -> None:
             self.calls = 0

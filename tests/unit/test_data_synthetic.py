@@ -74,6 +74,7 @@ def test_drawing_is_vectorised(monkeypatch: pytest.MonkeyPatch, num_images: int)
         def mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
             calls.append(u.shape[0])
             return shape(u, v)
+
         return mask
 
     expected = make_synthetic(num_images=num_images)

@@ -37,14 +37,25 @@ def randomise(model: DDPM) -> DDPM:
 
 def batch(image_shape: tuple[int, int, int], n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return (torch.rand(n, *image_shape, generator=gen) * 2 - 1,
-            torch.randint(10, (n,), generator=gen))
+    return (
+        torch.rand(n, *image_shape, generator=gen) * 2 - 1,
+        torch.randint(10, (n,), generator=gen),
+    )
 
 
 def test_registered_and_configurable_from_a_dict() -> None:
     assert MODELS["ddpm"] is DDPM
-    cfg = config_from_dict({"model": {"name": "ddpm", "schedule": "linear", "prediction": "eps",
-                                      "t_max": 300, "optimizer_betas": [0.9, 0.99]}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "name": "ddpm",
+                "schedule": "linear",
+                "prediction": "eps",
+                "t_max": 300,
+                "optimizer_betas": [0.9, 0.99],
+            }
+        }
+    )
     assert isinstance(cfg.model, DDPMConfig)
     assert cfg.model.t_max == 300
     assert cfg.model.optimizer_betas == (0.9, 0.99)
@@ -54,8 +65,10 @@ def test_registered_and_configurable_from_a_dict() -> None:
         DDPMConfig(t_max=1000)
 
 
-@pytest.mark.parametrize("changes", [{}, {"prediction": "eps", "schedule": "linear"},
-                                     {"num_classes": 10}, {"t_max": 200}])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"prediction": "eps", "schedule": "linear"}, {"num_classes": 10}, {"t_max": 200}],
+)
 def test_train_step_gives_finite_loss_and_updates(changes: dict[str, object]) -> None:
     model = tiny_ddpm(**changes)
     optimizers = model.make_optimizers(TrainConfig(lr=1e-3))
@@ -105,10 +118,12 @@ def test_conditional_sampling_with_guidance() -> None:
     model = randomise(tiny_ddpm(num_classes=10))
     labels = torch.arange(4)
     sampling = SampleConfig(num_steps=3, guidance_scale=3.0)
-    guided = model.sample(4, labels=labels, sampling=sampling,
-                          generator=torch.Generator().manual_seed(0))
-    plain = model.sample(4, labels=labels, sampling=FEW_STEPS,
-                         generator=torch.Generator().manual_seed(0))
+    guided = model.sample(
+        4, labels=labels, sampling=sampling, generator=torch.Generator().manual_seed(0)
+    )
+    plain = model.sample(
+        4, labels=labels, sampling=FEW_STEPS, generator=torch.Generator().manual_seed(0)
+    )
     assert guided.shape == (4, 1, 28, 28)
     assert torch.isfinite(guided).all()
     assert not torch.equal(guided, plain)
@@ -137,14 +152,17 @@ def test_unconditional_model_rejects_labels() -> None:
         tiny_ddpm().sample(2, labels=torch.tensor([0, 1]), sampling=FEW_STEPS)
 
 
-@pytest.mark.parametrize(("image_shape", "changes"), [
-    ((1, 28, 28), {}),
-    ((3, 32, 32), {}),
-    ((3, 64, 64), {}),
-    ((1, 28, 28), {"num_levels": 3, "use_attention": True}),  # pads 28 -> 32
-    ((3, 32, 32), {"use_unshuffle": False, "num_classes": 10}),
-    ((3, 64, 64), {"num_levels": 3, "use_attention": True, "num_res_blocks": 2}),
-])
+@pytest.mark.parametrize(
+    ("image_shape", "changes"),
+    [
+        ((1, 28, 28), {}),
+        ((3, 32, 32), {}),
+        ((3, 64, 64), {}),
+        ((1, 28, 28), {"num_levels": 3, "use_attention": True}),  # pads 28 -> 32
+        ((3, 32, 32), {"use_unshuffle": False, "num_classes": 10}),
+        ((3, 64, 64), {"num_levels": 3, "use_attention": True, "num_res_blocks": 2}),
+    ],
+)
 def test_image_shapes(image_shape: tuple[int, int, int], changes: dict[str, object]) -> None:
     model = tiny_ddpm(image_shape, **changes)
     losses = model.train_step(batch(image_shape, n=2), model.make_optimizers(TrainConfig()))
@@ -170,14 +188,24 @@ def test_refine_noises_and_samples_from_t_start() -> None:
     draft = torch.rand(3, 1, 28, 28) * 2 - 1
     seen: list[int] = []
     model.net.register_forward_hook(lambda m, args, out: seen.append(int(args[1][0])))
-    out = model.refine(draft, 400, labels=torch.tensor([1, 2, 3]), sampling=FEW_STEPS,
-                       generator=torch.Generator().manual_seed(0))
+    out = model.refine(
+        draft,
+        400,
+        labels=torch.tensor([1, 2, 3]),
+        sampling=FEW_STEPS,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.shape == draft.shape
     assert out.min() >= -1
     assert out.max() <= 1
     assert seen == [400, 266, 133]
-    same = model.refine(draft, 400, labels=torch.tensor([1, 2, 3]), sampling=FEW_STEPS,
-                        generator=torch.Generator().manual_seed(0))
+    same = model.refine(
+        draft,
+        400,
+        labels=torch.tensor([1, 2, 3]),
+        sampling=FEW_STEPS,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(out, same)
     with pytest.raises(ConfigError, match="t_start"):
         model.refine(draft, 401, sampling=FEW_STEPS)

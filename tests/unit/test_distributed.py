@@ -30,23 +30,70 @@ from fashiongen.models import MODELS
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 WORKER = Path(__file__).with_name("dist_worker.py")
-COMMON = ["--data", "synthetic", "--no-progress", "--set", "train.batch_size=32",
-          "--set", "train.num_grid_samples=16", "--set", "train.use_tensorboard=false",
-          "--set", "train.log_every_n_steps=1"]
+COMMON = [
+    "--data",
+    "synthetic",
+    "--no-progress",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+    "--set",
+    "train.log_every_n_steps=1",
+]
 NUM_STEPS = 12  # the dcgan run; resumed from step NUM_STEPS // 2
-DCGAN = ["--model", "dcgan", *COMMON, "--set", "train.compile=false",
-         "--set", "model.g_width=8", "--set", "model.d_width=8",
-         "--set", "train.ema_decay=0.9",
-         "--set", f"train.checkpoint_every_n_steps={NUM_STEPS // 2}",
-         # reversion on a hair trigger: a family decision on local statistics, which ranks
-         # may take differently, so the replicas' re-alignment is exercised too
-         "--set", "model.d_reversion=true", "--set", "model.d_reversion_patience=1",
-         "--set", "model.d_reversion_threshold=0.5", "--set", "model.d_snapshot_every_n_steps=3"]
+DCGAN = [
+    "--model",
+    "dcgan",
+    *COMMON,
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "train.ema_decay=0.9",
+    "--set",
+    f"train.checkpoint_every_n_steps={NUM_STEPS // 2}",
+    # reversion on a hair trigger: a family decision on local statistics, which ranks
+    # may take differently, so the replicas' re-alignment is exercised too
+    "--set",
+    "model.d_reversion=true",
+    "--set",
+    "model.d_reversion_patience=1",
+    "--set",
+    "model.d_reversion_threshold=0.5",
+    "--set",
+    "model.d_snapshot_every_n_steps=3",
+]
 DETERMINISTIC = {
-    "det_gan": ["--model", "det_gan", *COMMON, "--max-steps", "10", "--set", "model.g_width=16",
-                "--set", "model.d_width=16", "--set", "model.num_layers=2"],
-    "det_ddpm": ["--model", "det_ddpm", *COMMON, "--max-steps", "10",
-                 "--set", "model.base_width=8", "--set", "train.lr=1e-3"],
+    "det_gan": [
+        "--model",
+        "det_gan",
+        *COMMON,
+        "--max-steps",
+        "10",
+        "--set",
+        "model.g_width=16",
+        "--set",
+        "model.d_width=16",
+        "--set",
+        "model.num_layers=2",
+    ],
+    "det_ddpm": [
+        "--model",
+        "det_ddpm",
+        *COMMON,
+        "--max-steps",
+        "10",
+        "--set",
+        "model.base_width=8",
+        "--set",
+        "train.lr=1e-3",
+    ],
 }
 # 2 processes vs 1 differ only in float rounding (two half-batch means averaged vs one mean;
 # convolutions at batch 16 vs 32). Adam, whose first steps are ~lr * sign(gradient), turns
@@ -93,8 +140,7 @@ def one_process_group():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                            world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
 
@@ -104,11 +150,16 @@ def test_gradients_are_averaged_once_per_backward_pass(one_process_group, monkey
     one all-reduce of exactly the gradients it produced, before `step` could see them."""
     calls = []
     real_all_reduce = dist.all_reduce
-    monkeypatch.setattr(dist, "all_reduce",
-                        lambda t, *a, **k: calls.append(t.numel()) or real_all_reduce(t, *a, **k))
+    monkeypatch.setattr(
+        dist,
+        "all_reduce",
+        lambda t, *a, **k: calls.append(t.numel()) or real_all_reduce(t, *a, **k),
+    )
     g, d = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
-    opts = {"g": torch.optim.SGD(g.parameters(), lr=0.1),
-            "d": torch.optim.SGD(d.parameters(), lr=0.1)}
+    opts = {
+        "g": torch.optim.SGD(g.parameters(), lr=0.1),
+        "d": torch.optim.SGD(d.parameters(), lr=0.1),
+    }
     sync = distributed.ReplicaSync(distributed.DistContext(world_size=2), g, opts)
     sync.averager.world_size = 1  # a one-rank group standing in for two
     fake = g(torch.randn(5, 3))
@@ -126,8 +177,10 @@ def test_gradients_are_averaged_once_per_backward_pass(one_process_group, monkey
 def test_train_leaves_no_process_group(make_config):
     from fashiongen.training import train
 
-    train(make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8},
-                      train={"max_steps": 2}), progress=False)
+    train(
+        make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8}, train={"max_steps": 2}),
+        progress=False,
+    )
     assert not dist.is_initialized()
 
 
@@ -136,9 +189,13 @@ def test_train_leaves_no_process_group(make_config):
 
 def torchrun(*args: str | Path, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc),
-                             *map(str, args)], env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 
@@ -151,12 +208,39 @@ def two_process_runs(tmp_path_factory):
     report.mkdir()
     runs = [[*DCGAN, "--max-steps", str(NUM_STEPS), "--out", root / "dcgan"]]
     runs += [[*args, "--out", root / name] for name, args in DETERMINISTIC.items()]
-    runs += [[*DETERMINISTIC["det_gan"], "--model", "diverging_gan", "--max-steps", "7",
-              "--out", root / "diverging_gan"]]
-    runs += [[*DETERMINISTIC["det_gan"], "--set", "train.compile=true",
-              "--out", root / "det_gan_compiled"]]
-    runs += [[*DETERMINISTIC["det_gan"], "--model", "flaky_gan", "--max-steps", "12",
-              "--set", "train.checkpoint_every_n_steps=4", "--out", root / "flaky_gan"]]
+    runs += [
+        [
+            *DETERMINISTIC["det_gan"],
+            "--model",
+            "diverging_gan",
+            "--max-steps",
+            "7",
+            "--out",
+            root / "diverging_gan",
+        ]
+    ]
+    runs += [
+        [
+            *DETERMINISTIC["det_gan"],
+            "--set",
+            "train.compile=true",
+            "--out",
+            root / "det_gan_compiled",
+        ]
+    ]
+    runs += [
+        [
+            *DETERMINISTIC["det_gan"],
+            "--model",
+            "flaky_gan",
+            "--max-steps",
+            "12",
+            "--set",
+            "train.checkpoint_every_n_steps=4",
+            "--out",
+            root / "flaky_gan",
+        ]
+    ]
     argv: list[str | Path] = [WORKER, report]
     for i, run in enumerate(runs):
         argv += (["--next"] if i else []) + run
@@ -266,8 +350,7 @@ def test_two_processes_resume_exactly(two_process_runs, tmp_path):
     split = tmp_path / "split"
     module = ["-m", "fashiongen", "train"]
     torchrun(*module, *DCGAN, "--max-steps", str(NUM_STEPS // 2), "--out", split)
-    torchrun(*module, "--resume", "--max-steps", str(NUM_STEPS), "--out", split,
-             "--no-progress")
+    torchrun(*module, "--resume", "--max-steps", str(NUM_STEPS), "--out", split, "--no-progress")
     one_go = load_file(root / "dcgan" / "final" / "weights.safetensors")
     resumed = load_file(split / "final" / "weights.safetensors")
     assert one_go.keys() == resumed.keys()

@@ -78,8 +78,9 @@ def test_low_pass_guidance_moves_towards_consistency(form: str) -> None:
         return torch.zeros_like(x_t)
 
     t = torch.full((2,), 500)
-    guided = low_pass_guided(zeros_oracle, reference, sigma=1.6, num_iterations=20,
-                             form=form)(truth, t)
+    guided = low_pass_guided(zeros_oracle, reference, sigma=1.6, num_iterations=20, form=form)(
+        truth, t
+    )
     before = (gaussian_blur(torch.zeros_like(truth), 1.6) - target).norm()
     after = (gaussian_blur(guided, 1.6) - target).norm()
     assert after < 0.3 * before  # Landweber converges on what G passes
@@ -116,11 +117,14 @@ def test_guidance_does_not_enforce_the_references_noise() -> None:
         assert interior.abs().max() < 0.05, form
 
 
-@pytest.mark.parametrize(("args", "path"), [
-    ((4, 2, 2), [0, 1, 2, 0, 1, 2, 3, 4, 2, 3, 4]),
-    ((3, 5, 3), [0, 1, 2, 3]),
-    ((2, 1, 1), [0, 1, 2]),
-])
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        ((4, 2, 2), [0, 1, 2, 0, 1, 2, 3, 4, 2, 3, 4]),
+        ((3, 5, 3), [0, 1, 2, 3]),
+        ((2, 1, 1), [0, 1, 2]),
+    ],
+)
 def test_repaint_path(args: tuple[int, int, int], path: list[int]) -> None:
     assert repaint_path(*args) == path
 
@@ -138,14 +142,30 @@ def test_repaint_keeps_unmasked_pixels_and_counts_calls(num_resamples: int) -> N
         abar = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         return abar.sqrt() * 0.25 / (abar * 0.25 + 1 - abar) * x_t
 
-    out = repaint(oracle, known, mask, schedule, num_steps=6, jump_length=3,
-                  num_resamples=num_resamples, generator=gen())
+    out = repaint(
+        oracle,
+        known,
+        mask,
+        schedule,
+        num_steps=6,
+        jump_length=3,
+        num_resamples=num_resamples,
+        generator=gen(),
+    )
     assert torch.equal(out[~mask], known[~mask])
     assert not torch.equal(out[mask], known[mask])
     path = repaint_path(6, 3, num_resamples)
     assert len(calls) == sum(b > a for a, b in zip(path, path[1:], strict=False))
-    again = repaint(oracle, known, mask, schedule, num_steps=6, jump_length=3,
-                    num_resamples=num_resamples, generator=gen())
+    again = repaint(
+        oracle,
+        known,
+        mask,
+        schedule,
+        num_steps=6,
+        jump_length=3,
+        num_resamples=num_resamples,
+        generator=gen(),
+    )
     assert torch.equal(out, again)
 
 
@@ -177,16 +197,25 @@ def test_inpaint_keeps_unmasked_pixels_bit_for_bit(ddpm: DDPM) -> None:
     x = to_model_range(uint8)
     mask = torch.zeros(2, 1, 28, 28, dtype=torch.bool)
     mask[..., 9:19, 9:19] = True
-    out = editing.inpaint(ddpm, x, mask, labels=torch.tensor([0, 1]), sampling=FEW_STEPS,
-                          num_resamples=2, jump_length=2, generator=gen())
+    out = editing.inpaint(
+        ddpm,
+        x,
+        mask,
+        labels=torch.tensor([0, 1]),
+        sampling=FEW_STEPS,
+        num_resamples=2,
+        jump_length=2,
+        generator=gen(),
+    )
     assert torch.equal(out[~mask], x[~mask])
     assert torch.equal(to_uint8(out)[~mask], uint8[~mask])
     assert not torch.equal(out[mask], x[mask])
 
 
 def test_variations_differ_from_each_other(ddpm: DDPM) -> None:
-    out = editing.variations(ddpm, images(1)[0], 4, 0.6, label=2, sampling=FEW_STEPS,
-                             generator=gen())
+    out = editing.variations(
+        ddpm, images(1)[0], 4, 0.6, label=2, sampling=FEW_STEPS, generator=gen()
+    )
     assert out.shape == (4, *SHAPE)
     assert not torch.equal(out[0], out[1])
 
@@ -215,11 +244,16 @@ def test_strength_outside_the_range_is_refused(ddpm: DDPM, strength: float) -> N
         editing.refine(ddpm, images(1), strength)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("sigma", 0.0, "sigma must lie"), ("weight", 2.0, "weight must lie"),
-    ("num_iterations", 0, "iterations must be"), ("stop", 1.5, "stop must lie"),
-    ("form", "sharpen", "form must be one of deblur, low-pass"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sigma", 0.0, "sigma must lie"),
+        ("weight", 2.0, "weight must lie"),
+        ("num_iterations", 0, "iterations must be"),
+        ("stop", 1.5, "stop must lie"),
+        ("form", "sharpen", "form must be one of deblur, low-pass"),
+    ],
+)
 def test_bad_guidance_is_refused(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         editing.Guidance(**{field: value})
@@ -286,13 +320,17 @@ def test_a_mask_follows_the_framing_or_is_refused() -> None:
 def edit_files(tmp_path_factory) -> Path:
     """A tiny conditional DDPM checkpoint, a sketch, a mask and a file that is no image."""
     folder = tmp_path_factory.mktemp("edit")
-    cfg = config_from_dict({"model": {"name": "ddpm", "base_width": 8, "num_classes": 10},
-                            "data": {"name": "synthetic"}, "sample": {"num_steps": 2}})
+    cfg = config_from_dict(
+        {
+            "model": {"name": "ddpm", "base_width": 8, "num_classes": 10},
+            "data": {"name": "synthetic"},
+            "sample": {"num_steps": 2},
+        }
+    )
     torch.manual_seed(0)
     save_checkpoint(folder / "ddpm", model=build_model(cfg.model, SHAPE), config=cfg, step=0)
     vae_cfg = config_from_dict({"model": {"name": "vae"}, "data": {"name": "synthetic"}})
-    save_checkpoint(folder / "vae", model=build_model(vae_cfg.model, SHAPE), config=vae_cfg,
-                    step=0)
+    save_checkpoint(folder / "vae", model=build_model(vae_cfg.model, SHAPE), config=vae_cfg, step=0)
     sketch = Image.new("RGB", (90, 60), "white")
     sketch.paste((0, 0, 0), (10, 20, 80, 45))
     sketch.save(folder / "sketch.png")
@@ -307,30 +345,65 @@ def edit_files(tmp_path_factory) -> Path:
 
 def test_edit_writes_like_sample(edit_files: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "edits.npz"
-    assert main(["edit", str(edit_files / "sketch.png"), "--model", str(edit_files / "ddpm"),
-                 "--strength", "0.5", "--class", "3", "--variations", "3", "--seed", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                str(edit_files / "sketch.png"),
+                "--model",
+                str(edit_files / "ddpm"),
+                "--strength",
+                "0.5",
+                "--class",
+                "3",
+                "--variations",
+                "3",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "light background inverted to black" in printed and "wrote 3 edited" in printed
     with np.load(out) as arrays:
         assert arrays["images"].shape == (3, *SHAPE) and list(arrays["labels"]) == [3, 3, 3]
     grid = tmp_path / "holes.png"
-    assert main(["edit", str(edit_files / "sketch.png"), "--model", str(edit_files / "ddpm"),
-                 "--mask", str(edit_files / "hole.png"), "--out", str(grid)]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                str(edit_files / "sketch.png"),
+                "--model",
+                str(edit_files / "ddpm"),
+                "--mask",
+                str(edit_files / "hole.png"),
+                "--out",
+                str(grid),
+            ]
+        )
+        == 0
+    )
     assert Image.open(grid).size == (64, 64)  # one 28x28 tile, 2 px padding each side, 2x
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["broken.png"], "error: cannot read input {T}/broken.png: cannot identify image file"),
-    (["missing.png"], "error: cannot read input {T}/missing.png: no such file"),
-    (["sketch.png", "--mask", "mask30.png"], "error: the mask is 30x30: it must be 28x28"),
-    (["sketch.png", "--strength", "0"], "error: --strength must lie in (0, 1], got 0.0"),
-    (["sketch.png", "--strength", "1.5"], "error: --strength must lie in (0, 1], got 1.5"),
-    (["sketch.png", "--model", "{T}/vae"], "error: the vae family cannot edit images"),
-    (["sketch.png", "--class", "nope"], "error: unknown class 'nope'"),
-])
-def test_edit_refuses_in_one_line(edit_files: Path, tmp_path: Path, capsys, args: list[str],
-                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["broken.png"], "error: cannot read input {T}/broken.png: cannot identify image file"),
+        (["missing.png"], "error: cannot read input {T}/missing.png: no such file"),
+        (["sketch.png", "--mask", "mask30.png"], "error: the mask is 30x30: it must be 28x28"),
+        (["sketch.png", "--strength", "0"], "error: --strength must lie in (0, 1], got 0.0"),
+        (["sketch.png", "--strength", "1.5"], "error: --strength must lie in (0, 1], got 1.5"),
+        (["sketch.png", "--model", "{T}/vae"], "error: the vae family cannot edit images"),
+        (["sketch.png", "--class", "nope"], "error: unknown class 'nope'"),
+    ],
+)
+def test_edit_refuses_in_one_line(
+    edit_files: Path, tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
     args = [a.format(T=edit_files) if "{T}" in a else a for a in args]
     model = [] if "--model" in args else ["--model", str(edit_files / "ddpm")]
     files = [str(edit_files / a) if a.endswith(".png") else a for a in args]

@@ -14,9 +14,12 @@ from fashiongen.export import OnnxNetwork, export_onnx, use_onnx  # noqa: E402
 
 def _build(name, num_classes):
     torch.manual_seed(0)
-    cfg = config_from_dict({"model": {"name": name, "num_classes": num_classes},
-                            "sample": {"num_steps": 3, "guidance_scale": 1.5,
-                                       "strength": 0.3, "precision": "fp32"}})  # as onnx
+    cfg = config_from_dict(
+        {
+            "model": {"name": name, "num_classes": num_classes},
+            "sample": {"num_steps": 3, "guidance_scale": 1.5, "strength": 0.3, "precision": "fp32"},
+        }
+    )  # as onnx
     return build_model(cfg.model, (1, 28, 28)).eval(), cfg
 
 
@@ -61,13 +64,44 @@ def test_cli_sample_with_onnx_backend(make_config, tmp_path, capsys, monkeypatch
     from fashiongen.training import train
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    cfg = make_config({"name": "dcgan", "num_classes": 10},
-                      train={"max_steps": 2})
+    cfg = make_config({"name": "dcgan", "num_classes": 10}, train={"max_steps": 2})
     run = train(cfg, progress=False).run_dir
-    assert main(["sample", str(run), "--class", "ring", "--num-samples", "6",
-                 "--seed", "2", "--out", str(tmp_path / "torch.npz")]) == 0
-    assert main(["sample", str(run), "--class", "ring", "--num-samples", "6",
-                 "--seed", "2", "--backend", "onnx", "--out", str(tmp_path / "onnx.npz")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(run),
+                "--class",
+                "ring",
+                "--num-samples",
+                "6",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / "torch.npz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                str(run),
+                "--class",
+                "ring",
+                "--num-samples",
+                "6",
+                "--seed",
+                "2",
+                "--backend",
+                "onnx",
+                "--out",
+                str(tmp_path / "onnx.npz"),
+            ]
+        )
+        == 0
+    )
     import numpy as np
 
     a, b = np.load(tmp_path / "torch.npz"), np.load(tmp_path / "onnx.npz")
@@ -83,8 +117,9 @@ def test_cli_export_writes_loadable_onnx(make_config, tmp_path, capsys):
     from fashiongen.checkpoint import load_model
     from fashiongen.training import train
 
-    run = train(make_config({"name": "vae", "width": 8}, train={"max_steps": 2}),
-                progress=False).run_dir
+    run = train(
+        make_config({"name": "vae", "width": 8}, train={"max_steps": 2}), progress=False
+    ).run_dir
     assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
     (path,) = (tmp_path / "onnx").glob("decoder-*.onnx")
     assert f"wrote decoder: {path}" in capsys.readouterr().out
@@ -102,5 +137,7 @@ def test_cli_export_writes_loadable_onnx(make_config, tmp_path, capsys):
 
 def test_cli_export_needs_one_source(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path)]) == 2
-    assert "export takes one model: a zoo name, run folder or checkpoint, or --model NAME" \
+    assert (
+        "export takes one model: a zoo name, run folder or checkpoint, or --model NAME"
         in capsys.readouterr().err
+    )

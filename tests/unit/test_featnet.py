@@ -68,8 +68,9 @@ def test_texture_standardisation_balances_the_halves():
     fit_texture_standardisation(model, images)
     features = model.features(images).double()
     semantic, texture = features[:, :FEATURE_DIM], features[:, FEATURE_DIM:]
-    torch.testing.assert_close(texture.mean(0), torch.zeros(model.texture_dim, dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        texture.mean(0), torch.zeros(model.texture_dim, dtype=torch.float64), atol=1e-4, rtol=0
+    )
     torch.testing.assert_close(texture.var(0).sum(), semantic.var(0).sum(), rtol=1e-3, atol=0)
     raw = texture_statistics(model, images)[1]
     torch.testing.assert_close(raw.std(0).float(), model.texture_std)
@@ -101,21 +102,27 @@ def test_augment_is_reproducible_and_keeps_shape():
 def tiny_data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     labels = torch.arange(n) % 4
-    images = (labels.view(n, 1, 1, 1) * 60 + torch.randint(0, 40, (n, 1, 28, 28),
-                                                          generator=generator)).to(torch.uint8)
+    images = (
+        labels.view(n, 1, 1, 1) * 60 + torch.randint(0, 40, (n, 1, 28, 28), generator=generator)
+    ).to(torch.uint8)
     return images, labels
 
 
 def test_training_is_deterministic_given_the_seed():
     images, labels = tiny_data()
     lines: list[str] = []
-    runs = [fit_featnet(images, labels, num_classes=4, epochs=2, seed=3, batch_size=16,
-                        log=lines.append) for _ in range(2)]
+    runs = [
+        fit_featnet(
+            images, labels, num_classes=4, epochs=2, seed=3, batch_size=16, log=lines.append
+        )
+        for _ in range(2)
+    ]
     for key, value in runs[0].state_dict().items():
         assert torch.equal(value, runs[1].state_dict()[key]), key
     assert not runs[0].training and len(lines) == 4
-    other = fit_featnet(images, labels, num_classes=4, epochs=1, seed=4, batch_size=16,
-                        log=lines.append)
+    other = fit_featnet(
+        images, labels, num_classes=4, epochs=1, seed=4, batch_size=16, log=lines.append
+    )
     assert not torch.equal(other.head.weight, runs[0].head.weight)
     with pytest.raises(ConfigError, match="epochs"):
         fit_featnet(images, labels, num_classes=4, epochs=0, seed=0)
@@ -134,8 +141,16 @@ def test_accuracy_counts_agreeing_predictions():
 
 def test_training_learns_separable_classes():
     images, labels = tiny_data(128)  # four brightness bands: separable by the mean alone
-    model = fit_featnet(images, labels, num_classes=4, epochs=8, seed=0, batch_size=16,
-                        max_lr=0.05, log=lambda line: None)
+    model = fit_featnet(
+        images,
+        labels,
+        num_classes=4,
+        epochs=8,
+        seed=0,
+        batch_size=16,
+        max_lr=0.05,
+        log=lambda line: None,
+    )
     assert accuracy(model, images, labels) >= 0.9  # chance is 0.25
 
 
@@ -143,9 +158,11 @@ def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = FeatNet(4).eval()
     fit_texture_standardisation(model, tiny_data(16)[0])
-    path = save_featnet(tmp_path / "net.safetensors", model,
-                        {"dataset": "toy", "class_names": ["a", "b", "c", "d"],
-                         "test_accuracy": "0.5000"})
+    path = save_featnet(
+        tmp_path / "net.safetensors",
+        model,
+        {"dataset": "toy", "class_names": ["a", "b", "c", "d"], "test_accuracy": "0.5000"},
+    )
     loaded = load_featnet_file(path)
     images, _ = tiny_data(6)
     torch.testing.assert_close(loaded.logits(images), model.logits(images))
@@ -153,8 +170,9 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.name == "toy" and loaded.class_names == ["a", "b", "c", "d"]
     assert loaded.test_accuracy == 0.5 and loaded.fingerprint() == model.fingerprint()
     old = tmp_path / "old.safetensors"
-    save_file({"x": torch.zeros(1)}, old, metadata={"format": "fashiongen-featnet/1",
-                                                     "dataset": "toy"})
+    save_file(
+        {"x": torch.zeros(1)}, old, metadata={"format": "fashiongen-featnet/1", "dataset": "toy"}
+    )
     with pytest.raises(ConfigError, match="predates the texture-aware metric"):
         load_featnet_file(old)
     path.write_bytes(b"garbage")
@@ -169,8 +187,15 @@ def test_missing_featnet_names_the_train_command():
 
 def test_train_featnet_on_a_dataset_name(tmp_path):
     lines: list[str] = []
-    model = train_featnet("synthetic", epochs=1, seed=0, log=lines.append, command="test",
-                          widths=(8, 16, 24), feature_dim=32)
+    model = train_featnet(
+        "synthetic",
+        epochs=1,
+        seed=0,
+        log=lines.append,
+        command="test",
+        widths=(8, 16, 24),
+        feature_dim=32,
+    )
     path = tmp_path / "cache" / "fashiongen" / "featnets" / "synthetic.safetensors"
     assert path.is_file() and "saved" in lines[-1]
     loaded = load_featnet("synthetic")  # found in the user cache dir
@@ -183,8 +208,10 @@ def test_train_featnet_on_a_dataset_name(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHIPPED.is_file() and (FASHION_DIR / "t10k-images-idx3-ubyte.gz")
-                         .is_file()), reason="shipped featnet or Fashion-MNIST files absent")
+@pytest.mark.skipif(
+    not (SHIPPED.is_file() and (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file()),
+    reason="shipped featnet or Fashion-MNIST files absent",
+)
 def test_shipped_featnet_reaches_93_percent_on_the_real_test_set():
     from fashiongen.data import load_dataset
 

@@ -116,8 +116,11 @@ def test_a_lock_held_elsewhere_is_refused_with_its_pid(tmp_path):
     fcntl.flock(other, fcntl.LOCK_EX)
     try:
         assert lock_holder(run) == 4242
-        with pytest.raises(RunBusyError, match=r"run is being written by another fashiongen "
-                                               r"process \(PID 4242\)"):
+        with pytest.raises(
+            RunBusyError,
+            match=r"run is being written by another fashiongen "
+            r"process \(PID 4242\)",
+        ):
             RunLock(run).acquire()
         with pytest.raises(RunBusyError, match="PID 4242"):
             check_free(run, overwrite=True, folder=True)
@@ -139,14 +142,17 @@ def test_cache_root_ignores_an_empty_or_relative_xdg_cache_home(value, tmp_path,
     assert files.cache_root() == tmp_path / ".cache" / "fashiongen"
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("fashion-mnist", "fashion-mnist"),
-    ("folder:/data/my shoes/", "folder_data_my_shoes"),
-    ("run.v2_final", "run.v2_final"),
-    ("ä*?", "_"),
-    ("", "fallback"),
-    ("///", "fallback"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("fashion-mnist", "fashion-mnist"),
+        ("folder:/data/my shoes/", "folder_data_my_shoes"),
+        ("run.v2_final", "run.v2_final"),
+        ("ä*?", "_"),
+        ("", "fallback"),
+        ("///", "fallback"),
+    ],
+)
 def test_safe_name_keeps_letters_digits_dot_dash_underscore(name, expected):
     assert files.safe_name(name, fallback="fallback") == expected
 

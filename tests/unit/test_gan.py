@@ -20,8 +20,10 @@ def _model(num_classes=0, shape=(1, 28, 28), **fields):
 
 def _batch(shape, n=8, num_classes=10):
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(n, *shape, generator=g) * 2 - 1,
-            torch.randint(num_classes, (n,), generator=g))
+    return (
+        torch.rand(n, *shape, generator=g) * 2 - 1,
+        torch.randint(num_classes, (n,), generator=g),
+    )
 
 
 def _seeded(seed):
@@ -34,9 +36,17 @@ def test_registered_and_configurable_from_toml_data():
     assert cfg.model == GANConfig(latent_dim=8, use_batchnorm=False)
 
 
-@pytest.mark.parametrize("fields", [{"latent_dim": 0}, {"g_width": 0}, {"num_layers": 0},
-                                    {"dropout": 1.0}, {"label_smoothing": 0.5},
-                                    {"num_classes": -1}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"latent_dim": 0},
+        {"g_width": 0},
+        {"num_layers": 0},
+        {"dropout": 1.0},
+        {"label_smoothing": 0.5},
+        {"num_classes": -1},
+    ],
+)
 def test_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError):
         GANConfig(**fields)
@@ -60,8 +70,9 @@ def test_train_step_and_sample_shapes(shape, num_classes):
 def test_sample_depends_only_on_the_generator_seed(num_classes):
     model = _model(num_classes)
     assert torch.equal(model.sample(4, generator=_seeded(1)), model.sample(4, generator=_seeded(1)))
-    assert not torch.equal(model.sample(4, generator=_seeded(1)),
-                           model.sample(4, generator=_seeded(2)))
+    assert not torch.equal(
+        model.sample(4, generator=_seeded(1)), model.sample(4, generator=_seeded(2))
+    )
 
 
 def test_conditional_labels_steer_and_are_validated():

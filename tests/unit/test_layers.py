@@ -25,19 +25,40 @@ PACKAGE = "fashiongen"
 # the package's own __init__ (the public API re-exported), a subpackage's name covers its
 # modules, and "zoo.release" sits higher than the rest of "zoo" (the catalogue).
 LAYERS: list[tuple[str, list[str], str]] = [
-    ("ground",
-     ["errors", "version", "limits", "digests", "files", "config", "precision", "device",
-      "distributed", "images", "plots"],
-     "errors, typed config, files, devices and precision, image ranges; no model family"),
-    ("parts", ["data", "nets", "samplers"],
-     "datasets, plain networks, diffusion schedules and samplers; none knows a family"),
+    (
+        "ground",
+        [
+            "errors",
+            "version",
+            "limits",
+            "digests",
+            "files",
+            "config",
+            "precision",
+            "device",
+            "distributed",
+            "images",
+            "plots",
+        ],
+        "errors, typed config, files, devices and precision, image ranges; no model family",
+    ),
+    (
+        "parts",
+        ["data", "nets", "samplers"],
+        "datasets, plain networks, diffusion schedules and samplers; none knows a family",
+    ),
     ("metrics", ["metrics"], "features and scores of image sets; never a model"),
     ("families", ["models"], "the family interface (models.base) and one module per family"),
-    ("a trained model at work",
-     ["zoo", "checkpoint", "samples", "generate", "visuals", "editing", "edit", "evaluation"],
-     "load a checkpoint, draw, write and read samples, edit, draw and score"),
-    ("jobs", ["training", "synth", "report", "export", "zoo.release"],
-     "the training loop, synthetic datasets, the comparison report, ONNX export, the zoo"),
+    (
+        "a trained model at work",
+        ["zoo", "checkpoint", "samples", "generate", "visuals", "editing", "edit", "evaluation"],
+        "load a checkpoint, draw, write and read samples, edit, draw and score",
+    ),
+    (
+        "jobs",
+        ["training", "synth", "report", "export", "zoo.release"],
+        "the training loop, synthetic datasets, the comparison report, ONNX export, the zoo",
+    ),
     ("api", ["api", "__init__"], "the public Python API"),
     ("interfaces", ["cli", "__main__", "web"], "the command line and the web page"),
 ]
@@ -108,10 +129,15 @@ def upward_imports(sites) -> list[str]:
         if site.target not in MODULES or site.target == site.module:
             continue
         source, target = LAYER_OF_ROOM[room_of(site.module)], LAYER_OF_ROOM[room_of(site.target)]
-        if target > source or (target == source and LAYERS[source][0] in SIBLINGS_APART
-                               and room_of(site.module) != room_of(site.target)):
-            upward.append(f"{_where(site)} {_relative(site.module)} ({LAYERS[source][0]}) "
-                          f"imports {_relative(site.target)} ({LAYERS[target][0]})")
+        if target > source or (
+            target == source
+            and LAYERS[source][0] in SIBLINGS_APART
+            and room_of(site.module) != room_of(site.target)
+        ):
+            upward.append(
+                f"{_where(site)} {_relative(site.module)} ({LAYERS[source][0]}) "
+                f"imports {_relative(site.target)} ({LAYERS[target][0]})"
+            )
     return upward
 
 
@@ -121,16 +147,24 @@ def test_imports_point_down():
 
 
 def _site(source: str, target: str, **scope: bool):
-    return import_graph.ImportSite(module=f"{PACKAGE}.{source}", target=f"{PACKAGE}.{target}",
-                                   line=1, in_function=scope.get("in_function", False),
-                                   type_checking_only=scope.get("type_checking_only", False))
+    return import_graph.ImportSite(
+        module=f"{PACKAGE}.{source}",
+        target=f"{PACKAGE}.{target}",
+        line=1,
+        in_function=scope.get("in_function", False),
+        type_checking_only=scope.get("type_checking_only", False),
+    )
 
 
 def test_imports_against_the_map_are_caught():
     """The check's own check: a type-only import counts, as does one between siblings."""
-    sites = [_site("precision", "models.base", type_checking_only=True),
-             _site("nets.unet", "samplers.schedules", in_function=True),
-             _site("models.ddpm", "samplers"), _site("samplers.sampling", "samplers.schedules")]
+    sites = [
+        _site("precision", "models.base", type_checking_only=True),
+        _site("nets.unet", "samplers.schedules", in_function=True),
+        _site("models.ddpm", "samplers"),
+        _site("samplers.sampling", "samplers.schedules"),
+    ]
     assert upward_imports(sites) == [
         "src/fashiongen/precision.py:1 precision (ground) imports models.base (families)",
-        "src/fashiongen/nets/unet.py:1 nets.unet (parts) imports samplers.schedules (parts)"]
+        "src/fashiongen/nets/unet.py:1 nets.unet (parts) imports samplers.schedules (parts)",
+    ]

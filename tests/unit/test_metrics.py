@@ -50,8 +50,9 @@ from fashiongen.nets.featnet import FeatNet
 evaluate_module = importlib.import_module("fashiongen.metrics.evaluate")
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                                   reason="Fashion-MNIST files absent")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST files absent"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +75,7 @@ def closed_form_fid(mu1, cov1, mu2, cov2) -> float:
 
 
 # --- FeatureStats and FID -------------------------------------------------------------------
+
 
 def test_streaming_stats_equal_batch_stats():
     rng = np.random.default_rng(0)
@@ -109,13 +111,15 @@ def test_fid_of_exact_stats_equals_closed_form():
     rng = np.random.default_rng(2)
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     cov1, cov2 = random_spd(rng, 6), random_spd(rng, 6)
-    assert fid(mu1, cov1, mu2, cov2) == pytest.approx(closed_form_fid(mu1, cov1, mu2, cov2),
-                                                      rel=1e-9)
+    assert fid(mu1, cov1, mu2, cov2) == pytest.approx(
+        closed_form_fid(mu1, cov1, mu2, cov2), rel=1e-9
+    )
     # commuting (diagonal) covariances: sum of (sqrt(a) - sqrt(b))^2
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
     expected = 1.0 + sum((math.sqrt(p) - math.sqrt(q)) ** 2 for p, q in zip(a, b, strict=True))
     assert fid(np.zeros(3), np.diag(a), np.array([1.0, 0, 0]), np.diag(b)) == pytest.approx(
-        expected, rel=1e-12)
+        expected, rel=1e-12
+    )
 
 
 def test_fid_of_sampled_gaussians_matches_closed_form():
@@ -129,8 +133,7 @@ def test_fid_of_sampled_gaussians_matches_closed_form():
         for chunk in np.array_split(samples, 7):
             stats.update(chunk)
     expected = closed_form_fid(mu1, cov1, mu2, cov2)
-    assert fid(*stats1.compute(), *stats2.compute()) == pytest.approx(expected, rel=0.02,
-                                                                       abs=0.01)
+    assert fid(*stats1.compute(), *stats2.compute()) == pytest.approx(expected, rel=0.02, abs=0.01)
 
 
 def test_fid_survives_singular_covariances():
@@ -141,6 +144,7 @@ def test_fid_survives_singular_covariances():
 
 
 # --- KID ------------------------------------------------------------------------------------
+
 
 def test_kid_of_identical_distributions_is_near_zero():
     generator = torch.Generator().manual_seed(5)
@@ -169,8 +173,15 @@ def test_kid_with_given_real_subsets_and_sums_equals_kid_drawing_them():
     drawn = kid(a, b, num_subsets=4, subset_size=40, generator=torch.Generator().manual_seed(1))
     replay = torch.Generator().manual_seed(1)
     subsets = stats_module.kid_subsets(len(b), 4, 40, replay)
-    given = kid(a, b, num_subsets=4, subset_size=40, generator=replay, subsets_b=subsets,
-                within_b=stats_module.within_kernel_sums(b, subsets))
+    given = kid(
+        a,
+        b,
+        num_subsets=4,
+        subset_size=40,
+        generator=replay,
+        subsets_b=subsets,
+        within_b=stats_module.within_kernel_sums(b, subsets),
+    )
     assert given == pytest.approx(drawn, rel=1e-12)
 
 
@@ -183,6 +194,7 @@ def test_kid_separates_distributions_and_caps_subset_size():
 
 
 # --- precision/recall, density/coverage -----------------------------------------------------
+
 
 def test_precision_recall_of_identical_sets_is_one():
     x = torch.randn(300, 8, generator=torch.Generator().manual_seed(8))
@@ -216,8 +228,9 @@ def test_neighbour_metrics_agree_across_chunkings_and_the_fused_pass(monkeypatch
     chunked = [*precision_recall(real, fake), *density_coverage(real, fake)]
     assert chunked == pytest.approx(whole)
     fused = neighbour_metrics(real, fake, k_precision=3, k_density=5)
-    assert [fused[key] for key in ("precision", "recall", "density", "coverage")] == \
-        pytest.approx(whole)
+    assert [fused[key] for key in ("precision", "recall", "density", "coverage")] == pytest.approx(
+        whole
+    )
 
 
 def test_neighbour_radii_and_mean_pairwise_distance_match_brute_force(monkeypatch):
@@ -247,8 +260,9 @@ NUM_CLASSES = 4
 PER_CLASS_KEYS = ("per_class_recall", "per_class_coverage", "intra_class_spread")
 
 
-def clustered(num: int, centres: torch.Tensor, generator: torch.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered(
+    num: int, centres: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of one Gaussian cluster per class; labels cycle 0, 1, ..., K-1, 0, ..."""
     labels = torch.arange(num) % len(centres)
     return centres[labels] + torch.randn(num, centres.shape[1], generator=generator), labels
@@ -256,8 +270,9 @@ def clustered(num: int, centres: torch.Tensor, generator: torch.Generator
 
 def repeated(features: torch.Tensor, labels: torch.Tensor, per_class: int) -> torch.Tensor:
     """Every sample replaced by one of the first `per_class` samples of its class, in turn."""
-    firsts = torch.stack([torch.nonzero(labels == c).flatten()[:per_class]
-                          for c in range(NUM_CLASSES)])  # (K, per_class) sample indices
+    firsts = torch.stack(
+        [torch.nonzero(labels == c).flatten()[:per_class] for c in range(NUM_CLASSES)]
+    )  # (K, per_class) sample indices
     turn = torch.arange(len(labels)) // NUM_CLASSES % per_class  # labels cycle through K
     return features[firsts[labels, turn]]
 
@@ -267,16 +282,15 @@ def per_class_sets() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Real features (300 per class) and samples (100 per class) of one distribution."""
     generator = torch.Generator().manual_seed(17)
     centres = 6 * torch.randn(NUM_CLASSES, 8, generator=generator)
-    return {"real": clustered(1200, centres, generator),
-            "fake": clustered(400, centres, generator)}
+    return {"real": clustered(1200, centres, generator), "fake": clustered(400, centres, generator)}
 
 
-def per_class(sets, fake: torch.Tensor | None = None, labels: torch.Tensor | None = None
-              ) -> dict:
+def per_class(sets, fake: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
     real, real_labels = sets["real"]
     same, same_labels = sets["fake"]
-    return class_diversity(real, real_labels, same if fake is None else fake,
-                           same_labels if labels is None else labels)
+    return class_diversity(
+        real, real_labels, same if fake is None else fake, same_labels if labels is None else labels
+    )
 
 
 def test_per_class_metrics_of_a_set_against_itself_are_one(per_class_sets):
@@ -293,8 +307,7 @@ def test_per_class_metrics_of_one_distribution_match_real_levels(per_class_sets)
     assert all(s == pytest.approx(1.0, abs=0.1) for s in scores["intra_class_spread_by_class"])
     # the real-vs-real level of improved recall at k = 3 and a 1 : 3 size ratio
     assert scores["per_class_recall"] > 0.75 and scores["per_class_coverage"] > 0.6
-    assert scores["per_class_recall"] == pytest.approx(np.mean(
-        scores["per_class_recall_by_class"]))
+    assert scores["per_class_recall"] == pytest.approx(np.mean(scores["per_class_recall_by_class"]))
 
 
 def test_one_repeated_image_per_class_scores_near_zero(per_class_sets):
@@ -306,12 +319,10 @@ def test_one_repeated_image_per_class_scores_near_zero(per_class_sets):
 
 def test_three_images_per_class_lie_in_between(per_class_sets):
     fake, labels = per_class_sets["fake"]
-    one, three, full = (per_class(per_class_sets, repeated(fake, labels, n))
-                        for n in (1, 3, 100))
+    one, three, full = (per_class(per_class_sets, repeated(fake, labels, n)) for n in (1, 3, 100))
     # 3 distinct images: 2/3 of the pairs differ, so the spread is about 2/3 of real's
     assert 0.01 < 0.3 < three["intra_class_spread"] < 0.95 < full["intra_class_spread"]
-    assert one["per_class_coverage"] < three["per_class_coverage"] < \
-        full["per_class_coverage"] / 4
+    assert one["per_class_coverage"] < three["per_class_coverage"] < full["per_class_coverage"] / 4
     # exact repeats give the sample balls radius 0, so recall sees almost nothing
     assert three["per_class_recall"] < 0.05 < 0.75 < full["per_class_recall"]
 
@@ -350,11 +361,13 @@ def test_class_reference_holds_within_class_radii_and_spreads(per_class_sets):
     assert spread.dtype == np.float64 and spread.shape == (6,) and np.isnan(spread[4:]).all()
     for c in range(NUM_CLASSES):
         rows = labels == c
-        np.testing.assert_allclose(radii[5][rows.numpy()],
-                                   kth_neighbour_distances(real[rows], 5).numpy())
+        np.testing.assert_allclose(
+            radii[5][rows.numpy()], kth_neighbour_distances(real[rows], 5).numpy()
+        )
         assert spread[c] == pytest.approx(mean_pairwise_distance(real[rows]))
-    cached = class_diversity(real, labels, *per_class_sets["fake"], real_class_radii=radii,
-                             real_class_spread=spread)
+    cached = class_diversity(
+        real, labels, *per_class_sets["fake"], real_class_radii=radii, real_class_spread=spread
+    )
     assert cached == per_class(per_class_sets)  # cached statistics change nothing
     # overlapping classes: a point's k-th neighbour within its class lies farther than its
     # k-th neighbour among all points
@@ -370,6 +383,7 @@ def test_class_reference_holds_within_class_radii_and_spreads(per_class_sets):
 
 
 # --- class histogram ------------------------------------------------------------------------
+
 
 def test_entropy_is_max_for_uniform_and_zero_for_one_class():
     assert entropy_nats(np.full(10, 0.1)) == pytest.approx(math.log(10))
@@ -392,6 +406,7 @@ def test_class_metrics_from_logits():
 
 
 # --- memorisation ---------------------------------------------------------------------------
+
 
 def random_images(n: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -422,12 +437,21 @@ def test_nearest_train_distances_match_brute_force():
 
 # --- cache ----------------------------------------------------------------------------------
 
+
 def test_reference_stats_cache_round_trip(tmp_path):
     rng = np.random.default_rng(16)
     features = rng.normal(size=(40, 5)).astype(np.float32)
     mu, cov = feature_stats(features)
-    ref = ReferenceStats("folder:/x y", "test", "abc123", mu, cov, features,
-                         {3: rng.random(40).astype(np.float32)}, 0.25)
+    ref = ReferenceStats(
+        "folder:/x y",
+        "test",
+        "abc123",
+        mu,
+        cov,
+        features,
+        {3: rng.random(40).astype(np.float32)},
+        0.25,
+    )
     path = stats_cache.save_reference_stats(ref)
     assert path.parent == tmp_path / "cache" / "fashiongen" / "stats"
     assert path.name.endswith(f"-abc123-m{METRIC_VERSION}.npz")
@@ -446,8 +470,15 @@ def test_reference_stats_cache_round_trip(tmp_path):
 def test_reference_cache_is_keyed_by_the_metric_version(tmp_path, monkeypatch):
     rng = np.random.default_rng(17)
     features = rng.normal(size=(20, 4)).astype(np.float32)
-    ref = ReferenceStats("synthetic", "test", "abc", *feature_stats(features), features,
-                         {3: rng.random(20).astype(np.float32)}, 0.2)
+    ref = ReferenceStats(
+        "synthetic",
+        "test",
+        "abc",
+        *feature_stats(features),
+        features,
+        {3: rng.random(20).astype(np.float32)},
+        0.2,
+    )
     path = stats_cache.save_reference_stats(ref)
     old_arrays = ref.to_arrays()  # the current version number inside
     monkeypatch.setattr(stats_cache, "METRIC_VERSION", METRIC_VERSION + 1)
@@ -460,6 +491,7 @@ def test_reference_cache_is_keyed_by_the_metric_version(tmp_path, monkeypatch):
 
 
 # --- high-frequency diagnostic ----------------------------------------------------------------
+
 
 def test_mean_abs_laplacian_sees_noise_and_blur():
     assert mean_abs_laplacian(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)) == 0.0
@@ -477,6 +509,7 @@ def test_mean_abs_laplacian_sees_noise_and_blur():
 
 # --- evaluate -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_featnet() -> FeatNet:
     torch.manual_seed(0)
@@ -487,8 +520,13 @@ def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
     from fashiongen.data import load_dataset
 
     test = load_dataset("synthetic", "test")
-    result = evaluate(test.images, labels=test.labels, dataset="synthetic",
-                      featnet=tiny_featnet, num_kid_subsets=5)
+    result = evaluate(
+        test.images,
+        labels=test.labels,
+        dataset="synthetic",
+        featnet=tiny_featnet,
+        num_kid_subsets=5,
+    )
     assert result["num_samples"] == result["ref_count"] == len(test.images)
     assert result["fid"] == pytest.approx(0.0, abs=1e-6)
     assert result["precision"] == result["recall"] == result["coverage"] == 1.0
@@ -502,8 +540,13 @@ def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
     assert result["copy_rate"] < 0.1 and result["nn_train_distance_median"] > 0
     cached = sorted(p.name for p in (tmp_path / "cache" / "fashiongen" / "stats").glob("*.npz"))
     assert len(cached) == 3 and sum("-kid-s0-5x" in name for name in cached) == 1
-    again = evaluate(test.images, labels=test.labels, dataset="synthetic",
-                     featnet=tiny_featnet, num_kid_subsets=5)  # real kernel sums from the cache
+    again = evaluate(
+        test.images,
+        labels=test.labels,
+        dataset="synthetic",
+        featnet=tiny_featnet,
+        num_kid_subsets=5,
+    )  # real kernel sums from the cache
     assert again["kid_mean"] == pytest.approx(result["kid_mean"], rel=1e-12, abs=1e-15)
     train = load_dataset("synthetic", "train").images[:40]
     copied = evaluate(train, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=5)
@@ -512,8 +555,9 @@ def test_evaluate_on_synthetic_data(tiny_featnet, tmp_path):
 
 def test_evaluate_converts_other_shapes_and_rejects_floats(tiny_featnet):
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
-    result = evaluate(images, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=2,
-                      use_memorisation=False)
+    result = evaluate(
+        images, dataset="synthetic", featnet=tiny_featnet, num_kid_subsets=2, use_memorisation=False
+    )
     assert "converted from 3x32x32" in result["notes"][0] and result["copy_rate"] is None
     with pytest.raises(TypeError, match="to_uint8"):
         evaluate(images.float(), dataset="synthetic", featnet=tiny_featnet)
@@ -530,7 +574,7 @@ def mixing_featnet() -> FeatNet:
     net = FeatNet(10).eval()
     features = net.features(load_dataset("synthetic", "test").images)
     with torch.no_grad():
-        net.head.bias.copy_(-(net.head.weight @ features[:, :net.feature_dim].mean(0)))
+        net.head.bias.copy_(-(net.head.weight @ features[:, : net.feature_dim].mean(0)))
     return net
 
 
@@ -538,8 +582,12 @@ def test_evaluate_scores_each_class_by_requested_else_predicted_class():
     from fashiongen.data import load_dataset
 
     net, test = mixing_featnet(), load_dataset("synthetic", "test")
-    kwargs = {"dataset": "synthetic", "featnet": net, "num_kid_subsets": 2,
-              "use_memorisation": False}
+    kwargs = {
+        "dataset": "synthetic",
+        "featnet": net,
+        "num_kid_subsets": 2,
+        "use_memorisation": False,
+    }
     asked = evaluate(test.images, labels=test.labels, **kwargs)
     assert [asked[k] for k in PER_CLASS_KEYS] == [1.0, 1.0, pytest.approx(1.0, abs=1e-6)]
     assert asked["per_class_num_samples"] == [16] * 10 and asked["notes"] == []
@@ -563,8 +611,9 @@ def test_old_reference_cache_gains_class_stats_without_recomputing(tiny_featnet,
     from fashiongen.data import load_dataset
 
     test = load_dataset("synthetic", "test")
-    old = stats_cache.compute_reference_stats(test.images, tiny_featnet, dataset="synthetic",
-                                              split="test")
+    old = stats_cache.compute_reference_stats(
+        test.images, tiny_featnet, dataset="synthetic", split="test"
+    )
     assert not old.has_class_stats() and "labels" not in old.to_arrays()
     stats_cache.save_reference_stats(old)
 
@@ -576,8 +625,9 @@ def test_old_reference_cache_gains_class_stats_without_recomputing(tiny_featnet,
     assert ref.has_class_stats((3, 5))
     np.testing.assert_array_equal(ref.features, old.features)
     np.testing.assert_array_equal(ref.labels, test.labels.numpy())
-    loaded = stats_cache.load_reference_stats("synthetic", "test", tiny_featnet.fingerprint(),
-                                              (3, 5))
+    loaded = stats_cache.load_reference_stats(
+        "synthetic", "test", tiny_featnet.fingerprint(), (3, 5)
+    )
     assert loaded.has_class_stats((3, 5))
     np.testing.assert_array_equal(loaded.class_radii[3], ref.class_radii[3])
     np.testing.assert_array_equal(loaded.class_spread, ref.class_spread)
@@ -592,10 +642,16 @@ def test_single_class_reference_gives_none_and_a_note(tiny_featnet, tmp_path):
         folder.mkdir(parents=True)
         for i in range(8):
             Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+                folder / f"{i}.png"
+            )
     images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    result = evaluate(images, dataset=f"folder:{tmp_path / 'shoes'}", featnet=tiny_featnet,
-                      num_kid_subsets=2, use_memorisation=False)
+    result = evaluate(
+        images,
+        dataset=f"folder:{tmp_path / 'shoes'}",
+        featnet=tiny_featnet,
+        num_kid_subsets=2,
+        use_memorisation=False,
+    )
     assert all(result[key] is None for key in CLASS_DIVERSITY_KEYS)
     assert any("test split has a single class" in note for note in result["notes"])
     assert result["fid"] is not None and result["recall"] is not None
@@ -628,15 +684,17 @@ def test_fid_rises_with_every_degradation_on_a_small_ladder():
 
     base = test.images[2000:2500]
     floor = score(test.images[2500:3000])
-    ladder = {degradations.gaussian_noise: (0.05, 0.1, 0.2),
-              degradations.speckle: (0.1, 0.2, 0.4),
-              degradations.salt_and_pepper: (0.01, 0.03, 0.1),
-              degradations.blur: (0.75, 1.0, 2.0),
-              degradations.checkerboard: (0.04, 0.08, 0.16),
-              degradations.jpeg: (50, 25, 10),
-              degradations.posterise: (4, 3, 2),
-              degradations.contrast: (0.9, 0.8, 0.6),
-              degradations.brightness: (0.05, 0.1, 0.2)}
+    ladder = {
+        degradations.gaussian_noise: (0.05, 0.1, 0.2),
+        degradations.speckle: (0.1, 0.2, 0.4),
+        degradations.salt_and_pepper: (0.01, 0.03, 0.1),
+        degradations.blur: (0.75, 1.0, 2.0),
+        degradations.checkerboard: (0.04, 0.08, 0.16),
+        degradations.jpeg: (50, 25, 10),
+        degradations.posterise: (4, 3, 2),
+        degradations.contrast: (0.9, 0.8, 0.6),
+        degradations.brightness: (0.05, 0.1, 0.2),
+    }
     for degrade, strengths in ladder.items():
         scores = [score(degrade(base, s, torch.Generator().manual_seed(0))) for s in strengths]
         assert scores[0] > floor and scores == sorted(scores), (degrade.__name__, floor, scores)

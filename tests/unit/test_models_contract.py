@@ -21,17 +21,25 @@ from fashiongen.models.base import (
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 CAPABILITIES = (Autoencoder, Diffusion, DraftRefiner)
 # What each family claims beyond the two sides; a new family must say what it offers.
-CLAIMS = {"dcgan": (), "gan": (), "vae": (Autoencoder,), "ddpm": (Diffusion,),
-          "hybrid": (DraftRefiner,)}
+CLAIMS = {
+    "dcgan": (),
+    "gan": (),
+    "vae": (Autoencoder,),
+    "ddpm": (Diffusion,),
+    "hybrid": (DraftRefiner,),
+}
 # Settings that build every training-only module a family can have.
-WITH_EVERY_MODULE = {"dcgan": {"d_reversion": True},
-                     "hybrid": {"gan": {"name": "dcgan", "d_reversion": True}}}
+WITH_EVERY_MODULE = {
+    "dcgan": {"d_reversion": True},
+    "hybrid": {"gan": {"name": "dcgan", "d_reversion": True}},
+}
 
 
 def _build(name, num_classes=0, shape=(1, 28, 28), seed=0, **model):
     torch.manual_seed(seed)
-    cfg = config_from_dict({"model": {"name": name, "num_classes": num_classes, **model},
-                            "sample": {"num_steps": 4}})
+    cfg = config_from_dict(
+        {"model": {"name": name, "num_classes": num_classes, **model}, "sample": {"num_steps": 4}}
+    )
     return build_model(cfg.model, shape), cfg
 
 
@@ -93,10 +101,12 @@ def test_save_load_round_trip(name, tmp_path):
     save_checkpoint(tmp_path / "ck", model=model, config=cfg, step=1)
     loaded, _ = load_model(tmp_path / "ck")
     labels = torch.tensor([1, 2, 3])
-    a = model.eval().sample(3, labels=labels, generator=torch.Generator().manual_seed(0),
-                            sampling=cfg.sample)
-    b = loaded.sample(3, labels=labels, generator=torch.Generator().manual_seed(0),
-                      sampling=cfg.sample)
+    a = model.eval().sample(
+        3, labels=labels, generator=torch.Generator().manual_seed(0), sampling=cfg.sample
+    )
+    b = loaded.sample(
+        3, labels=labels, generator=torch.Generator().manual_seed(0), sampling=cfg.sample
+    )
     assert torch.equal(a, b)
 
 
@@ -118,10 +128,14 @@ def test_default_sampling_runs_every_sampling_network(name):
     called = set()
     for module_name in model.ema_module_names:
         model.get_submodule(module_name).register_forward_pre_hook(
-            lambda *_, module_name=module_name: called.add(module_name))
+            lambda *_, module_name=module_name: called.add(module_name)
+        )
     sampling = model.default_sampling()
-    x0 = model.sample(2, generator=torch.Generator().manual_seed(0),
-                      sampling=dataclasses.replace(sampling, num_steps=2))
+    x0 = model.sample(
+        2,
+        generator=torch.Generator().manual_seed(0),
+        sampling=dataclasses.replace(sampling, num_steps=2),
+    )
     assert x0.shape == (2, 1, 28, 28)
     assert called == set(model.ema_module_names)
     assert model.num_network_evaluations(sampling) >= 1
@@ -141,8 +155,12 @@ def test_training_only_modules_are_not_needed_to_sample(name):
     missing, unexpected = fresh.load_state_dict(kept, strict=False)
     assert not unexpected and all(not model.needed_for_sampling(k) for k in missing)
     labels = torch.tensor([1, 2])
-    a, b = (m.eval().sample(2, labels=labels, generator=torch.Generator().manual_seed(0),
-                            sampling=cfg.sample) for m in (model, fresh))
+    a, b = (
+        m.eval().sample(
+            2, labels=labels, generator=torch.Generator().manual_seed(0), sampling=cfg.sample
+        )
+        for m in (model, fresh)
+    )
     assert torch.equal(a, b)
 
 

@@ -27,8 +27,9 @@ NO_TORCH = "import sys\nsys.modules['torch'] = None\nsys.modules['fashiongen'] =
 
 def run_client(folder: Path) -> np.ndarray:
     script = NO_TORCH + CLIENT + "\nnp.save('pixels.npy', pixels)\n"
-    done = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return np.load(folder / "pixels.npy")
 
@@ -39,26 +40,27 @@ def saved(folder: Path, model_table: dict, sample: dict) -> Path:
     from fashiongen.config import config_from_dict
     from fashiongen.models import build_model
 
-    cfg = config_from_dict({"model": model_table, "data": {"name": "synthetic"},
-                            "sample": sample})
+    cfg = config_from_dict({"model": model_table, "data": {"name": "synthetic"}, "sample": sample})
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28))
     return save_checkpoint(folder / "checkpoint", model=model, config=cfg, step=0)
 
 
 DDPM = {"name": "ddpm", "base_width": 8}
-HYBRID = {"name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
-          "refiner": DDPM}
+HYBRID = {"name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8}, "refiner": DDPM}
 
 
 @pytest.mark.parametrize(("model_table", "num_classes"), [(DDPM, 0), (DDPM, 10), (HYBRID, 10)])
-def test_the_documented_client_matches_the_torch_sampler(model_table, num_classes, tmp_path,
-                                                         monkeypatch):
+def test_the_documented_client_matches_the_torch_sampler(
+    model_table, num_classes, tmp_path, monkeypatch
+):
     from fashiongen.checkpoint import load_model
 
-    checkpoint = saved(tmp_path, {**model_table, "num_classes": num_classes},
-                       {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0,
-                        "strength": 0.4})
+    checkpoint = saved(
+        tmp_path,
+        {**model_table, "num_classes": num_classes},
+        {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "strength": 0.4},
+    )
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "onnx")]) == 0
     pixels = run_client(tmp_path)
 
@@ -70,8 +72,9 @@ def test_the_documented_client_matches_the_torch_sampler(model_table, num_classe
         monkeypatch.setattr(model.refiner, "randn", lambda *shape, generator=None: draft_noise)
     labels = torch.arange(8) % 10 if num_classes else None
     with torch.no_grad():
-        expected = to_uint8(model.generate_from_latents(latents, labels=labels,
-                                                        sampling=loaded.config.sample))
+        expected = to_uint8(
+            model.generate_from_latents(latents, labels=labels, sampling=loaded.config.sample)
+        )
     assert pixels.shape == (8, 1, 28, 28) and pixels.dtype == np.uint8
     assert np.abs(pixels.astype(int) - expected.numpy().astype(int)).max() <= 1
 
@@ -81,8 +84,11 @@ def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, t
 
     from fashiongen.training import train
 
-    cfg = make_config({"name": "ddpm", "base_width": 8, "num_classes": 10},
-                      train={"max_steps": 2}, sample={"num_steps": 3, "sampler": "ancestral"})
+    cfg = make_config(
+        {"name": "ddpm", "base_width": 8, "num_classes": 10},
+        train={"max_steps": 2},
+        sample={"num_steps": 3, "sampler": "ancestral"},
+    )
     run = train(cfg, progress=False).run_dir
     assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
     (net,) = (tmp_path / "onnx").glob("net-*.onnx")
@@ -93,8 +99,9 @@ def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, t
     assert meta["family"] == "ddpm" and meta["prediction"] in ("eps", "v")
     assert meta["recommended_sampler"] == "ancestral" and meta["recommended_num_steps"] == "3"
     assert len(json.loads(meta["class_names"])) == 10 and meta["null_class_label"] == "10"
-    whole = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "generate-3steps.onnx"),
-                                         providers=["CPUExecutionProvider"])
+    whole = onnxruntime.InferenceSession(
+        str(tmp_path / "onnx" / "generate-3steps.onnx"), providers=["CPUExecutionProvider"]
+    )
     # ancestral sampling draws noise at every step: the graph is unrolled with DDIM, eta 0
     assert whole.get_modelmeta().custom_metadata_map["sampler"] == "ddim"
 
@@ -102,7 +109,8 @@ def test_exports_name_their_inputs_and_outputs_and_carry_metadata(make_config, t
 def test_one_pass_families_export_no_generation_graph(make_config, tmp_path):
     from fashiongen.training import train
 
-    run = train(make_config({"name": "vae", "width": 8}, train={"max_steps": 2}),
-                progress=False).run_dir
+    run = train(
+        make_config({"name": "vae", "width": 8}, train={"max_steps": 2}), progress=False
+    ).run_dir
     assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
     assert [p.name.split("-")[0] for p in (tmp_path / "onnx").iterdir()] == ["decoder"]

@@ -17,8 +17,10 @@ def test_the_readme_has_runnable_blocks():
     assert len(BLOCKS) >= 2
 
 
-@pytest.mark.skipif(resolve_idx_dir("fashion-mnist") is None,
-                    reason="Fashion-MNIST not available (the examples score against it)")
+@pytest.mark.skipif(
+    resolve_idx_dir("fashion-mnist") is None,
+    reason="Fashion-MNIST not available (the examples score against it)",
+)
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -29,8 +31,11 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
-@pytest.mark.parametrize("page", [README, README.parent / "benchmarks" / "README.md"],
-                         ids=["README.md", "benchmarks/README.md"])
+@pytest.mark.parametrize(
+    "page",
+    [README, README.parent / "benchmarks" / "README.md"],
+    ids=["README.md", "benchmarks/README.md"],
+)
 def test_relative_links_point_at_files(page):
     """Every relative link resolves (results live in one place, docs/results)."""
     targets = [t for t in LINK.findall(page.read_text()) if "://" not in t]

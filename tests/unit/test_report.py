@@ -25,11 +25,27 @@ from fashiongen.training import budget
 
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-TINY = ["--set", "train.compile=false",
-        "--data", "synthetic", "--max-steps", "3", "--no-progress",
-        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
-        "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-        "--set", "train.use_tensorboard=false"]
+TINY = [
+    "--set",
+    "train.compile=false",
+    "--data",
+    "synthetic",
+    "--max-steps",
+    "3",
+    "--no-progress",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "model.latent_dim=8",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+]
 NUM_SAMPLES = 30
 
 
@@ -46,10 +62,36 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # module fixtures run before conftest's per-test setting
     root = tmp_path_factory.mktemp("runs")
     out = {"cond": root / "dcgan-cond", "uncond": root / "gan"}
-    assert main(["train", "--model", "dcgan", "--out", str(out["cond"]),
-                 "--set", "model.num_classes=10", *TINY]) == 0
-    assert main(["train", "--model", "gan", "--out", str(out["uncond"]),
-                 "--set", "model.num_classes=0", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dcgan",
+                "--out",
+                str(out["cond"]),
+                "--set",
+                "model.num_classes=10",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "gan",
+                "--out",
+                str(out["uncond"]),
+                "--set",
+                "model.num_classes=0",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -59,9 +101,13 @@ def compared(runs, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(out / "cache"))
-        html_path = report.compare_runs([runs["cond"], runs["uncond"]], out / "report",
-                                        num_samples=NUM_SAMPLES, featnet=tiny_featnet(),
-                                        log=lambda _: None)
+        html_path = report.compare_runs(
+            [runs["cond"], runs["uncond"]],
+            out / "report",
+            num_samples=NUM_SAMPLES,
+            featnet=tiny_featnet(),
+            log=lambda _: None,
+        )
     assert html_path == out / "report" / "report.html"
     return out / "report"
 
@@ -80,6 +126,7 @@ def fake_featnet(monkeypatch):
 
 
 # --- compare ---------------------------------------------------------------------------------
+
 
 def test_markdown_has_one_row_per_run_with_every_column(compared):
     text = (compared / "report.md").read_text()
@@ -123,8 +170,10 @@ def test_json_holds_the_table(compared):
 def test_report_has_the_per_class_columns_with_notes_on_what_they_leave_out(compared):
     text = (compared / "report.md").read_text()
     for header in ("class recall", "class coverage", "class spread"):
-        assert f" {header} |" in text and f"<th>{header}</th>" in (
-            compared / "report.html").read_text()
+        assert (
+            f" {header} |" in text
+            and f"<th>{header}</th>" in (compared / "report.html").read_text()
+        )
     cond, uncond = json.loads((compared / "report.json").read_text())["rows"]
     # 30 samples of 10 classes: 3 a class, fewer than the k + 1 = 6 a class needs
     assert cond["evaluation"]["per_class_num_samples"] == [3] * 10
@@ -135,16 +184,23 @@ def test_report_has_the_per_class_columns_with_notes_on_what_they_leave_out(comp
 
 
 def test_eval_reports_per_class_metrics_for_balanced_samples(runs):
-    result = evaluation.evaluate_source(runs["cond"], num_samples=80, featnet=tiny_featnet(),
-                                    dataset="synthetic", use_memorisation=False)
+    result = evaluation.evaluate_source(
+        runs["cond"],
+        num_samples=80,
+        featnet=tiny_featnet(),
+        dataset="synthetic",
+        use_memorisation=False,
+    )
     assert result["per_class_num_samples"] == [8] * 10
     for key in ("per_class_recall", "per_class_coverage", "intra_class_spread"):
         by_class = result[f"{key}_by_class"]
         assert len(by_class) == 10 and None not in by_class
         assert result[key] == pytest.approx(np.mean(by_class))
     printed = evaluation.format_evaluation(result)
-    for header, key in (("class recall", "per_class_recall"),
-                        ("class spread", "intra_class_spread")):
+    for header, key in (
+        ("class recall", "per_class_recall"),
+        ("class spread", "intra_class_spread"),
+    ):
         assert re.search(rf"^{header}\s+{result[key]:.3f}\s", printed, re.MULTILINE)
 
 
@@ -154,11 +210,13 @@ def test_training_time_evaluation_logs_the_per_class_columns(make_config, monkey
     from fashiongen.training import train
 
     net = tiny_featnet()
-    monkeypatch.setattr(importlib.import_module("fashiongen.metrics.evaluate"), "load_featnet",
-                        lambda name: net)
-    cfg = make_config(model={"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 8,
-                             "num_classes": 10},
-                      train={"epochs": 1, "eval_every_n_epochs": 1, "eval_num_samples": 60})
+    monkeypatch.setattr(
+        importlib.import_module("fashiongen.metrics.evaluate"), "load_featnet", lambda name: net
+    )
+    cfg = make_config(
+        model={"name": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 8, "num_classes": 10},
+        train={"epochs": 1, "eval_every_n_epochs": 1, "eval_num_samples": 60},
+    )
     run = train(cfg, progress=False).run_dir
     with open(run / "eval.csv", encoding="utf-8") as f:
         (row,) = list(csv.DictReader(f))
@@ -168,13 +226,16 @@ def test_training_time_evaluation_logs_the_per_class_columns(make_config, monkey
 
 
 def test_compare_cli_rejects_a_missing_run(runs, tmp_path, capsys):
-    assert main(["compare", str(runs["cond"]), str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["compare", str(runs["cond"]), str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no such checkpoint or run folder" in err and err.count("\n") == 1
 
 
 # --- eval ------------------------------------------------------------------------------------
+
 
 def test_eval_checkpoint_prints_table_and_writes_json(runs, tmp_path, fake_featnet, capsys):
     out = tmp_path / "sub" / "eval.json"
@@ -190,14 +251,39 @@ def test_eval_checkpoint_prints_table_and_writes_json(runs, tmp_path, fake_featn
 
 def test_eval_npz_and_png_folder(runs, tmp_path):
     npz, folder = tmp_path / "s.npz", tmp_path / "pngs"
-    assert main(["sample", str(runs["cond"]), "--num-samples", "12", "--class", "disc",
-                 "--out", str(npz)]) == 0
-    assert main(["sample", str(runs["cond"]), "--num-samples", "12", "--class", "ring",
-                 "--out", f"{folder}/"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(runs["cond"]),
+                "--num-samples",
+                "12",
+                "--class",
+                "disc",
+                "--out",
+                str(npz),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                str(runs["cond"]),
+                "--num-samples",
+                "12",
+                "--class",
+                "ring",
+                "--out",
+                f"{folder}/",
+            ]
+        )
+        == 0
+    )
     net = tiny_featnet()
     from_npz = evaluation.evaluate_source(npz, featnet=net, dataset="synthetic")
-    from_pngs = evaluation.evaluate_source(folder, featnet=net, dataset="synthetic",
-                                       num_samples=10)
+    from_pngs = evaluation.evaluate_source(folder, featnet=net, dataset="synthetic", num_samples=10)
     assert from_npz["num_samples"] == 12 and from_pngs["num_samples"] == 10
     assert from_npz["source"]["kind"] == from_pngs["source"]["kind"] == "samples"
     assert from_npz["conditional_accuracy"] is not None
@@ -205,12 +291,17 @@ def test_eval_npz_and_png_folder(runs, tmp_path):
     assert "sample set, with labels" in evaluation.format_evaluation(from_pngs)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ({"pictures": np.zeros((8, 1, 28, 28), np.uint8)}, "no 'images'"),
-    ({"images": np.zeros((8, 1, 28, 28), np.float32)}, "must be uint8"),
-    ({"images": np.zeros((8, 1, 28, 28), np.uint8), "labels": np.zeros(3, np.int64)},
-     "'labels' must be 8"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"pictures": np.zeros((8, 1, 28, 28), np.uint8)}, "no 'images'"),
+        ({"images": np.zeros((8, 1, 28, 28), np.float32)}, "must be uint8"),
+        (
+            {"images": np.zeros((8, 1, 28, 28), np.uint8), "labels": np.zeros(3, np.int64)},
+            "'labels' must be 8",
+        ),
+    ],
+)
 def test_eval_bad_npz_is_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **content)
@@ -237,9 +328,25 @@ def test_eval_bad_inputs_are_one_line(runs, tmp_path, capsys):
 
 # --- train --model all -----------------------------------------------------------------------
 
+
 def test_train_all_cli_dry_run_uses_quick_presets_and_the_budget(tmp_path, capsys):
-    assert main(["train", "--model", "all", "--budget-minutes", "2", "--out", str(tmp_path),
-                 "--dry-run", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "all",
+                "--budget-minutes",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--dry-run",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for family in ("dcgan", "ddpm", "gan", "hybrid", "vae"):
         assert f"# {family}\n" in printed
@@ -255,8 +362,25 @@ def test_train_all_cli_passes_flags_to_the_library(tmp_path, monkeypatch, capsys
         return Path(out) / "report" / "report.html"
 
     monkeypatch.setattr(budget, "train_all", fake_train_all)
-    assert main(["train", "--model", "all", "--budget-minutes", "0.5", "--out", str(tmp_path),
-                 "--data", "synthetic", "--set", "train.batch_size=32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "all",
+                "--budget-minutes",
+                "0.5",
+                "--out",
+                str(tmp_path),
+                "--data",
+                "synthetic",
+                "--set",
+                "train.batch_size=32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert seen["budget"] == 0.5 and seen["out"] == str(tmp_path) and not seen["progress"]
     assert seen["overrides"] == [("data.name", "synthetic"), "train.batch_size=32"]
     assert "report.html" in capsys.readouterr().out
@@ -265,12 +389,24 @@ def test_train_all_cli_passes_flags_to_the_library(tmp_path, monkeypatch, capsys
 
 
 def test_train_all_trains_each_family_then_reports(tmp_path):
-    overrides = ['data.name="synthetic"', "train.batch_size=32", "train.num_grid_samples=16",
-                 "train.use_tensorboard=false", "train.max_steps=2"]
+    overrides = [
+        'data.name="synthetic"',
+        "train.batch_size=32",
+        "train.num_grid_samples=16",
+        "train.use_tensorboard=false",
+        "train.max_steps=2",
+    ]
     lines: list[str] = []
-    html_path = budget.train_all(0.001, tmp_path, families=["gan", "vae"], overrides=overrides,
-                                 num_samples=20, featnet=tiny_featnet(), progress=False,
-                                 log=lines.append)
+    html_path = budget.train_all(
+        0.001,
+        tmp_path,
+        families=["gan", "vae"],
+        overrides=overrides,
+        num_samples=20,
+        featnet=tiny_featnet(),
+        progress=False,
+        log=lines.append,
+    )
     assert html_path == tmp_path / "report" / "report.html" and html_path.is_file()
     rows = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
     assert [r["family"] for r in rows] == ["gan", "vae"]
@@ -278,8 +414,16 @@ def test_train_all_trains_each_family_then_reports(tmp_path):
         summary = json.loads((tmp_path / family / "summary.json").read_text())
         assert 1 <= summary["steps"] <= 2
     lines.clear()
-    budget.train_all(0.001, tmp_path, families=["gan"], overrides=overrides, num_samples=20,
-                     featnet=tiny_featnet(), progress=False, log=lines.append)
+    budget.train_all(
+        0.001,
+        tmp_path,
+        families=["gan"],
+        overrides=overrides,
+        num_samples=20,
+        featnet=tiny_featnet(),
+        progress=False,
+        log=lines.append,
+    )
     assert any("already trained" in line for line in lines)
 
 
@@ -300,7 +444,8 @@ def test_missing_source_raises_data_error(tmp_path):
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 needs_fashion = pytest.mark.skipif(
     not FASHION.is_file() and not (Path.home() / ".cache/fashiongen/fashion-mnist").is_dir(),
-    reason="Fashion-MNIST files absent")
+    reason="Fashion-MNIST files absent",
+)
 
 
 @pytest.fixture(scope="module")
@@ -308,8 +453,11 @@ def real():
     from fashiongen.data import load_dataset
     from fashiongen.nets.featnet import load_featnet
 
-    return load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test"), \
-        load_featnet("fashion-mnist")
+    return (
+        load_dataset("fashion-mnist", "train"),
+        load_dataset("fashion-mnist", "test"),
+        load_featnet("fashion-mnist"),
+    )
 
 
 @pytest.mark.slow

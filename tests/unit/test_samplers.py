@@ -32,10 +32,12 @@ def fixed_image() -> torch.Tensor:
 
 def gaussian_oracle(schedule: NoiseSchedule, mu: float, sd: float):
     """E[x0 | x_t] for data x0 ~ N(mu, sd^2) per pixel: the exact x0 predictor."""
+
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         abar = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         gain = abar.sqrt() * sd**2 / (abar * sd**2 + 1 - abar)
         return mu + gain * (x_t - abar.sqrt() * mu)
+
     return denoise
 
 
@@ -98,8 +100,9 @@ def test_parametrisation_round_trips(schedule: NoiseSchedule, t: int) -> None:
     for prediction, output in (("eps", eps), ("v", v), ("x0", x0)):
         assert torch.equal(schedule.target(x0, eps, tt, prediction), output)
         if prediction != "eps":
-            torch.testing.assert_close(schedule.to_x0(x_t, tt, output, prediction), x0,
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                schedule.to_x0(x_t, tt, output, prediction), x0, atol=1e-5, rtol=0
+            )
 
 
 def test_schedule_buffers_follow_dtype_and_are_not_saved() -> None:
@@ -116,8 +119,9 @@ def test_unknown_schedule_raises() -> None:
 # ---------------------------------------------------------------- timesteps
 
 
-@pytest.mark.parametrize(("num_steps", "t_start"), [(1, None), (10, None), (50, 499),
-                                                    (1000, None), (7, 3), (3, 0)])
+@pytest.mark.parametrize(
+    ("num_steps", "t_start"), [(1, None), (10, None), (50, 499), (1000, None), (7, 3), (3, 0)]
+)
 def test_timesteps_trailing(num_steps: int, t_start: int | None) -> None:
     schedule = NoiseSchedule("cosine")
     ts = timesteps(schedule, num_steps, t_start)
@@ -149,33 +153,45 @@ def test_unknown_sampler_lists_choices() -> None:
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize("num_steps", [1, 2, 5, 50, 1000])
-def test_exact_denoiser_recovers_the_single_data_point(name: str, num_steps: int,
-                                                       schedule: NoiseSchedule) -> None:
+def test_exact_denoiser_recovers_the_single_data_point(
+    name: str, num_steps: int, schedule: NoiseSchedule
+) -> None:
     x_star = fixed_image()
     gen = torch.Generator().manual_seed(0)
     x_start = torch.randn(SHAPE, generator=gen)
-    out = SAMPLERS[name](lambda x_t, t: x_star.expand_as(x_t), x_start, schedule,
-                         num_steps=num_steps, eta=1.0, generator=gen)
+    out = SAMPLERS[name](
+        lambda x_t, t: x_star.expand_as(x_t),
+        x_start,
+        schedule,
+        num_steps=num_steps,
+        eta=1.0,
+        generator=gen,
+    )
     torch.testing.assert_close(out, x_star.expand(SHAPE), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "num_steps", "tol"),
-                         [("ancestral", 1000, 0.02), ("ddim", 100, 0.02), ("dpmpp_2m", 20, 0.02)])
-def test_exact_denoiser_samples_a_gaussian(name: str, num_steps: int, tol: float,
-                                           schedule: NoiseSchedule) -> None:
+@pytest.mark.parametrize(
+    ("name", "num_steps", "tol"),
+    [("ancestral", 1000, 0.02), ("ddim", 100, 0.02), ("dpmpp_2m", 20, 0.02)],
+)
+def test_exact_denoiser_samples_a_gaussian(
+    name: str, num_steps: int, tol: float, schedule: NoiseSchedule
+) -> None:
     """With the exact posterior mean of N(0.3, 0.5^2) data, the samples have its moments."""
     gen = torch.Generator().manual_seed(0)
     x_start = torch.randn(64, 1, 16, 16, generator=gen)
-    out = SAMPLERS[name](gaussian_oracle(schedule, 0.3, 0.5), x_start, schedule,
-                         num_steps=num_steps, generator=gen)
+    out = SAMPLERS[name](
+        gaussian_oracle(schedule, 0.3, 0.5), x_start, schedule, num_steps=num_steps, generator=gen
+    )
     assert out.mean().item() == pytest.approx(0.3, abs=0.015)
     assert out.std().item() == pytest.approx(0.5, abs=tol)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize(("num_steps", "t_start"), [(10, None), (10, 300), (4, 2), (5, 0)])
-def test_samplers_evaluate_the_timestep_list(name: str, num_steps: int,
-                                             t_start: int | None) -> None:
+def test_samplers_evaluate_the_timestep_list(
+    name: str, num_steps: int, t_start: int | None
+) -> None:
     schedule = NoiseSchedule("cosine")
     seen: list[torch.Tensor] = []
     progress: list[tuple[int, int]] = []
@@ -187,8 +203,14 @@ def test_samplers_evaluate_the_timestep_list(name: str, num_steps: int,
         seen.append(t)
         return oracle(x_t, t)
 
-    SAMPLERS[name](denoise, torch.randn(SHAPE), schedule, num_steps=num_steps, t_start=t_start,
-                   callback=lambda i, n: progress.append((i, n)))
+    SAMPLERS[name](
+        denoise,
+        torch.randn(SHAPE),
+        schedule,
+        num_steps=num_steps,
+        t_start=t_start,
+        callback=lambda i, n: progress.append((i, n)),
+    )
     expected = timesteps(schedule, num_steps, t_start)
     assert [int(t[0]) for t in seen] == expected
     assert all((t == t[0]).all() for t in seen)
@@ -199,9 +221,17 @@ def test_samplers_evaluate_the_timestep_list(name: str, num_steps: int,
 def test_deterministic_samplers_ignore_the_generator(name: str) -> None:
     schedule = NoiseSchedule("cosine")
     x_start = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
-    outs = [SAMPLERS[name](gaussian_oracle(schedule, 0.0, 0.5), x_start, schedule, num_steps=10,
-                           eta=0.0, generator=torch.Generator().manual_seed(seed))
-            for seed in (1, 2)]
+    outs = [
+        SAMPLERS[name](
+            gaussian_oracle(schedule, 0.0, 0.5),
+            x_start,
+            schedule,
+            num_steps=10,
+            eta=0.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for seed in (1, 2)
+    ]
     assert torch.equal(outs[0], outs[1])
 
 
@@ -211,8 +241,14 @@ def test_stochastic_samplers_follow_the_generator(name: str, eta: float) -> None
     x_start = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
 
     def run(seed: int) -> torch.Tensor:
-        return SAMPLERS[name](gaussian_oracle(schedule, 0.0, 0.5), x_start, schedule,
-                              num_steps=10, eta=eta, generator=torch.Generator().manual_seed(seed))
+        return SAMPLERS[name](
+            gaussian_oracle(schedule, 0.0, 0.5),
+            x_start,
+            schedule,
+            num_steps=10,
+            eta=eta,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))

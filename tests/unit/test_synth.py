@@ -18,11 +18,27 @@ from fashiongen.nets.featnet import FeatNet
 
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-TINY = ["--set", "train.compile=false",
-        "--data", "synthetic", "--max-steps", "3", "--no-progress",
-        "--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.latent_dim=8",
-        "--set", "train.batch_size=32", "--set", "train.num_grid_samples=16",
-        "--set", "train.use_tensorboard=false"]
+TINY = [
+    "--set",
+    "train.compile=false",
+    "--data",
+    "synthetic",
+    "--max-steps",
+    "3",
+    "--no-progress",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--set",
+    "model.latent_dim=8",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.num_grid_samples=16",
+    "--set",
+    "train.use_tensorboard=false",
+]
 NUM_SAMPLES = 30  # + 10 test images (N // 6, at least one per class)
 
 
@@ -31,10 +47,36 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # module fixtures run before conftest's per-test setting
     root = tmp_path_factory.mktemp("synth-runs")
     out = {"cond": root / "cond", "uncond": root / "uncond"}
-    assert main(["train", "--model", "dcgan", "--out", str(out["cond"]),
-                 "--set", "model.num_classes=10", *TINY]) == 0
-    assert main(["train", "--model", "dcgan", "--out", str(out["uncond"]),
-                 "--set", "model.num_classes=0", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dcgan",
+                "--out",
+                str(out["cond"]),
+                "--set",
+                "model.num_classes=10",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dcgan",
+                "--out",
+                str(out["uncond"]),
+                "--set",
+                "model.num_classes=0",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -43,8 +85,9 @@ def datasets(runs, tmp_path_factory) -> dict[str, Path]:
     """The conditional run's samples in every format (same seed, so the same images)."""
     root = tmp_path_factory.mktemp("synth")
     for fmt in synth.SYNTH_FORMATS:
-        synth.write_synthetic_dataset(runs["cond"], root / fmt, num_samples=NUM_SAMPLES,
-                                      fmt=fmt, log=lambda _: None)
+        synth.write_synthetic_dataset(
+            runs["cond"], root / fmt, num_samples=NUM_SAMPLES, fmt=fmt, log=lambda _: None
+        )
     return {fmt: root / fmt for fmt in synth.SYNTH_FORMATS}
 
 
@@ -81,16 +124,18 @@ def test_npz_and_png_hold_the_same_labelled_images(datasets):
     assert torch.equal(folder.images, idx.images[order])
     assert len(load_dataset(f"folder:{datasets['png']}", "test")) == 10
     for fmt in synth.SYNTH_FORMATS:  # one reader for all three
-        assert torch.equal(samples.load_synthetic(datasets[fmt]).labels.sort().values,
-                           BALANCED.sort().values)
+        assert torch.equal(
+            samples.load_synthetic(datasets[fmt]).labels.sort().values, BALANCED.sort().values
+        )
 
 
 def test_unconditional_model_is_labelled_by_the_featnet(runs, tmp_path):
     torch.manual_seed(0)
     net = FeatNet(10).eval()
     net.class_names = list(CLASS_NAMES)
-    manifest = synth.write_synthetic_dataset(runs["uncond"], tmp_path / "u", num_samples=12,
-                                             fmt="npz", featnet=net, log=lambda _: None)
+    manifest = synth.write_synthetic_dataset(
+        runs["uncond"], tmp_path / "u", num_samples=12, fmt="npz", featnet=net, log=lambda _: None
+    )
     assert manifest["labels"] == "featnet" and "feature net" in manifest["notes"][0]
     data = samples.read_samples(tmp_path / "u" / "train.npz")
     assert torch.equal(data.labels, net.logits(data.images).argmax(1))
@@ -107,8 +152,21 @@ def test_cas_returns_two_accuracies(datasets):
 
 def test_synth_and_cas_cli(runs, tmp_path, capsys):
     out = tmp_path / "s"
-    assert main(["synth", str(runs["cond"]), "--num-samples", "20", "--out", str(out),
-                 "--format", "png"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                str(runs["cond"]),
+                "--num-samples",
+                "20",
+                "--out",
+                str(out),
+                "--format",
+                "png",
+            ]
+        )
+        == 0
+    )
     assert f"--data folder:{out}" in capsys.readouterr().out
     report = tmp_path / "cas.json"
     assert main(["cas", str(out), "--epochs", "1", "--json", str(report)]) == 0
@@ -122,12 +180,18 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("x")
     (tmp_path / "empty").mkdir()
     for argv, message in (
-        (["synth", str(runs["cond"]), "--num-samples", "5", "--out", str(tmp_path / "full")],
-         "not empty"),
-        (["synth", str(tmp_path / "nope"), "--num-samples", "5", "--out", str(tmp_path / "o")],
-         "no such checkpoint"),
-        (["synth", str(runs["uncond"]), "--num-samples", "5", "--out", str(tmp_path / "o")],
-         "no feature network"),
+        (
+            ["synth", str(runs["cond"]), "--num-samples", "5", "--out", str(tmp_path / "full")],
+            "not empty",
+        ),
+        (
+            ["synth", str(tmp_path / "nope"), "--num-samples", "5", "--out", str(tmp_path / "o")],
+            "no such checkpoint",
+        ),
+        (
+            ["synth", str(runs["uncond"]), "--num-samples", "5", "--out", str(tmp_path / "o")],
+            "no feature network",
+        ),
         (["cas", str(tmp_path / "empty")], "holds no synthetic dataset"),
         (["cas", str(tmp_path / "nope")], "no such synthetic dataset"),
     ):

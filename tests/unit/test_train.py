@@ -24,9 +24,17 @@ def test_run_folder_has_everything(make_config):
     result = train(cfg, progress=False)
     run = result.run_dir
     assert result.steps == 2 * (640 // 32)
-    for name in ["config.toml", "metrics.csv", "summary.json", "loss_curves.png",
-                 "progress.gif", "samples/epoch_0001.png", "samples/epoch_0002.png",
-                 "final/weights.safetensors", "final/state.pt"]:
+    for name in [
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "loss_curves.png",
+        "progress.gif",
+        "samples/epoch_0001.png",
+        "samples/epoch_0002.png",
+        "final/weights.safetensors",
+        "final/state.pt",
+    ]:
         assert (run / name).is_file(), name
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -46,15 +54,25 @@ def test_refuses_to_overwrite_a_run(make_config):
 
 @pytest.mark.parametrize("split_at", [10, 25])  # an epoch is 20 steps: mid-epoch and after one
 def test_resume_continues_exactly(make_config, tmp_path, split_at):
-    base = make_config(model={**SMALL_DCGAN, "d_reversion": True, "d_reversion_patience": 1,
-                              "d_reversion_threshold": 0.3, "d_snapshot_every_n_steps": 3},
-                       train={"epochs": 3, "max_steps": 2 * split_at, "ema_decay": 0.9,
-                              "checkpoint_every_n_steps": split_at})
+    base = make_config(
+        model={
+            **SMALL_DCGAN,
+            "d_reversion": True,
+            "d_reversion_patience": 1,
+            "d_reversion_threshold": 0.3,
+            "d_snapshot_every_n_steps": 3,
+        },
+        train={
+            "epochs": 3,
+            "max_steps": 2 * split_at,
+            "ema_decay": 0.9,
+            "checkpoint_every_n_steps": split_at,
+        },
+    )
     one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
     first = replace(base, out_dir=str(tmp_path / "b"), train={"max_steps": split_at})
     train(first, progress=False)
-    resumed = train(replace(first, train={"max_steps": 2 * split_at}), resume=True,
-                    progress=False)
+    resumed = train(replace(first, train={"max_steps": 2 * split_at}), resume=True, progress=False)
     assert resumed.steps == one_go.steps == 2 * split_at
     a = load_file(one_go.final_checkpoint / "weights.safetensors")
     b = load_file(resumed.final_checkpoint / "weights.safetensors")
@@ -97,10 +115,18 @@ def test_lr_schedule_factors(make_config):
 
 
 def test_cosine_schedule_resumes_exactly_and_rollback_lowers_its_base(
-        make_config, tmp_path, monkeypatch):
-    base = make_config(model=SMALL_DCGAN, train={
-        "max_steps": 16, "lr_schedule": "cosine", "warmup_steps": 3, "min_lr_ratio": 0.2,
-        "checkpoint_every_n_steps": 6})
+    make_config, tmp_path, monkeypatch
+):
+    base = make_config(
+        model=SMALL_DCGAN,
+        train={
+            "max_steps": 16,
+            "lr_schedule": "cosine",
+            "warmup_steps": 3,
+            "min_lr_ratio": 0.2,
+            "checkpoint_every_n_steps": 6,
+        },
+    )
     one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
     _, state = load_checkpoint(one_go.final_checkpoint, with_state=True)
     group = state["optimizers"]["generator"]["param_groups"][0]
@@ -142,13 +168,19 @@ def test_cosine_schedule_resumes_exactly_and_rollback_lowers_its_base(
     assert group["lr"] == pytest.approx(0.2 * base.train.lr / 2)
 
 
-def test_a_checkpoint_keeping_base_rates_in_its_param_groups_resumes_exactly(
-        make_config, tmp_path):
+def test_a_checkpoint_keeping_base_rates_in_its_param_groups_resumes_exactly(make_config, tmp_path):
     """Checkpoints written before `LearningRates` kept each group's base rate under a
     `base_lr` key of the group; they resume as they did."""
-    base = make_config(model=SMALL_DCGAN, train={
-        "max_steps": 8, "lr_schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.2,
-        "checkpoint_every_n_steps": 4})
+    base = make_config(
+        model=SMALL_DCGAN,
+        train={
+            "max_steps": 8,
+            "lr_schedule": "cosine",
+            "warmup_steps": 2,
+            "min_lr_ratio": 0.2,
+            "checkpoint_every_n_steps": 4,
+        },
+    )
     one_go = train(replace(base, out_dir=str(tmp_path / "a")), progress=False)
     old = tmp_path / "old"
     shutil.copytree(tmp_path / "a", old)
@@ -199,8 +231,9 @@ def test_stop_request_saves_a_checkpoint(make_config, monkeypatch):
 def test_conditional_grid_has_a_row_per_class(make_config):
     from PIL import Image
 
-    cfg = make_config(model={**SMALL_DCGAN, "num_classes": 10},
-                      train={"max_steps": 2, "num_grid_samples": 20})
+    cfg = make_config(
+        model={**SMALL_DCGAN, "num_classes": 10}, train={"max_steps": 2, "num_grid_samples": 20}
+    )
     run = train(cfg, progress=False).run_dir
     grid = Image.open(next((run / "samples").glob("*.png")))
     # 10 rows of 2 images of 28 px, 2 px padding, scaled x2
@@ -227,8 +260,10 @@ def test_cpu_clock_budget_ignores_time_without_cpu_work(make_config, monkeypatch
         return real_step(self, batch, optimizers)
 
     monkeypatch.setattr(DCGAN, "train_step", waiting_step)
-    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 100, "max_steps": 20,
-                                                "max_minutes": 0.01, "clock": clock})
+    cfg = make_config(
+        model=SMALL_DCGAN,
+        train={"epochs": 100, "max_steps": 20, "max_minutes": 0.01, "clock": clock},
+    )
     result = train(cfg, progress=False)
     if clock == "wall":  # 0.6 s of budget: at most 12 sleeping steps
         assert result.steps <= 12 and result.train_seconds >= 0.6
@@ -237,8 +272,7 @@ def test_cpu_clock_budget_ignores_time_without_cpu_work(make_config, monkeypatch
 
 
 def test_vae_run_writes_its_visuals(make_config):
-    cfg = make_config(model={"name": "vae", "width": 8, "num_classes": 10},
-                      train={"max_steps": 3})
+    cfg = make_config(model={"name": "vae", "width": 8, "num_classes": 10}, train={"max_steps": 3})
     run = train(cfg, progress=False).run_dir
     for name in ("interpolation.png", "reconstructions.png", "latent_traversal.png"):
         assert (run / name).is_file(), name
@@ -251,12 +285,19 @@ def test_training_time_evaluation_is_logged(make_config, monkeypatch):
 
     def fake_evaluate(images, **kwargs):
         calls.append(len(images))
-        return {"fid": 1.5, "kid_mean": 0.1, "precision": 0.5, "recall": 0.4,
-                "coverage": 0.3, "class_entropy": 2.0}
+        return {
+            "fid": 1.5,
+            "kid_mean": 0.1,
+            "precision": 0.5,
+            "recall": 0.4,
+            "coverage": 0.3,
+            "class_entropy": 2.0,
+        }
 
     monkeypatch.setattr(fashiongen.metrics, "evaluate", fake_evaluate)
-    cfg = make_config(model=SMALL_DCGAN, train={"epochs": 2, "eval_every_n_epochs": 1,
-                                                "eval_num_samples": 20})
+    cfg = make_config(
+        model=SMALL_DCGAN, train={"epochs": 2, "eval_every_n_epochs": 1, "eval_num_samples": 20}
+    )
     run = train(cfg, progress=False).run_dir
     assert calls == [20, 20]
     with open(run / "eval.csv") as f:
@@ -273,15 +314,17 @@ def test_compiled_training_matches_eager_and_keeps_checkpoints(make_config, tmp_
 
     # no dropout: inductor draws its own random numbers, so masks would differ from eager
     model = {**SMALL_DCGAN, "use_spectral_norm": True, "dropout": 0.0, "num_classes": 10}
-    base = make_config(model=model, train={"epochs": 2, "max_steps": 12, "ema_decay": 0.9,
-                                           "checkpoint_every_n_steps": 6})
+    base = make_config(
+        model=model,
+        train={"epochs": 2, "max_steps": 12, "ema_decay": 0.9, "checkpoint_every_n_steps": 6},
+    )
     eager = train(replace(base, out_dir=str(tmp_path / "eager")), progress=False)
     counters.clear()
-    compiled_cfg = replace(base, out_dir=str(tmp_path / "compiled"),
-                           train={"compile": True, "max_steps": 6})
+    compiled_cfg = replace(
+        base, out_dir=str(tmp_path / "compiled"), train={"compile": True, "max_steps": 6}
+    )
     train(compiled_cfg, progress=False)
-    compiled = train(replace(compiled_cfg, train={"max_steps": 12}), resume=True,
-                     progress=False)
+    compiled = train(replace(compiled_cfg, train={"max_steps": 12}), resume=True, progress=False)
     assert counters["stats"]["unique_graphs"] >= 2, "G and D ran compiled"
     a = load_file(eager.final_checkpoint / "weights.safetensors")
     b = load_file(compiled.final_checkpoint / "weights.safetensors")
@@ -307,17 +350,21 @@ def test_compile_without_a_cpp_compiler_trains_eagerly(make_config, monkeypatch,
 def test_a_failing_compiler_falls_back_to_eager(make_config, monkeypatch, capsys):
     """The probe that `train.compile` compiles first fails (as it does, run alone, with a
     broken `inductor_config.cpp.cxx`): the run trains eagerly and says why."""
+
     def broken_compile(fn, **_):
         def run(*args):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     cfg = make_config(model=SMALL_DCGAN, train={"compile": True, "max_steps": 3})
     assert train(cfg, progress=False).steps == 3
     err = capsys.readouterr().err
-    assert "train.compile: compiling failed (InvalidCxxCompiler: No working C++ compiler " \
-           "found); training without compiling" in err
+    assert (
+        "train.compile: compiling failed (InvalidCxxCompiler: No working C++ compiler "
+        "found); training without compiling" in err
+    )
 
 
 def test_ema_warmup_follows_recent_weights_early_and_reaches_the_decay():
@@ -333,8 +380,10 @@ def test_ema_warmup_follows_recent_weights_early_and_reaches_the_decay():
 
 def test_ema_warmup_makes_the_early_average_track_the_weights(make_config, tmp_path):
     def ema_gap(use_warmup):
-        cfg = make_config(model=SMALL_DCGAN, train={"max_steps": 20, "ema_decay": 0.999,
-                                                    "use_ema_warmup": use_warmup})
+        cfg = make_config(
+            model=SMALL_DCGAN,
+            train={"max_steps": 20, "ema_decay": 0.999, "use_ema_warmup": use_warmup},
+        )
         cfg = replace(cfg, out_dir=str(tmp_path / f"warmup_{use_warmup}"))
         run = train(cfg, progress=False).run_dir
         weights = load_file(run / "final" / "weights.safetensors")

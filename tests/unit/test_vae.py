@@ -20,8 +20,10 @@ def _model(num_classes=0, shape=(1, 28, 28), **fields):
 
 def _batch(shape, n=8, num_classes=10):
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(n, *shape, generator=g) * 2 - 1,
-            torch.randint(num_classes, (n,), generator=g))
+    return (
+        torch.rand(n, *shape, generator=g) * 2 - 1,
+        torch.randint(num_classes, (n,), generator=g),
+    )
 
 
 def _seeded(seed):
@@ -40,8 +42,16 @@ def test_registered_and_configurable_from_toml_data():
         config_from_dict({"model": {"name": "vae", "likelihood": "poisson"}})
 
 
-@pytest.mark.parametrize("fields", [{"latent_dim": 0}, {"width": 0}, {"beta": -1.0},
-                                    {"gaussian_scale": 0.0}, {"kl_warmup_steps": -1}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"latent_dim": 0},
+        {"width": 0},
+        {"beta": -1.0},
+        {"gaussian_scale": 0.0},
+        {"kl_warmup_steps": -1},
+    ],
+)
 def test_config_rejects_bad_values(fields):
     with pytest.raises(ConfigError):
         VAEConfig(**fields)
@@ -85,8 +95,9 @@ def test_gaussian_likelihood(use_learned_scale):
 def test_sample_depends_only_on_the_generator_seed(num_classes):
     model = _model(num_classes)
     assert torch.equal(model.sample(4, generator=_seeded(1)), model.sample(4, generator=_seeded(1)))
-    assert not torch.equal(model.sample(4, generator=_seeded(1)),
-                           model.sample(4, generator=_seeded(2)))
+    assert not torch.equal(
+        model.sample(4, generator=_seeded(1)), model.sample(4, generator=_seeded(2))
+    )
 
 
 def test_conditional_labels_steer_and_are_validated():
@@ -123,8 +134,9 @@ def test_kl_warmup_ramps_beta_and_is_saved():
     for _ in range(5):
         weights.append(model.kl_weight())
         losses = model.train_step(_batch((1, 28, 28)), optimizers)
-        assert losses["loss"] == pytest.approx(losses["recon"] + weights[-1] * losses["kl"],
-                                               rel=1e-5)
+        assert losses["loss"] == pytest.approx(
+            losses["recon"] + weights[-1] * losses["kl"], rel=1e-5
+        )
     assert weights == [0.5, 1.0, 1.5, 2.0, 2.0]
     assert model.state_dict()["num_steps_taken"].item() == 5
     assert _model(0, beta=2.0).kl_weight() == 2.0
@@ -194,8 +206,9 @@ def _fitted(num_classes=0, **fields):
 def test_prior_codes_follow_the_fitted_mixture():
     model = _fitted()
     g = torch.Generator().manual_seed(0)
-    points = torch.cat([torch.randn(600, 2, generator=g) * 0.1 + 3,
-                        torch.randn(200, 2, generator=g) * 0.1 - 3])
+    points = torch.cat(
+        [torch.randn(600, 2, generator=g) * 0.1 + 3, torch.randn(200, 2, generator=g) * 0.1 - 3]
+    )
     images = ((points.clamp(-6, 6) / 6 + 1) * 127.5).round().to(torch.uint8).view(-1, 1, 1, 2)
     model.fit_prior(images, torch.zeros(len(images), dtype=torch.long))
     assert bool(model.prior_is_fitted)
@@ -203,8 +216,9 @@ def test_prior_codes_follow_the_fitted_mixture():
     assert (codes[:, 0] > 0).float().mean().item() == pytest.approx(0.75, abs=0.02)
     upper = codes[codes[:, 0] > 0]
     assert upper.mean(0).tolist() == pytest.approx([3, 3], abs=0.05)
-    assert upper.std(0).tolist() == pytest.approx([0.1, 0.1], abs=0.03), \
+    assert upper.std(0).tolist() == pytest.approx([0.1, 0.1], abs=0.03), (
         "the re-standardised coordinate keeps the component's own spread"
+    )
 
 
 def test_conditional_prior_fits_one_mixture_per_class():
@@ -220,8 +234,10 @@ def test_fitted_prior_is_fit_at_the_end_of_training_and_saved(make_config):
     from fashiongen.checkpoint import load_model
     from fashiongen.training import train
 
-    cfg = make_config(model={"name": "vae", "prior": "fitted", "prior_components": 3,
-                             "num_classes": 10}, train={"epochs": 1})
+    cfg = make_config(
+        model={"name": "vae", "prior": "fitted", "prior_components": 3, "num_classes": 10},
+        train={"epochs": 1},
+    )
     run = train(cfg, progress=False).run_dir
     model, _ = load_model(run)
     assert bool(model.prior_is_fitted)
@@ -238,13 +254,15 @@ def test_fitted_prior_is_fit_at_the_end_of_training_and_saved(make_config):
 def test_unfitted_prior_samples_from_the_standard_normal():
     fitted, standard = _model(prior="fitted"), _model()
     standard.load_state_dict(fitted.state_dict(), strict=False)
-    assert torch.equal(fitted.sample(4, generator=_seeded(0)),
-                       standard.sample(4, generator=_seeded(0)))
+    assert torch.equal(
+        fitted.sample(4, generator=_seeded(0)), standard.sample(4, generator=_seeded(0))
+    )
 
 
 def test_a_class_without_training_images_keeps_the_standard_prior():
     model = _fitted(num_classes=2)
-    model.fit_prior(torch.full((20, 1, 1, 2), 200, dtype=torch.uint8),
-                    torch.zeros(20, dtype=torch.long))
+    model.fit_prior(
+        torch.full((20, 1, 1, 2), 200, dtype=torch.uint8), torch.zeros(20, dtype=torch.long)
+    )
     z = torch.randn(50, 2)
     assert torch.allclose(model.prior_codes(z, torch.ones(50, dtype=torch.long)), z, atol=1e-5)

@@ -25,15 +25,28 @@ from fashiongen.data.sources import resolve_idx_dir
 
 # the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
 # tests compiling)
-TINY_DCGAN = ["--set", "train.compile=false",
-              "--set", "model.g_width=8", "--set", "model.d_width=8", "--no-progress"]
+TINY_DCGAN = [
+    "--set",
+    "train.compile=false",
+    "--set",
+    "model.g_width=8",
+    "--set",
+    "model.d_width=8",
+    "--no-progress",
+]
 IMAGE_SHAPE = (1, 28, 28)
 SERVER_START_TIMEOUT_S = 90
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
 # Debian's chromium: Playwright drives it and never downloads a browser.
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 # Runs in the server process: log each socket.connect / getaddrinfo host, then serve.
 SERVER_SCRIPT = """
@@ -81,14 +94,18 @@ def make_checkpoint(tmp_path):
 @pytest.fixture(scope="session")
 def conditional_checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained class-conditional DCGAN (10 classes)."""
-    return saved_checkpoint(tmp_path_factory.mktemp("web-cond"),
-                            {"name": "dcgan", "g_width": 8, "d_width": 8, "num_classes": 10})
+    return saved_checkpoint(
+        tmp_path_factory.mktemp("web-cond"),
+        {"name": "dcgan", "g_width": 8, "d_width": 8, "num_classes": 10},
+    )
 
 
 @pytest.fixture(scope="session")
 def unconditional_checkpoint(tmp_path_factory) -> Path:
-    return saved_checkpoint(tmp_path_factory.mktemp("web-uncond"),
-                            {"name": "dcgan", "g_width": 8, "d_width": 8, "num_classes": 0})
+    return saved_checkpoint(
+        tmp_path_factory.mktemp("web-uncond"),
+        {"name": "dcgan", "g_width": 8, "d_width": 8, "num_classes": 0},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +114,25 @@ def fashion_checkpoint(tmp_path_factory) -> Path:
     if not has_fashion_mnist():
         pytest.skip("Fashion-MNIST not available (make dataset installs it)")
     out = tmp_path_factory.mktemp("web-fashion") / "run"
-    assert main(["train", "--model", "dcgan", "--data", "fashion-mnist", "--max-steps", "3",
-                 "--set", "model.num_classes=10", "--out", str(out), *TINY_DCGAN]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dcgan",
+                "--data",
+                "fashion-mnist",
+                "--max-steps",
+                "3",
+                "--set",
+                "model.num_classes=10",
+                "--out",
+                str(out),
+                *TINY_DCGAN,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -125,8 +159,21 @@ def server(fashion_checkpoint, tmp_path_factory) -> Iterator[Server]:
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio")}
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed after the process ends
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER_SCRIPT, str(audit_log), "serve", str(fashion_checkpoint),
-         "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        [
+            sys.executable,
+            "-c",
+            SERVER_SCRIPT,
+            str(audit_log),
+            "serve",
+            str(fashion_checkpoint),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=folder,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     try:
@@ -156,11 +203,13 @@ def server(fashion_checkpoint, tmp_path_factory) -> Iterator[Server]:
 def browser():
     """Headless Chromium (the browser tests skip without /usr/bin/chromium or playwright)."""
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium missing: `make browser` (or `make test`) installs "
-                    "Debian's chromium")
+        pytest.skip(
+            "/usr/bin/chromium missing: `make browser` (or `make test`) installs Debian's chromium"
+        )
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         yield browser
         browser.close()

@@ -23,19 +23,24 @@ def client(unconditional_checkpoint, conditional_checkpoint, tmp_path_factory):
     app = build_app(studio, tmp_path_factory.mktemp("web-out"))
     app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
-        yield gradio_client.Client(app.local_url, verbose=False,
-                                   analytics_enabled=False,
-                                   download_files=str(tmp_path_factory.mktemp("downloads")))
+        yield gradio_client.Client(
+            app.local_url,
+            verbose=False,
+            analytics_enabled=False,
+            download_files=str(tmp_path_factory.mktemp("downloads")),
+        )
     finally:
         app.close()
 
 
 def test_a_class_of_another_model_needs_no_model_info_first(client):
-    picture, png, npz = client.predict("classes", "8", 0, 2, "ddim", 2, 1.0, 0.5,
-                                       api_name="/generate")
+    picture, png, npz = client.predict(
+        "classes", "8", 0, 2, "ddim", 2, 1.0, 0.5, api_name="/generate"
+    )
     assert Image.open(picture).size == grid_size(2, IMAGE_SHAPE) and npz.endswith(".npz")
-    strip, note = client.predict("classes", "8", 0, 1, 3, "ddim", 2, 1.0, 0.5,
-                                 api_name="/interpolate")
+    strip, note = client.predict(
+        "classes", "8", 0, 1, 3, "ddim", 2, 1.0, 0.5, api_name="/interpolate"
+    )
     assert "seed 0" in note and Image.open(strip).width > 0
 
 

@@ -51,16 +51,20 @@ def test_generate_sneakers_offline(browser, server):
 
     image = page.locator("#grid img")
     image.wait_for(state="visible")
-    page.wait_for_function("document.querySelector('#grid img')?.complete && "
-                           "document.querySelector('#grid img').naturalWidth > 0")
+    page.wait_for_function(
+        "document.querySelector('#grid img')?.complete && "
+        "document.querySelector('#grid img').naturalWidth > 0"
+    )
     size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert tuple(size) == grid_size(NUM_IMAGES, IMAGE_SHAPE)  # 4x4 tiles of 28+2 px, x2
 
     page.locator("#interpolate").click()
     strip = page.locator("#strip img")
     strip.wait_for(state="visible")
-    page.wait_for_function("document.querySelector('#strip img')?.complete && "
-                           "document.querySelector('#strip img').naturalWidth > 0")
+    page.wait_for_function(
+        "document.querySelector('#strip img')?.complete && "
+        "document.querySelector('#strip img').naturalWidth > 0"
+    )
     size = strip.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert tuple(size) == grid_size(NUM_FRAMES, IMAGE_SHAPE, num_rows=1)
     # The note says whether the strip interpolates latents or shows seeds A..B (no latents).
@@ -71,8 +75,12 @@ def test_generate_sneakers_offline(browser, server):
     context.close()
 
     assert requests, "the page made no requests at all"
-    off_machine = [url for url in requests if urlsplit(url).scheme not in NOT_NETWORK
-                   and urlsplit(url).hostname not in LOCAL_HOSTS]
+    off_machine = [
+        url
+        for url in requests
+        if urlsplit(url).scheme not in NOT_NETWORK and urlsplit(url).hostname not in LOCAL_HOSTS
+    ]
     assert not off_machine, f"the page requested other hosts: {off_machine[:5]}"
-    assert server.hosts_contacted() <= LOCAL_HOSTS, \
+    assert server.hosts_contacted() <= LOCAL_HOSTS, (
         f"the server contacted other hosts: {server.hosts_contacted() - LOCAL_HOSTS}"
+    )

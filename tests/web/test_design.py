@@ -38,9 +38,17 @@ def sketch() -> Image.Image:
 
 def recipe(designer: Designer, **changes) -> Recipe:
     array, _ = designer.convert("ddpm", sketch(), use_fill=True)
-    fields = {"model": "ddpm", "mode": "refine", "class_name": "7", "strength": 0.5,
-              "follow": "loosely", "seed": 3, "num_variations": 2,
-              "input_png": encode_png(array), **changes}
+    fields = {
+        "model": "ddpm",
+        "mode": "refine",
+        "class_name": "7",
+        "strength": 0.5,
+        "follow": "loosely",
+        "seed": 3,
+        "num_variations": 2,
+        "input_png": encode_png(array),
+        **changes,
+    }
     return Recipe(**fields)
 
 
@@ -89,14 +97,17 @@ def test_mask_from_brush_layers() -> None:
     assert mask_from_layers([Image.new("RGBA", (280, 280))], (28, 28)) is None
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"strength": 0.0}, "strength must lie"),
-    ({"num_variations": 99}, "number of variations"),
-    ({"follow": "tightly"}, "follow must be"),
-    ({"mode": "inpaint"}, "needs a mask"),
-    ({"input_png": "not png"}, "not a base64 PNG"),
-    ({"model": "gan"}, "cannot edit images"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strength": 0.0}, "strength must lie"),
+        ({"num_variations": 99}, "number of variations"),
+        ({"follow": "tightly"}, "follow must be"),
+        ({"mode": "inpaint"}, "needs a mask"),
+        ({"input_png": "not png"}, "not a base64 PNG"),
+        ({"model": "gan"}, "cannot edit images"),
+    ],
+)
 def test_bad_recipes_are_refused(designer: Designer, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         designer.run(recipe(designer, **changes))

@@ -20,8 +20,16 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TIMEOUT_MS = 120_000
 ZOO_MODEL = "ddpm"
 # A sneaker's side view on the 280x280 pad, as fractions of the pad: sole, toe, heel, collar.
-OUTLINE = [(0.1, 0.7), (0.9, 0.7), (0.9, 0.6), (0.6, 0.45), (0.45, 0.35), (0.3, 0.4),
-           (0.12, 0.4), (0.1, 0.7)]
+OUTLINE = [
+    (0.1, 0.7),
+    (0.9, 0.7),
+    (0.9, 0.6),
+    (0.6, 0.45),
+    (0.45, 0.35),
+    (0.3, 0.4),
+    (0.12, 0.4),
+    (0.1, 0.7),
+]
 STEPS_PER_STROKE = 8
 
 pytestmark = [
@@ -45,8 +53,7 @@ def draw_outline(page, canvas) -> None:
 
 
 def test_sketch_refine_save_and_download_the_board(browser, server, tmp_path):
-    context = browser.new_context(viewport={"width": 1280, "height": 1400},
-                                  accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 1400}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     # Not "networkidle": Gradio's client keeps an event stream open for the session
@@ -64,8 +71,10 @@ def test_sketch_refine_save_and_download_the_board(browser, server, tmp_path):
     page.get_by_label("Design class").click()
     page.get_by_role("option", name="Sneaker", exact=True).click()
     page.locator("#refine").click()
-    page.wait_for_function("document.querySelector('#design img')?.complete && "
-                           "document.querySelector('#design img').naturalWidth > 0")
+    page.wait_for_function(
+        "document.querySelector('#design img')?.complete && "
+        "document.querySelector('#design img').naturalWidth > 0"
+    )
     page.get_by_text("Input:").wait_for()
 
     page.locator("#save").click()

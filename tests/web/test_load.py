@@ -25,12 +25,17 @@ CLASSES = ["any", "Sneaker", "Bag", "Ankle boot", "T-shirt/top"]
 @pytest.fixture(scope="module")
 def client(server, tmp_path_factory):
     gradio_client = pytest.importorskip("gradio_client")
-    return gradio_client.Client(server.url, verbose=False, analytics_enabled=False,
-                                download_files=str(tmp_path_factory.mktemp("downloads")))
+    return gradio_client.Client(
+        server.url,
+        verbose=False,
+        analytics_enabled=False,
+        download_files=str(tmp_path_factory.mktemp("downloads")),
+    )
 
 
-def generate_args(class_name="Sneaker", seed=0, num_images=4, sampler="ddim", steps=10,
-                  guidance=1.0, strength=0.5) -> tuple:
+def generate_args(
+    class_name="Sneaker", seed=0, num_images=4, sampler="ddim", steps=10, guidance=1.0, strength=0.5
+) -> tuple:
     return (class_name, seed, num_images, sampler, steps, guidance, strength)
 
 
@@ -41,9 +46,14 @@ def test_concurrent_requests_all_succeed_and_page_stays_responsive(server, clien
     assert {"/generate", "/interpolate"} <= set(api["named_endpoints"])
     key = _model_key(client)
 
-    jobs = [client.submit(key, *generate_args(CLASSES[i % len(CLASSES)], seed=i,
-                                              num_images=1 + i % 16), api_name="/generate")
-            for i in range(NUM_CONCURRENT)]
+    jobs = [
+        client.submit(
+            key,
+            *generate_args(CLASSES[i % len(CLASSES)], seed=i, num_images=1 + i % 16),
+            api_name="/generate",
+        )
+        for i in range(NUM_CONCURRENT)
+    ]
     start = time.monotonic()
     page = httpx.get(server.url, timeout=PAGE_TIMEOUT_S)
     assert page.status_code == 200
@@ -57,30 +67,33 @@ def test_concurrent_requests_all_succeed_and_page_stays_responsive(server, clien
 
 
 # Gradio checks the components' bounds and choices; the studio refuses what gets past them.
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"num_images": MAX_IMAGES + 1}, f"greater than maximum value {MAX_IMAGES}"),
-    ({"num_images": 0}, "less than minimum value 1"),
-    ({"num_images": 2.5}, f"number of images must be a whole number from 1 to {MAX_IMAGES}"),
-    ({"steps": MAX_STEPS + 1}, f"greater than maximum value {MAX_STEPS}"),
-    ({"seed": -1}, "less than minimum value 0"),
-    ({"guidance": 51.0}, "greater than maximum value"),
-    ({"class_name": "Hat"}, "unknown class 'Hat'; choose from: T-shirt/top"),
-    ({"sampler": "euler"}, "euler is not in the list of choices"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_images": MAX_IMAGES + 1}, f"greater than maximum value {MAX_IMAGES}"),
+        ({"num_images": 0}, "less than minimum value 1"),
+        ({"num_images": 2.5}, f"number of images must be a whole number from 1 to {MAX_IMAGES}"),
+        ({"steps": MAX_STEPS + 1}, f"greater than maximum value {MAX_STEPS}"),
+        ({"seed": -1}, "less than minimum value 0"),
+        ({"guidance": 51.0}, "greater than maximum value"),
+        ({"class_name": "Hat"}, "unknown class 'Hat'; choose from: T-shirt/top"),
+        ({"sampler": "euler"}, "euler is not in the list of choices"),
+    ],
+)
 def test_out_of_bound_inputs_are_refused_with_a_message(client, changes, message):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match=message):
         client.predict(_model_key(client), *generate_args(**changes), api_name="/generate")
     # The server still answers a sound request afterwards.
-    picture, _, _ = client.predict(_model_key(client), *generate_args(num_images=1),
-                                   api_name="/generate")
+    picture, _, _ = client.predict(
+        _model_key(client), *generate_args(num_images=1), api_name="/generate"
+    )
     assert Image.open(picture).size == grid_size(1, IMAGE_SHAPE)
 
 
 def _model_key(client) -> str:
     """The one model the server offers (the checkpoint path it was given)."""
     config = client.config
-    (dropdown,) = [c for c in config["components"]
-                   if c.get("props", {}).get("label") == "Model"]
+    (dropdown,) = [c for c in config["components"] if c.get("props", {}).get("label") == "Model"]
     return dropdown["props"]["value"]

@@ -38,17 +38,27 @@ def test_notebook_runs(tmp_path, monkeypatch):
     pytest.importorskip("ipykernel")
     spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "fashiongen (test)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "fashiongen (test)",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     work = tmp_path / "work"
     work.mkdir()
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, kernel_name=KERNEL_NAME, timeout=TIMEOUT_S,
-                            resources={"metadata": {"path": str(work)}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        kernel_name=KERNEL_NAME,
+        timeout=TIMEOUT_S,
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
 
     outputs = {cell.id: cell.outputs for cell in notebook.cells if cell.cell_type == "code"}
     text = {key: "".join(o.get("text", "") for o in out) for key, out in outputs.items()}

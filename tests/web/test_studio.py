@@ -59,23 +59,35 @@ def test_same_seed_same_grid_and_models_load_once(studio):
     assert studio.load("cond")[0] is studio.load("cond")[0]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"num_images": MAX_IMAGES + 1}, f"number of images must be between 1 and {MAX_IMAGES}"),
-    ({"num_images": 0}, "number of images must be between 1"),
-    ({"num_images": 2.5}, "whole number"),
-    ({"num_images": None}, "number of images is required"),
-    ({"steps": MAX_STEPS + 1}, f"sampling steps must be between 1 and {MAX_STEPS}"),
-    ({"seed": -1}, "seed must be between 0"),
-    ({"sampler": "euler"}, "unknown sampler 'euler'"),
-    ({"guidance": float("nan")}, "guidance scale must be a number"),
-    ({"guidance": 51.0}, "guidance_scale must lie in"),
-    ({"strength": 1.5}, "strength must lie in"),
-    ({"class_name": "hat"}, "unknown class 'hat'"),
-    ({"model_key": "nope"}, "unknown model 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_images": MAX_IMAGES + 1}, f"number of images must be between 1 and {MAX_IMAGES}"),
+        ({"num_images": 0}, "number of images must be between 1"),
+        ({"num_images": 2.5}, "whole number"),
+        ({"num_images": None}, "number of images is required"),
+        ({"steps": MAX_STEPS + 1}, f"sampling steps must be between 1 and {MAX_STEPS}"),
+        ({"seed": -1}, "seed must be between 0"),
+        ({"sampler": "euler"}, "unknown sampler 'euler'"),
+        ({"guidance": float("nan")}, "guidance scale must be a number"),
+        ({"guidance": 51.0}, "guidance_scale must lie in"),
+        ({"strength": 1.5}, "strength must lie in"),
+        ({"class_name": "hat"}, "unknown class 'hat'"),
+        ({"model_key": "nope"}, "unknown model 'nope'"),
+    ],
+)
 def test_out_of_bound_requests_are_refused(studio, changes, message):
-    request = {"model_key": "cond", "class_name": "any", "seed": 0, "num_images": 4,
-               "sampler": "ddim", "steps": 3, "guidance": 1.0, "strength": 0.5, **changes}
+    request = {
+        "model_key": "cond",
+        "class_name": "any",
+        "seed": 0,
+        "num_images": 4,
+        "sampler": "ddim",
+        "steps": 3,
+        "guidance": 1.0,
+        "strength": 0.5,
+        **changes,
+    }
     with pytest.raises(ConfigError, match=message):
         studio.generate_grid(**request)
 
@@ -94,23 +106,40 @@ def test_gan_ignores_sampling_and_diffusion_reports_progress(studio, make_checkp
     b = studio.generate_grid("cond", "any", 0, 2, "dpmpp_2m", 9, 3.0, 0.1)
     assert a.npz == b.npz
 
-    ddpm = Studio({"ddpm": make_checkpoint({"name": "ddpm", "base_width": 8,
-                                            "num_classes": 10})})
+    ddpm = Studio({"ddpm": make_checkpoint({"name": "ddpm", "base_width": 8, "num_classes": 10})})
     assert ddpm.info("ddpm").uses_sampler and not ddpm.info("ddpm").uses_strength
     calls = []
-    grid = ddpm.generate_grid("ddpm", "3", 0, 2, "ddim", 3, 2.0, 0.5,
-                              progress=lambda done, total: calls.append((done, total)))
+    grid = ddpm.generate_grid(
+        "ddpm",
+        "3",
+        0,
+        2,
+        "ddim",
+        3,
+        2.0,
+        0.5,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert grid.image.size == grid_size(2, SHAPE)
 
 
 def test_hybrid_strength_is_checked_by_the_family(make_checkpoint):
-    studio = Studio({"hybrid": make_checkpoint({
-        "name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
-        "refiner": {"base_width": 8}})})
+    studio = Studio(
+        {
+            "hybrid": make_checkpoint(
+                {
+                    "name": "hybrid",
+                    "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
+                    "refiner": {"base_width": 8},
+                }
+            )
+        }
+    )
     assert studio.info("hybrid").uses_strength
-    assert studio.generate_grid("hybrid", "any", 0, 2, "ddim", 2, 1.0, 0.2).image.size \
-        == grid_size(2, SHAPE)
+    assert studio.generate_grid("hybrid", "any", 0, 2, "ddim", 2, 1.0, 0.2).image.size == grid_size(
+        2, SHAPE
+    )
     with pytest.raises(ConfigError, match="strength"):
         studio.generate_grid("hybrid", "any", 0, 2, "ddim", 2, 1.0, 0.9)
 
@@ -122,8 +151,9 @@ def test_interpolation_through_latents(studio):
     tile = grid_size(1, SHAPE)[0]  # the first and last frames are seed A's and seed B's
     for seed, columns in ((0, slice(None, tile)), (1, slice(-tile, None))):
         single = studio.generate_grid("cond", "8", seed, 1, *SAMPLING).image
-        difference = np.abs(np.asarray(strip.image)[:, columns].astype(int)
-                            - np.asarray(single).astype(int))
+        difference = np.abs(
+            np.asarray(strip.image)[:, columns].astype(int) - np.asarray(single).astype(int)
+        )
         assert difference.max() <= 2  # slerp's end points equal the seeds' latents to 1 ulp
 
 

@@ -24,13 +24,26 @@ if TYPE_CHECKING:
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "synthetic")  # and "folder:PATH"
 SPLITS: tuple[str, ...] = ("train", "test")
 
-__all__ = ["DATASETS", "FOLDER_PREFIX", "SPLITS", "ImageDataset", "dataset_info", "load_dataset",
-           "load_from_config"]
+__all__ = [
+    "DATASETS",
+    "FOLDER_PREFIX",
+    "SPLITS",
+    "ImageDataset",
+    "dataset_info",
+    "load_dataset",
+    "load_from_config",
+]
 
 
-def load_dataset(name: str = "fashion-mnist", split: str = "train", *,
-                 data_dir: str | Path | None = None, image_size: int | None = None,
-                 channels: int | None = None, download: bool = True) -> ImageDataset:
+def load_dataset(
+    name: str = "fashion-mnist",
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    download: bool = True,
+) -> ImageDataset:
     """Load one split of a dataset into memory.
 
     Args:
@@ -52,7 +65,7 @@ def load_dataset(name: str = "fashion-mnist", split: str = "train", *,
         raise DataError(f"unknown split {split!r}; choose train or test")
     check_shape_args(image_size, channels)
     if name.startswith(FOLDER_PREFIX):
-        path = name[len(FOLDER_PREFIX):]
+        path = name[len(FOLDER_PREFIX) :]
         if not path:
             raise DataError("folder: needs a path, e.g. folder:/data/my-images")
         return load_folder(path, split, image_size=image_size, channels=channels)
@@ -61,13 +74,19 @@ def load_dataset(name: str = "fashion-mnist", split: str = "train", *,
     elif name in SOURCES:
         ds = load_idx_dataset(name, split, data_dir=data_dir, download=download)
     else:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
-                        f"or {FOLDER_PREFIX}PATH")
+        raise DataError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or {FOLDER_PREFIX}PATH"
+        )
     ds.images = convert_images(ds.images, image_size, channels)
     return ds
 
 
 def load_from_config(data_cfg: DataConfig, split: str = "train") -> ImageDataset:
     """`load_dataset` with the fields of a `DataConfig`."""
-    return load_dataset(data_cfg.name, split, data_dir=data_cfg.data_dir,
-                        image_size=data_cfg.image_size, channels=data_cfg.channels)
+    return load_dataset(
+        data_cfg.name,
+        split,
+        data_dir=data_cfg.data_dir,
+        image_size=data_cfg.image_size,
+        channels=data_cfg.channels,
+    )

@@ -45,11 +45,15 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"labels must be int64 ({len(self.images)},), got "
-                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 ({len(self.images)},), got "
+                f"{self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -65,8 +69,9 @@ class ImageDataset:
         return len(self.images)
 
 
-def convert_images(images: torch.Tensor, image_size: int | None = None,
-                   channels: int | None = None) -> torch.Tensor:
+def convert_images(
+    images: torch.Tensor, image_size: int | None = None, channels: int | None = None
+) -> torch.Tensor:
     """Resize and convert uint8 (N, C, H, W) images; None keeps the current size or channels.
 
     Args:
@@ -149,8 +154,9 @@ def dataset_info(ds: ImageDataset) -> dict[str, Any]:
 
 def check_shape_args(image_size: int | None, channels: int | None) -> None:
     """Raise DataError unless image_size is None or positive and channels is None, 1 or 3."""
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or image_size < 1):
+    if image_size is not None and (
+        not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1
+    ):
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
     if channels not in (None, GREY, RGB):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")

@@ -33,8 +33,9 @@ READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _Item = tuple[Path, int]  # an image file and its label
 
 
-def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
-                channels: int | None = None) -> ImageDataset:
+def load_folder(
+    path: str | Path, split: str, *, image_size: int | None = None, channels: int | None = None
+) -> ImageDataset:
     """Load one split of a folder dataset.
 
     Args:
@@ -77,12 +78,19 @@ def load_folder(path: str | Path, split: str, *, image_size: int | None = None,
     if problems:
         raise _problems_error(root, problems, every)
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-    return ImageDataset(images=torch.from_numpy(out), labels=labels, class_names=class_names,
-                        name=f"{FOLDER_PREFIX}{root}", split=split, source=str(root))
+    return ImageDataset(
+        images=torch.from_numpy(out),
+        labels=labels,
+        class_names=class_names,
+        name=f"{FOLDER_PREFIX}{root}",
+        split=split,
+        source=str(root),
+    )
 
 
-def _read_headers(every: list[_Item]) -> tuple[dict[Path, tuple[str, tuple[int, int]]],
-                                              dict[Path, str]]:
+def _read_headers(
+    every: list[_Item],
+) -> tuple[dict[Path, tuple[str, tuple[int, int]]], dict[Path, str]]:
     """Each file's (mode, (width, height)), read without decoding the pixels, and the
     problems of the files that could not be read."""
     problems: dict[Path, str] = {}
@@ -96,8 +104,12 @@ def _read_headers(every: list[_Item]) -> tuple[dict[Path, tuple[str, tuple[int, 
     return headers, problems
 
 
-def _output_size(headers: dict[Path, tuple[str, tuple[int, int]]], every: list[_Item],
-                 image_size: int | None, problems: dict[Path, str]) -> tuple[int, int]:
+def _output_size(
+    headers: dict[Path, tuple[str, tuple[int, int]]],
+    every: list[_Item],
+    image_size: int | None,
+    problems: dict[Path, str],
+) -> tuple[int, int]:
     """(width, height) of the output: `image_size` square, or else the first readable image's,
     with every image of another size added to `problems`."""
     first = next(file for file, _ in every if file in headers)
@@ -105,13 +117,16 @@ def _output_size(headers: dict[Path, tuple[str, tuple[int, int]]], every: list[_
     if image_size is None:
         for file, (_, file_size) in headers.items():
             if file_size != size:
-                problems[file] = (f"size {file_size[0]}x{file_size[1]} differs from {first.name}'s "
-                                  f"{size[0]}x{size[1]}")
+                problems[file] = (
+                    f"size {file_size[0]}x{file_size[1]} differs from {first.name}'s "
+                    f"{size[0]}x{size[1]}"
+                )
     return size
 
 
-def _decode(items: list[_Item], size: tuple[int, int], channels: int,
-            problems: dict[Path, str]) -> np.ndarray:
+def _decode(
+    items: list[_Item], size: tuple[int, int], channels: int, problems: dict[Path, str]
+) -> np.ndarray:
     """uint8 (N, C, H, W): the files converted to `channels` and resized to `size`; a file
     that fails to decode is added to `problems` and its slot left unfilled."""
     width, height = size
@@ -144,20 +159,25 @@ def _list_files(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
                 is_test = i % TEST_EVERY_N_FILES == TEST_EVERY_N_FILES - 1
                 files["test" if is_test else "train"].append((file, label))
     if not class_names:
-        raise DataError(f"folder dataset {root} has no class sub-folders "
-                        "(expected one folder of images per class)")
+        raise DataError(
+            f"folder dataset {root} has no class sub-folders "
+            "(expected one folder of images per class)"
+        )
     return class_names, files
 
 
 def _class_dirs(directory: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(directory.iterdir())
-            if p.is_dir() and not p.name.startswith(".")}
+    return {
+        p.name: p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
 
 
 def _images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                  and p.is_file())
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:
@@ -177,7 +197,12 @@ def _describe(error: BaseException) -> str:
 def _problems_error(root: Path, problems: dict[Path, str], every: list[_Item]) -> DataError:
     order = {file: i for i, (file, _) in enumerate(every)}
     first = min(problems, key=lambda file: order.get(file, len(order)))
-    todo = ("set data.image_size to resize every image" if problems[first].startswith("size ")
-            else "fix or remove them")
-    return DataError(f"{len(problems)} of {len(every)} image files in {root} cannot be used "
-                     f"(first: {first}: {problems[first]}); {todo}")
+    todo = (
+        "set data.image_size to resize every image"
+        if problems[first].startswith("size ")
+        else "fix or remove them"
+    )
+    return DataError(
+        f"{len(problems)} of {len(every)} image files in {root} cannot be used "
+        f"(first: {first}: {problems[first]}); {todo}"
+    )

@@ -38,8 +38,9 @@ MAX_NDIM = 255  # the dimension count is one byte
 MAX_DIM = 2**32 - 1  # each dimension is a uint32
 
 
-def parse_idx(data: bytes, source: str | Path = "<bytes>", *,
-              ndim: int | None = None) -> np.ndarray:
+def parse_idx(
+    data: bytes, source: str | Path = "<bytes>", *, ndim: int | None = None
+) -> np.ndarray:
     """Decode the bytes of an IDX file (gzip-compressed or not).
 
     Args:
@@ -71,39 +72,49 @@ def _decompressed(data: bytes, source: str | Path) -> bytes:
         raise _error(source, f"corrupt or truncated gzip data ({e})") from None
 
 
-def _read_header(data: bytes, source: str | Path, ndim: int | None
-                 ) -> tuple[np.dtype, tuple[int, ...], int]:
+def _read_header(
+    data: bytes, source: str | Path, ndim: int | None
+) -> tuple[np.dtype, tuple[int, ...], int]:
     """The on-disk dtype, the dimensions and the header's length in bytes."""
     if len(data) < MAGIC_BYTES:
         raise _error(source, f"too short for an IDX header ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
-        raise _error(source, f"not an IDX file (magic number 0x{data[:4].hex()} does not start "
-                             "with 0x0000)")
+        raise _error(
+            source, f"not an IDX file (magic number 0x{data[:4].hex()} does not start with 0x0000)"
+        )
     code, file_ndim = data[2], data[3]
     if code not in IDX_DTYPES:
-        raise _error(source, f"unknown IDX type code 0x{code:02x} (expected one of "
-                             f"{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)})")
+        raise _error(
+            source,
+            f"unknown IDX type code 0x{code:02x} (expected one of "
+            f"{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)})",
+        )
     if file_ndim == 0:
         raise _error(source, "IDX header declares 0 dimensions")
     if ndim is not None and file_ndim != ndim:
         raise _error(source, f"expected {ndim} dimension(s), the header declares {file_ndim}")
     header_bytes = MAGIC_BYTES + DIM_BYTES * file_ndim
     if len(data) < header_bytes:
-        raise _error(source, f"truncated header: {file_ndim} dimensions need {header_bytes} "
-                             f"bytes, the file has {len(data)}")
+        raise _error(
+            source,
+            f"truncated header: {file_ndim} dimensions need {header_bytes} "
+            f"bytes, the file has {len(data)}",
+        )
     dims = struct.unpack(f">{file_ndim}I", data[MAGIC_BYTES:header_bytes])
     return IDX_DTYPES[code], dims, header_bytes
 
 
-def _check_data_length(data: bytes, dtype: np.dtype, dims: tuple[int, ...], header_bytes: int,
-                       source: str | Path) -> None:
+def _check_data_length(
+    data: bytes, dtype: np.dtype, dims: tuple[int, ...], header_bytes: int, source: str | Path
+) -> None:
     """The data after the header are exactly the dimensions' product of items, and numpy can
     index an array of that shape."""
     expected, actual = math.prod(dims) * dtype.itemsize, len(data) - header_bytes
     shape = "x".join(map(str, dims))
     if actual < expected:
-        raise _error(source, f"truncated: shape {shape} needs {expected} data bytes, "
-                             f"found {actual}")
+        raise _error(
+            source, f"truncated: shape {shape} needs {expected} data bytes, found {actual}"
+        )
     if actual > expected:
         raise _error(source, f"{actual - expected} unexpected bytes after the {shape} data")
     if math.prod(d for d in dims if d) * dtype.itemsize >= np.iinfo(np.intp).max:
@@ -152,11 +163,20 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     """
     path = Path(path)
     array = np.asarray(array)
-    code = next((c for c, dt in IDX_DTYPES.items()
-                 if (dt.kind, dt.itemsize) == (array.dtype.kind, array.dtype.itemsize)), None)
+    code = next(
+        (
+            c
+            for c, dt in IDX_DTYPES.items()
+            if (dt.kind, dt.itemsize) == (array.dtype.kind, array.dtype.itemsize)
+        ),
+        None,
+    )
     if code is None:
-        raise _error(path, f"cannot store dtype {array.dtype} in IDX "
-                           "(use uint8, int8, int16, int32, float32 or float64)")
+        raise _error(
+            path,
+            f"cannot store dtype {array.dtype} in IDX "
+            "(use uint8, int8, int16, int32, float32 or float64)",
+        )
     if not 1 <= array.ndim <= MAX_NDIM:
         raise _error(path, f"cannot store {array.ndim} dimensions in IDX (1 to {MAX_NDIM})")
     if max(array.shape) > MAX_DIM:
@@ -175,8 +195,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
-def read_idx_split(images_path: str | Path, labels_path: str | Path,
-                   num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_split(
+    images_path: str | Path, labels_path: str | Path, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Read and cross-check an images file and its labels file.
 
     Args:
@@ -197,13 +218,17 @@ def read_idx_split(images_path: str | Path, labels_path: str | Path,
         if array.dtype != np.uint8:
             raise _error(path, f"holds {array.dtype} data, expected uint8 (type code 0x08)")
     if len(images) != len(labels):
-        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds "
-                        f"{len(labels)} labels")
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
     out_of_range = np.flatnonzero(labels >= num_classes)
     if out_of_range.size:
         i = int(out_of_range[0])
-        raise _error(labels_path, f"{out_of_range.size} label(s) out of range 0..{num_classes - 1}"
-                                  f" (first: {labels[i]} at index {i})")
+        raise _error(
+            labels_path,
+            f"{out_of_range.size} label(s) out of range 0..{num_classes - 1}"
+            f" (first: {labels[i]} at index {i})",
+        )
     return images, labels.astype(np.int64)
 
 

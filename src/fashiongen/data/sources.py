@@ -78,8 +78,18 @@ SOURCES: dict[str, IdxSource] = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                     "Sneaker", "Bag", "Ankle boot"),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         apt_package="dataset-fashion-mnist",
     ),
@@ -127,8 +137,10 @@ def resolve_idx_dir(name: str, data_dir: str | Path | None = None) -> Path | Non
         for candidate in (data_dir, data_dir / name):
             if find_idx_files(candidate) is not None:
                 return candidate
-        raise DataError(f"{name} not found in data dir {data_dir}: expected {_file_list()} "
-                        f"there or in {data_dir / name}")
+        raise DataError(
+            f"{name} not found in data dir {data_dir}: expected {_file_list()} "
+            f"there or in {data_dir / name}"
+        )
     return next((d for d in search_dirs(name) if find_idx_files(d) is not None), None)
 
 
@@ -142,9 +154,14 @@ def search_dirs(name: str) -> list[Path]:
     return dirs + [Path(d) for d in get_source(name).system_dirs]
 
 
-def download_idx_files(name: str, target_dir: str | Path | None = None, *,
-                       mirror: str | None = None, md5s: Mapping[str, str] | None = None,
-                       timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def download_idx_files(
+    name: str,
+    target_dir: str | Path | None = None,
+    *,
+    mirror: str | None = None,
+    md5s: Mapping[str, str] | None = None,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
     """Download the missing IDX files of dataset `name` into `target_dir`.
 
     Each file streams into a temporary file beside its destination and is renamed into place
@@ -177,8 +194,13 @@ def download_idx_files(name: str, target_dir: str | Path | None = None, *,
             if any((target_dir / f).is_file() for f in (stem + GZ, stem)):
                 continue
             filename = stem + GZ
-            _fetch(base + filename, target_dir / filename, md5s[filename], timeout,
-                   offline_hint(source, target_dir))
+            _fetch(
+                base + filename,
+                target_dir / filename,
+                md5s[filename],
+                timeout,
+                offline_hint(source, target_dir),
+            )
             fetched.append(target_dir / filename)
     except BaseException:
         for path in fetched:
@@ -192,16 +214,24 @@ def download_idx_files(name: str, target_dir: str | Path | None = None, *,
 
 def offline_hint(source: IdxSource, target_dir: Path) -> str:
     """What to do without a network, as the end of an error message."""
-    hint = (f"to work offline, copy the four IDX files ({_file_list()}) into {target_dir} "
-            f"or pass --data-dir / set {DATA_ENV}")
+    hint = (
+        f"to work offline, copy the four IDX files ({_file_list()}) into {target_dir} "
+        f"or pass --data-dir / set {DATA_ENV}"
+    )
     if source.apt_package:
         hint += f", or run `apt-get install {source.apt_package}`"
     return hint
 
 
-def load_idx_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
-                     download: bool = True, mirror: str | None = None,
-                     md5s: Mapping[str, str] | None = None) -> ImageDataset:
+def load_idx_dataset(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    mirror: str | None = None,
+    md5s: Mapping[str, str] | None = None,
+) -> ImageDataset:
     """Load a split of an IDX dataset at its native shape, downloading it if allowed.
 
     Returns:
@@ -217,8 +247,10 @@ def load_idx_dataset(name: str, split: str, *, data_dir: str | Path | None = Non
         target = cache_dir(name)
         if not download:
             looked_in = ", ".join(str(d) for d in search_dirs(name))
-            raise DataError(f"{name} not found (looked in {looked_in}) and downloading is off; "
-                            f"{offline_hint(source, target)}")
+            raise DataError(
+                f"{name} not found (looked in {looked_in}) and downloading is off; "
+                f"{offline_hint(source, target)}"
+            )
         base = mirror or os.environ.get(MIRROR_ENV) or source.base_url
         directory = download_idx_files(name, target, mirror=base, md5s=md5s)
         origin = f" (downloaded from {base})"
@@ -227,21 +259,33 @@ def load_idx_dataset(name: str, split: str, *, data_dir: str | Path | None = Non
         raise DataError(f"{name} files disappeared from {directory}")
     images_stem, labels_stem = SPLIT_FILES[split]
     try:
-        images, labels = _read_split_cached(_file_key(files[images_stem]),
-                                            _file_key(files[labels_stem]),
-                                            len(source.class_names))
+        images, labels = _read_split_cached(
+            _file_key(files[images_stem]), _file_key(files[labels_stem]), len(source.class_names)
+        )
     except DataError as e:
-        raise DataError(f"{e}; replace the file with a good copy (or delete it and let "
-                        "fashiongen download it again)") from None
+        raise DataError(
+            f"{e}; replace the file with a good copy (or delete it and let "
+            "fashiongen download it again)"
+        ) from None
     # Copies, so that changing one dataset in place never reaches the cache or another dataset.
-    return ImageDataset(images=torch.from_numpy(images.copy()).unsqueeze(1),
-                        labels=torch.from_numpy(labels.copy()),
-                        class_names=list(source.class_names), name=name, split=split,
-                        source=f"{directory}{origin}")
+    return ImageDataset(
+        images=torch.from_numpy(images.copy()).unsqueeze(1),
+        labels=torch.from_numpy(labels.copy()),
+        class_names=list(source.class_names),
+        name=name,
+        split=split,
+        source=f"{directory}{origin}",
+    )
 
 
-def write_idx_split(directory: str | Path, split: str, images: np.ndarray, labels: np.ndarray,
-                    *, compress: bool = True) -> tuple[Path, Path]:
+def write_idx_split(
+    directory: str | Path,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    compress: bool = True,
+) -> tuple[Path, Path]:
     """Write one split under its standard IDX file names, e.g. to build a tiny test dataset.
 
     Args:
@@ -261,8 +305,10 @@ def write_idx_split(directory: str | Path, split: str, images: np.ndarray, label
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint8).max):
         raise DataError(f"{labels_path}: labels must lie in 0..255 to be stored as uint8")
-    return (write_idx(images_path, np.asarray(images, dtype=np.uint8)),
-            write_idx(labels_path, labels.astype(np.uint8)))
+    return (
+        write_idx(images_path, np.asarray(images, dtype=np.uint8)),
+        write_idx(labels_path, labels.astype(np.uint8)),
+    )
 
 
 def get_source(name: str) -> IdxSource:
@@ -283,8 +329,9 @@ def _file_key(path: Path) -> _FileKey:
 
 
 @functools.lru_cache(maxsize=4)
-def _read_split_cached(images_key: _FileKey, labels_key: _FileKey,
-                       num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_split_cached(
+    images_key: _FileKey, labels_key: _FileKey, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx_split(images_key[0], labels_key[0], num_classes)
     images.flags.writeable = labels.flags.writeable = False
     return images, labels
@@ -299,8 +346,10 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float, hint: str) -> None:
                     digest.update(chunk)
                     f.write(chunk)
             if digest.hexdigest() != md5:
-                raise DataError(f"download of {url} failed its checksum (md5 "
-                                f"{digest.hexdigest()}, expected {md5}); {hint}")
+                raise DataError(
+                    f"download of {url} failed its checksum (md5 "
+                    f"{digest.hexdigest()}, expected {md5}); {hint}"
+                )
     except urllib.error.HTTPError as e:
         raise DataError(f"could not download {url} (HTTP {e.code} {e.reason}); {hint}") from None
     except urllib.error.URLError as e:

@@ -18,8 +18,7 @@ import torch
 
 from fashiongen.data.dataset import ImageDataset
 
-CLASS_NAMES = ("hbar", "vbar", "box", "disc", "ring", "plus", "cross", "triangle", "frame",
-               "dots")
+CLASS_NAMES = ("hbar", "vbar", "box", "disc", "ring", "plus", "cross", "triangle", "frame", "dots")
 NATIVE_SIZE = 28
 NUM_IMAGES = {"train": 640, "test": 160}
 SPLIT_STREAM = {"train": 0, "test": 1}
@@ -43,19 +42,28 @@ SHAPES: tuple[Mask, ...] = (
     lambda u, v: np.maximum(np.abs(u), np.abs(v)) < 0.5,
     lambda u, v: u**2 + v**2 < 0.6**2,
     lambda u, v: (u**2 + v**2 > 0.4**2) & (u**2 + v**2 < 0.7**2),
-    lambda u, v: ((np.abs(u) < 0.15) & (np.abs(v) < 0.7))
-    | ((np.abs(v) < 0.15) & (np.abs(u) < 0.7)),
-    lambda u, v: ((np.abs(u - v) < 0.22) | (np.abs(u + v) < 0.22))
-    & (np.maximum(np.abs(u), np.abs(v)) < 0.65),
+    lambda u, v: (
+        ((np.abs(u) < 0.15) & (np.abs(v) < 0.7)) | ((np.abs(v) < 0.15) & (np.abs(u) < 0.7))
+    ),
+    lambda u, v: (
+        ((np.abs(u - v) < 0.22) | (np.abs(u + v) < 0.22))
+        & (np.maximum(np.abs(u), np.abs(v)) < 0.65)
+    ),
     lambda u, v: (v > -0.6) & (v < 0.6) & (np.abs(u) < (v + 0.6) * 0.6),
-    lambda u, v: (np.maximum(np.abs(u), np.abs(v)) < 0.7)
-    & (np.maximum(np.abs(u), np.abs(v)) > 0.45),
+    lambda u, v: (
+        (np.maximum(np.abs(u), np.abs(v)) < 0.7) & (np.maximum(np.abs(u), np.abs(v)) > 0.45)
+    ),
     _two_dots,
 )
 
 
-def make_synthetic(split: str = "train", *, image_size: int | None = None,
-                   num_images: int | None = None, seed: int = SEED) -> ImageDataset:
+def make_synthetic(
+    split: str = "train",
+    *,
+    image_size: int | None = None,
+    num_images: int | None = None,
+    seed: int = SEED,
+) -> ImageDataset:
     """Draw the synthetic dataset's split.
 
     Args:
@@ -84,6 +92,11 @@ def make_synthetic(split: str = "train", *, image_size: int | None = None,
         pictures[idx] = shape(u, v) * brightness[idx]
     pixels = np.clip(pictures + noise, 0.0, 1.0) * 255
     images = torch.from_numpy(np.rint(pixels).astype(np.uint8)).unsqueeze(1)
-    return ImageDataset(images=images, labels=torch.from_numpy(labels.astype(np.int64)),
-                        class_names=list(CLASS_NAMES), name="synthetic", split=split,
-                        source=f"generated in code (seed {seed})")
+    return ImageDataset(
+        images=images,
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        class_names=list(CLASS_NAMES),
+        name="synthetic",
+        split=split,
+        source=f"generated in code (seed {seed})",
+    )

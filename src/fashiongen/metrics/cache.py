@@ -81,23 +81,32 @@ class ReferenceStats:
 
     def has_class_stats(self, ks: tuple[int, ...] = ()) -> bool:
         """Whether labels, class spreads and within-class radii for `ks` are all here."""
-        return self.labels is not None and self.class_spread is not None and all(
-            k in self.class_radii for k in ks)
+        return (
+            self.labels is not None
+            and self.class_spread is not None
+            and all(k in self.class_radii for k in ks)
+        )
 
-    def with_class_stats(self, labels: np.ndarray | torch.Tensor, ks: tuple[int, ...]
-                         ) -> ReferenceStats:
+    def with_class_stats(
+        self, labels: np.ndarray | torch.Tensor, ks: tuple[int, ...]
+    ) -> ReferenceStats:
         """A copy holding the per-class statistics of these features under `labels`."""
         labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
         class_radii, class_spread = class_reference(self.features, labels, ks)
         return replace(self, labels=labels, class_radii=class_radii, class_spread=class_spread)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"format": np.array(STATS_FORMAT), "dataset": np.array(self.dataset),
-                  "split": np.array(self.split),
-                  "featnet_fingerprint": np.array(self.featnet_fingerprint),
-                  "mu": self.mu, "cov": self.cov, "features": self.features,
-                  "metric_version": np.array(METRIC_VERSION),
-                  "laplacian": np.array(self.laplacian)}
+        arrays = {
+            "format": np.array(STATS_FORMAT),
+            "dataset": np.array(self.dataset),
+            "split": np.array(self.split),
+            "featnet_fingerprint": np.array(self.featnet_fingerprint),
+            "mu": self.mu,
+            "cov": self.cov,
+            "features": self.features,
+            "metric_version": np.array(METRIC_VERSION),
+            "laplacian": np.array(self.laplacian),
+        }
         arrays.update({f"radii_k{k}": v for k, v in self.radii.items()})
         if self.has_class_stats():
             arrays.update(labels=self.labels, class_spread=self.class_spread)
@@ -107,14 +116,25 @@ class ReferenceStats:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceStats:
         def by_k(prefix: str) -> dict[int, np.ndarray]:
-            return {int(key[len(prefix):]): value for key, value in arrays.items()
-                    if key.startswith(prefix)}
+            return {
+                int(key[len(prefix) :]): value
+                for key, value in arrays.items()
+                if key.startswith(prefix)
+            }
 
-        return cls(str(arrays["dataset"]), str(arrays["split"]),
-                   str(arrays["featnet_fingerprint"]), arrays["mu"], arrays["cov"],
-                   arrays["features"], by_k("radii_k"), float(arrays["laplacian"]),
-                   arrays.get("labels"),
-                   by_k("class_radii_k"), arrays.get("class_spread"))
+        return cls(
+            str(arrays["dataset"]),
+            str(arrays["split"]),
+            str(arrays["featnet_fingerprint"]),
+            arrays["mu"],
+            arrays["cov"],
+            arrays["features"],
+            by_k("radii_k"),
+            float(arrays["laplacian"]),
+            arrays.get("labels"),
+            by_k("class_radii_k"),
+            arrays.get("class_spread"),
+        )
 
 
 def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
@@ -123,9 +143,15 @@ def stats_path(dataset: str, split: str, featnet_fingerprint: str) -> Path:
     return stats_dir() / f"{stem}-{split}-{featnet_fingerprint}-m{METRIC_VERSION}.npz"
 
 
-def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: str,
-                            split: str, ks: tuple[int, ...] = (3, 5),
-                            labels: torch.Tensor | None = None) -> ReferenceStats:
+def compute_reference_stats(
+    images: torch.Tensor,
+    featnet: FeatNet,
+    *,
+    dataset: str,
+    split: str,
+    ks: tuple[int, ...] = (3, 5),
+    labels: torch.Tensor | None = None,
+) -> ReferenceStats:
     """Features, mean, covariance and k-NN radii of real uint8 images, and with `labels`
     (N,) the per-class statistics."""
     stats = FeatureStats(keep_features=True)
@@ -133,29 +159,43 @@ def compute_reference_stats(images: torch.Tensor, featnet: FeatNet, *, dataset: 
     mu, cov = stats.compute()
     features = stats.features
     radii = {k: r.numpy() for k, r in neighbour_radii(features, ks).items()}
-    ref = ReferenceStats(dataset, split, featnet.fingerprint(), mu, cov, features, radii,
-                         mean_abs_laplacian(images))
+    ref = ReferenceStats(
+        dataset, split, featnet.fingerprint(), mu, cov, features, radii, mean_abs_laplacian(images)
+    )
     return ref if labels is None else ref.with_class_stats(labels, ks)
 
 
-def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
-                         ks: tuple[int, ...] = ()) -> ReferenceStats | None:
+def load_reference_stats(
+    dataset: str, split: str, featnet_fingerprint: str, ks: tuple[int, ...] = ()
+) -> ReferenceStats | None:
     """Cached statistics if present, readable, of this key and holding radii for `ks`."""
     arrays = load_arrays(stats_path(dataset, split, featnet_fingerprint))
-    if arrays is None or str(arrays.get("format", "")) != STATS_FORMAT or \
-            int(arrays.get("metric_version", -1)) != METRIC_VERSION:
+    if (
+        arrays is None
+        or str(arrays.get("format", "")) != STATS_FORMAT
+        or int(arrays.get("metric_version", -1)) != METRIC_VERSION
+    ):
         return None
     try:
         ref = ReferenceStats.from_arrays(arrays)
     except KeyError:
         return None
-    key_ok = (ref.dataset, ref.split, ref.featnet_fingerprint) == (dataset, split,
-                                                                   featnet_fingerprint)
-    shapes_ok = ref.cov.shape == (ref.mu.size, ref.mu.size) and ref.features.ndim == 2 and all(
-        k in ref.radii and ref.radii[k].shape == (ref.count,) for k in ks)
-    class_ok = ref.has_class_stats() and ref.labels.shape == (ref.count,) and \
-        ref.class_spread.ndim == 1 and all(r.shape == (ref.count,)
-                                           for r in ref.class_radii.values())
+    key_ok = (ref.dataset, ref.split, ref.featnet_fingerprint) == (
+        dataset,
+        split,
+        featnet_fingerprint,
+    )
+    shapes_ok = (
+        ref.cov.shape == (ref.mu.size, ref.mu.size)
+        and ref.features.ndim == 2
+        and all(k in ref.radii and ref.radii[k].shape == (ref.count,) for k in ks)
+    )
+    class_ok = (
+        ref.has_class_stats()
+        and ref.labels.shape == (ref.count,)
+        and ref.class_spread.ndim == 1
+        and all(r.shape == (ref.count,) for r in ref.class_radii.values())
+    )
     if key_ok and shapes_ok and not class_ok:  # recomputed from the features when needed
         ref = replace(ref, labels=None, class_radii={}, class_spread=None)
     return ref if key_ok and shapes_ok else None
@@ -163,20 +203,22 @@ def load_reference_stats(dataset: str, split: str, featnet_fingerprint: str,
 
 def save_reference_stats(ref: ReferenceStats) -> Path:
     """Write `ref` to its cache file atomically."""
-    return save_arrays(stats_path(ref.dataset, ref.split, ref.featnet_fingerprint),
-                       ref.to_arrays())
+    return save_arrays(stats_path(ref.dataset, ref.split, ref.featnet_fingerprint), ref.to_arrays())
 
 
 def kid_sums_path(ref: ReferenceStats, seed: int, subsets: torch.Tensor) -> Path:
     """Cache file of KID's real-real kernel sums for one seed and subset shape."""
     count, size = subsets.shape
     stem = safe_name(ref.dataset, fallback="dataset")
-    return stats_dir() / (f"{stem}-{ref.split}-{ref.featnet_fingerprint}-m{METRIC_VERSION}-"
-                          f"kid-s{seed}-{count}x{size}.npz")
+    return stats_dir() / (
+        f"{stem}-{ref.split}-{ref.featnet_fingerprint}-m{METRIC_VERSION}-"
+        f"kid-s{seed}-{count}x{size}.npz"
+    )
 
 
-def reference_kid_sums(ref: ReferenceStats, subsets: torch.Tensor, seed: int, *,
-                       use_cache: bool = True) -> torch.Tensor:
+def reference_kid_sums(
+    ref: ReferenceStats, subsets: torch.Tensor, seed: int, *, use_cache: bool = True
+) -> torch.Tensor:
     """`within_kernel_sums` of the real features over `subsets` (drawn with `seed`), cached:
     a third of KID's work, the same for every sample set scored against `ref`."""
     path = kid_sums_path(ref, seed, subsets)
@@ -194,9 +236,13 @@ def memorisation_path(dataset: str, num_train: int) -> Path:
     return stats_dir() / f"{safe_name(dataset, fallback='dataset')}-memorisation-{num_train}.npz"
 
 
-def reference_copy_threshold(dataset: str, train: torch.Tensor,
-                             test: torch.Tensor | Callable[[], torch.Tensor], *,
-                             use_cache: bool = True) -> float:
+def reference_copy_threshold(
+    dataset: str,
+    train: torch.Tensor,
+    test: torch.Tensor | Callable[[], torch.Tensor],
+    *,
+    use_cache: bool = True,
+) -> float:
     """The copy threshold (1st percentile of real test-to-train distances), cached.
 
     Args:

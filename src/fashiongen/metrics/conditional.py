@@ -30,9 +30,16 @@ from fashiongen.metrics.neighbours import (
 )
 
 CLASS_DIVERSITY_KEYS = (
-    "per_class_recall", "per_class_coverage", "intra_class_spread", "per_class_recall_by_class",
-    "per_class_coverage_by_class", "intra_class_spread_by_class", "per_class_num_samples",
-    "per_class_num_real", "per_class_min_samples")
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+    "per_class_recall_by_class",
+    "per_class_coverage_by_class",
+    "intra_class_spread_by_class",
+    "per_class_num_samples",
+    "per_class_num_real",
+    "per_class_min_samples",
+)
 
 
 def _as_labels(labels: np.ndarray | torch.Tensor, count: int, what: str) -> torch.Tensor:
@@ -53,9 +60,13 @@ def min_class_samples(k_recall: int = 3, k_coverage: int = 5) -> int:
     return max(k_recall, k_coverage) + 1
 
 
-def class_reference(features: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-                    ks: tuple[int, ...] = (3, 5), *, num_classes: int = 0
-                    ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+def class_reference(
+    features: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    ks: tuple[int, ...] = (3, 5),
+    *,
+    num_classes: int = 0,
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Within-class k-NN radii and mean pairwise distances of real features.
 
     Args:
@@ -91,11 +102,18 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(scored)) if scored else None
 
 
-def class_diversity(real: np.ndarray | torch.Tensor, real_labels: np.ndarray | torch.Tensor,
-                    fake: np.ndarray | torch.Tensor, fake_labels: np.ndarray | torch.Tensor, *,
-                    num_classes: int = 0, k_recall: int = 3, k_coverage: int = 5,
-                    real_class_radii: dict[int, np.ndarray] | None = None,
-                    real_class_spread: np.ndarray | None = None) -> dict[str, Any]:
+def class_diversity(
+    real: np.ndarray | torch.Tensor,
+    real_labels: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    fake_labels: np.ndarray | torch.Tensor,
+    *,
+    num_classes: int = 0,
+    k_recall: int = 3,
+    k_coverage: int = 5,
+    real_class_radii: dict[int, np.ndarray] | None = None,
+    real_class_spread: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Per-class recall, per-class coverage and intra-class spread, per class and averaged.
 
     Args:
@@ -134,14 +152,28 @@ def class_diversity(real: np.ndarray | torch.Tensor, real_labels: np.ndarray | t
             spread.append(None)
             continue
         real_rows, fake_rows = real_labels == c, fake_labels == c
-        scores = neighbour_metrics(real[real_rows], fake[fake_rows], k_precision=k_recall,
-                                   k_density=k_coverage,
-                                   real_radii={k: r[real_rows] for k, r in class_radii.items()})
+        scores = neighbour_metrics(
+            real[real_rows],
+            fake[fake_rows],
+            k_precision=k_recall,
+            k_density=k_coverage,
+            real_radii={k: r[real_rows] for k, r in class_radii.items()},
+        )
         recall.append(scores["recall"])
         coverage.append(scores["coverage"])
         real_spread = float(real_class_spread[c]) if c < len(real_class_spread) else math.nan
-        spread.append(mean_pairwise_distance(fake[fake_rows]) / real_spread
-                      if real_spread > 0 else None)
-    values = (_mean(recall), _mean(coverage), _mean(spread), recall, coverage, spread,
-              num_fake, num_real, min_count)
+        spread.append(
+            mean_pairwise_distance(fake[fake_rows]) / real_spread if real_spread > 0 else None
+        )
+    values = (
+        _mean(recall),
+        _mean(coverage),
+        _mean(spread),
+        recall,
+        coverage,
+        spread,
+        num_fake,
+        num_real,
+        min_count,
+    )
     return dict(zip(CLASS_DIVERSITY_KEYS, values, strict=True))

@@ -59,9 +59,14 @@ def _load_split(dataset: str, split: str) -> torch.Tensor:
     return to_featnet_images(load_dataset(dataset, split).images)
 
 
-def reference_stats(dataset: str, split: str, featnet: FeatNet, *, use_cache: bool = True,
-                    ks: tuple[int, ...] = (K_PRECISION_RECALL, K_DENSITY_COVERAGE)
-                    ) -> ReferenceStats:
+def reference_stats(
+    dataset: str,
+    split: str,
+    featnet: FeatNet,
+    *,
+    use_cache: bool = True,
+    ks: tuple[int, ...] = (K_PRECISION_RECALL, K_DENSITY_COVERAGE),
+) -> ReferenceStats:
     """Real statistics of `dataset`/`split` under `featnet`, per class too, from the cache
     or computed (a cache file without the per-class statistics gains them)."""
     fingerprint = featnet.fingerprint()
@@ -72,16 +77,27 @@ def reference_stats(dataset: str, split: str, featnet: FeatNet, *, use_cache: bo
     if ref is not None and len(data.labels) == ref.count:
         ref = ref.with_class_stats(data.labels, ks)
     else:
-        ref = compute_reference_stats(to_featnet_images(data.images), featnet, dataset=dataset,
-                                      split=split, ks=ks, labels=data.labels)
+        ref = compute_reference_stats(
+            to_featnet_images(data.images),
+            featnet,
+            dataset=dataset,
+            split=split,
+            ks=ks,
+            labels=data.labels,
+        )
     if use_cache:
         save_reference_stats(ref)
     return ref
 
 
-def _class_diversity(real: ReferenceStats, features: torch.Tensor, logits: torch.Tensor,
-                     labels: torch.Tensor | None, class_names: list[str], notes: list[str]
-                     ) -> dict[str, Any]:
+def _class_diversity(
+    real: ReferenceStats,
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    class_names: list[str],
+    notes: list[str],
+) -> dict[str, Any]:
     """`class_diversity` of the samples (their requested classes, else the featnet's
     predictions) against the reference's labelled features, with notes on what was left out.
 
@@ -101,24 +117,39 @@ def _class_diversity(real: ReferenceStats, features: torch.Tensor, logits: torch
         notes.append(f"per-class metrics not computed: the {real.split} split has {what}")
         return dict.fromkeys(CLASS_DIVERSITY_KEYS)
     if labels is None:
-        notes.append("per-class metrics: each sample counts for the class the feature net "
-                     "predicts for it (no requested labels); real images for their own labels")
-    scores = class_diversity(real.features, real.labels, features,
-                             logits.argmax(1) if labels is None else labels,
-                             num_classes=len(class_names), k_recall=K_PRECISION_RECALL,
-                             k_coverage=K_DENSITY_COVERAGE, real_class_radii=real.class_radii,
-                             real_class_spread=real.class_spread)
+        notes.append(
+            "per-class metrics: each sample counts for the class the feature net "
+            "predicts for it (no requested labels); real images for their own labels"
+        )
+    scores = class_diversity(
+        real.features,
+        real.labels,
+        features,
+        logits.argmax(1) if labels is None else labels,
+        num_classes=len(class_names),
+        k_recall=K_PRECISION_RECALL,
+        k_coverage=K_DENSITY_COVERAGE,
+        real_class_radii=real.class_radii,
+        real_class_spread=real.class_spread,
+    )
     least = scores["per_class_min_samples"]
     left_out = []
-    for c, (n, r, value) in enumerate(zip(scores["per_class_num_samples"],
-                                          scores["per_class_num_real"],
-                                          scores["per_class_recall_by_class"], strict=True)):
+    for c, (n, r, value) in enumerate(
+        zip(
+            scores["per_class_num_samples"],
+            scores["per_class_num_real"],
+            scores["per_class_recall_by_class"],
+            strict=True,
+        )
+    ):
         name = class_names[c] if c < len(class_names) else str(c)
         if value is None:
             left_out.append(f"{name} ({n} samples)" if n < least else f"{name} ({r} real images)")
     if left_out:
-        notes.append(f"per-class metrics leave out classes with fewer than {least} samples or "
-                     f"real images: {', '.join(left_out)}")
+        notes.append(
+            f"per-class metrics leave out classes with fewer than {least} samples or "
+            f"real images: {', '.join(left_out)}"
+        )
     return scores
 
 
@@ -134,33 +165,53 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor | None) -> None:
         raise ConfigError("labels must be class indices >= 0")
 
 
-def _kid(features: torch.Tensor, real: ReferenceStats, num_subsets: int, subset_size: int,
-         seed: int, use_cache: bool) -> dict[str, Any]:
+def _kid(
+    features: torch.Tensor,
+    real: ReferenceStats,
+    num_subsets: int,
+    subset_size: int,
+    seed: int,
+    use_cache: bool,
+) -> dict[str, Any]:
     """KID's mean and spread over `num_subsets` subsets drawn with `seed` (the real subsets
     first, their kernel sums from the cache)."""
     generator = torch.Generator().manual_seed(seed)
     size = min(subset_size, len(features), real.count)
     real_subsets = kid_subsets(real.count, num_subsets, size, generator)
     within = reference_kid_sums(real, real_subsets, seed, use_cache=use_cache)
-    mean, std = kid(features, real.features, num_subsets, subset_size, generator=generator,
-                    subsets_b=real_subsets, within_b=within)
-    return {"kid_mean": mean, "kid_std": std,
-            "kid_subset_size": min(subset_size, len(features), real.count),
-            "kid_num_subsets": num_subsets}
+    mean, std = kid(
+        features,
+        real.features,
+        num_subsets,
+        subset_size,
+        generator=generator,
+        subsets_b=real_subsets,
+        within_b=within,
+    )
+    return {
+        "kid_mean": mean,
+        "kid_std": std,
+        "kid_subset_size": min(subset_size, len(features), real.count),
+        "kid_num_subsets": num_subsets,
+    }
 
 
 def _high_frequency(images: torch.Tensor, real: ReferenceStats) -> dict[str, float]:
     """The samples' mean absolute Laplacian, the real images', and their ratio."""
     value = mean_abs_laplacian(images)
-    return {"laplacian_mean_abs": value, "laplacian_mean_abs_real": real.laplacian,
-            "laplacian_ratio": value / real.laplacian if real.laplacian > 0 else None}
+    return {
+        "laplacian_mean_abs": value,
+        "laplacian_mean_abs_real": real.laplacian,
+        "laplacian_ratio": value / real.laplacian if real.laplacian > 0 else None,
+    }
 
 
 def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[str, Any]:
     """Nearest-training-image distances and the copy rate of featnet-shaped uint8 images."""
     train = _load_split(dataset, "train")
-    threshold = reference_copy_threshold(dataset, train, lambda: _load_split(dataset, "test"),
-                                         use_cache=use_cache)
+    threshold = reference_copy_threshold(
+        dataset, train, lambda: _load_split(dataset, "test"), use_cache=use_cache
+    )
     return memorisation_metrics(images, train, threshold)
 
 
@@ -177,13 +228,16 @@ class _Stopwatch:
         self._clock = now
 
 
-def _featnet_view(images: torch.Tensor, featnet: FeatNet, notes: list[str]
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+def _featnet_view(
+    images: torch.Tensor, featnet: FeatNet, notes: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """The samples as the featnet sees them (uint8 1x28x28 grey; a conversion is noted),
     their features and logits, and the features' float64 mean (D,) and covariance (D, D)."""
     if tuple(images.shape[1:]) != FEATNET_SHAPE:
-        notes.append(f"samples converted from {'x'.join(map(str, images.shape[1:]))} to 1x28x28 "
-                     "grey (luma, antialiased bilinear resize) for the featnet and memorisation")
+        notes.append(
+            f"samples converted from {'x'.join(map(str, images.shape[1:]))} to 1x28x28 "
+            "grey (luma, antialiased bilinear resize) for the featnet and memorisation"
+        )
     images = to_featnet_images(images.cpu())
     stats = FeatureStats(keep_features=True)
     features, logits = featnet.features_and_logits(images)
@@ -192,11 +246,19 @@ def _featnet_view(images: torch.Tensor, featnet: FeatNet, notes: list[str]
     return images, features, logits, mu, cov
 
 
-def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
-             dataset: str = "fashion-mnist", ref: str = "test", featnet: FeatNet | None = None,
-             num_kid_subsets: int = NUM_KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE,
-             use_memorisation: bool = True, use_cache: bool = True, seed: int = 0
-             ) -> dict[str, Any]:
+def evaluate(
+    images: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    dataset: str = "fashion-mnist",
+    ref: str = "test",
+    featnet: FeatNet | None = None,
+    num_kid_subsets: int = NUM_KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    use_memorisation: bool = True,
+    use_cache: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Score generated images against a dataset with every metric.
 
     Args:
@@ -239,8 +301,11 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
         "dataset": dataset,
         "ref": ref,
         "ref_count": real.count,
-        "featnet": {"name": featnet.name, "test_accuracy": featnet.test_accuracy,
-                    "fingerprint": featnet.fingerprint()},
+        "featnet": {
+            "name": featnet.name,
+            "test_accuracy": featnet.test_accuracy,
+            "fingerprint": featnet.fingerprint(),
+        },
         "metric": metric_record(featnet),
         "fid": fid(mu, cov, real.mu, real.cov),
     }
@@ -248,15 +313,25 @@ def evaluate(images: torch.Tensor, *, labels: torch.Tensor | None = None,
     lap("fid")
     result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed, use_cache))
     lap("kid")
-    result.update(neighbour_metrics(real.features, features, k_precision=K_PRECISION_RECALL,
-                                    k_density=K_DENSITY_COVERAGE, real_radii=real.radii))
+    result.update(
+        neighbour_metrics(
+            real.features,
+            features,
+            k_precision=K_PRECISION_RECALL,
+            k_density=K_DENSITY_COVERAGE,
+            real_radii=real.radii,
+        )
+    )
     lap("neighbours")
     result.update(class_metrics(logits, labels))
     result["class_names"] = list(featnet.class_names)
     lap("classes")
     result.update(_class_diversity(real, features, logits, labels, result["class_names"], notes))
     lap("per_class")
-    result.update(_memorisation(images, dataset, use_cache) if use_memorisation else
-                  dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None))
+    result.update(
+        _memorisation(images, dataset, use_cache)
+        if use_memorisation
+        else dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None)
+    )
     lap("memorisation")
     return {**result, "notes": notes, "seconds": stopwatch.seconds}

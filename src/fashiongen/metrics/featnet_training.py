@@ -48,14 +48,15 @@ MIN_TEXTURE_STD = 1e-6  # a statistic constant over the training split (a dead c
 
 
 @torch.no_grad()
-def texture_statistics(model: FeatNet, images: torch.Tensor, *, batch_size: int = BATCH_SIZE
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def texture_statistics(
+    model: FeatNet, images: torch.Tensor, *, batch_size: int = BATCH_SIZE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, C, H, W) -> float64 semantic features (N, feature_dim) and raw texture
     statistics (N, texture_dim), unstandardised."""
     model.eval()
     semantic, texture = [], []
     for start in range(0, len(images), batch_size):
-        x = to_featnet_input(images[start:start + batch_size])
+        x = to_featnet_input(images[start : start + batch_size])
         s, t = model.semantic_and_texture(x.contiguous(memory_format=torch.channels_last))
         semantic.append(s.double())
         texture.append(t.double())
@@ -99,10 +100,20 @@ def accuracy(model: FeatNet, images: torch.Tensor, labels: torch.Tensor) -> floa
     return float((predicted == labels.cpu()).float().mean())
 
 
-def fit_featnet(train_images: torch.Tensor, train_labels: torch.Tensor, *, num_classes: int,
-                epochs: int, seed: int, batch_size: int = 128, max_lr: float = 0.1,
-                use_flips: bool = True, feature_dim: int = FEATURE_DIM,
-                widths: Sequence[int] = WIDTHS, log: Callable[[str], None] = print) -> FeatNet:
+def fit_featnet(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    *,
+    num_classes: int,
+    epochs: int,
+    seed: int,
+    batch_size: int = 128,
+    max_lr: float = 0.1,
+    use_flips: bool = True,
+    feature_dim: int = FEATURE_DIM,
+    widths: Sequence[int] = WIDTHS,
+    log: Callable[[str], None] = print,
+) -> FeatNet:
     """Train a FeatNet on uint8 (N, C, H, W) images; deterministic given `seed` on one device.
 
     Returns the model in eval mode, its texture standardisation still the identity (see
@@ -116,22 +127,27 @@ def fit_featnet(train_images: torch.Tensor, train_labels: torch.Tensor, *, num_c
     x_all = to_featnet_input(train_images)
     y_all = train_labels.long()
     model = FeatNet(num_classes, feature_dim=feature_dim, widths=widths).to(
-        memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=MOMENTUM,
-                                nesterov=True, weight_decay=WEIGHT_DECAY)
+        memory_format=torch.channels_last
+    )
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=max_lr, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY
+    )
     steps_per_epoch = max(1, len(x_all) // batch_size)  # drop the ragged last batch (BN)
     # OneCycleLR needs >= 1 step in each phase; tiny runs get a longer warm-up share
     total_steps = max(MIN_SCHEDULE_STEPS, epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=total_steps,
-        pct_start=max(WARMUP_SHARE, 2 / total_steps))
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=max(WARMUP_SHARE, 2 / total_steps),
+    )
     model.train()
     start = time.time()
     for epoch in range(epochs):
         order = torch.randperm(len(x_all), generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):
-            idx = order[step * batch_size:(step + 1) * batch_size]
+            idx = order[step * batch_size : (step + 1) * batch_size]
             x = augment(x_all[idx], generator, use_flips=use_flips)
             x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
@@ -143,17 +159,25 @@ def fit_featnet(train_images: torch.Tensor, train_labels: torch.Tensor, *, num_c
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y_all[idx]).sum())
             seen += len(idx)
-        log(f"epoch {epoch + 1}/{epochs}: loss {total_loss / seen:.4f}, "
-            f"train acc {correct / seen:.4f}, {time.time() - start:.0f} s")
+        log(
+            f"epoch {epoch + 1}/{epochs}: loss {total_loss / seen:.4f}, "
+            f"train acc {correct / seen:.4f}, {time.time() - start:.0f} s"
+        )
     return model.eval()
 
 
-
-
-def train_featnet(dataset_name: str = "fashion-mnist", *, epochs: int = 12, seed: int = 0,
-                  out_path: str | Path | None = None, use_flips: bool | None = None,
-                  feature_dim: int = FEATURE_DIM, widths: Sequence[int] = WIDTHS,
-                  command: str | None = None, log: Callable[[str], None] = print) -> FeatNet:
+def train_featnet(
+    dataset_name: str = "fashion-mnist",
+    *,
+    epochs: int = 12,
+    seed: int = 0,
+    out_path: str | Path | None = None,
+    use_flips: bool | None = None,
+    feature_dim: int = FEATURE_DIM,
+    widths: Sequence[int] = WIDTHS,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> FeatNet:
     """Train a featnet on any dataset `fashiongen.data.load_dataset` accepts, and save it.
 
     Images are converted to 1x28x28 grey (`to_featnet_input`). The texture statistics are
@@ -172,25 +196,52 @@ def train_featnet(dataset_name: str = "fashion-mnist", *, epochs: int = 12, seed
         command: recorded in the file's metadata (defaults to this process's argv).
         log: receives one progress line per epoch.
     """
-    return train_featnet_on(load_dataset(dataset_name, "train"), load_dataset(dataset_name, "test"),
-                            dataset_name=dataset_name, epochs=epochs, seed=seed,
-                            out_path=out_path, use_flips=use_flips, feature_dim=feature_dim,
-                            widths=widths, command=command, log=log)
+    return train_featnet_on(
+        load_dataset(dataset_name, "train"),
+        load_dataset(dataset_name, "test"),
+        dataset_name=dataset_name,
+        epochs=epochs,
+        seed=seed,
+        out_path=out_path,
+        use_flips=use_flips,
+        feature_dim=feature_dim,
+        widths=widths,
+        command=command,
+        log=log,
+    )
 
 
-def train_featnet_on(train: Any, test: Any, *, dataset_name: str, epochs: int, seed: int,
-                     out_path: str | Path | None = None, use_flips: bool | None = None,
-                     feature_dim: int = FEATURE_DIM, widths: Sequence[int] = WIDTHS,
-                     command: str | None = None, note: str | None = None,
-                     log: Callable[[str], None] = print) -> FeatNet:
+def train_featnet_on(
+    train: Any,
+    test: Any,
+    *,
+    dataset_name: str,
+    epochs: int,
+    seed: int,
+    out_path: str | Path | None = None,
+    use_flips: bool | None = None,
+    feature_dim: int = FEATURE_DIM,
+    widths: Sequence[int] = WIDTHS,
+    command: str | None = None,
+    note: str | None = None,
+    log: Callable[[str], None] = print,
+) -> FeatNet:
     """`train_featnet` on loaded datasets (`.images`, `.labels`, `.class_names`, `.name`)."""
     num_classes = len(train.class_names)
     if use_flips is None:
         use_flips = str(dataset_name).lower() not in NO_FLIP_DATASETS
     started = time.time()
-    model = fit_featnet(train.images, train.labels, num_classes=num_classes, epochs=epochs,
-                        seed=seed, use_flips=use_flips, feature_dim=feature_dim,
-                        widths=widths, log=log)
+    model = fit_featnet(
+        train.images,
+        train.labels,
+        num_classes=num_classes,
+        epochs=epochs,
+        seed=seed,
+        use_flips=use_flips,
+        feature_dim=feature_dim,
+        widths=widths,
+        log=log,
+    )
     fit_texture_standardisation(model, train.images)
     train_seconds = time.time() - started
     test_accuracy = accuracy(model, test.images, test.labels)
@@ -213,8 +264,9 @@ def train_featnet_on(train: Any, test: Any, *, dataset_name: str, epochs: int, s
     model.name = train.name
     model.class_names = list(train.class_names)
     model.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    out = Path(out_path) if out_path else cache_root() / "featnets" / featnet_file_name(
-        dataset_name)
+    out = (
+        Path(out_path) if out_path else cache_root() / "featnets" / featnet_file_name(dataset_name)
+    )
     save_featnet(out, model, metadata)
     log(f"saved {out}")
     return model

@@ -25,6 +25,6 @@ def mean_abs_laplacian(images: torch.Tensor) -> float:
         raise ValueError("mean_abs_laplacian needs at least one image")
     total = 0.0
     for start in range(0, len(images), BATCH_SIZE):
-        x = images[start:start + BATCH_SIZE].float().div_(255)
+        x = images[start : start + BATCH_SIZE].float().div_(255)
         total += float(F.conv2d(x, LAPLACIAN, padding=1).abs().sum(dtype=torch.float64))
     return total / images.numel()

@@ -38,25 +38,26 @@ def nearest_train_distances(samples: torch.Tensor, train: torch.Tensor) -> np.nd
         float64 (N,).
     """
     if samples.shape[1:] != train.shape[1:]:
-        raise ValueError(f"sample shape {tuple(samples.shape[1:])} != training image shape "
-                         f"{tuple(train.shape[1:])}")
+        raise ValueError(
+            f"sample shape {tuple(samples.shape[1:])} != training image shape "
+            f"{tuple(train.shape[1:])}"
+        )
     a, b = _flat_unit(samples), _flat_unit(train)
     b_sq = (b * b).sum(1)
     num_candidates = min(NUM_CANDIDATES, len(b))
     rows_per_chunk = max(1, CHUNK_ELEMENTS // max(1, len(b)))
     out = np.empty(len(a), dtype=np.float64)
     for start in range(0, len(a), rows_per_chunk):
-        chunk = a[start:start + rows_per_chunk]
+        chunk = a[start : start + rows_per_chunk]
         approx = b_sq[None, :] - 2 * chunk @ b.T  # ||a - b||^2 - ||a||^2
         candidates = approx.topk(num_candidates, dim=1, largest=False).indices
         diff = chunk.double()[:, None, :] - b[candidates].double()  # (rows, candidates, pixels)
         exact = diff.pow_(2).sum(-1).min(1).values.sqrt_()
-        out[start:start + len(chunk)] = exact.numpy()
+        out[start : start + len(chunk)] = exact.numpy()
     return out
 
 
-def copy_threshold(reference_distances: np.ndarray, percentile: float = COPY_PERCENTILE
-                   ) -> float:
+def copy_threshold(reference_distances: np.ndarray, percentile: float = COPY_PERCENTILE) -> float:
     """The `percentile`-th percentile of real held-out-to-train nearest distances."""
     return float(np.percentile(np.asarray(reference_distances, dtype=np.float64), percentile))
 

@@ -21,12 +21,18 @@ METRIC_DEFINITION = (
     "(t - mean_train) / std_train * sqrt(tr Cov_train(semantic) / dim t)] where t holds each "
     "channel's spatial mean and standard deviation after conv blocks 1 and 2 (28 and 14 px), "
     "the texture statistics; "
-    "FID, KID, precision/recall, density/coverage and per-class metrics in this space")
+    "FID, KID, precision/recall, density/coverage and per-class metrics in this space"
+)
 
 
 def metric_record(featnet: FeatNet) -> dict[str, Any]:
     """The JSON description of the metric space under `featnet`."""
-    return {"name": METRIC_NAME, "version": METRIC_VERSION, "definition": METRIC_DEFINITION,
-            "semantic_dim": featnet.feature_dim, "texture_dim": featnet.texture_dim,
-            "texture_blocks": list(TEXTURE_BLOCKS),
-            "texture_scale": round(float(featnet.texture_scale), 6)}
+    return {
+        "name": METRIC_NAME,
+        "version": METRIC_VERSION,
+        "definition": METRIC_DEFINITION,
+        "semantic_dim": featnet.feature_dim,
+        "texture_dim": featnet.texture_dim,
+        "texture_blocks": list(TEXTURE_BLOCKS),
+        "texture_scale": round(float(featnet.texture_scale), 6),
+    }

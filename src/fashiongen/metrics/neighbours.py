@@ -77,9 +77,13 @@ def _share_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tens
     return float(inside.double().mean())
 
 
-def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
-                     k: int = 3, *, real_radii: np.ndarray | torch.Tensor | None = None
-                     ) -> tuple[float, float]:
+def precision_recall(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    k: int = 3,
+    *,
+    real_radii: np.ndarray | torch.Tensor | None = None,
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al., arXiv 1904.06991, eq. 1-2).
 
     Args:
@@ -92,16 +96,23 @@ def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
         (precision, recall), each in [0, 1].
     """
     real, fake = as_features(real), as_features(fake)
-    radii = kth_neighbour_distances(real, k) if real_radii is None else torch.as_tensor(
-        real_radii).float()
+    radii = (
+        kth_neighbour_distances(real, k)
+        if real_radii is None
+        else torch.as_tensor(real_radii).float()
+    )
     precision = _share_inside(fake, real, radii)
     recall = _share_inside(real, fake, kth_neighbour_distances(fake, k))
     return precision, recall
 
 
-def density_coverage(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
-                     k: int = 5, *, real_radii: np.ndarray | torch.Tensor | None = None
-                     ) -> tuple[float, float]:
+def density_coverage(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    k: int = 5,
+    *,
+    real_radii: np.ndarray | torch.Tensor | None = None,
+) -> tuple[float, float]:
     """Density and coverage (Naeem et al., arXiv 2002.09797, eq. 3-4; balls open, <).
 
     Args:
@@ -114,8 +125,11 @@ def density_coverage(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
         (density, coverage); density is about 1 for matching sets, coverage in [0, 1].
     """
     real, fake = as_features(real), as_features(fake)
-    radii = kth_neighbour_distances(real, k) if real_radii is None else torch.as_tensor(
-        real_radii).float()
+    radii = (
+        kth_neighbour_distances(real, k)
+        if real_radii is None
+        else torch.as_tensor(real_radii).float()
+    )
     balls_per_fake = 0.0
     for _, d in distance_chunks(fake, real):
         balls_per_fake += float((d < radii[None, :]).sum())
@@ -127,10 +141,14 @@ def density_coverage(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     return density, coverage
 
 
-def neighbour_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *,
-                      k_precision: int = 3, k_density: int = 5,
-                      real_radii: dict[int, np.ndarray | torch.Tensor] | None = None
-                      ) -> dict[str, float]:
+def neighbour_metrics(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    *,
+    k_precision: int = 3,
+    k_density: int = 5,
+    real_radii: dict[int, np.ndarray | torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Precision, recall, density and coverage in one pass over fake-to-real distances.
 
     Equals `precision_recall(real, fake, k_precision)` and `density_coverage(real, fake,
@@ -150,8 +168,10 @@ def neighbour_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.
     """
     real, fake = as_features(real), as_features(fake)
     radii = dict(real_radii or {})
-    radii_pr, radii_dc = (torch.as_tensor(radii[k]).float() if k in radii
-                          else kth_neighbour_distances(real, k) for k in (k_precision, k_density))
+    radii_pr, radii_dc = (
+        torch.as_tensor(radii[k]).float() if k in radii else kth_neighbour_distances(real, k)
+        for k in (k_precision, k_density)
+    )
     fake_radii = kth_neighbour_distances(fake, k_precision)
     fake_inside = torch.zeros(len(fake), dtype=torch.bool)
     real_inside = torch.zeros(len(real), dtype=torch.bool)

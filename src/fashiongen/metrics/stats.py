@@ -128,13 +128,15 @@ def _off_diagonal_sum(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.sum(dtype=torch.float64) - kernel.diagonal().sum(dtype=torch.float64)
 
 
-def kid_subsets(num_rows: int, num_subsets: int, subset_size: int,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def kid_subsets(
+    num_rows: int, num_subsets: int, subset_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Row indices (num_subsets, subset_size) of KID's subsets, each drawn without
     replacement; `subset_size` capped at `num_rows`."""
     size = min(subset_size, num_rows)
-    return torch.stack([torch.randperm(num_rows, generator=generator)[:size]
-                        for _ in range(num_subsets)])
+    return torch.stack(
+        [torch.randperm(num_rows, generator=generator)[:size] for _ in range(num_subsets)]
+    )
 
 
 def within_kernel_sums(features: ArrayLike, subsets: torch.Tensor) -> torch.Tensor:
@@ -151,10 +153,16 @@ def within_kernel_sums(features: ArrayLike, subsets: torch.Tensor) -> torch.Tens
     return sums
 
 
-def kid(feats_a: ArrayLike, feats_b: ArrayLike, num_subsets: int = 100,
-        subset_size: int = 1000, *, generator: torch.Generator | None = None,
-        subsets_b: torch.Tensor | None = None, within_b: torch.Tensor | None = None
-        ) -> tuple[float, float]:
+def kid(
+    feats_a: ArrayLike,
+    feats_b: ArrayLike,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    *,
+    generator: torch.Generator | None = None,
+    subsets_b: torch.Tensor | None = None,
+    within_b: torch.Tensor | None = None,
+) -> tuple[float, float]:
     """Kernel inception distance: unbiased MMD^2, cubic kernel, over random subsets.
 
     Bińkowski et al. (arXiv 1801.01401), eq. 4 with k(x, y) = (x.y / d + 1)^3. Each subset

@@ -63,8 +63,10 @@ class AdversarialConfig(ModelConfig):
         require(1 <= self.reg_every_n_steps <= 1000, "model.reg_every_n_steps must lie in 1..1000")
         require(0 < self.r_gamma_final_ratio <= 1, "model.r_gamma_final_ratio must lie in (0, 1]")
         require(self.r_gamma_decay_steps >= 0, "model.r_gamma_decay_steps must be >= 0")
-        require(self.label_smoothing == 0 or self.loss == "non_saturating",
-                "model.label_smoothing applies to the non_saturating loss only")
+        require(
+            self.label_smoothing == 0 or self.loss == "non_saturating",
+            "model.label_smoothing applies to the non_saturating loss only",
+        )
 
     def penalty_weights(self, d_step: int) -> tuple[float, float]:
         """(R1, R2) weights at D step `d_step` (0-based), lazy scaling included; (0, 0) at the
@@ -76,19 +78,24 @@ class AdversarialConfig(ModelConfig):
         return self.r1_gamma * scale, self.r2_gamma * scale
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                       loss: AdversarialLoss, label_smoothing: float) -> torch.Tensor:
+def discriminator_loss(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    loss: AdversarialLoss,
+    label_smoothing: float,
+) -> torch.Tensor:
     if loss == "relativistic":
         return F.softplus(fake_logits - real_logits).mean()
     if loss == "hinge":
         return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(
-                real_logits, 1.0 - label_smoothing))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.full_like(real_logits, 1.0 - label_smoothing)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
-def generator_loss(fake_logits: torch.Tensor, loss: AdversarialLoss,
-                   real_logits: torch.Tensor | None = None) -> torch.Tensor:
+def generator_loss(
+    fake_logits: torch.Tensor, loss: AdversarialLoss, real_logits: torch.Tensor | None = None
+) -> torch.Tensor:
     """`real_logits` (D's scores of the paired real images, no gradient needed) only for the
     relativistic loss."""
     if loss == "relativistic":
@@ -107,12 +114,19 @@ def gradient_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor
     return grad.square().flatten(1).sum(1)
 
 
-def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.Tensor,
-                     labels: torch.Tensor | None, z: torch.Tensor,
-                     optimizers: dict[str, torch.optim.Optimizer], *,
-                     loss: AdversarialLoss = "non_saturating",
-                     label_smoothing: float = 0.0,
-                     r1_weight: float = 0.0, r2_weight: float = 0.0) -> dict[str, float]:
+def adversarial_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    z: torch.Tensor,
+    optimizers: dict[str, torch.optim.Optimizer],
+    *,
+    loss: AdversarialLoss = "non_saturating",
+    label_smoothing: float = 0.0,
+    r1_weight: float = 0.0,
+    r2_weight: float = 0.0,
+) -> dict[str, float]:
     """One D update then one G update with `loss`; returns the losses.
 
     Real and fake images go through D in one batch (D has no batch norm); D's parameters
@@ -157,7 +171,9 @@ def adversarial_step(generator: nn.Module, discriminator: nn.Module, x0: torch.T
         "g_loss": g_loss.item(),
         "d_real": torch.sigmoid(real_logits).mean().item(),
         "d_fake_accuracy": (fake_logits < (real_logits if loss == "relativistic" else 0))
-        .float().mean().item(),
+        .float()
+        .mean()
+        .item(),
         **losses,
     }
 
@@ -177,9 +193,16 @@ class DiscriminatorReversion(nn.Module):
 
     STEP, STREAK, COOLDOWN, NUM_REVERSIONS = range(4)
 
-    def __init__(self, discriminator: nn.Module, *, every_n_steps: int,
-                 trigger: Literal["fake_accuracy", "d_loss"], threshold: float,
-                 patience: int, cooldown: int) -> None:
+    def __init__(
+        self,
+        discriminator: nn.Module,
+        *,
+        every_n_steps: int,
+        trigger: Literal["fake_accuracy", "d_loss"],
+        threshold: float,
+        patience: int,
+        cooldown: int,
+    ) -> None:
         super().__init__()
         self.snapshot = copy.deepcopy(discriminator).requires_grad_(False)
         self.every_n_steps = every_n_steps
@@ -236,25 +259,41 @@ class AdversarialFamily(Family):
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
-            return torch.optim.Adam(module.parameters(), lr=lr, betas=train_cfg.betas,
-                                    weight_decay=train_cfg.weight_decay, foreach=True)
+            return torch.optim.Adam(
+                module.parameters(),
+                lr=lr,
+                betas=train_cfg.betas,
+                weight_decay=train_cfg.weight_decay,
+                foreach=True,
+            )
 
-        return {"generator": adam(self.generator, train_cfg.lr),
-                "discriminator": adam(self.discriminator, train_cfg.lr * self.config.d_lr_scale)}
+        return {
+            "generator": adam(self.generator, train_cfg.lr),
+            "discriminator": adam(self.discriminator, train_cfg.lr * self.config.d_lr_scale),
+        }
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         """One D update then one G update: d_loss, g_loss, d_real, d_fake_accuracy (and
         event_d_reversion, 1 at a step where D was reverted)."""
         x0, labels = batch
         z = torch.randn(x0.shape[0], self.config.latent_dim, device=x0.device)
         r1_weight, r2_weight = self.config.penalty_weights(
-            optimizer_step_count(optimizers["discriminator"]))
-        losses = adversarial_step(self.generator, self.discriminator, x0,
-                                  self.batch_labels(labels), z, optimizers,
-                                  loss=self.config.loss,
-                                  label_smoothing=self.config.label_smoothing,
-                                  r1_weight=r1_weight, r2_weight=r2_weight)
+            optimizer_step_count(optimizers["discriminator"])
+        )
+        losses = adversarial_step(
+            self.generator,
+            self.discriminator,
+            x0,
+            self.batch_labels(labels),
+            z,
+            optimizers,
+            loss=self.config.loss,
+            label_smoothing=self.config.label_smoothing,
+            r1_weight=r1_weight,
+            r2_weight=r2_weight,
+        )
         if self.config.r1_gamma or self.config.r2_gamma:
             # k x the penalty at the regularised steps and 0 between: a logged window's mean
             # is then the mean penalty, and every step reports the same keys.
@@ -268,7 +307,8 @@ class AdversarialFamily(Family):
     def latent_shape(self) -> tuple[int, ...]:
         return (self.config.latent_dim,)
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              **_: object) -> torch.Tensor:
+    def generate_from_latents(
+        self, z: torch.Tensor, *, labels: torch.Tensor | None = None, **_: object
+    ) -> torch.Tensor:
         """One generator pass; sampler settings do not apply."""
         return self.generator(z, labels)

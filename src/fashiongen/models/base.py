@@ -74,8 +74,9 @@ class Trainable(Protocol):
         """The optimizers `train_step` steps, keyed by name (saved and resumed by the loop)."""
         ...
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         """One full optimisation step (a GAN's D and G updates included); returns losses
         (`event_` keys: see the glossary)."""
         ...
@@ -119,17 +120,27 @@ class Samplable(Protocol):
         """Shape of one latent code (without the batch dimension)."""
         ...
 
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """(num_samples, C, H, W) float in [-1, 1]; `labels` only for conditional models."""
         ...
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              generator: torch.Generator | None = None,
-                              sampling: SampleConfig | None = None,
-                              callback: Callback | None = None) -> torch.Tensor:
+    def generate_from_latents(
+        self,
+        z: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] from latents z (B, *latent_shape)."""
         ...
 
@@ -145,8 +156,12 @@ class Samplable(Protocol):
         """Gaussian noise from `generator`, on the model's device."""
         ...
 
-    def check_labels(self, num_samples: int, labels: torch.Tensor | None,
-                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+    def check_labels(
+        self,
+        num_samples: int,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | None:
         """Validated labels (drawn uniformly when None and conditional)."""
         ...
 
@@ -160,8 +175,9 @@ class GenerativeModel(Trainable, Samplable, Protocol):
 class Autoencoder(Protocol):
     """A family with an encoder and a decoder over a flat latent (the VAE)."""
 
-    def encode(self, x0: torch.Tensor, labels: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x0: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters of x0 (B, C, H, W) in [-1, 1]: mu, logvar (B, latent_dim)."""
         ...
 
@@ -169,8 +185,7 @@ class Autoencoder(Protocol):
         """Mean images (B, C, H, W) in [-1, 1] of codes z (B, latent_dim)."""
         ...
 
-    def reconstruct(self, x0: torch.Tensor, labels: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+    def reconstruct(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] decoded from their posterior means."""
         ...
 
@@ -190,15 +205,26 @@ class Diffusion(Protocol):
         """The largest t the network is trained on."""
         ...
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                guidance_scale: float = 1.0) -> torch.Tensor:
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
         """The x0 prediction (B, C, H, W) in [-1, 1] for x_t at steps t (B,)."""
         ...
 
-    def refine(self, x0_draft: torch.Tensor, t_start: int, *,
-               labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               sampling: SampleConfig | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
+    def refine(
+        self,
+        x0_draft: torch.Tensor,
+        t_start: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Noise a draft to x_{t_start}, then sample from t_start (SDEdit)."""
         ...
 
@@ -258,18 +284,29 @@ class Family(nn.Module):
         """Shape of one latent code (without the batch dimension)."""
         raise NotImplementedError
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              generator: torch.Generator | None = None,
-                              sampling: SampleConfig | None = None,
-                              callback: Callback | None = None) -> torch.Tensor:
+    def generate_from_latents(
+        self,
+        z: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] from latents z (B, *latent_shape); called in eval
         mode without gradients. `generator` feeds any further noise (diffusion samplers)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """(num_samples, C, H, W) float in [-1, 1]: latents from `generator`, decoded.
 
         Args:
@@ -284,8 +321,9 @@ class Family(nn.Module):
         z = self.randn(num_samples, *self.latent_shape, generator=generator)
         # `sample.precision` / `--precision`: bf16 autocast of the networks (fashiongen.precision)
         with eval_mode(self), precision.sampling_autocast(self, sampling):
-            x0 = self.generate_from_latents(z, labels=labels, generator=generator,
-                                            sampling=sampling, callback=callback)
+            x0 = self.generate_from_latents(
+                z, labels=labels, generator=generator, sampling=sampling, callback=callback
+            )
         return x0.float().clamp(-1, 1)
 
     def finish_training(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -329,8 +367,12 @@ class Family(nn.Module):
         gen_device = generator.device if generator is not None else torch.device("cpu")
         return torch.randn(*shape, generator=generator, device=gen_device).to(self.device)
 
-    def check_labels(self, num_samples: int, labels: torch.Tensor | None,
-                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+    def check_labels(
+        self,
+        num_samples: int,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | None:
         """Validate requested labels; a conditional model given none draws them uniformly."""
         if not self.num_classes:
             if labels is not None:
@@ -338,8 +380,9 @@ class Family(nn.Module):
             return None
         if labels is None:
             gen_device = generator.device if generator is not None else torch.device("cpu")
-            labels = torch.randint(self.num_classes, (num_samples,), generator=generator,
-                                   device=gen_device)
+            labels = torch.randint(
+                self.num_classes, (num_samples,), generator=generator, device=gen_device
+            )
         labels = torch.as_tensor(labels, dtype=torch.long).flatten()
         if labels.numel() != num_samples:
             raise ConfigError(f"got {labels.numel()} labels for {num_samples} samples")

@@ -53,13 +53,23 @@ class DCGAN(AdversarialFamily):
 
     def __init__(self, config: DCGANConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
-        self.generator = ConvGenerator(image_shape, config.latent_dim, config.g_width,
-                                       config.num_classes, config.g_extra_convs)
-        self.discriminator = ConvDiscriminator(image_shape, config.d_width, config.dropout,
-                                               config.num_classes, config.use_spectral_norm,
-                                               config.use_minibatch_std)
+        self.generator = ConvGenerator(
+            image_shape, config.latent_dim, config.g_width, config.num_classes, config.g_extra_convs
+        )
+        self.discriminator = ConvDiscriminator(
+            image_shape,
+            config.d_width,
+            config.dropout,
+            config.num_classes,
+            config.use_spectral_norm,
+            config.use_minibatch_std,
+        )
         if config.d_reversion:
             self.reversion = DiscriminatorReversion(
-                self.discriminator, every_n_steps=config.d_snapshot_every_n_steps,
-                trigger=config.d_reversion_trigger, threshold=config.d_reversion_threshold,
-                patience=config.d_reversion_patience, cooldown=config.d_reversion_cooldown)
+                self.discriminator,
+                every_n_steps=config.d_snapshot_every_n_steps,
+                trigger=config.d_reversion_trigger,
+                threshold=config.d_reversion_threshold,
+                patience=config.d_reversion_patience,
+                cooldown=config.d_reversion_cooldown,
+            )

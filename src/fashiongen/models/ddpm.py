@@ -50,14 +50,18 @@ class DDPMConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_train_timesteps >= 2, "model.num_train_timesteps must be >= 2")
-        require(self.t_max is None or 0 <= self.t_max < self.num_train_timesteps,
-                "model.t_max must lie in 0..num_train_timesteps-1")
+        require(
+            self.t_max is None or 0 <= self.t_max < self.num_train_timesteps,
+            "model.t_max must lie in 0..num_train_timesteps-1",
+        )
         require(self.base_width >= 1, "model.base_width must be >= 1")
         require(1 <= self.num_levels <= MAX_LEVELS, f"model.num_levels must be in 1..{MAX_LEVELS}")
         require(self.num_res_blocks >= 1, "model.num_res_blocks must be >= 1")
         require(0 <= self.cond_drop_prob < 1, "model.cond_drop_prob must lie in [0, 1)")
-        require(all(0 <= b < 1 for b in self.optimizer_betas),
-                "model.optimizer_betas must lie in [0, 1)")
+        require(
+            all(0 <= b < 1 for b in self.optimizer_betas),
+            "model.optimizer_betas must lie in [0, 1)",
+        )
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -74,9 +78,14 @@ class DDPM(Family):
         if not isinstance(config, DDPMConfig):
             raise ConfigError(f"the ddpm family needs a DDPMConfig, got {type(config).__name__}")
         super().__init__(config, image_shape)
-        self.net = UNet(image_shape[0], config.widths, num_res_blocks=config.num_res_blocks,
-                        use_attention=config.use_attention, use_unshuffle=config.use_unshuffle,
-                        num_classes=config.num_classes)
+        self.net = UNet(
+            image_shape[0],
+            config.widths,
+            num_res_blocks=config.num_res_blocks,
+            use_attention=config.use_attention,
+            use_unshuffle=config.use_unshuffle,
+            num_classes=config.num_classes,
+        )
         self.schedule = NoiseSchedule(config.schedule, config.num_train_timesteps)
 
     @property
@@ -93,9 +102,16 @@ class DDPM(Family):
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         fused = self.device.type in ("cuda", "cpu")
-        return {"net": torch.optim.AdamW(
-            self.net.parameters(), lr=train_cfg.lr, betas=self.config.optimizer_betas,
-            weight_decay=train_cfg.weight_decay, fused=fused, foreach=None if fused else True)}
+        return {
+            "net": torch.optim.AdamW(
+                self.net.parameters(),
+                lr=train_cfg.lr,
+                betas=self.config.optimizer_betas,
+                weight_decay=train_cfg.weight_decay,
+                fused=fused,
+                foreach=None if fused else True,
+            )
+        }
 
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """MSE between the network output and its target at uniformly drawn t <= max_timestep."""
@@ -108,8 +124,9 @@ class DDPM(Family):
         output = self.net(x_t, t, labels)
         return F.mse_loss(output.float(), self.schedule.target(x0, eps, t, self.config.prediction))
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         x0, labels = batch
         optimizer = optimizers["net"]
         loss = self.loss(x0, self.batch_labels(labels))
@@ -121,8 +138,13 @@ class DDPM(Family):
 
     # ------------------------------------------------------------------ sampling
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                guidance_scale: float = 1.0) -> torch.Tensor:
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
         """The x0 prediction, clamped to [-1, 1] (Ho et al.'s clipping), for x_t at steps t.
 
         Args:
@@ -141,22 +163,38 @@ class DDPM(Family):
             output = self.net(x_t, t, labels).float()
         else:
             null = torch.full_like(labels, self.net.null_label)
-            cond, uncond = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                    torch.cat([labels, null])).float().chunk(2)
+            cond, uncond = (
+                self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))
+                .float()
+                .chunk(2)
+            )
             output = uncond + guidance_scale * (cond - uncond)
         return self.schedule.to_x0(x_t, t, output, self.config.prediction).clamp(-1, 1)
 
-    def _run_sampler(self, x_start: torch.Tensor, t_start: int, labels: torch.Tensor | None,
-                     generator: torch.Generator | None, sampling: SampleConfig,
-                     callback: Callback | None) -> torch.Tensor:
+    def _run_sampler(
+        self,
+        x_start: torch.Tensor,
+        t_start: int,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None,
+        sampling: SampleConfig,
+        callback: Callback | None,
+    ) -> torch.Tensor:
         sampler = get_sampler(sampling.sampler)
         denoise = partial(self.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
         was_training = self.training
         self.eval()
         try:
-            x0 = sampler(denoise, x_start, self.schedule, num_steps=sampling.num_steps,
-                         t_start=t_start, eta=sampling.eta, generator=generator,
-                         callback=callback)
+            x0 = sampler(
+                denoise,
+                x_start,
+                self.schedule,
+                num_steps=sampling.num_steps,
+                t_start=t_start,
+                eta=sampling.eta,
+                generator=generator,
+                callback=callback,
+            )
         finally:
             self.train(was_training)
         return x0.clamp(-1, 1)
@@ -166,23 +204,36 @@ class DDPM(Family):
         """The starting noise x_T has the images' shape."""
         return tuple(self.image_shape)
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              generator: torch.Generator | None = None,
-                              sampling: SampleConfig | None = None,
-                              callback: Callback | None = None) -> torch.Tensor:
+    def generate_from_latents(
+        self,
+        z: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Run `sampling.sampler` from x_T = z at t = T-1 (num_steps, eta, guidance_scale).
 
         A deterministic sampler (DDIM with eta 0, DPM-Solver++) maps each z to one image,
         so interpolating z interpolates images. (A truncated refiner, t_max < T-1, was never
         trained from pure noise: use `refine`.)
         """
-        return self._run_sampler(z, self.num_timesteps - 1, labels, generator,
-                                 sampling or SampleConfig(), callback)
+        return self._run_sampler(
+            z, self.num_timesteps - 1, labels, generator, sampling or SampleConfig(), callback
+        )
 
     @torch.no_grad()
-    def refine(self, x0_draft: torch.Tensor, t_start: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, sampling: SampleConfig | None = None,
-               callback: Callback | None = None) -> torch.Tensor:
+    def refine(
+        self,
+        x0_draft: torch.Tensor,
+        t_start: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Noise a draft to x_{t_start} with q_sample, then sample from t_start (SDEdit).
 
         Args:
@@ -199,8 +250,10 @@ class DDPM(Family):
             (B, C, H, W) in [-1, 1].
         """
         if not 0 <= t_start <= self.max_timestep:
-            raise ConfigError(f"refine: t_start must lie in 0..{self.max_timestep} (the "
-                              f"timesteps this model was trained on), got {t_start}")
+            raise ConfigError(
+                f"refine: t_start must lie in 0..{self.max_timestep} (the "
+                f"timesteps this model was trained on), got {t_start}"
+            )
         sampling = sampling or SampleConfig()
         get_sampler(sampling.sampler)
         if t_start == 0:

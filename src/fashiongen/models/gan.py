@@ -39,8 +39,14 @@ class GAN(AdversarialFamily):
 
     def __init__(self, config: GANConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
-        self.generator = MLPGenerator(image_shape, config.latent_dim, config.g_width,
-                                      config.num_layers, config.num_classes,
-                                      config.use_batchnorm)
-        self.discriminator = MLPDiscriminator(image_shape, config.d_width, config.num_layers,
-                                              config.dropout, config.num_classes)
+        self.generator = MLPGenerator(
+            image_shape,
+            config.latent_dim,
+            config.g_width,
+            config.num_layers,
+            config.num_classes,
+            config.use_batchnorm,
+        )
+        self.discriminator = MLPDiscriminator(
+            image_shape, config.d_width, config.num_layers, config.dropout, config.num_classes
+        )

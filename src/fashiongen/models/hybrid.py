@@ -38,8 +38,10 @@ class HybridConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.gan.name in GAN_FAMILIES,
-                f"model.gan.name must be one of {', '.join(GAN_FAMILIES)}")
+        require(
+            self.gan.name in GAN_FAMILIES,
+            f"model.gan.name must be one of {', '.join(GAN_FAMILIES)}",
+        )
         require(0 < self.max_strength <= 1, "model.max_strength must lie in (0, 1]")
         require(self.refiner_lr > 0, "model.refiner_lr must be > 0")
 
@@ -59,8 +61,9 @@ class Hybrid(Family):
     def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
         gan_cfg = dataclasses.replace(config.gan, num_classes=config.num_classes)
-        refiner_cfg = dataclasses.replace(config.refiner, num_classes=config.num_classes,
-                                          t_max=config.t_max)
+        refiner_cfg = dataclasses.replace(
+            config.refiner, num_classes=config.num_classes, t_max=config.t_max
+        )
         self.gan = GAN_FAMILIES[gan_cfg.name](gan_cfg, image_shape)
         self.refiner = DDPM(refiner_cfg, image_shape)
 
@@ -70,8 +73,9 @@ class Hybrid(Family):
         optimizers["refiner"] = self.refiner.make_optimizers(refiner_train)["net"]
         return optimizers
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         losses = self.gan.train_step(batch, optimizers)
         refiner = self.refiner.train_step(batch, {"net": optimizers["refiner"]})
         losses["refiner_loss"] = refiner["loss"]
@@ -89,8 +93,10 @@ class Hybrid(Family):
     def t_start(self, strength: float) -> int:
         """The diffusion step a draft is noised to: strength * T, at most the trained t_max."""
         if not 0 <= strength <= self.config.max_strength:
-            raise ConfigError(f"sample.strength must lie in 0..{self.config.max_strength} for "
-                              f"this hybrid (its refiner learned t <= {self.config.t_max})")
+            raise ConfigError(
+                f"sample.strength must lie in 0..{self.config.max_strength} for "
+                f"this hybrid (its refiner learned t <= {self.config.t_max})"
+            )
         return min(round(strength * self.refiner.num_timesteps), self.config.t_max)
 
     def num_network_evaluations(self, sampling: SampleConfig) -> int:
@@ -105,23 +111,30 @@ class Hybrid(Family):
         """The GAN's latent: the refinement noise comes from the generator on top."""
         return self.gan.latent_shape
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              generator: torch.Generator | None = None,
-                              sampling: SampleConfig | None = None,
-                              callback: Callback | None = None) -> torch.Tensor:
+    def generate_from_latents(
+        self,
+        z: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SampleConfig | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
         """Draft with the GAN, then refine from t0 = strength * T with `sampling.sampler`."""
         sampling = sampling or SampleConfig()
         t_start = self.t_start(sampling.strength)
         draft = self.gan.generate_from_latents(z, labels=labels).float()  # fp32 under autocast
-        return self.refiner.refine(draft, t_start, labels=labels, generator=generator,
-                                   sampling=sampling, callback=callback)
+        return self.refiner.refine(
+            draft, t_start, labels=labels, generator=generator, sampling=sampling, callback=callback
+        )
 
 
 def combine(gan: Family, ddpm: DDPM, *, max_strength: float = 0.5) -> Hybrid:
     """A hybrid made of an already trained GAN family and an already trained DDPM."""
     if gan.config.name not in GAN_FAMILIES:
-        raise ConfigError(f"the draft model must be one of {', '.join(GAN_FAMILIES)}, "
-                          f"got {gan.config.name}")
+        raise ConfigError(
+            f"the draft model must be one of {', '.join(GAN_FAMILIES)}, got {gan.config.name}"
+        )
     if not isinstance(ddpm, DDPM):
         raise ConfigError(f"the refiner must be a ddpm, got {ddpm.config.name}")
     if tuple(gan.image_shape) != tuple(ddpm.image_shape):
@@ -129,11 +142,16 @@ def combine(gan: Family, ddpm: DDPM, *, max_strength: float = 0.5) -> Hybrid:
     if gan.num_classes != ddpm.num_classes:
         raise ConfigError("both models must have the same model.num_classes")
     if ddpm.max_timestep + 1 < round(max_strength * ddpm.num_timesteps):
-        raise ConfigError(f"the DDPM learned t <= {ddpm.max_timestep} only: "
-                          f"max_strength {max_strength} is too high")
-    config = HybridConfig(num_classes=gan.num_classes, gan=gan.config,
-                          refiner=dataclasses.replace(ddpm.config, t_max=None),
-                          max_strength=max_strength)
+        raise ConfigError(
+            f"the DDPM learned t <= {ddpm.max_timestep} only: "
+            f"max_strength {max_strength} is too high"
+        )
+    config = HybridConfig(
+        num_classes=gan.num_classes,
+        gan=gan.config,
+        refiner=dataclasses.replace(ddpm.config, t_max=None),
+        max_strength=max_strength,
+    )
     hybrid = Hybrid(config, gan.image_shape)
     hybrid.gan.load_state_dict(gan.state_dict())
     hybrid.refiner.load_state_dict(ddpm.state_dict())

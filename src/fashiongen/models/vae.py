@@ -64,8 +64,9 @@ class VAEConfig(ModelConfig):
         require(1 <= self.prior_components <= 1000, "model.prior_components must be in 1..1000")
 
 
-def fit_gaussian_mixture(x: torch.Tensor, num_components: int, *, num_iterations: int = 50,
-                         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_gaussian_mixture(
+    x: torch.Tensor, num_components: int, *, num_iterations: int = 50, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EM for a full-covariance Gaussian mixture on points x (N, D), started from a seeded
     random subset of the points: (log-weights (K,), means (K, D), Cholesky factors of the
     covariances (K, D, D)), with K = min(num_components, N). At most MAX_FIT_POINTS points
@@ -83,8 +84,9 @@ def fit_gaussian_mixture(x: torch.Tensor, num_components: int, *, num_iterations
     log_prob = torch.empty(n, k, dtype=x.dtype)
     previous = -math.inf
     for _ in range(num_iterations):
-        inverse = torch.linalg.solve_triangular(tril, torch.eye(d, dtype=x.dtype).expand(k, d, d),
-                                                upper=False)  # L_j^-1, (K, D, D)
+        inverse = torch.linalg.solve_triangular(
+            tril, torch.eye(d, dtype=x.dtype).expand(k, d, d), upper=False
+        )  # L_j^-1, (K, D, D)
         for j in range(k):  # E step: log N(x | mean_j, L_j L_j^T), whitened by one matmul
             white = x @ inverse[j].T - means[j] @ inverse[j].T
             log_det = tril[j].diagonal().log().sum()
@@ -100,7 +102,7 @@ def fit_gaussian_mixture(x: torch.Tensor, num_components: int, *, num_iterations
         means = (resp.T @ x) / counts[:, None]
         for j in range(k):  # M step: each component's weighted covariance
             centred = x - means[j]
-            cov = (centred * resp[:, j:j + 1]).T @ centred / counts[j]
+            cov = (centred * resp[:, j : j + 1]).T @ centred / counts[j]
             tril[j] = torch.linalg.cholesky(cov + ridge)
     return log_weights.float(), means.float(), tril.float()
 
@@ -116,10 +118,8 @@ class VAE(Family):
 
     def __init__(self, config: VAEConfig, image_shape: ImageShape) -> None:
         super().__init__(config, image_shape)
-        self.encoder = ConvEncoder(image_shape, config.latent_dim, config.width,
-                                   config.num_classes)
-        self.decoder = ConvDecoder(image_shape, config.latent_dim, config.width,
-                                   config.num_classes)
+        self.encoder = ConvEncoder(image_shape, config.latent_dim, config.width, config.num_classes)
+        self.decoder = ConvDecoder(image_shape, config.latent_dim, config.width, config.num_classes)
         if config.likelihood == "gaussian":
             log_scale = torch.tensor(math.log(config.gaussian_scale))
             if config.use_learned_scale:
@@ -136,8 +136,15 @@ class VAE(Family):
             self.register_buffer("prior_scale_tril", torch.eye(d).expand(groups, k, d, d).clone())
 
     def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        return {"vae": torch.optim.Adam(self.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
-                                        weight_decay=train_cfg.weight_decay, foreach=True)}
+        return {
+            "vae": torch.optim.Adam(
+                self.parameters(),
+                lr=train_cfg.lr,
+                betas=train_cfg.betas,
+                weight_decay=train_cfg.weight_decay,
+                foreach=True,
+            )
+        }
 
     # ------------------------------------------------------------ loss
 
@@ -153,12 +160,16 @@ class VAE(Family):
         if self.config.likelihood == "bernoulli":
             nll = F.binary_cross_entropy_with_logits(outputs, to_unit_range(x0), reduction="none")
         else:
-            nll = (0.5 * ((x0 - outputs) * torch.exp(-self.log_scale)).square()
-                   + self.log_scale + HALF_LOG_2PI)
+            nll = (
+                0.5 * ((x0 - outputs) * torch.exp(-self.log_scale)).square()
+                + self.log_scale
+                + HALF_LOG_2PI
+            )
         return nll.flatten(1).sum(1)
 
-    def losses(self, x0: torch.Tensor, labels: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, x0: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction NLL and KL(q(z|x0) || N(0, I)), each (B,) in nats per image."""
         # fp32 out of the networks (bf16 under autocast: fashiongen.precision): KL and NLL in fp32
         mu, logvar = (v.float() for v in self.encoder(x0, labels))
@@ -167,8 +178,9 @@ class VAE(Family):
         kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)  # appendix B
         return recon, kl
 
-    def train_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
-                   ) -> dict[str, float]:
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
         """One Adam step on the beta-weighted negative ELBO; losses in nats per image."""
         x0, labels = batch
         recon, kl = self.losses(x0, self.batch_labels(labels))
@@ -195,10 +207,15 @@ class VAE(Family):
         with their labels (one mixture per class when conditional)."""
         labels = labels.to(self.device)
         given = self.batch_labels(labels)
-        codes = torch.cat([
-            self.encode(to_model_range(images[i:i + ENCODE_BATCH].to(self.device)),
-                        None if given is None else given[i:i + ENCODE_BATCH])[0]
-            for i in range(0, len(images), ENCODE_BATCH)]).cpu()
+        codes = torch.cat(
+            [
+                self.encode(
+                    to_model_range(images[i : i + ENCODE_BATCH].to(self.device)),
+                    None if given is None else given[i : i + ENCODE_BATCH],
+                )[0]
+                for i in range(0, len(images), ENCODE_BATCH)
+            ]
+        ).cpu()
         groups = labels.cpu() if self.num_classes else torch.zeros(len(codes), dtype=torch.long)
         self.prior_log_weights.fill_(UNUSED_LOG_WEIGHT)  # components a small class cannot fill
         for g in range(self.prior_log_weights.shape[0]):
@@ -218,8 +235,9 @@ class VAE(Family):
         """Map z ~ N(0, I) (B, D) to codes from the fitted mixture: Phi(z_1) picks the
         component by its cumulative weight, the position within that slice becomes a fresh
         uniform, so the re-standardised z_1 stays N(0, 1) and independent of the choice."""
-        group = labels if labels is not None else torch.zeros(len(z), dtype=torch.long,
-                                                             device=z.device)
+        group = (
+            labels if labels is not None else torch.zeros(len(z), dtype=torch.long, device=z.device)
+        )
         weights = self.prior_log_weights[group].softmax(dim=1)  # (B, K)
         upper = weights.cumsum(dim=1)
         u = torch.special.ndtr(z[:, 0]).clamp(1e-7, 1 - 1e-7)
@@ -248,8 +266,9 @@ class VAE(Family):
         return self.check_labels(num, labels)
 
     @torch.no_grad()
-    def encode(self, x0: torch.Tensor, labels: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x0: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters of images x0 (B, C, H, W) in [-1, 1]: mu, logvar, each
         (B, latent_dim). A conditional model needs the images' labels."""
         labels = self._given_labels(x0.shape[0], labels)
@@ -273,8 +292,9 @@ class VAE(Family):
     def latent_shape(self) -> tuple[int, ...]:
         return (self.config.latent_dim,)
 
-    def generate_from_latents(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-                              **_: object) -> torch.Tensor:
+    def generate_from_latents(
+        self, z: torch.Tensor, *, labels: torch.Tensor | None = None, **_: object
+    ) -> torch.Tensor:
         """The decoder's mean image for z ~ N(0, I) (mapped through the fitted prior when
         there is one); sampler settings do not apply."""
         if self.config.prior == "fitted" and bool(self.prior_is_fitted):

@@ -23,8 +23,12 @@ LOGVAR_RANGE = (-30.0, 20.0)
 def downsampling_plan(height: int, width: int) -> tuple[int, tuple[int, int]]:
     """(number of x2 down-samplings, feature size): 28x28 -> (2, (7, 7)), 64x64 -> (4, (4, 4))."""
     num = 0
-    while (height % 2 == 0 and width % 2 == 0 and min(height, width) // 2 >= MIN_FEATURE_SIZE
-           and num < MAX_DOWNSAMPLINGS):
+    while (
+        height % 2 == 0
+        and width % 2 == 0
+        and min(height, width) // 2 >= MIN_FEATURE_SIZE
+        and num < MAX_DOWNSAMPLINGS
+    ):
         height, width = height // 2, width // 2
         num += 1
     return num, (height, width)
@@ -38,8 +42,9 @@ def _widths(width: int, num_down: int) -> list[int]:
 class ConvEncoder(nn.Module):
     """images (B, C, H, W) in [-1, 1] [+ labels (B,)] -> mu, logvar, each (B, latent_dim)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int,
-                 num_classes: int = 0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         num_down, (h, w) = downsampling_plan(height, width_px)
@@ -53,8 +58,9 @@ class ConvEncoder(nn.Module):
         feature_dim = w_in * h * w + (latent_dim if num_classes else 0)
         self.head = nn.Linear(feature_dim, 2 * latent_dim)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(x)
         if self.label_embedding is not None:
             h = torch.cat([h, self.label_embedding(labels)], dim=1)
@@ -66,8 +72,9 @@ class ConvDecoder(nn.Module):
     """z (B, latent_dim) [+ labels (B,)] -> unbounded (B, C, H, W): Bernoulli logits or
     Gaussian means, as the family's likelihood reads them."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int,
-                 num_classes: int = 0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         num_down, (h, w) = downsampling_plan(height, width_px)
@@ -80,12 +87,15 @@ class ConvDecoder(nn.Module):
             self.upsample: nn.Module = nn.Identity()
             return
         self.start_shape = (widths[0], h, w)
-        self.project = nn.Sequential(nn.Linear(in_dim, math.prod(self.start_shape)),
-                                     nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+        self.project = nn.Sequential(
+            nn.Linear(in_dim, math.prod(self.start_shape)), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        )
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1),
-                       nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(w_in, w_out, 4, 2, 1),
+                nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+            ]
         layers.append(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1))
         self.upsample = nn.Sequential(*layers)
 

@@ -35,8 +35,14 @@ class ConvGenerator(nn.Module):
     `extra_convs` stride-1 3x3 conv layers follow each up-sampling before the last: depth at
     a resolution without more up-sampling."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int,
-                 num_classes: int = 0, extra_convs: int = 0) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        width: int,
+        num_classes: int = 0,
+        extra_convs: int = 0,
+    ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         if height != width_px:
@@ -50,14 +56,22 @@ class ConvGenerator(nn.Module):
         self.start_shape = (widths[0], start, start)
         self.project = nn.Sequential(
             nn.Linear(in_dim, widths[0] * start * start, bias=False),
-            nn.BatchNorm1d(widths[0] * start * start), nn.ReLU(inplace=True))
+            nn.BatchNorm1d(widths[0] * start * start),
+            nn.ReLU(inplace=True),
+        )
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(w_out),
+                nn.ReLU(inplace=True),
+            ]
             for _ in range(extra_convs):
-                layers += [nn.Conv2d(w_out, w_out, 3, 1, 1, bias=False),
-                           nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(w_out, w_out, 3, 1, 1, bias=False),
+                    nn.BatchNorm2d(w_out),
+                    nn.ReLU(inplace=True),
+                ]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.upsample = nn.Sequential(*layers)
 
@@ -110,17 +124,26 @@ class MinibatchStd(nn.Module):
 class ConvDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels] -> logits (B,): real vs fake."""
 
-    def __init__(self, image_shape: tuple[int, int, int], width: int, dropout: float,
-                 num_classes: int = 0, use_spectral_norm: bool = False,
-                 use_minibatch_std: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int,
+        dropout: float,
+        num_classes: int = 0,
+        use_spectral_norm: bool = False,
+        use_minibatch_std: bool = True,
+    ) -> None:
         super().__init__()
         channels, size, _ = image_shape
         norm = spectral_norm if use_spectral_norm else (lambda m: m)
         layers: list[nn.Module] = []
         w_in, w_out = channels, width
         while True:
-            layers += [norm(nn.Conv2d(w_in, w_out, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
-                       nn.Dropout(dropout)]
+            layers += [
+                norm(nn.Conv2d(w_in, w_out, 4, 2, 1)),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Dropout(dropout),
+            ]
             size //= 2
             w_in, w_out = w_out, w_out * 2
             if size <= 7:

@@ -59,8 +59,11 @@ def train_command(dataset_name: str) -> str:
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class FeatNet(nn.Module):
@@ -73,17 +76,27 @@ class FeatNet(nn.Module):
     statistics (identity standardisation until `set_texture_standardisation` is called).
     """
 
-    def __init__(self, num_classes: int = 10, *, feature_dim: int = FEATURE_DIM,
-                 widths: Sequence[int] = WIDTHS, dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        feature_dim: int = FEATURE_DIM,
+        widths: Sequence[int] = WIDTHS,
+        dropout: float = 0.3,
+    ) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.num_classes = num_classes
         self.feature_dim = feature_dim
         self.widths = tuple(widths)
         self.body = nn.Sequential(
-            _conv(1, c1), nn.MaxPool2d(2),                 # 28 -> 14
-            _conv(c1, c2), nn.MaxPool2d(2),                 # 14 -> 7
-            _conv(c2, c3), _conv(c3, c3), nn.MaxPool2d(2),  # 7 -> 3
+            _conv(1, c1),
+            nn.MaxPool2d(2),  # 28 -> 14
+            _conv(c1, c2),
+            nn.MaxPool2d(2),  # 14 -> 7
+            _conv(c2, c3),
+            _conv(c3, c3),
+            nn.MaxPool2d(2),  # 7 -> 3
             nn.Flatten(),
         )
         self.embed = nn.Sequential(nn.Linear(c3 * 3 * 3, feature_dim), nn.ReLU(inplace=True))
@@ -125,8 +138,9 @@ class FeatNet(nn.Module):
         """Raw texture statistics -> their metric half: (t - mean) / std * scale."""
         return (texture - self.texture_mean) / self.texture_std * self.texture_scale
 
-    def set_texture_standardisation(self, mean: torch.Tensor, std: torch.Tensor,
-                                    scale: float) -> None:
+    def set_texture_standardisation(
+        self, mean: torch.Tensor, std: torch.Tensor, scale: float
+    ) -> None:
         """Store the training split's texture means, deviations (> 0) and the half's scale."""
         if mean.shape != (self.texture_dim,) or std.shape != (self.texture_dim,):
             raise ValueError(f"texture standardisation must be ({self.texture_dim},) vectors")
@@ -137,8 +151,9 @@ class FeatNet(nn.Module):
         self.texture_scale.fill_(float(scale))
 
     @torch.no_grad()
-    def features_and_logits(self, images: torch.Tensor, *, batch_size: int = BATCH_SIZE
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_logits(
+        self, images: torch.Tensor, *, batch_size: int = BATCH_SIZE
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, C, H, W) -> float32 metric features (N, metric_dim) and logits (N, K),
         on the CPU."""
         device = next(self.parameters()).device
@@ -147,7 +162,7 @@ class FeatNet(nn.Module):
         feats, logits = [], []
         try:
             for start in range(0, len(images), batch_size):
-                x = to_featnet_input(images[start:start + batch_size]).to(device)
+                x = to_featnet_input(images[start : start + batch_size]).to(device)
                 x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
                 semantic, texture = self.semantic_and_texture(x)
                 f = torch.cat([semantic, self.standardise_texture(texture)], 1)
@@ -210,8 +225,9 @@ def to_featnet_input(images: torch.Tensor) -> torch.Tensor:
         weights = torch.tensor(LUMA_WEIGHTS, device=x.device).view(1, 3, 1, 1)
         x = (x[:, :3] * weights).sum(1, keepdim=True)
     if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                          align_corners=False, antialias=True).clamp_(0, 255)
+        x = F.interpolate(
+            x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=True
+        ).clamp_(0, 255)
     return x.div_(127.5).sub_(1.0)
 
 
@@ -250,12 +266,17 @@ def load_featnet_file(path: str | Path) -> FeatNet:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
         if metadata.get("format") == OLD_FORMAT:
             retrain = train_command(metadata.get("dataset", path.stem))
-            raise ConfigError(f"featnet {path} predates the texture-aware metric (no texture "
-                              f"standardisation): retrain it with `{retrain} --overwrite`")
+            raise ConfigError(
+                f"featnet {path} predates the texture-aware metric (no texture "
+                f"standardisation): retrain it with `{retrain} --overwrite`"
+            )
         if metadata.get("format") != FORMAT:
             raise ConfigError(f"{path} is not a fashiongen featnet")
-        model = FeatNet(int(metadata["num_classes"]), feature_dim=int(metadata["feature_dim"]),
-                        widths=json.loads(metadata["widths"]))
+        model = FeatNet(
+            int(metadata["num_classes"]),
+            feature_dim=int(metadata["feature_dim"]),
+            widths=json.loads(metadata["widths"]),
+        )
         model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -278,5 +299,6 @@ def load_featnet(dataset_name: str = "fashion-mnist") -> FeatNet:
         raise ConfigError(
             f"no feature network for dataset {dataset_name!r}: once its data is present, train "
             f"one with `{train_command(dataset_name)}` (writes "
-            f"{cache_root() / 'featnets' / featnet_file_name(dataset_name)})")
+            f"{cache_root() / 'featnets' / featnet_file_name(dataset_name)})"
+        )
     return load_featnet_file(path)

@@ -43,8 +43,15 @@ class Dropout(nn.Module):
 class MLPGenerator(nn.Module):
     """z (B, latent_dim) [+ labels (B,)] -> images (B, C, H, W) in [-1, 1]."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int,
-                 num_layers: int, num_classes: int = 0, use_batchnorm: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        width: int,
+        num_layers: int,
+        num_classes: int = 0,
+        use_batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes else None
@@ -69,14 +76,23 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """images (B, C, H, W) [+ labels (B,)] -> logits (B,): real vs fake."""
 
-    def __init__(self, image_shape: tuple[int, int, int], width: int, num_layers: int,
-                 dropout: float, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int,
+        num_layers: int,
+        dropout: float,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         in_dim = math.prod(image_shape)
         for out_dim in reversed(layer_widths(width, num_layers)):
-            layers += [nn.Linear(in_dim, out_dim), nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
-                       Dropout(dropout)]
+            layers += [
+                nn.Linear(in_dim, out_dim),
+                nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+                Dropout(dropout),
+            ]
             in_dim = out_dim
         self.features = nn.Sequential(*layers)
         self.head = ProjectionHead(in_dim, num_classes)

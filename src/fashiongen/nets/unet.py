@@ -46,8 +46,11 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (Ho et al. app. B)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = (nn.Identity() if in_channels == out_channels
-                     else nn.Conv2d(in_channels, out_channels, 1))
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, 1)
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -111,9 +114,16 @@ class UNet(nn.Module):
             index `num_classes` (= `null_label`) meaning "no class".
     """
 
-    def __init__(self, channels: int, widths: tuple[int, ...] = (32, 64), *,
-                 num_res_blocks: int = 1, use_attention: bool = False,
-                 use_unshuffle: bool = True, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        channels: int,
+        widths: tuple[int, ...] = (32, 64),
+        *,
+        num_res_blocks: int = 1,
+        use_attention: bool = False,
+        use_unshuffle: bool = True,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         if not widths or num_res_blocks < 1:
             raise ValueError("UNet needs at least one width and one residual block per level")
@@ -122,8 +132,9 @@ class UNet(nn.Module):
         self.factor = (2 if use_unshuffle else 1) * 2 ** (len(widths) - 1)
         self.embed_dim = widths[0]
         emb_dim = 4 * widths[0]
-        self.time_mlp = nn.Sequential(nn.Linear(self.embed_dim, emb_dim), nn.SiLU(),
-                                      nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(self.embed_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
         stem_channels = channels * 4 if use_unshuffle else channels
@@ -166,8 +177,9 @@ class UNet(nn.Module):
         """The class index meaning "unconditional", for classifier-free guidance."""
         return self.num_classes
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         height, width = x_t.shape[-2:]
         pad_h, pad_w = -height % self.factor, -width % self.factor
         h = F.pad(x_t, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x_t

@@ -20,11 +20,7 @@ from fashiongen.samplers.schedules import NoiseSchedule
 
 Sampler = Callable[..., torch.Tensor]
 
-SAMPLERS: dict[str, Sampler] = {
-    "ancestral": ancestral,
-    "ddim": ddim,
-    "dpmpp_2m": dpmpp_2m,
-}
+SAMPLERS: dict[str, Sampler] = {"ancestral": ancestral, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
 
 
 def get_sampler(name: str) -> Sampler:
@@ -34,5 +30,15 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-__all__ = ["SAMPLERS", "Callback", "Denoiser", "NoiseSchedule", "Sampler", "ancestral", "ddim",
-           "dpmpp_2m", "get_sampler", "timesteps"]
+__all__ = [
+    "SAMPLERS",
+    "Callback",
+    "Denoiser",
+    "NoiseSchedule",
+    "Sampler",
+    "ancestral",
+    "ddim",
+    "dpmpp_2m",
+    "get_sampler",
+    "timesteps",
+]

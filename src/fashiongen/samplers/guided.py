@@ -42,12 +42,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         return x
     radius = max(1, math.ceil(TRUNCATE_SIGMAS * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1, 1, 1)  # (C, 1, 1, K) depthwise
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel,
-                 groups=x.shape[1])
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"),
-                    kernel.transpose(-1, -2), groups=x.shape[1])
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel, groups=x.shape[1])
+    return F.conv2d(
+        F.pad(x, (0, 0, radius, radius), mode="replicate"),
+        kernel.transpose(-1, -2),
+        groups=x.shape[1],
+    )
 
 
 def median3(x: torch.Tensor) -> torch.Tensor:
@@ -57,9 +59,16 @@ def median3(x: torch.Tensor) -> torch.Tensor:
     return windows.flatten(-2).median(-1).values
 
 
-def low_pass_guided(denoise: Denoiser, reference: torch.Tensor, *, sigma: float,
-                    weight: float = 1.0, num_iterations: int = 10, t_stop: int = -1,
-                    form: GuidanceForm = "deblur") -> Denoiser:
+def low_pass_guided(
+    denoise: Denoiser,
+    reference: torch.Tensor,
+    *,
+    sigma: float,
+    weight: float = 1.0,
+    num_iterations: int = 10,
+    t_stop: int = -1,
+    form: GuidanceForm = "deblur",
+) -> Denoiser:
     """A denoiser whose x0 prediction agrees with the reference at low frequencies.
 
     The condition is G_sigma x0 = r: r = median3(y) for form "deblur" (y read as a view of
@@ -118,11 +127,20 @@ def repaint_path(num_steps: int, jump_length: int, num_resamples: int) -> list[i
 
 
 @torch.no_grad()
-def repaint(denoise: Denoiser, x_known: torch.Tensor, mask: torch.Tensor,
-            schedule: NoiseSchedule, *, num_steps: int, t_start: int | None = None,
-            jump_length: int = 5, num_resamples: int = 1, x_start: torch.Tensor | None = None,
-            generator: torch.Generator | None = None,
-            callback: Callback | None = None) -> torch.Tensor:
+def repaint(
+    denoise: Denoiser,
+    x_known: torch.Tensor,
+    mask: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    num_steps: int,
+    t_start: int | None = None,
+    jump_length: int = 5,
+    num_resamples: int = 1,
+    x_start: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """Regenerate the pixels where `mask` is True and keep the others exactly (RePaint).
 
     Downward moves draw x_{t'} ~ q(x_{t'} | x_t, x0_pred) in the masked region (the
@@ -153,8 +171,7 @@ def repaint(denoise: Denoiser, x_known: torch.Tensor, mask: torch.Tensor,
     x = x_start
     for move, (here, there) in enumerate(zip(path, path[1:], strict=False)):
         if there > here:
-            x = _repaint_step(denoise, x, x_known, mask, schedule, ts[here], ts[there],
-                              generator)
+            x = _repaint_step(denoise, x, x_known, mask, schedule, ts[here], ts[there], generator)
         else:
             x = _noise_up(schedule, x, ts[here], ts[there], generator)
         if callback is not None:
@@ -162,9 +179,16 @@ def repaint(denoise: Denoiser, x_known: torch.Tensor, mask: torch.Tensor,
     return torch.where(mask, x, x_known)
 
 
-def _repaint_step(denoise: Denoiser, x: torch.Tensor, x_known: torch.Tensor,
-                  mask: torch.Tensor, schedule: NoiseSchedule, t: int, t_prev: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
+def _repaint_step(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    x_known: torch.Tensor,
+    mask: torch.Tensor,
+    schedule: NoiseSchedule,
+    t: int,
+    t_prev: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """One downward move t -> t_prev: posterior sample where masked, q(x_t' | x0) elsewhere."""
     abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
     beta = 1 - abar / abar_prev
@@ -179,8 +203,9 @@ def _repaint_step(denoise: Denoiser, x: torch.Tensor, x_known: torch.Tensor,
     return torch.where(mask, unknown, known)
 
 
-def _q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: int,
-              generator: torch.Generator | None) -> torch.Tensor:
+def _q_sample(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """x_t ~ q(x_t | x0); t = -1 returns x0 itself."""
     if t < 0:
         return x0
@@ -188,8 +213,13 @@ def _q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: int,
     return math.sqrt(abar) * x0 + math.sqrt(1 - abar) * _noise_like(x0, generator)
 
 
-def _noise_up(schedule: NoiseSchedule, x: torch.Tensor, t_low: int, t_high: int,
-              generator: torch.Generator | None) -> torch.Tensor:
+def _noise_up(
+    schedule: NoiseSchedule,
+    x: torch.Tensor,
+    t_low: int,
+    t_high: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """x_{t_high} ~ q(x_{t_high} | x_{t_low}) for t_high > t_low (t_low = -1: clean)."""
     ratio = schedule.alpha_bar(t_high) / schedule.alpha_bar(t_low)
     return math.sqrt(ratio) * x + math.sqrt(1 - ratio) * _noise_like(x, generator)

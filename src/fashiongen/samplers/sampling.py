@@ -54,9 +54,17 @@ def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, *, num_steps: int,
-         t_start: int | None = None, eta: float = 0.0, generator: torch.Generator | None = None,
-         callback: Callback | None = None) -> torch.Tensor:
+def ddim(
+    denoise: Denoiser,
+    x_start: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    num_steps: int,
+    t_start: int | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """DDIM (Song et al. eq. 12); eta = 0 is deterministic, eta = 1 is ancestral DDPM.
 
     Args:
@@ -91,10 +99,17 @@ def ddim(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, *, n
 
 
 @torch.no_grad()
-def ancestral(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, *,
-              num_steps: int, t_start: int | None = None, eta: float = 0.0,
-              generator: torch.Generator | None = None,
-              callback: Callback | None = None) -> torch.Tensor:
+def ancestral(
+    denoise: Denoiser,
+    x_start: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    num_steps: int,
+    t_start: int | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """Ancestral DDPM: draw x_{t'} ~ q(x_{t'} | x_t, x0_pred), the true posterior between any
     two timesteps t' < t (Ho et al. eq. 6-7 generalised to strides), so num_steps = T is the
     original sampler and fewer steps sample a strided subset.
@@ -123,10 +138,17 @@ def ancestral(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule,
 
 
 @torch.no_grad()
-def dpmpp_2m(denoise: Denoiser, x_start: torch.Tensor, schedule: NoiseSchedule, *,
-             num_steps: int, t_start: int | None = None, eta: float = 0.0,
-             generator: torch.Generator | None = None,
-             callback: Callback | None = None) -> torch.Tensor:
+def dpmpp_2m(
+    denoise: Denoiser,
+    x_start: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    num_steps: int,
+    t_start: int | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma) (Lu et al.
     Algorithm 2); first order on the first step, and the last step returns the x0 prediction
     (sigma = 0 there), as k-diffusion does.

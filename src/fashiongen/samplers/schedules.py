@@ -29,12 +29,14 @@ MAX_BETA = 0.999  # Nichol & Dhariwal clip, avoiding a singularity at t = T
 def linear_betas(num_timesteps: int) -> torch.Tensor:
     """Ho et al.'s betas, rescaled by 1000/T so that other T keep the same endpoints' SNR."""
     scale = 1000 / num_timesteps
-    return torch.linspace(scale * LINEAR_BETA_START, scale * LINEAR_BETA_END, num_timesteps,
-                          dtype=torch.float64)
+    return torch.linspace(
+        scale * LINEAR_BETA_START, scale * LINEAR_BETA_END, num_timesteps, dtype=torch.float64
+    )
 
 
 def cosine_alpha_bar(u: torch.Tensor) -> torch.Tensor:
     """f(u) / f(0) with f(u) = cos^2(((u + s) / (1 + s)) pi/2), u = t/T in [0, 1] (eq. 17)."""
+
     def f(x: torch.Tensor) -> torch.Tensor:
         return torch.cos((x + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
 
@@ -79,10 +81,14 @@ class NoiseSchedule(nn.Module):
         self.num_timesteps = num_timesteps
         self.betas = betas
         self.alphas_cumprod = torch.cumprod(1 - betas, dim=0)
-        self.register_buffer("sqrt_alphas_cumprod", self.alphas_cumprod.sqrt().float(),
-                             persistent=False)
-        self.register_buffer("sqrt_one_minus_alphas_cumprod",
-                             (1 - self.alphas_cumprod).sqrt().float(), persistent=False)
+        self.register_buffer(
+            "sqrt_alphas_cumprod", self.alphas_cumprod.sqrt().float(), persistent=False
+        )
+        self.register_buffer(
+            "sqrt_one_minus_alphas_cumprod",
+            (1 - self.alphas_cumprod).sqrt().float(),
+            persistent=False,
+        )
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, num_timesteps={self.num_timesteps}"
@@ -126,8 +132,9 @@ class NoiseSchedule(nn.Module):
         a, s = self._coefs(t, x_t)
         return s * x_t + a * v
 
-    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-               prediction: Prediction) -> torch.Tensor:
+    def target(
+        self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, prediction: Prediction
+    ) -> torch.Tensor:
         """What a network of the given parametrisation should output for this (x0, eps, t)."""
         if prediction == "eps":
             return eps
@@ -137,8 +144,9 @@ class NoiseSchedule(nn.Module):
             return self.velocity(x0, eps, t)
         raise ConfigError(f"unknown prediction {prediction!r}; choose one of: eps, x0, v")
 
-    def to_x0(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor,
-              prediction: Prediction) -> torch.Tensor:
+    def to_x0(
+        self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor, prediction: Prediction
+    ) -> torch.Tensor:
         """Convert a network output of the given parametrisation to a prediction of x0."""
         if prediction == "eps":
             return self.x0_from_eps(x_t, t, output)

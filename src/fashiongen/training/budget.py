@@ -30,9 +30,14 @@ QUICK_SUFFIX = "-quick"
 BUDGET_EPOCHS = 100_000  # so that train.max_minutes, not the epochs, ends a budgeted run
 
 
-def family_configs(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
-                   families: Sequence[str] | None = None, overrides: Sequence[Override] = ()
-                   ) -> dict[str, RunConfig]:
+def family_configs(
+    budget_minutes: float,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    overrides: Sequence[Override] = (),
+) -> dict[str, RunConfig]:
     """Each family's quick preset, stopped by `budget_minutes` of training, in `out_dir/FAMILY`.
 
     Epochs are set far beyond what the budget allows (`BUDGET_EPOCHS`), so the budget ends
@@ -46,16 +51,29 @@ def family_configs(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
         preset = PRESETS_DIR / f"{family}{QUICK_SUFFIX}.toml"
         if family not in MODELS or not preset.is_file():
             raise ConfigError(f"no quick preset for family {family!r} ({preset.name})")
-        settings = [("train.epochs", BUDGET_EPOCHS), ("train.max_minutes", budget_minutes),
-                    ("seed", seed), ("out_dir", str(Path(out_dir) / family)), *overrides]
+        settings = [
+            ("train.epochs", BUDGET_EPOCHS),
+            ("train.max_minutes", budget_minutes),
+            ("seed", seed),
+            ("out_dir", str(Path(out_dir) / family)),
+            *overrides,
+        ]
         configs[family] = config_from_dict(merge_overrides(read_toml(preset), settings))
     return configs
 
 
-def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
-              families: Sequence[str] | None = None, overrides: Sequence[Override] = (),
-              num_samples: int = DEFAULT_NUM_SAMPLES, featnet: Any = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> Path:
+def train_all(
+    budget_minutes: float,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    overrides: Sequence[Override] = (),
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    featnet: Any = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Train every family for `budget_minutes` of training time each, then compare them.
 
     Runs go to `out_dir/FAMILY`, the report to `out_dir/report`. A family whose run folder
@@ -65,12 +83,15 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
     Returns:
         The path of `report.html`.
     """
-    configs = family_configs(budget_minutes, out_dir, seed=seed, families=families,
-                             overrides=overrides)
+    configs = family_configs(
+        budget_minutes, out_dir, seed=seed, families=families, overrides=overrides
+    )
     for cfg in configs.values():  # the report needs them: fail now, not after the training
         resolve_featnet(featnet, cfg.data.name)
-    log(f"training {len(configs)} families for {budget_minutes:g} min each "
-        f"(about {len(configs) * budget_minutes:g} min in all), seed {seed}")
+    log(
+        f"training {len(configs)} families for {budget_minutes:g} min each "
+        f"(about {len(configs) * budget_minutes:g} min in all), seed {seed}"
+    )
     runs = []
     for family, cfg in configs.items():
         run = Path(cfg.out_dir)
@@ -82,6 +103,13 @@ def train_all(budget_minutes: float, out_dir: str | Path, *, seed: int = 0,
             train(cfg, resume=resume, progress=progress)
         runs.append(run)
     report = Path(out_dir) / "report"
-    return compare_runs(runs, report, num_samples=num_samples, seed=seed, featnet=featnet,
-                        overwrite=(report / JSON_FILE).is_file(), log=log,  # its own, redrawn
-                        progress=progress)
+    return compare_runs(
+        runs,
+        report,
+        num_samples=num_samples,
+        seed=seed,
+        featnet=featnet,
+        overwrite=(report / JSON_FILE).is_file(),
+        log=log,  # its own, redrawn
+        progress=progress,
+    )

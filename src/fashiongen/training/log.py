@@ -23,8 +23,9 @@ class MetricsLog:
     discriminator reversion on the loss curves.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, truncate_after: int | None,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, cfg: RunConfig, truncate_after: int | None, enabled: bool = True
+    ) -> None:
         self.path = run_dir / "metrics.csv"
         self.truncate_after = truncate_after  # on resume: rows after this step are stale
         self.enabled = enabled  # False on ranks other than 0: rows are built, never written
@@ -89,8 +90,9 @@ class MetricsLog:
             self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
             if new:
                 self.writer.writeheader()
-        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                              for k, v in row.items()})
+        self.writer.writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        )
         self.file.flush()
         if self.tensorboard is not None:
             for k, v in row.items():
@@ -103,13 +105,15 @@ class MetricsLog:
         with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.DictReader(f)
             kept = [r for r in reader if (s := _row_step(r)) is not None and s <= step]
-            fields = reader.fieldnames if reader.fieldnames and "step" in reader.fieldnames \
+            fields = (
+                reader.fieldnames
+                if reader.fieldnames and "step" in reader.fieldnames
                 else self.fields
+            )
         if not kept:
             self.path.unlink()
             return
-        with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="",
-                                                       encoding="utf-8") as f:
+        with files.atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
@@ -129,18 +133,29 @@ class ProgressBar:
     budget's clock, so that its total and ETA are true.
     """
 
-    def __init__(self, cfg: RunConfig, *, step: int, total_steps: int, train_seconds: float,
-                 show: bool, enabled: bool) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        step: int,
+        total_steps: int,
+        train_seconds: float,
+        show: bool,
+        enabled: bool,
+    ) -> None:
         self.enabled = enabled
         budget = cfg.train.max_minutes
         self.budget_seconds = None if budget is None else 60 * budget
         by_time = self.budget_seconds is not None
-        self.bar = tqdm(total=round(self.budget_seconds, 1) if by_time else total_steps,
-                        initial=round(train_seconds, 1) if by_time else step,
-                        # on a terminal only (tqdm's check): logs get the summary lines
-                        disable=None if show and enabled else True, dynamic_ncols=True,
-                        unit=f"s {cfg.train.clock}" if by_time else "step",
-                        desc=f"{cfg.model.name}")
+        self.bar = tqdm(
+            total=round(self.budget_seconds, 1) if by_time else total_steps,
+            initial=round(train_seconds, 1) if by_time else step,
+            # on a terminal only (tqdm's check): logs get the summary lines
+            disable=None if show and enabled else True,
+            dynamic_ncols=True,
+            unit=f"s {cfg.train.clock}" if by_time else "step",
+            desc=f"{cfg.model.name}",
+        )
 
     def advance(self, train_seconds: float) -> None:
         """One step done, `train_seconds` of budget spent in all."""
@@ -152,8 +167,9 @@ class ProgressBar:
     def show_row(self, step: int, row: dict[str, float]) -> None:
         """A logged row's values beside the bar."""
         shown = {k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "epoch", "time_s")}
-        self.bar.set_postfix(shown if self.budget_seconds is None else {"step": step, **shown},
-                             refresh=False)
+        self.bar.set_postfix(
+            shown if self.budget_seconds is None else {"step": step, **shown}, refresh=False
+        )
 
     def rewind(self, step: int) -> None:
         """After a rollback to `step` (a budget bar counts time, which goes on)."""

@@ -81,8 +81,14 @@ class TrainResult:
     stop_reason: str = ""  # what ended training: `train.epochs`, `train.max_steps` or budget
 
 
-def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, dataset: ImageDataset | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    dataset: ImageDataset | None = None,
+) -> TrainResult:
     """Train `cfg.model` on `cfg.data`, writing everything under `cfg.out_dir`.
 
     One process writes a run folder at a time: it holds the folder's lock (`RunLock`) from
@@ -104,16 +110,17 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     lock.
     """
     if resume and overwrite:
-        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: "
-                          "choose one")
+        raise ConfigError(
+            "--resume continues the run in --out and --overwrite replaces it: choose one"
+        )
     ctx = distributed.setup(cfg.train.device)
     try:
         target = Path(cfg.out_dir)
         with run_folder(target, ctx, resume=resume, overwrite=overwrite) as run_dir:
-            result = _train(cfg, ctx, run_dir, resume=resume, progress=progress,
-                            dataset=dataset)
-        return dataclasses.replace(result, run_dir=target,
-                                   final_checkpoint=target / result.final_checkpoint.name)
+            result = _train(cfg, ctx, run_dir, resume=resume, progress=progress, dataset=dataset)
+        return dataclasses.replace(
+            result, run_dir=target, final_checkpoint=target / result.final_checkpoint.name
+        )
     finally:
         distributed.teardown(ctx)
 
@@ -159,8 +166,14 @@ class _Batches:
     checkpoints store (resume and rollback restore it), so batches repeat exactly.
     """
 
-    def __init__(self, data: ImageDataset, cfg: RunConfig, ctx: distributed.DistContext,
-                 device: torch.device, rng: torch.Generator) -> None:
+    def __init__(
+        self,
+        data: ImageDataset,
+        cfg: RunConfig,
+        ctx: distributed.DistContext,
+        device: torch.device,
+        rng: torch.Generator,
+    ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size = cfg.train.batch_size
@@ -178,7 +191,7 @@ class _Batches:
             self.epoch_rng_state = self.rng.get_state()
             self.perm = torch.randperm(len(self.images), generator=self.rng).to(self.device)
         start = index_in_epoch * self.batch_size
-        batch_index = self.ctx.shard(self.perm[start:start + self.batch_size])
+        batch_index = self.ctx.shard(self.perm[start : start + self.batch_size])
         return to_model_range(self.images[batch_index]), self.labels[batch_index]
 
     def rng_state_at(self, step: int) -> torch.Tensor:
@@ -228,15 +241,21 @@ class _StepOutcome:
 # ---------------------------------------------------------------- set-up
 
 
-def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resume: bool,
-           progress: bool, dataset: ImageDataset | None) -> TrainResult:
+def _train(
+    cfg: RunConfig,
+    ctx: distributed.DistContext,
+    run_dir: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    dataset: ImageDataset | None,
+) -> TrainResult:
     """Set up, train, finish: `train` inside its locked run folder."""
     resumed = ctx.run_on_main(lambda: open_for_resume(run_dir)) if resume else None
     if resumed is not None:
         saved = resumed[1].config
         cfg = resumed_config(saved, replace(cfg, out_dir=saved.out_dir))
-    run, counters = _set_up(cfg, ctx, run_dir, resumed, show_progress=progress,
-                            dataset=dataset)
+    run, counters = _set_up(cfg, ctx, run_dir, resumed, show_progress=progress, dataset=dataset)
     # torchrun forwards Ctrl-C / SIGTERM to every worker; `agree_to_stop` makes them all
     # checkpoint at the same step.
     with _StopRequest() as stop, run.log, contextlib.closing(run.sync):
@@ -244,9 +263,15 @@ def _train(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path, *, resum
     return _finish(run, counters, out_of_time, resumed_from=resumed[0] if resumed else None)
 
 
-def _set_up(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path,
-            resumed: Resumed | None, *, show_progress: bool,
-            dataset: ImageDataset | None) -> tuple[_Run, Progress]:
+def _set_up(
+    cfg: RunConfig,
+    ctx: distributed.DistContext,
+    run_dir: Path,
+    resumed: Resumed | None,
+    *,
+    show_progress: bool,
+    dataset: ImageDataset | None,
+) -> tuple[_Run, Progress]:
     """Build everything the loop needs, checking the config against the data first."""
     device = _seed_and_device(cfg, ctx)
     data, total_steps = _training_data(cfg, ctx, dataset)
@@ -258,11 +283,13 @@ def _set_up(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path,
         outputs.note(f"resuming from {resumed[0]} (step {step})")
     outputs.start()
     batches = _Batches(data, cfg, ctx, device, state.data_rng)
-    log = MetricsLog(run_dir, cfg, truncate_after=step if resumed is not None else None,
-                     enabled=ctx.is_main)
+    log = MetricsLog(
+        run_dir, cfg, truncate_after=step if resumed is not None else None, enabled=ctx.is_main
+    )
     state.model.train()
-    chosen = ctx.run_on_main(lambda: _choose_precision(cfg, ctx, device, state.model, data,
-                                                       resumed))
+    chosen = ctx.run_on_main(
+        lambda: _choose_precision(cfg, ctx, device, state.model, data, resumed)
+    )
     state.precision = chosen.as_dict()
     amp = precision.autocast(chosen.choice, device)
     if cfg.train.compile:  # once every setup check has passed
@@ -271,13 +298,30 @@ def _set_up(cfg: RunConfig, ctx: distributed.DistContext, run_dir: Path,
     if chosen.probe is not None:  # training work: budgets count the probe
         seconds += chosen.probe[f"{cfg.train.clock}_seconds"]
     counters = Progress(step=step, train_seconds=seconds)
-    bar = ProgressBar(cfg, step=step, total_steps=total_steps, train_seconds=seconds,
-                      show=show_progress, enabled=ctx.is_main)
-    run = _Run(cfg=cfg, ctx=ctx, run_dir=run_dir, device=device, total_steps=total_steps,
-               state=state, sync=sync, batches=batches,
-               checkpoints=Checkpoints(run_dir, cfg, state, sync, data), outputs=outputs,
-               log=log, bar=bar, amp=amp,
-               budget_clock=time.process_time if cfg.train.clock == "cpu" else time.perf_counter)
+    bar = ProgressBar(
+        cfg,
+        step=step,
+        total_steps=total_steps,
+        train_seconds=seconds,
+        show=show_progress,
+        enabled=ctx.is_main,
+    )
+    run = _Run(
+        cfg=cfg,
+        ctx=ctx,
+        run_dir=run_dir,
+        device=device,
+        total_steps=total_steps,
+        state=state,
+        sync=sync,
+        batches=batches,
+        checkpoints=Checkpoints(run_dir, cfg, state, sync, data),
+        outputs=outputs,
+        log=log,
+        bar=bar,
+        amp=amp,
+        budget_clock=time.process_time if cfg.train.clock == "cpu" else time.perf_counter,
+    )
     return run, counters
 
 
@@ -290,40 +334,51 @@ def _seed_and_device(cfg: RunConfig, ctx: distributed.DistContext) -> torch.devi
     device = select_device(cfg.train.device)
     if ctx.is_distributed:
         if device.type != ctx.device.type:
-            raise ConfigError(f"this run trains on {device.type} but the processes were "
-                              f"started for {ctx.device.type}: pass --set train.device="
-                              f"{device.type}")
+            raise ConfigError(
+                f"this run trains on {device.type} but the processes were "
+                f"started for {ctx.device.type}: pass --set train.device="
+                f"{device.type}"
+            )
         device = ctx.device
     ctx.check_batch_size(cfg.train.batch_size)
     return device
 
 
-def _training_data(cfg: RunConfig, ctx: distributed.DistContext,
-                   dataset: ImageDataset | None) -> tuple[ImageDataset, int]:
+def _training_data(
+    cfg: RunConfig, ctx: distributed.DistContext, dataset: ImageDataset | None
+) -> tuple[ImageDataset, int]:
     """The training set and the run's number of steps, once the config fits the data."""
     with ctx.local_main_first():  # a node's first process downloads, the others then read
         data = dataset if dataset is not None else load_from_config(cfg.data, "train")
     if cfg.model.num_classes > len(data.class_names):
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
-                          f"{len(data.class_names)} classes")
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but {data.name} has "
+            f"{len(data.class_names)} classes"
+        )
     steps_per_epoch = len(data) // cfg.train.batch_size
     if steps_per_epoch == 0:
-        raise ConfigError(f"{data.name} has {len(data)} images, fewer than "
-                          f"train.batch_size={cfg.train.batch_size}")
+        raise ConfigError(
+            f"{data.name} has {len(data)} images, fewer than "
+            f"train.batch_size={cfg.train.batch_size}"
+        )
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     return data, total_steps
 
 
-def _choose_precision(cfg: RunConfig, ctx: distributed.DistContext, device: torch.device,
-                      model: Family, data: ImageDataset,
-                      resumed: Resumed | None) -> precision.PrecisionChoice:
+def _choose_precision(
+    cfg: RunConfig,
+    ctx: distributed.DistContext,
+    device: torch.device,
+    model: Family,
+    data: ImageDataset,
+    resumed: Resumed | None,
+) -> precision.PrecisionChoice:
     """`train.precision`: a resumed run's recorded choice, or as configured, `auto` probing
     this rank's share of the first batch (rank 0 decides for every rank)."""
     if resumed is not None:
-        kept = precision.resumed_choice(cfg.train.precision, resumed[2].get("precision"),
-                                        device)
+        kept = precision.resumed_choice(cfg.train.precision, resumed[2].get("precision"), device)
         if kept is not None:
             return kept
     index = ctx.shard(torch.arange(cfg.train.batch_size))
@@ -331,8 +386,13 @@ def _choose_precision(cfg: RunConfig, ctx: distributed.DistContext, device: torc
     return precision.choose_for_training(cfg.train.precision, model, cfg.train, batch, device)
 
 
-def _training_state(cfg: RunConfig, ctx: distributed.DistContext, device: torch.device,
-                    data: ImageDataset, resumed: Resumed | None) -> tuple[TrainingState, int]:
+def _training_state(
+    cfg: RunConfig,
+    ctx: distributed.DistContext,
+    device: torch.device,
+    data: ImageDataset,
+    resumed: Resumed | None,
+) -> tuple[TrainingState, int]:
     """A fresh model and its optimizers, or the resumed checkpoint's; and the step."""
     model = build_model(cfg.model, data.image_shape).to(device)
     optimizers = model.make_optimizers(cfg.train)
@@ -341,8 +401,9 @@ def _training_state(cfg: RunConfig, ctx: distributed.DistContext, device: torch.
         if ctx.is_distributed:  # each rank its own noise
             torch.manual_seed(distributed.rank_seed(cfg.seed, ctx.rank))
         ema = init_ema(model, cfg.train.ema_decay)
-        return TrainingState(model, optimizers, LearningRates(optimizers), ema, data_rng,
-                             ctx, cfg.seed), 0
+        return TrainingState(
+            model, optimizers, LearningRates(optimizers), ema, data_rng, ctx, cfg.seed
+        ), 0
     _, saved, saved_state = resumed
     ckpt.check_weights_fit(model, {**saved.weights, **saved.ema}, saved)
     model.load_state_dict(saved.weights)
@@ -350,8 +411,9 @@ def _training_state(cfg: RunConfig, ctx: distributed.DistContext, device: torch.
     for k, v in saved.ema.items():
         if k in ema:
             ema[k] = v.to(device)
-    state = TrainingState(model, optimizers, LearningRates(optimizers), ema, data_rng, ctx,
-                          cfg.seed)
+    state = TrainingState(
+        model, optimizers, LearningRates(optimizers), ema, data_rng, ctx, cfg.seed
+    )
     return state, state.restore(saved_state)
 
 
@@ -367,11 +429,11 @@ def _run_steps(run: _Run, counters: Progress, stop: _StopRequest) -> bool:
             continue
         _count_step(run, counters, outcome)
         _after_step(run, counters)
-        stop_now, out_of_time = run.sync.agree_to_stop(outcome.stop_requested,
-                                                       outcome.out_of_time)
+        stop_now, out_of_time = run.sync.agree_to_stop(outcome.stop_requested, outcome.out_of_time)
         if out_of_time:
-            run.log.flush(counters.step, counters.step / run.steps_per_epoch,
-                          counters.train_seconds)
+            run.log.flush(
+                counters.step, counters.step / run.steps_per_epoch, counters.train_seconds
+            )
             return True
         if stop_now:
             _stop(run, counters)
@@ -389,12 +451,19 @@ def _train_step(run: _Run, counters: Progress, stop: _StopRequest) -> _StepOutco
         losses = model.train_step(batch, run.state.optimizers)
     # Read once, so that a signal arriving later waits for the next step's checks.
     stop_requested = stop.signal is not None
-    out_of_time = (cfg.train.max_minutes is not None and counters.train_seconds
-                   + run.budget_clock() - clock_started >= 60 * cfg.train.max_minutes)
+    out_of_time = (
+        cfg.train.max_minutes is not None
+        and counters.train_seconds + run.budget_clock() - clock_started
+        >= 60 * cfg.train.max_minutes
+    )
     next_step = step + 1
-    state_leaves = (next_step % cfg.train.log_every_n_steps == 0
-                    or next_step % cfg.train.checkpoint_every_n_steps == 0
-                    or next_step >= run.total_steps or stop_requested or out_of_time)
+    state_leaves = (
+        next_step % cfg.train.log_every_n_steps == 0
+        or next_step % cfg.train.checkpoint_every_n_steps == 0
+        or next_step >= run.total_steps
+        or stop_requested
+        or out_of_time
+    )
     # Reading every weight costs time: only a state that is logged or saved is checked.
     weights_finite = not state_leaves or run.state.weights_finite()
     verdict = run.sync.agree_on_step(losses, weights_finite=weights_finite)
@@ -402,28 +471,41 @@ def _train_step(run: _Run, counters: Progress, stop: _StopRequest) -> _StepOutco
         update_ema(run.state.ema, model, ema_decay_at(cfg.train, step))
     if run.device.type == "cuda":
         torch.cuda.synchronize()
-    return _StepOutcome(verdict, time.perf_counter() - started,
-                        run.budget_clock() - clock_started, stop_requested, out_of_time)
+    return _StepOutcome(
+        verdict,
+        time.perf_counter() - started,
+        run.budget_clock() - clock_started,
+        stop_requested,
+        out_of_time,
+    )
 
 
 def _roll_back(run: _Run, counters: Progress, what: str) -> None:
     """Back to the last checkpoint with a lower learning rate, or stop for good."""
     counters.rollbacks += 1
     if run.cfg.train.on_nonfinite == "stop" or counters.rollbacks > MAX_ROLLBACKS:
-        tries = (f" again after {MAX_ROLLBACKS} rollbacks in a row"
-                 if counters.rollbacks > MAX_ROLLBACKS else "")
+        tries = (
+            f" again after {MAX_ROLLBACKS} rollbacks in a row"
+            if counters.rollbacks > MAX_ROLLBACKS
+            else ""
+        )
         raise TrainingDivergedError(
             f"{what} became non-finite at step {counters.step + 1}{tries}; lower train.lr or "
-            "resume from the last checkpoint (no non-finite weights were saved)")
-    lr_factor = LR_DECAY_ON_ROLLBACK ** counters.rollbacks
-    counters.step = run.state.roll_back(run.run_dir, step=counters.step, what=what,
-                                        lr_factor=lr_factor)
+            "resume from the last checkpoint (no non-finite weights were saved)"
+        )
+    lr_factor = LR_DECAY_ON_ROLLBACK**counters.rollbacks
+    counters.step = run.state.roll_back(
+        run.run_dir, step=counters.step, what=what, lr_factor=lr_factor
+    )
     run.batches.restart()
     run.log.rewind(counters.step)
     run.checkpoints.forget_newest()
     run.bar.rewind(counters.step)
-    lowered = ("learning rate halved" if counters.rollbacks == 1 else
-               f"learning rate x{lr_factor:g} ({counters.rollbacks} rollbacks in a row)")
+    lowered = (
+        "learning rate halved"
+        if counters.rollbacks == 1
+        else f"learning rate x{lr_factor:g} ({counters.rollbacks} rollbacks in a row)"
+    )
     run.bar.write(f"{what} non-finite: rolled back to step {counters.step}, {lowered}")
 
 
@@ -459,8 +541,7 @@ def _after_step(run: _Run, counters: Progress) -> None:
 
 def _checkpoint(run: _Run, counters: Progress) -> Path:
     step = counters.step
-    return run.checkpoints.save_step(step, run.batches.rng_state_at(step),
-                                     counters.train_seconds)
+    return run.checkpoints.save_step(step, run.batches.rng_state_at(step), counters.train_seconds)
 
 
 def _stop(run: _Run, counters: Progress) -> None:
@@ -470,14 +551,16 @@ def _stop(run: _Run, counters: Progress) -> None:
     run.bar.close()
     raise TrainingInterruptedError(
         f"interrupted at step {counters.step}; checkpoint saved to {folder}; "
-        f"continue with: fashiongen train --resume --out {run.run_dir}")
+        f"continue with: fashiongen train --resume --out {run.run_dir}"
+    )
 
 
 # ---------------------------------------------------------------- the end
 
 
-def _finish(run: _Run, counters: Progress, out_of_time: bool, *,
-            resumed_from: Path | None) -> TrainResult:
+def _finish(
+    run: _Run, counters: Progress, out_of_time: bool, *, resumed_from: Path | None
+) -> TrainResult:
     """The family's last work, a last grid, the final checkpoint, the summary and figures."""
     run.bar.close()
     model, step = run.state.model, counters.step
@@ -487,10 +570,12 @@ def _finish(run: _Run, counters: Progress, out_of_time: bool, *,
     counters.train_seconds += run.budget_clock() - finishing  # training work: budgets count it
     if counters.last_grid_step != step or sampling_changed:
         run.outputs.write_grid(max(1, math.ceil(epochs_done)))
-    final = run.checkpoints.save(run.run_dir / "final", step, run.batches.rng_state_at(step),
-                                 counters.train_seconds)
-    images_per_second = (counters.images_seen / counters.session_seconds
-                         if counters.session_seconds else 0.0)
+    final = run.checkpoints.save(
+        run.run_dir / "final", step, run.batches.rng_state_at(step), counters.train_seconds
+    )
+    images_per_second = (
+        counters.images_seen / counters.session_seconds if counters.session_seconds else 0.0
+    )
     summary = {
         "family": run.cfg.model.name,
         "steps": step,
@@ -507,16 +592,25 @@ def _finish(run: _Run, counters: Progress, out_of_time: bool, *,
         summary["replica_resyncs"] = run.sync.num_resyncs
     run.outputs.finish(summary)
     run.ctx.barrier()  # every rank returns once rank 0 has written everything
-    return TrainResult(run.run_dir, final, step, epochs_done, counters.train_seconds,
-                       images_per_second, family=run.cfg.model.name,
-                       stop_reason=_stop_reason(run.cfg, step, run.steps_per_epoch,
-                                                out_of_time))
+    return TrainResult(
+        run.run_dir,
+        final,
+        step,
+        epochs_done,
+        counters.train_seconds,
+        images_per_second,
+        family=run.cfg.model.name,
+        stop_reason=_stop_reason(run.cfg, step, run.steps_per_epoch, out_of_time),
+    )
 
 
 def _stop_reason(cfg: RunConfig, step: int, steps_per_epoch: int, out_of_time: bool) -> str:
     if out_of_time:
         return f"the budget of train.max_minutes={cfg.train.max_minutes:g} ({cfg.train.clock} time)"
-    if cfg.train.max_steps is not None and cfg.train.max_steps <= step \
-            and cfg.train.max_steps < cfg.train.epochs * steps_per_epoch:
+    if (
+        cfg.train.max_steps is not None
+        and cfg.train.max_steps <= step
+        and cfg.train.max_steps < cfg.train.epochs * steps_per_epoch
+    ):
         return f"train.max_steps={cfg.train.max_steps}"
     return f"train.epochs={cfg.train.epochs}"

@@ -27,8 +27,17 @@ from fashiongen.training.ema import ema_keys, ema_weights
 from fashiongen.training.log import ProgressBar
 from fashiongen.visuals import write_run_visuals
 
-EVAL_KEYS = ("fid", "kid_mean", "precision", "recall", "coverage", "class_entropy",
-             "per_class_recall", "per_class_coverage", "intra_class_spread")
+EVAL_KEYS = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "coverage",
+    "class_entropy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+)
 
 
 def grid_labels(model: Family, num_samples: int) -> torch.Tensor | None:
@@ -44,8 +53,16 @@ class RunOutputs:
     Samples come from the EMA weights (`ema`) when the run keeps them.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, model: Family,
-                 ema: dict[str, torch.Tensor], data: ImageDataset, *, enabled: bool) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: RunConfig,
+        model: Family,
+        ema: dict[str, torch.Tensor],
+        data: ImageDataset,
+        *,
+        enabled: bool,
+    ) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.model = model
@@ -76,10 +93,14 @@ class RunOutputs:
         labels = self.grid_labels
         num = self.cfg.train.num_grid_samples if labels is None else len(labels)
         with ema_weights(self.model, self.ema):
-            x0 = self.model.sample(num, labels=labels, generator=generator,
-                                   sampling=self.cfg.sample)
-        save_grid(self.run_dir / "samples" / f"epoch_{epoch:04d}.png", to_uint8(x0),
-                  num_rows=self.model.num_classes or None)
+            x0 = self.model.sample(
+                num, labels=labels, generator=generator, sampling=self.cfg.sample
+            )
+        save_grid(
+            self.run_dir / "samples" / f"epoch_{epoch:04d}.png",
+            to_uint8(x0),
+            num_rows=self.model.num_classes or None,
+        )
 
     def evaluate(self, step: int, epoch: int, bar: ProgressBar) -> None:
         """Score the EMA model and append a row to eval.csv (and a line beside the bar)."""
@@ -98,29 +119,40 @@ class RunOutputs:
         when the dataset has no feature network."""
         cfg, model = self.cfg, self.model
         try:
-            result, _ = draw_and_score(model, cfg.train.eval_num_samples, sampling=cfg.sample,
-                                       seed=cfg.seed, dataset=self.data.name,
-                                       use_memorisation=False)
+            result, _ = draw_and_score(
+                model,
+                cfg.train.eval_num_samples,
+                sampling=cfg.sample,
+                seed=cfg.seed,
+                dataset=self.data.name,
+                use_memorisation=False,
+            )
         except ConfigError as e:
             tqdm.write(f"warning: no training-time evaluation: {e}")
             return None
         finally:
             model.train()
-        return {f"eval_{k}": math.nan if result.get(k) is None else float(result[k])
-                for k in EVAL_KEYS}
+        return {
+            f"eval_{k}": math.nan if result.get(k) is None else float(result[k]) for k in EVAL_KEYS
+        }
 
     def finish(self, summary: dict[str, Any]) -> None:
         """summary.json (`summary` plus the model's sizes), the figures and the visuals."""
         if not self.enabled:
             return
         sampling = set(ema_keys(self.model))
-        sizes = {"parameters": sum(p.numel() for p in self.model.parameters()),
-                 "sampling_parameters": sum(v.numel() for k, v in
-                                            self.model.state_dict().items() if k in sampling)}
-        summary = {"family": summary["family"], **sizes,
-                   **{k: v for k, v in summary.items() if k != "family"}}
-        files.write_text_atomic(self.run_dir / "summary.json",
-                               json.dumps(summary, indent=2) + "\n")
+        sizes = {
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "sampling_parameters": sum(
+                v.numel() for k, v in self.model.state_dict().items() if k in sampling
+            ),
+        }
+        summary = {
+            "family": summary["family"],
+            **sizes,
+            **{k: v for k, v in summary.items() if k != "family"},
+        }
+        files.write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         _write_figures(self.run_dir)
         with ema_weights(self.model, self.ema):
             self._write_visuals()
@@ -131,8 +163,14 @@ class RunOutputs:
             held_out = load_from_config(self.cfg.data, "test")
         except FashiongenError:
             held_out = self.data
-        write_run_visuals(self.model, self.run_dir, held_out.images, held_out.labels,
-                          seed=self.cfg.seed, sampling=self.cfg.sample)
+        write_run_visuals(
+            self.model,
+            self.run_dir,
+            held_out.images,
+            held_out.labels,
+            seed=self.cfg.seed,
+            sampling=self.cfg.sample,
+        )
         self.model.train()
 
 

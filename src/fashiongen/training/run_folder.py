@@ -60,8 +60,9 @@ class _Locks:
 
 
 @contextlib.contextmanager
-def run_folder(target: Path, ctx: distributed.DistContext, *, resume: bool,
-               overwrite: bool) -> Iterator[Path]:
+def run_folder(
+    target: Path, ctx: distributed.DistContext, *, resume: bool, overwrite: bool
+) -> Iterator[Path]:
     """The folder a run writes into, locked by rank 0 until training ends: `target` itself,
     or with `overwrite` of a taken `target` a hidden staging folder beside it, swapped with
     `target` once the run is complete (and removed if it is not). A run `target` stays
@@ -81,7 +82,8 @@ def run_folder(target: Path, ctx: distributed.DistContext, *, resume: bool,
             if isinstance(error, TrainingInterruptedError):
                 raise TrainingInterruptedError(
                     f"interrupted before the new run was complete: {target} keeps its "
-                    "previous content; run the command again to start afresh") from None
+                    "previous content; run the command again to start afresh"
+                ) from None
         raise
     finally:
         locks.release()
@@ -91,17 +93,27 @@ def _is_free(folder: Path) -> bool:
     """Missing, or an empty folder (but for its lock file)."""
     if not os.path.lexists(folder):
         return True
-    return (folder.is_dir() and not folder.is_symlink()
-            and {p.name for p in folder.iterdir()} <= {files.LOCK_FILE})
+    return (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and {p.name for p in folder.iterdir()} <= {files.LOCK_FILE}
+    )
 
 
 def _taken(folder: Path) -> FashiongenError:
-    if ckpt.list_checkpoints(folder) or (folder / "final").exists() \
-            or (folder / files.LOCK_FILE).exists():
-        return OutputExistsError(f"run folder {folder} already holds a run: pass --resume to "
-                                 "continue it, --overwrite to replace it once the new run is "
-                                 "complete, or choose another --out")
+    if (
+        ckpt.list_checkpoints(folder)
+        or (folder / "final").exists()
+        or (folder / files.LOCK_FILE).exists()
+    ):
+        return OutputExistsError(
+            f"run folder {folder} already holds a run: pass --resume to "
+            "continue it, --overwrite to replace it once the new run is "
+            "complete, or choose another --out"
+        )
     what = "and is not empty" if folder.is_dir() else "(a file)"
-    return OutputExistsError(f"{folder} already exists {what}, and is not a run: pass "
-                             "--overwrite to replace it once the new run is complete, or "
-                             "choose another --out")
+    return OutputExistsError(
+        f"{folder} already exists {what}, and is not a run: pass "
+        "--overwrite to replace it once the new run is complete, or "
+        "choose another --out"
+    )

@@ -41,12 +41,16 @@ class LearningRates:
 
     def __init__(self, optimizers: Optimizers) -> None:
         self.optimizers = optimizers
-        self.base = {name: [group["lr"] for group in opt.param_groups]
-                     for name, opt in optimizers.items()}
+        self.base = {
+            name: [group["lr"] for group in opt.param_groups] for name, opt in optimizers.items()
+        }
 
     def _groups(self) -> list[tuple[dict[str, Any], list[float], int]]:
-        return [(group, self.base[name], i) for name, opt in self.optimizers.items()
-                for i, group in enumerate(opt.param_groups)]
+        return [
+            (group, self.base[name], i)
+            for name, opt in self.optimizers.items()
+            for i, group in enumerate(opt.param_groups)
+        ]
 
     def set_factor(self, factor: float) -> None:
         """Every group's rate = its base rate x `factor`."""

@@ -42,8 +42,9 @@ RESUME_SAFE_KEYS = ("train.", "data.data_dir", "sample.", "out_dir")
 # ---------------------------------------------------------------- the resume rule
 
 
-def resume_request(run_dir: Path, changes: dict[str, Any], overrides: list[str], *,
-                   check: bool) -> RunConfig:
+def resume_request(
+    run_dir: Path, changes: dict[str, Any], overrides: list[str], *, check: bool
+) -> RunConfig:
     """The config `train --resume` is asked for: the run's saved config with `changes` (a
     preset's table) and `overrides` (`--set` strings) on top. A family change, or a table
     that is no config, is judged after the run itself (a folder mixing two runs says so
@@ -86,8 +87,10 @@ def resumed_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
 
 
 def unsafe_resume_change(key: str, old: Any, new: Any) -> ConfigError:
-    return ConfigError(f"--resume cannot change {key} ({old!r} -> {new!r}): the checkpoint "
-                       "is of the run as it was; drop the change, or train into a new --out")
+    return ConfigError(
+        f"--resume cannot change {key} ({old!r} -> {new!r}): the checkpoint "
+        "is of the run as it was; drop the change, or train into a new --out"
+    )
 
 
 def run_config_table(run_dir: str | Path) -> dict[str, Any]:
@@ -144,13 +147,15 @@ def _check_one_run(run_dir: Path, folder: Path, saved: ckpt.Checkpoint) -> None:
             raise CheckpointError(
                 f"{config_file} describes a {run_model['name']} model but checkpoint {folder} "
                 f"holds a {family}: the folder mixes two runs; restore its config.toml or "
-                "train into a new --out")
+                "train into a new --out"
+            )
         with contextlib.suppress(ConfigError):
             if config_from_dict(run_config).model != saved.config.model:
                 raise CheckpointError(
                     f"{config_file} describes another {family} than checkpoint {folder} "
                     "holds: the folder mixes two runs; restore its config.toml or train "
-                    "into a new --out")
+                    "into a new --out"
+                )
 
 
 def latest_good_checkpoint(run_dir: Path) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:
@@ -226,8 +231,9 @@ class TrainingState:
     # resumed run keeps it
     precision: dict[str, Any] | None = None
 
-    def capture(self, step: int, epoch_rng_state: torch.Tensor,
-                train_seconds: float) -> dict[str, Any]:
+    def capture(
+        self, step: int, epoch_rng_state: torch.Tensor, train_seconds: float
+    ) -> dict[str, Any]:
         """What resumption needs besides the weights. Distributed, it also holds every
         rank's noise RNG state (a collective: every rank calls it); the rest is rank 0's."""
         state: dict[str, Any] = {
@@ -278,9 +284,11 @@ class TrainingState:
                 torch.cuda.set_rng_state(own["cuda"], ctx.device)
         else:
             if ctx.is_main:
-                tqdm.write(f"warning: the checkpoint was written by {saved_world_size} "
-                           f"process(es), this run has {ctx.world_size}: training noise is "
-                           "reseeded, so it will not repeat an uninterrupted run exactly")
+                tqdm.write(
+                    f"warning: the checkpoint was written by {saved_world_size} "
+                    f"process(es), this run has {ctx.world_size}: training noise is "
+                    "reseeded, so it will not repeat an uninterrupted run exactly"
+                )
             torch.manual_seed(distributed.rank_seed(self.seed, ctx.rank, step))
 
     def weights_finite(self) -> bool:
@@ -300,13 +308,16 @@ class TrainingState:
         return restored_step
 
 
-def _rollback_target(run_dir: Path, step: int, what: str
-                     ) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:
+def _rollback_target(
+    run_dir: Path, step: int, what: str
+) -> tuple[Path, ckpt.Checkpoint, dict[str, Any]]:
     try:
         return latest_good_checkpoint(run_dir)
     except CheckpointError:
-        raise TrainingDivergedError(f"{what} became non-finite at step {step + 1} before any "
-                                    "checkpoint was written; lower train.lr") from None
+        raise TrainingDivergedError(
+            f"{what} became non-finite at step {step + 1} before any "
+            "checkpoint was written; lower train.lr"
+        ) from None
 
 
 def _check_optimizer_shapes(optimizers: dict[str, torch.optim.Optimizer]) -> None:
@@ -316,9 +327,11 @@ def _check_optimizer_shapes(optimizers: dict[str, torch.optim.Optimizer]) -> Non
         for param, values in opt.state.items():
             for key, value in values.items():
                 if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
-                    raise ValueError(f"optimizer {name!r} holds {key} of shape "
-                                     f"{tuple(value.shape)} for a parameter of shape "
-                                     f"{tuple(param.shape)}")
+                    raise ValueError(
+                        f"optimizer {name!r} holds {key} of shape "
+                        f"{tuple(value.shape)} for a parameter of shape "
+                        f"{tuple(param.shape)}"
+                    )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -331,8 +344,14 @@ class Checkpoints:
     replicas are compared and their RNG states gathered first); rank 0 writes.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, state: TrainingState,
-                 sync: distributed.ReplicaSync, data: ImageDataset) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: RunConfig,
+        state: TrainingState,
+        sync: distributed.ReplicaSync,
+        data: ImageDataset,
+    ) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.state = state
@@ -340,27 +359,36 @@ class Checkpoints:
         self.extra = {"class_names": data.class_names, "dataset": data.name}
         self.newest: tuple[int, Path] | None = None  # (step, folder) of the last periodic one
 
-    def save(self, folder: Path, step: int, epoch_rng_state: torch.Tensor,
-             train_seconds: float) -> Path:
+    def save(
+        self, folder: Path, step: int, epoch_rng_state: torch.Tensor, train_seconds: float
+    ) -> Path:
         """A checkpoint of the state after `step` steps into `folder`."""
         self.sync.check_identical(self.state.ema)
         training_state = self.state.capture(step, epoch_rng_state, train_seconds)
         model, cfg, ema, extra = self.state.model, self.cfg, self.state.ema, self.extra
-        return self.state.ctx.run_on_main(lambda: ckpt.save_checkpoint(
-            folder, model=model, config=cfg, step=step, ema=ema, state=training_state,
-            extra=extra))
+        return self.state.ctx.run_on_main(
+            lambda: ckpt.save_checkpoint(
+                folder,
+                model=model,
+                config=cfg,
+                step=step,
+                ema=ema,
+                state=training_state,
+                extra=extra,
+            )
+        )
 
-    def save_step(self, step: int, epoch_rng_state: torch.Tensor,
-                  train_seconds: float) -> Path:
+    def save_step(self, step: int, epoch_rng_state: torch.Tensor, train_seconds: float) -> Path:
         """checkpoints/step_NNNNNNN, once per step (a stop request right after a periodic
         checkpoint reuses it), pruning the oldest."""
         if self.newest is not None and self.newest[0] == step:
             return self.newest[1]
-        folder = self.save(self.run_dir / "checkpoints" / f"step_{step:07d}", step,
-                           epoch_rng_state, train_seconds)
+        folder = self.save(
+            self.run_dir / "checkpoints" / f"step_{step:07d}", step, epoch_rng_state, train_seconds
+        )
         self.newest = (step, folder)
         if self.state.ctx.is_main:
-            for old in ckpt.list_checkpoints(self.run_dir)[:-self.cfg.train.keep_checkpoints]:
+            for old in ckpt.list_checkpoints(self.run_dir)[: -self.cfg.train.keep_checkpoints]:
                 files.remove_folder(old)
         return folder
 

@@ -40,13 +40,22 @@ MIN_PORT, MAX_PORT = 1, 65535
 GRID_HEIGHT_PX = 480  # shown enlarged; the file keeps its own size
 STRIP_HEIGHT_PX = 160
 MAX_QUEUED_REQUESTS = 64  # further requests are refused with "queue full" until some finish
-SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial",
-                "sans-serif"]
+SYSTEM_FONTS = [
+    "ui-sans-serif",
+    "system-ui",
+    "Segoe UI",
+    "Roboto",
+    "Helvetica",
+    "Arial",
+    "sans-serif",
+]
 SYSTEM_MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 # Small images fill their frame, enlarged without blurring (28x28 tiles would look tiny).
-CSS = ("#grid img, #strip img, #design img, #converted img { width: 100%; height: 100%; "
-       "object-fit: contain; "
-       "image-rendering: pixelated; }")
+CSS = (
+    "#grid img, #strip img, #design img, #converted img { width: 100%; height: 100%; "
+    "object-fit: contain; "
+    "image-rendering: pixelated; }"
+)
 
 
 def _import_gradio() -> Any:
@@ -55,8 +64,7 @@ def _import_gradio() -> Any:
     try:
         import gradio
     except ImportError:
-        raise FashiongenError("the web page needs Gradio: pip install 'fashiongen[web]'") \
-            from None
+        raise FashiongenError("the web page needs Gradio: pip install 'fashiongen[web]'") from None
     return gradio
 
 
@@ -78,10 +86,13 @@ def build_app(studio: Studio, out_dir: str | Path) -> Any:
         return str(path)
 
     # Gradio's copies of served files are dropped after an hour, so a long session stays small.
-    with gr.Blocks(title="fashiongen studio", analytics_enabled=False,
-                   delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# fashiongen studio\nSample a trained model, pick a class and a seed, "
-                    "and download what you like. Everything runs on this machine.")
+    with gr.Blocks(
+        title="fashiongen studio", analytics_enabled=False, delete_cache=(3600, 3600)
+    ) as app:
+        gr.Markdown(
+            "# fashiongen studio\nSample a trained model, pick a class and a seed, "
+            "and download what you like. Everything runs on this machine."
+        )
         with gr.Tab("Sample"):
             page = _sample_tab(gr, studio.keys, studio.info(studio.keys[0]))
         with gr.Tab("Design"):
@@ -125,31 +136,50 @@ def _sample_tab(gr: Any, keys: Sequence[str], first: ModelInfo) -> _SamplePage:
             about = gr.Markdown(_describe(first))
             # Any value passes the page to the studio, which checks it against the model
             # named in the same call: the API needs no earlier /model_info in its session.
-            class_name = gr.Dropdown(_class_choices(first), value=ANY_CLASS, label="Class",
-                                     visible=bool(first.class_names), elem_id="class",
-                                     allow_custom_value=True)
+            class_name = gr.Dropdown(
+                _class_choices(first),
+                value=ANY_CLASS,
+                label="Class",
+                visible=bool(first.class_names),
+                elem_id="class",
+                allow_custom_value=True,
+            )
             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
-            num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1,
-                                   label="Number of images")
-            with gr.Accordion("Diffusion sampling", open=True,
-                              visible=first.uses_sampler) as diffusion:
-                sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler,
-                                      label="Sampler")
-                steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1,
-                                  label="Steps")
-                guidance = gr.Slider(0, limits.MAX_GUIDANCE_SCALE,
-                                     value=first.sampling.guidance_scale,
-                                     step=0.1, label="Guidance scale (1 = off)",
-                                     visible=first.uses_sampler
-                                     and bool(first.class_names))
-                strength = gr.Slider(0, 1, value=first.sampling.strength, step=0.05,
-                                     label="Hybrid strength",
-                                     visible=first.uses_strength)
+            num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="Number of images")
+            with gr.Accordion(
+                "Diffusion sampling", open=True, visible=first.uses_sampler
+            ) as diffusion:
+                sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler, label="Sampler")
+                steps = gr.Slider(
+                    1, MAX_STEPS, value=first.sampling.num_steps, step=1, label="Steps"
+                )
+                guidance = gr.Slider(
+                    0,
+                    limits.MAX_GUIDANCE_SCALE,
+                    value=first.sampling.guidance_scale,
+                    step=0.1,
+                    label="Guidance scale (1 = off)",
+                    visible=first.uses_sampler and bool(first.class_names),
+                )
+                strength = gr.Slider(
+                    0,
+                    1,
+                    value=first.sampling.strength,
+                    step=0.05,
+                    label="Hybrid strength",
+                    visible=first.uses_strength,
+                )
             generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples", type="pil", format="png", elem_id="grid",
-                            interactive=False, buttons=["download", "fullscreen"],
-                            height=GRID_HEIGHT_PX)
+            grid = gr.Image(
+                label="Samples",
+                type="pil",
+                format="png",
+                elem_id="grid",
+                interactive=False,
+                buttons=["download", "fullscreen"],
+                height=GRID_HEIGHT_PX,
+            )
             with gr.Row():
                 png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
                 npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
@@ -159,16 +189,38 @@ def _sample_tab(gr: Any, keys: Sequence[str], first: ModelInfo) -> _SamplePage:
         seed_b = gr.Number(7, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED)
         num_frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
         interpolate_button = gr.Button("Interpolate", elem_id="interpolate")
-    strip = gr.Image(label="Strip", type="pil", format="png", elem_id="strip",
-                     interactive=False, buttons=["download", "fullscreen"],
-                     height=STRIP_HEIGHT_PX)
+    strip = gr.Image(
+        label="Strip",
+        type="pil",
+        format="png",
+        elem_id="strip",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        height=STRIP_HEIGHT_PX,
+    )
     strip_note = gr.Markdown()
-    return _SamplePage(model=model, about=about, class_name=class_name, seed=seed,
-                       num_images=num_images, diffusion=diffusion, sampler=sampler, steps=steps,
-                       guidance=guidance, strength=strength, generate_button=generate_button,
-                       grid=grid, png_file=png_file, npz_file=npz_file, seed_a=seed_a,
-                       seed_b=seed_b, num_frames=num_frames, interpolate_button=interpolate_button,
-                       strip=strip, strip_note=strip_note)
+    return _SamplePage(
+        model=model,
+        about=about,
+        class_name=class_name,
+        seed=seed,
+        num_images=num_images,
+        diffusion=diffusion,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        generate_button=generate_button,
+        grid=grid,
+        png_file=png_file,
+        npz_file=npz_file,
+        seed_a=seed_a,
+        seed_b=seed_b,
+        num_frames=num_frames,
+        interpolate_button=interpolate_button,
+        strip=strip,
+        strip_note=strip_note,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,9 +232,13 @@ class _SampleHandlers:
     on_interpolate: Callable[..., tuple]
 
 
-def _sample_handlers(gr: Any, studio: Studio, write: Callable[[str, bytes], str],
-                     refused: Callable[[FashiongenError], Exception],
-                     tracked: Any) -> _SampleHandlers:
+def _sample_handlers(
+    gr: Any,
+    studio: Studio,
+    write: Callable[[str, bytes], str],
+    refused: Callable[[FashiongenError], Exception],
+    tracked: Any,
+) -> _SampleHandlers:
     """Handlers that turn a refused request into a message on the page (`refused`) and write
     downloads with `write`; `tracked` is the progress-bar default Gradio looks for."""
 
@@ -191,37 +247,84 @@ def _sample_handlers(gr: Any, studio: Studio, write: Callable[[str, bytes], str]
             info = studio.info(key)
         except FashiongenError as e:
             raise refused(e) from None
-        return (gr.Dropdown(choices=_class_choices(info), value=ANY_CLASS,
-                            visible=bool(info.class_names)),
-                gr.Accordion(visible=info.uses_sampler),
-                gr.Dropdown(value=info.sampling.sampler),
-                gr.Slider(value=info.sampling.num_steps),
-                gr.Slider(visible=info.uses_sampler and bool(info.class_names),
-                          value=info.sampling.guidance_scale),
-                gr.Slider(visible=info.uses_strength, value=info.sampling.strength),
-                _describe(info))
+        return (
+            gr.Dropdown(
+                choices=_class_choices(info), value=ANY_CLASS, visible=bool(info.class_names)
+            ),
+            gr.Accordion(visible=info.uses_sampler),
+            gr.Dropdown(value=info.sampling.sampler),
+            gr.Slider(value=info.sampling.num_steps),
+            gr.Slider(
+                visible=info.uses_sampler and bool(info.class_names),
+                value=info.sampling.guidance_scale,
+            ),
+            gr.Slider(visible=info.uses_strength, value=info.sampling.strength),
+            _describe(info),
+        )
 
-    def on_generate(key: str, class_name: str, seed: float, num_images: float, sampler: str,
-                    steps: float, guidance: float, strength: float,
-                    progress: Any = tracked) -> tuple:
+    def on_generate(
+        key: str,
+        class_name: str,
+        seed: float,
+        num_images: float,
+        sampler: str,
+        steps: float,
+        guidance: float,
+        strength: float,
+        progress: Any = tracked,
+    ) -> tuple:
         try:
-            grid = studio.generate_grid(key, class_name, seed, num_images, sampler, steps,
-                                        guidance, strength, progress=_reporter(progress))
+            grid = studio.generate_grid(
+                key,
+                class_name,
+                seed,
+                num_images,
+                sampler,
+                steps,
+                guidance,
+                strength,
+                progress=_reporter(progress),
+            )
         except FashiongenError as e:
             raise refused(e) from None
         # Same request, same file name: repeated requests do not fill the disk.
-        stem = "grid-" + hashlib.sha256(repr((key, class_name, seed, num_images, sampler, steps,
-                                              guidance, strength)).encode()).hexdigest()[:16]
+        stem = (
+            "grid-"
+            + hashlib.sha256(
+                repr(
+                    (key, class_name, seed, num_images, sampler, steps, guidance, strength)
+                ).encode()
+            ).hexdigest()[:16]
+        )
         png = write(f"{stem}.png", png_bytes(grid.image))
         npz = write(f"{stem}.npz", grid.npz)
         return grid.image, png, npz
 
-    def on_interpolate(key: str, class_name: str, seed_a: float, seed_b: float,
-                       num_frames: float, sampler: str, steps: float, guidance: float,
-                       strength: float, progress: Any = tracked) -> tuple:
+    def on_interpolate(
+        key: str,
+        class_name: str,
+        seed_a: float,
+        seed_b: float,
+        num_frames: float,
+        sampler: str,
+        steps: float,
+        guidance: float,
+        strength: float,
+        progress: Any = tracked,
+    ) -> tuple:
         try:
-            strip = studio.interpolate(key, class_name, seed_a, seed_b, num_frames, sampler,
-                                       steps, guidance, strength, progress=_reporter(progress))
+            strip = studio.interpolate(
+                key,
+                class_name,
+                seed_a,
+                seed_b,
+                num_frames,
+                sampler,
+                steps,
+                guidance,
+                strength,
+                progress=_reporter(progress),
+            )
         except FashiongenError as e:
             raise refused(e) from None
         return strip.image, strip.note
@@ -232,21 +335,33 @@ def _sample_handlers(gr: Any, studio: Studio, write: Callable[[str, bytes], str]
 def _wire_sample_tab(page: _SamplePage, handlers: _SampleHandlers) -> None:
     """The Sample tab's events, each a named API endpoint."""
     sampling_inputs = [page.sampler, page.steps, page.guidance, page.strength]
-    page.model.change(handlers.on_model, page.model,
-                      [page.class_name, page.diffusion, *sampling_inputs, page.about],
-                      api_name="model_info")
+    page.model.change(
+        handlers.on_model,
+        page.model,
+        [page.class_name, page.diffusion, *sampling_inputs, page.about],
+        api_name="model_info",
+    )
     page.generate_button.click(
-        handlers.on_generate, [page.model, page.class_name, page.seed, page.num_images,
-                               *sampling_inputs],
-        [page.grid, page.png_file, page.npz_file], api_name="generate")
+        handlers.on_generate,
+        [page.model, page.class_name, page.seed, page.num_images, *sampling_inputs],
+        [page.grid, page.png_file, page.npz_file],
+        api_name="generate",
+    )
     page.interpolate_button.click(
-        handlers.on_interpolate, [page.model, page.class_name, page.seed_a, page.seed_b,
-                                  page.num_frames, *sampling_inputs],
-        [page.strip, page.strip_note], api_name="interpolate")
+        handlers.on_interpolate,
+        [page.model, page.class_name, page.seed_a, page.seed_b, page.num_frames, *sampling_inputs],
+        [page.strip, page.strip_note],
+        api_name="interpolate",
+    )
 
 
-def serve(checkpoints: Sequence[str | Path] = (), *, host: str = DEFAULT_HOST,
-          port: int = DEFAULT_PORT, block: bool = True) -> Any:
+def serve(
+    checkpoints: Sequence[str | Path] = (),
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    block: bool = True,
+) -> Any:
     """Serve the page for the zoo's models and `checkpoints`; blocks until Ctrl-C.
 
     With `block=False` it returns the running `gradio.Blocks` (call `.close()` to stop).
@@ -259,10 +374,22 @@ def serve(checkpoints: Sequence[str | Path] = (), *, host: str = DEFAULT_HOST,
     app = build_app(studio, out_dir)
     app.queue(max_size=MAX_QUEUED_REQUESTS, default_concurrency_limit=1)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-               prevent_thread_lock=not block, show_error=True, ssr_mode=False, pwa=False,
-               mcp_server=False, allowed_paths=[str(out_dir)], theme=theme, css=CSS,
-               footer_links=["api"], quiet=False)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        show_error=True,
+        ssr_mode=False,
+        pwa=False,
+        mcp_server=False,
+        allowed_paths=[str(out_dir)],
+        theme=theme,
+        css=CSS,
+        footer_links=["api"],
+        quiet=False,
+    )
     return app
 
 

@@ -111,8 +111,9 @@ class Designer:
         """The studio's models that can edit (ddpm, hybrid), in the studio's order."""
         return [key for key in self.studio.keys if editing.can_edit(self.studio.load(key)[0])]
 
-    def convert(self, key: str, picture: Image.Image | None, *, use_fill: bool
-                ) -> tuple[np.ndarray, str]:
+    def convert(
+        self, key: str, picture: Image.Image | None, *, use_fill: bool
+    ) -> tuple[np.ndarray, str]:
         """A drawn or uploaded picture in the model's frame (uint8 (C, H, W)) and a line on
         how it was converted."""
         if picture is None:
@@ -121,8 +122,7 @@ class Designer:
         array, framing = editing.fit_to_frame(picture, model.image_shape, use_fill=use_fill)
         return array, f"Input: {framing.describe()}."
 
-    def run(self, recipe: Recipe, *, progress: Callable[[int, int], None] | None = None
-            ) -> Design:
+    def run(self, recipe: Recipe, *, progress: Callable[[int, int], None] | None = None) -> Design:
         """The images of `recipe`, reproducibly from its seed."""
         model, checkpoint = self.studio.load(recipe.model)
         editing.editor_of(model)  # a model that cannot edit says so first
@@ -143,12 +143,27 @@ class Designer:
         generator = torch.Generator().manual_seed(seed)
         if recipe.mode == "inpaint":
             mask = self._mask(recipe, model.image_shape).repeat(count, 1, 1, 1)
-            out = editing.inpaint(model, x, mask, labels=labels, strength=recipe.strength,
-                                  generator=generator, callback=callback)
+            out = editing.inpaint(
+                model,
+                x,
+                mask,
+                labels=labels,
+                strength=recipe.strength,
+                generator=generator,
+                callback=callback,
+            )
         else:
             guidance, sampling = FOLLOW[recipe.follow]
-            out = editing.refine(model, x, recipe.strength, labels=labels, guidance=guidance,
-                                 sampling=sampling, generator=generator, callback=callback)
+            out = editing.refine(
+                model,
+                x,
+                recipe.strength,
+                labels=labels,
+                guidance=guidance,
+                sampling=sampling,
+                generator=generator,
+                callback=callback,
+            )
         images = to_uint8(out)
         return Design(recipe, images, to_pil(make_grid(images, num_rows=1), GRID_SCALE))
 
@@ -157,8 +172,10 @@ class Designer:
         channels, height, width = image_shape
         grey = decode_png(recipe.input_png, "input")
         if grey.shape != (height, width):
-            raise ConfigError(f"recipe: the input is {grey.shape[1]}x{grey.shape[0]}, the "
-                              f"model's images {width}x{height}")
+            raise ConfigError(
+                f"recipe: the input is {grey.shape[1]}x{grey.shape[0]}, the "
+                f"model's images {width}x{height}"
+            )
         return to_model_range(torch.from_numpy(grey.copy())[None, None].repeat(1, channels, 1, 1))
 
     @staticmethod
@@ -167,8 +184,10 @@ class Designer:
             raise ConfigError("inpainting needs a mask: paint over the part to regenerate")
         mask = decode_png(recipe.mask_png, "mask") > 127
         if mask.shape != tuple(image_shape[1:]):
-            raise ConfigError(f"recipe: the mask is {mask.shape[1]}x{mask.shape[0]}, the "
-                              f"model's images {image_shape[2]}x{image_shape[1]}")
+            raise ConfigError(
+                f"recipe: the mask is {mask.shape[1]}x{mask.shape[0]}, the "
+                f"model's images {image_shape[2]}x{image_shape[1]}"
+            )
         if not mask.any():
             raise ConfigError("the mask is empty: paint over the part to regenerate")
         return torch.from_numpy(mask)[None, None]
@@ -201,8 +220,9 @@ def board_zip(designs: list[Design]) -> bytes:
             name = f"design-{i:03d}.png"
             archive.writestr(name, png_bytes(design.picture))
             entries.append({"file": name, "recipe": dataclasses.asdict(design.recipe)})
-        archive.writestr(RECIPE_FILE, json.dumps({"format": BOARD_FORMAT, "designs": entries},
-                                                 indent=1))
+        archive.writestr(
+            RECIPE_FILE, json.dumps({"format": BOARD_FORMAT, "designs": entries}, indent=1)
+        )
     return buffer.getvalue()
 
 
@@ -221,15 +241,21 @@ def read_board(path: str | Path) -> list[Recipe]:
     designs = manifest.get("designs")
     if not isinstance(designs, list) or len(designs) > MAX_BOARD_ENTRIES:
         raise ConfigError(f"{path.name}: expected a list of at most {MAX_BOARD_ENTRIES} designs")
-    return [Recipe.from_dict(entry.get("recipe", {})) for entry in designs
-            if isinstance(entry, dict)]
+    return [
+        Recipe.from_dict(entry.get("recipe", {})) for entry in designs if isinstance(entry, dict)
+    ]
 
 
 # ---------------------------------------------------------------------- the Gradio tab
 
 
-def build_design_tab(gr: Any, studio: Studio, write: Callable[[str, bytes], str],
-                     refused: Callable[[FashiongenError], Exception], tracked: Any) -> None:
+def build_design_tab(
+    gr: Any,
+    studio: Studio,
+    write: Callable[[str, bytes], str],
+    refused: Callable[[FashiongenError], Exception],
+    tracked: Any,
+) -> None:
     """The Design tab's components and events, inside the page's open `gr.Blocks`."""
     designer = Designer(studio)
     keys = designer.editable_keys()
@@ -238,43 +264,74 @@ def build_design_tab(gr: Any, studio: Studio, write: Callable[[str, bytes], str]
         return
     first = studio.info(keys[0])
     white = Image.new("RGB", (PAD_SIZE, PAD_SIZE), "white")
-    gr.Markdown("Draw a garment (or upload a photo), pick a class and refine it. Paint on "
-                "the mask pad to regenerate only a part. Save what you like to the board.")
+    gr.Markdown(
+        "Draw a garment (or upload a photo), pick a class and refine it. Paint on "
+        "the mask pad to regenerate only a part. Save what you like to the board."
+    )
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(keys, value=keys[0], label="Design model", elem_id="design-model")
-            sketch = gr.ImageEditor(value={"background": white, "layers": [], "composite": None},
-                                    type="pil", image_mode="RGBA", sources=["upload"],
-                                    brush=gr.Brush(colors=["#000000"], default_size=14,
-                                                   color_mode="fixed"),
-                                    canvas_size=(PAD_SIZE, PAD_SIZE), fixed_canvas=True,
-                                    label="Sketch pad", elem_id="sketch", layers=False,
-                                    transforms=())
+            sketch = gr.ImageEditor(
+                value={"background": white, "layers": [], "composite": None},
+                type="pil",
+                image_mode="RGBA",
+                sources=["upload"],
+                brush=gr.Brush(colors=["#000000"], default_size=14, color_mode="fixed"),
+                canvas_size=(PAD_SIZE, PAD_SIZE),
+                fixed_canvas=True,
+                label="Sketch pad",
+                elem_id="sketch",
+                layers=False,
+                transforms=(),
+            )
             use_fill = gr.Checkbox(True, label="Fill closed outlines", elem_id="fill")
-            class_name = gr.Dropdown([ANY_CLASS, *first.class_names], value=ANY_CLASS,
-                                     label="Design class", elem_id="design-class",
-                                     allow_custom_value=True)
-            strength = gr.Slider(0.05, 1, value=editing.DEFAULT_STRENGTH, step=0.05,
-                                 label="Strength", elem_id="strength")
-            follow = gr.Radio(list(FOLLOW), value="loosely", label="Follow the input",
-                              elem_id="follow")
+            class_name = gr.Dropdown(
+                [ANY_CLASS, *first.class_names],
+                value=ANY_CLASS,
+                label="Design class",
+                elem_id="design-class",
+                allow_custom_value=True,
+            )
+            strength = gr.Slider(
+                0.05,
+                1,
+                value=editing.DEFAULT_STRENGTH,
+                step=0.05,
+                label="Strength",
+                elem_id="strength",
+            )
+            follow = gr.Radio(
+                list(FOLLOW), value="loosely", label="Follow the input", elem_id="follow"
+            )
             seed = gr.Number(0, label="Design seed", precision=0, minimum=0, maximum=MAX_SEED)
             count = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
             with gr.Row():
                 refine_button = gr.Button("Refine", variant="primary", elem_id="refine")
                 inpaint_button = gr.Button("Inpaint masked part", elem_id="inpaint")
         with gr.Column(scale=1):
-            converted = gr.Image(label="Input as the model sees it", type="pil",
-                                 interactive=False, elem_id="converted", height=160)
+            converted = gr.Image(
+                label="Input as the model sees it",
+                type="pil",
+                interactive=False,
+                elem_id="converted",
+                height=160,
+            )
             note = gr.Markdown(elem_id="conversion")
-            mask_pad = gr.ImageEditor(type="pil", image_mode="RGBA", sources=[],
-                                      brush=gr.Brush(colors=["#ff0000"], default_size=20,
-                                                     color_mode="fixed"),
-                                      canvas_size=(PAD_SIZE, PAD_SIZE), fixed_canvas=True,
-                                      label="Mask brush (paint what to regenerate)",
-                                      elem_id="mask-pad", layers=False, transforms=())
-            result = gr.Image(label="Design", type="pil", interactive=False,
-                              elem_id="design", height=200)
+            mask_pad = gr.ImageEditor(
+                type="pil",
+                image_mode="RGBA",
+                sources=[],
+                brush=gr.Brush(colors=["#ff0000"], default_size=20, color_mode="fixed"),
+                canvas_size=(PAD_SIZE, PAD_SIZE),
+                fixed_canvas=True,
+                label="Mask brush (paint what to regenerate)",
+                elem_id="mask-pad",
+                layers=False,
+                transforms=(),
+            )
+            result = gr.Image(
+                label="Design", type="pil", interactive=False, elem_id="design", height=200
+            )
             save_button = gr.Button("Save to board", elem_id="save")
     board = gr.State([])
     current = gr.State(None)
@@ -282,41 +339,86 @@ def build_design_tab(gr: Any, studio: Studio, write: Callable[[str, bytes], str]
     with gr.Row():
         download = gr.DownloadButton("Download board (zip)", elem_id="download-board")
         upload = gr.UploadButton("Load a board", file_types=[".zip"], elem_id="load-board")
-    ui = {"model": model, "sketch": sketch, "use_fill": use_fill, "class_name": class_name,
-          "strength": strength, "follow": follow, "seed": seed, "count": count,
-          "refine_button": refine_button, "inpaint_button": inpaint_button,
-          "converted": converted, "note": note, "mask_pad": mask_pad, "result": result,
-          "save_button": save_button, "board": board, "current": current,
-          "gallery": gallery, "download": download, "upload": upload}
+    ui = {
+        "model": model,
+        "sketch": sketch,
+        "use_fill": use_fill,
+        "class_name": class_name,
+        "strength": strength,
+        "follow": follow,
+        "seed": seed,
+        "count": count,
+        "refine_button": refine_button,
+        "inpaint_button": inpaint_button,
+        "converted": converted,
+        "note": note,
+        "mask_pad": mask_pad,
+        "result": result,
+        "save_button": save_button,
+        "board": board,
+        "current": current,
+        "gallery": gallery,
+        "download": download,
+        "upload": upload,
+    }
     _wire_events(gr, designer, write, refused, tracked, ui)
 
 
-def _wire_events(gr: Any, designer: Designer, write: Callable[[str, bytes], str],
-                 refused: Callable[[FashiongenError], Exception], tracked: Any,
-                 ui: dict[str, Any]) -> None:
+def _wire_events(
+    gr: Any,
+    designer: Designer,
+    write: Callable[[str, bytes], str],
+    refused: Callable[[FashiongenError], Exception],
+    tracked: Any,
+    ui: dict[str, Any],
+) -> None:
     """The tab's handlers: design (refine / inpaint), save, download and load the board."""
 
-    def design(mode: Mode, key, pad, use_fill, class_name, strength, follow, seed, count,
-               mask_value, progress):
+    def design(
+        mode: Mode,
+        key,
+        pad,
+        use_fill,
+        class_name,
+        strength,
+        follow,
+        seed,
+        count,
+        mask_value,
+        progress,
+    ):
         try:
             picture = None if pad is None else pad.get("composite")
             array, line = designer.convert(key, picture, use_fill=bool(use_fill))
             frame = (array.shape[2], array.shape[1])
             layers = (mask_value or {}).get("layers") or []
             mask = mask_from_layers(layers, frame) if mode == "inpaint" else None
-            recipe = Recipe(model=key, mode=mode, class_name=class_name or ANY_CLASS,
-                            strength=float(strength), follow=follow, seed=int(seed or 0),
-                            num_variations=int(count), input_png=encode_png(array),
-                            mask_png=None if mask is None else encode_png(mask))
-            result = designer.run(recipe, progress=lambda done, total: progress(
-                (done, total), desc="Refining", unit="steps"))
+            recipe = Recipe(
+                model=key,
+                mode=mode,
+                class_name=class_name or ANY_CLASS,
+                strength=float(strength),
+                follow=follow,
+                seed=int(seed or 0),
+                num_variations=int(count),
+                input_png=encode_png(array),
+                mask_png=None if mask is None else encode_png(mask),
+            )
+            result = designer.run(
+                recipe,
+                progress=lambda done, total: progress((done, total), desc="Refining", unit="steps"),
+            )
         except FashiongenError as e:
             raise refused(e) from None
         preview = to_pil(array.transpose(1, 2, 0), PAD_SIZE // array.shape[1])
-        mask_background = {"background": preview.convert("RGB"), "layers": [],
-                           "composite": None}
-        return (preview, line, result.picture, result,
-                mask_background if mode == "refine" else gr.skip())
+        mask_background = {"background": preview.convert("RGB"), "layers": [], "composite": None}
+        return (
+            preview,
+            line,
+            result.picture,
+            result,
+            mask_background if mode == "refine" else gr.skip(),
+        )
 
     def save(board: list[Design], current: Design | None):
         if current is None:
@@ -333,29 +435,98 @@ def _wire_events(gr: Any, designer: Designer, write: Callable[[str, bytes], str]
         except FashiongenError as e:
             raise refused(e) from None
         last = board[-1].recipe if board else None
-        controls = ([gr.skip()] * 5 if last is None else
-                    [last.class_name, last.strength, last.follow, last.seed,
-                     last.num_variations])
+        controls = (
+            [gr.skip()] * 5
+            if last is None
+            else [last.class_name, last.strength, last.follow, last.seed, last.num_variations]
+        )
         return (board, [d.picture for d in board], write_board(board), *controls)
 
-    inputs = [ui["model"], ui["sketch"], ui["use_fill"], ui["class_name"], ui["strength"],
-              ui["follow"], ui["seed"], ui["count"], ui["mask_pad"]]
+    inputs = [
+        ui["model"],
+        ui["sketch"],
+        ui["use_fill"],
+        ui["class_name"],
+        ui["strength"],
+        ui["follow"],
+        ui["seed"],
+        ui["count"],
+        ui["mask_pad"],
+    ]
     outputs = [ui["converted"], ui["note"], ui["result"], ui["current"], ui["mask_pad"]]
-    def on_refine(key, pad, use_fill, class_name, strength, follow, seed, count, mask_value,
-                  progress: Any = tracked):
-        return design("refine", key, pad, use_fill, class_name, strength, follow, seed, count,
-                      mask_value, progress)
 
-    def on_inpaint(key, pad, use_fill, class_name, strength, follow, seed, count, mask_value,
-                   progress: Any = tracked):
-        return design("inpaint", key, pad, use_fill, class_name, strength, follow, seed,
-                      count, mask_value, progress)
+    def on_refine(
+        key,
+        pad,
+        use_fill,
+        class_name,
+        strength,
+        follow,
+        seed,
+        count,
+        mask_value,
+        progress: Any = tracked,
+    ):
+        return design(
+            "refine",
+            key,
+            pad,
+            use_fill,
+            class_name,
+            strength,
+            follow,
+            seed,
+            count,
+            mask_value,
+            progress,
+        )
+
+    def on_inpaint(
+        key,
+        pad,
+        use_fill,
+        class_name,
+        strength,
+        follow,
+        seed,
+        count,
+        mask_value,
+        progress: Any = tracked,
+    ):
+        return design(
+            "inpaint",
+            key,
+            pad,
+            use_fill,
+            class_name,
+            strength,
+            follow,
+            seed,
+            count,
+            mask_value,
+            progress,
+        )
 
     ui["refine_button"].click(on_refine, inputs, outputs, api_name="design_refine")
     ui["inpaint_button"].click(on_inpaint, inputs, outputs, api_name="design_inpaint")
-    ui["save_button"].click(save, [ui["board"], ui["current"]],
-                            [ui["board"], ui["gallery"], ui["download"]], api_name=False)
-    ui["upload"].upload(load, ui["upload"],
-                        [ui["board"], ui["gallery"], ui["download"], ui["class_name"],
-                         ui["strength"], ui["follow"], ui["seed"], ui["count"]],
-                        api_name=False)
+    ui["save_button"].click(
+        save,
+        [ui["board"], ui["current"]],
+        [ui["board"], ui["gallery"], ui["download"]],
+        api_name=False,
+    )
+    ui["upload"].upload(
+        load,
+        ui["upload"],
+        [
+            ui["board"],
+            ui["gallery"],
+            ui["download"],
+            ui["class_name"],
+            ui["strength"],
+            ui["follow"],
+            ui["seed"],
+            ui["count"],
+        ],
+        api_name=False,
+    )

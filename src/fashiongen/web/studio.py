@@ -83,8 +83,14 @@ class Strip(NamedTuple):
     note: str
 
 
-def grid_size(num_images: int, image_shape: tuple[int, int, int], *, num_rows: int | None = None,
-              padding: int = 2, scale: int = GRID_SCALE) -> tuple[int, int]:
+def grid_size(
+    num_images: int,
+    image_shape: tuple[int, int, int],
+    *,
+    num_rows: int | None = None,
+    padding: int = 2,
+    scale: int = GRID_SCALE,
+) -> tuple[int, int]:
     """(width, height) in pixels of the grid `make_grid` + `to_pil` draw for `num_images`."""
     _, h, w = image_shape
     rows = num_rows or max(1, math.isqrt(num_images))
@@ -98,8 +104,7 @@ def bounded_int(name: str, value: float | int | None, low: int, high: int) -> in
         raise ConfigError(f"{name} is required (a whole number from {low} to {high})")
     if not isinstance(value, int):
         if not (isinstance(value, float) and value.is_integer()):
-            raise ConfigError(f"{name} must be a whole number from {low} to {high}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
         value = int(value)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
@@ -111,8 +116,10 @@ class Studio:
 
     def __init__(self, checkpoints: Mapping[str, str | Path], *, device: str = "cpu") -> None:
         if not checkpoints:
-            raise ConfigError("no models to serve: give a checkpoint or run folder, e.g. "
-                              "`fashiongen serve runs/demo`")
+            raise ConfigError(
+                "no models to serve: give a checkpoint or run folder, e.g. "
+                "`fashiongen serve runs/demo`"
+            )
         self.checkpoints = {key: Path(path) for key, path in checkpoints.items()}
         self.device = device
         self._loaded: dict[str, tuple[Family, Checkpoint]] = {}
@@ -158,9 +165,19 @@ class Studio:
 
     # ------------------------------------------------------------------ requests
 
-    def generate_grid(self, model_key: str, class_name: str | None, seed: int,
-                      num_images: int, sampler: str, steps: int, guidance: float,
-                      strength: float, *, progress: Progress | None = None) -> Grid:
+    def generate_grid(
+        self,
+        model_key: str,
+        class_name: str | None,
+        seed: int,
+        num_images: int,
+        sampler: str,
+        steps: int,
+        guidance: float,
+        strength: float,
+        *,
+        progress: Progress | None = None,
+    ) -> Grid:
         """Draw `num_images` images (reproducible from `seed`, as `fashiongen sample`) and
         return them as a grid picture and as npz bytes.
 
@@ -175,15 +192,26 @@ class Studio:
         class_names = class_names_of(checkpoint)
         labels = self._labels(model, class_name, class_names, num_images)
         callback = None if progress is None else (lambda i, n: progress(i + 1, n))
-        images, labels = generate_labelled(model, num_images, labels=labels, seed=seed,
-                                           sampling=sampling, callback=callback)
+        images, labels = generate_labelled(
+            model, num_images, labels=labels, seed=seed, sampling=sampling, callback=callback
+        )
         picture = to_pil(make_grid(images), GRID_SCALE)
-        return Grid(picture, _npz_bytes(images, labels, class_names if model.num_classes
-                                        else None))
+        return Grid(picture, _npz_bytes(images, labels, class_names if model.num_classes else None))
 
-    def interpolate(self, model_key: str, class_name: str | None, seed_a: int, seed_b: int,
-                    num_frames: int, sampler: str, steps: int, guidance: float,
-                    strength: float, *, progress: Progress | None = None) -> Strip:
+    def interpolate(
+        self,
+        model_key: str,
+        class_name: str | None,
+        seed_a: int,
+        seed_b: int,
+        num_frames: int,
+        sampler: str,
+        steps: int,
+        guidance: float,
+        strength: float,
+        *,
+        progress: Progress | None = None,
+    ) -> Strip:
         """A strip of `num_frames` images going from seed A's sample to seed B's.
 
         Through the latents (slerp), the ends being the latents `sample` draws from each
@@ -198,36 +226,55 @@ class Studio:
         sampling = self._sampling(checkpoint, sampler, steps, guidance, strength)
         label = self._labels(model, class_name, class_names_of(checkpoint), 1)
         if label is None and model.num_classes:
-            label = torch.randint(model.num_classes, (1,),
-                                  generator=torch.Generator().manual_seed(seed_a))
+            label = torch.randint(
+                model.num_classes, (1,), generator=torch.Generator().manual_seed(seed_a)
+            )
         callback = None if progress is None else (lambda i, n: progress(i + 1, n))
-        images = interpolate_latents(model, seed_a=seed_a, seed_b=seed_b, num_frames=num_frames,
-                             label=None if label is None else int(label[0]),
-                             sampling=sampling, callback=callback)
-        note = (f"Spherical interpolation between the latents of seed {seed_a} and seed "
-                f"{seed_b}, {num_frames} frames.")
+        images = interpolate_latents(
+            model,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            num_frames=num_frames,
+            label=None if label is None else int(label[0]),
+            sampling=sampling,
+            callback=callback,
+        )
+        note = (
+            f"Spherical interpolation between the latents of seed {seed_a} and seed "
+            f"{seed_b}, {num_frames} frames."
+        )
         return Strip(to_pil(make_grid(images, num_rows=1), GRID_SCALE), note)
 
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _sampling(checkpoint: Checkpoint, sampler: str, steps: int, guidance: float,
-                  strength: float) -> SampleConfig:
+    def _sampling(
+        checkpoint: Checkpoint, sampler: str, steps: int, guidance: float, strength: float
+    ) -> SampleConfig:
         """The checkpoint's sampling config with the request's values; bounds checked."""
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
         steps = bounded_int("sampling steps", steps, 1, MAX_STEPS)
         for name, value in (("guidance scale", guidance), ("strength", strength)):
-            if not isinstance(value, int | float) or isinstance(value, bool) \
-                    or not math.isfinite(value):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
         # SampleConfig checks the remaining bounds and names the field it refuses.
-        return dataclasses.replace(checkpoint.config.sample, sampler=sampler, num_steps=steps,
-                                   guidance_scale=float(guidance), strength=float(strength))
+        return dataclasses.replace(
+            checkpoint.config.sample,
+            sampler=sampler,
+            num_steps=steps,
+            guidance_scale=float(guidance),
+            strength=float(strength),
+        )
 
     @staticmethod
-    def _labels(model: Family, class_name: str | None, class_names: list[str],
-                num_images: int) -> torch.Tensor | None:
+    def _labels(
+        model: Family, class_name: str | None, class_names: list[str], num_images: int
+    ) -> torch.Tensor | None:
         """`num_images` copies of the requested class, or None for random classes."""
         if class_name is None or class_name.strip().lower() in ("", ANY_CLASS):
             return None
@@ -237,8 +284,9 @@ class Studio:
         return class_labels([class_id], num_images)
 
 
-def _npz_bytes(images: torch.Tensor, labels: torch.Tensor | None,
-               class_names: list[str] | None) -> bytes:
+def _npz_bytes(
+    images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None
+) -> bytes:
     """The npz `save_samples` writes, as bytes (one format, written in one place)."""
     with tempfile.TemporaryDirectory(prefix="fashiongen-web-") as folder:
         path = save_samples(Path(folder) / "samples.npz", images, labels, class_names=class_names)

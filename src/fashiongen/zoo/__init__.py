@@ -29,8 +29,11 @@ def manifest() -> dict[str, dict[str, Any]]:
 
 def available() -> dict[str, Path]:
     """name -> weights file of every shipped model."""
-    return {name: ZOO_DIR / entry["file"] for name, entry in manifest().items()
-            if (ZOO_DIR / entry["file"]).is_file()}
+    return {
+        name: ZOO_DIR / entry["file"]
+        for name, entry in manifest().items()
+        if (ZOO_DIR / entry["file"]).is_file()
+    }
 
 
 def zoo_path(name: str) -> Path:

@@ -33,8 +33,11 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
     family = MODELS[checkpoint.config.model.name]
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
-               for k, v in weights.items() if family.needed_for_sampling(k)}
+    tensors = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in weights.items()
+        if family.needed_for_sampling(k)
+    }
     with safe_open(checkpoint.path / WEIGHTS_FILE, "pt") as f:
         metadata = dict(f.metadata())
     metadata["sampling_only"] = "true"
@@ -43,9 +46,13 @@ def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     entries = read_manifest(zoo_dir / MANIFEST.name)
-    entries[name] = {"file": path.name, "family": checkpoint.config.model.name,
-                     "num_classes": checkpoint.config.model.num_classes,
-                     "step": checkpoint.step, **info}
+    entries[name] = {
+        "file": path.name,
+        "family": checkpoint.config.model.name,
+        "num_classes": checkpoint.config.model.num_classes,
+        "step": checkpoint.step,
+        **info,
+    }
     write_text_atomic(zoo_dir / MANIFEST.name, json.dumps(entries, indent=2) + "\n")
     return path
 
@@ -64,6 +71,11 @@ def check_fid(name: str, num_samples: int = CHECK_NUM_SAMPLES, seed: int = 0) ->
     """FID of zoo model `name` on balanced samples (the number its manifest records, so a
     broken install or a changed sampler shows up as a different value)."""
     model, checkpoint = load_model(zoo_path(name))
-    scores, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(checkpoint.config),
-                               seed=seed, use_memorisation=False)
+    scores, _ = draw_and_score(
+        model,
+        num_samples,
+        sampling=zoo_sampling(checkpoint.config),
+        seed=seed,
+        use_memorisation=False,
+    )
     return float(scores["fid"])

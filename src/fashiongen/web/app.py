@@ -132,57 +132,85 @@ def _sample_tab(gr: Any, keys: Sequence[str], first: ModelInfo) -> _SamplePage:
     interpolation strip."""
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(keys, value=first.key, label="Model")
-            about = gr.Markdown(_describe(first))
-            # Any value passes the page to the studio, which checks it against the model
-            # named in the same call: the API needs no earlier /model_info in its session.
-            class_name = gr.Dropdown(
-                _class_choices(first),
-                value=ANY_CLASS,
-                label="Class",
-                visible=bool(first.class_names),
-                elem_id="class",
-                allow_custom_value=True,
-            )
-            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
-            num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="Number of images")
-            with gr.Accordion(
-                "Diffusion sampling", open=True, visible=first.uses_sampler
-            ) as diffusion:
-                sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler, label="Sampler")
-                steps = gr.Slider(
-                    1, MAX_STEPS, value=first.sampling.num_steps, step=1, label="Steps"
-                )
-                guidance = gr.Slider(
-                    0,
-                    limits.MAX_GUIDANCE_SCALE,
-                    value=first.sampling.guidance_scale,
-                    step=0.1,
-                    label="Guidance scale (1 = off)",
-                    visible=first.uses_sampler and bool(first.class_names),
-                )
-                strength = gr.Slider(
-                    0,
-                    1,
-                    value=first.sampling.strength,
-                    step=0.05,
-                    label="Hybrid strength",
-                    visible=first.uses_strength,
-                )
-            generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+            controls = _sample_controls(gr, keys, first)
         with gr.Column(scale=2):
-            grid = gr.Image(
-                label="Samples",
-                type="pil",
-                format="png",
-                elem_id="grid",
-                interactive=False,
-                buttons=["download", "fullscreen"],
-                height=GRID_HEIGHT_PX,
-            )
-            with gr.Row():
-                png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
-                npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
+            outputs = _grid_outputs(gr)
+    return _SamplePage(**controls, **outputs, **_interpolation_panel(gr))
+
+
+def _sample_controls(gr: Any, keys: Sequence[str], first: ModelInfo) -> dict[str, Any]:
+    """The left column: model, class, seed, number of images, diffusion sampling, Generate."""
+    model = gr.Dropdown(keys, value=first.key, label="Model")
+    about = gr.Markdown(_describe(first))
+    # Any value passes the page to the studio, which checks it against the model
+    # named in the same call: the API needs no earlier /model_info in its session.
+    class_name = gr.Dropdown(
+        _class_choices(first),
+        value=ANY_CLASS,
+        label="Class",
+        visible=bool(first.class_names),
+        elem_id="class",
+        allow_custom_value=True,
+    )
+    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+    num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="Number of images")
+    with gr.Accordion("Diffusion sampling", open=True, visible=first.uses_sampler) as diffusion:
+        sampling = _sampling_controls(gr, first)
+    generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+    return {
+        "model": model,
+        "about": about,
+        "class_name": class_name,
+        "seed": seed,
+        "num_images": num_images,
+        "diffusion": diffusion,
+        **sampling,
+        "generate_button": generate_button,
+    }
+
+
+def _sampling_controls(gr: Any, first: ModelInfo) -> dict[str, Any]:
+    """The diffusion sampler, its steps, guidance scale and hybrid strength."""
+    sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler, label="Sampler")
+    steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1, label="Steps")
+    guidance = gr.Slider(
+        0,
+        limits.MAX_GUIDANCE_SCALE,
+        value=first.sampling.guidance_scale,
+        step=0.1,
+        label="Guidance scale (1 = off)",
+        visible=first.uses_sampler and bool(first.class_names),
+    )
+    strength = gr.Slider(
+        0,
+        1,
+        value=first.sampling.strength,
+        step=0.05,
+        label="Hybrid strength",
+        visible=first.uses_strength,
+    )
+    return {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength}
+
+
+def _grid_outputs(gr: Any) -> dict[str, Any]:
+    """The right column: the grid and its PNG and npz downloads."""
+    grid = gr.Image(
+        label="Samples",
+        type="pil",
+        format="png",
+        elem_id="grid",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        height=GRID_HEIGHT_PX,
+    )
+    with gr.Row():
+        png_file = gr.DownloadButton("Download PNG", elem_id="download-png")
+        npz_file = gr.DownloadButton("Download npz", elem_id="download-npz")
+    return {"grid": grid, "png_file": png_file, "npz_file": npz_file}
+
+
+def _interpolation_panel(gr: Any) -> dict[str, Any]:
+    """Seeds A and B, the number of frames, Interpolate, and the strip with its note."""
     gr.Markdown("## Interpolation\nFrom seed A's sample to seed B's, in one class.")
     with gr.Row():
         seed_a = gr.Number(0, label="Seed A", precision=0, minimum=0, maximum=MAX_SEED)
@@ -199,28 +227,14 @@ def _sample_tab(gr: Any, keys: Sequence[str], first: ModelInfo) -> _SamplePage:
         height=STRIP_HEIGHT_PX,
     )
     strip_note = gr.Markdown()
-    return _SamplePage(
-        model=model,
-        about=about,
-        class_name=class_name,
-        seed=seed,
-        num_images=num_images,
-        diffusion=diffusion,
-        sampler=sampler,
-        steps=steps,
-        guidance=guidance,
-        strength=strength,
-        generate_button=generate_button,
-        grid=grid,
-        png_file=png_file,
-        npz_file=npz_file,
-        seed_a=seed_a,
-        seed_b=seed_b,
-        num_frames=num_frames,
-        interpolate_button=interpolate_button,
-        strip=strip,
-        strip_note=strip_note,
-    )
+    return {
+        "seed_a": seed_a,
+        "seed_b": seed_b,
+        "num_frames": num_frames,
+        "interpolate_button": interpolate_button,
+        "strip": strip,
+        "strip_note": strip_note,
+    }
 
 
 @dataclass(frozen=True)
@@ -241,6 +255,18 @@ def _sample_handlers(
 ) -> _SampleHandlers:
     """Handlers that turn a refused request into a message on the page (`refused`) and write
     downloads with `write`; `tracked` is the progress-bar default Gradio looks for."""
+    return _SampleHandlers(
+        on_model=_model_info_handler(gr, studio, refused),
+        on_generate=_generate_handler(studio, write, refused, tracked),
+        on_interpolate=_interpolate_handler(studio, refused, tracked),
+    )
+
+
+def _model_info_handler(
+    gr: Any, studio: Studio, refused: Callable[[FashiongenError], Exception]
+) -> Callable[[str], tuple]:
+    """The model dropdown's handler: the class, sampling controls and description set for
+    the chosen model."""
 
     def on_model(key: str) -> tuple:
         try:
@@ -262,6 +288,17 @@ def _sample_handlers(
             _describe(info),
         )
 
+    return on_model
+
+
+def _generate_handler(
+    studio: Studio,
+    write: Callable[[str, bytes], str],
+    refused: Callable[[FashiongenError], Exception],
+    tracked: Any,
+) -> Callable[..., tuple]:
+    """The Generate button's handler: the grid and the paths of its PNG and npz files."""
+
     def on_generate(
         key: str,
         class_name: str,
@@ -273,32 +310,24 @@ def _sample_handlers(
         strength: float,
         progress: Any = tracked,
     ) -> tuple:
+        request = (key, class_name, seed, num_images, sampler, steps, guidance, strength)
         try:
-            grid = studio.generate_grid(
-                key,
-                class_name,
-                seed,
-                num_images,
-                sampler,
-                steps,
-                guidance,
-                strength,
-                progress=_reporter(progress),
-            )
+            grid = studio.generate_grid(*request, progress=_reporter(progress))
         except FashiongenError as e:
             raise refused(e) from None
         # Same request, same file name: repeated requests do not fill the disk.
-        stem = (
-            "grid-"
-            + hashlib.sha256(
-                repr(
-                    (key, class_name, seed, num_images, sampler, steps, guidance, strength)
-                ).encode()
-            ).hexdigest()[:16]
-        )
+        stem = "grid-" + hashlib.sha256(repr(request).encode()).hexdigest()[:16]
         png = write(f"{stem}.png", png_bytes(grid.image))
         npz = write(f"{stem}.npz", grid.npz)
         return grid.image, png, npz
+
+    return on_generate
+
+
+def _interpolate_handler(
+    studio: Studio, refused: Callable[[FashiongenError], Exception], tracked: Any
+) -> Callable[..., tuple]:
+    """The Interpolate button's handler: the strip and its note."""
 
     def on_interpolate(
         key: str,
@@ -329,7 +358,7 @@ def _sample_handlers(
             raise refused(e) from None
         return strip.image, strip.note
 
-    return _SampleHandlers(on_model, on_generate, on_interpolate)
+    return on_interpolate
 
 
 def _wire_sample_tab(page: _SamplePage, handlers: _SampleHandlers) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,6 +249,46 @@ def read_board(path: str | Path) -> list[Recipe]:
 # ---------------------------------------------------------------------- the Gradio tab
 
 
+@dataclass(frozen=True)
+class _DesignTab:
+    """The Design tab's components that its events read or update."""
+
+    model: Any
+    sketch: Any
+    use_fill: Any
+    class_name: Any
+    strength: Any
+    follow: Any
+    seed: Any
+    count: Any
+    refine_button: Any
+    inpaint_button: Any
+    converted: Any
+    note: Any
+    mask_pad: Any
+    result: Any
+    save_button: Any
+    board: Any
+    current: Any
+    gallery: Any
+    download: Any
+    upload: Any
+
+    def recipe_controls(self) -> list[Any]:
+        """The controls a loaded board sets from its last recipe."""
+        return [self.class_name, self.strength, self.follow, self.seed, self.count]
+
+
+@dataclass(frozen=True)
+class _DesignHandlers:
+    """The Design tab's event handlers: each calls one `Designer` method."""
+
+    on_refine: Callable[..., tuple]
+    on_inpaint: Callable[..., tuple]
+    save: Callable[..., tuple]
+    load: Callable[..., tuple]
+
+
 def build_design_tab(
     gr: Any,
     studio: Studio,
@@ -263,83 +303,64 @@ def build_design_tab(
         gr.Markdown("No model here can edit images: serve a ddpm or hybrid checkpoint.")
         return
     first = studio.info(keys[0])
-    white = Image.new("RGB", (PAD_SIZE, PAD_SIZE), "white")
     gr.Markdown(
         "Draw a garment (or upload a photo), pick a class and refine it. Paint on "
         "the mask pad to regenerate only a part. Save what you like to the board."
     )
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(keys, value=keys[0], label="Design model", elem_id="design-model")
-            sketch = gr.ImageEditor(
-                value={"background": white, "layers": [], "composite": None},
-                type="pil",
-                image_mode="RGBA",
-                sources=["upload"],
-                brush=gr.Brush(colors=["#000000"], default_size=14, color_mode="fixed"),
-                canvas_size=(PAD_SIZE, PAD_SIZE),
-                fixed_canvas=True,
-                label="Sketch pad",
-                elem_id="sketch",
-                layers=False,
-                transforms=(),
-            )
-            use_fill = gr.Checkbox(True, label="Fill closed outlines", elem_id="fill")
-            class_name = gr.Dropdown(
-                [ANY_CLASS, *first.class_names],
-                value=ANY_CLASS,
-                label="Design class",
-                elem_id="design-class",
-                allow_custom_value=True,
-            )
-            strength = gr.Slider(
-                0.05,
-                1,
-                value=editing.DEFAULT_STRENGTH,
-                step=0.05,
-                label="Strength",
-                elem_id="strength",
-            )
-            follow = gr.Radio(
-                list(FOLLOW), value="loosely", label="Follow the input", elem_id="follow"
-            )
-            seed = gr.Number(0, label="Design seed", precision=0, minimum=0, maximum=MAX_SEED)
-            count = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
-            with gr.Row():
-                refine_button = gr.Button("Refine", variant="primary", elem_id="refine")
-                inpaint_button = gr.Button("Inpaint masked part", elem_id="inpaint")
+            controls = _design_controls(gr, keys, first.class_names)
         with gr.Column(scale=1):
-            converted = gr.Image(
-                label="Input as the model sees it",
-                type="pil",
-                interactive=False,
-                elem_id="converted",
-                height=160,
-            )
-            note = gr.Markdown(elem_id="conversion")
-            mask_pad = gr.ImageEditor(
-                type="pil",
-                image_mode="RGBA",
-                sources=[],
-                brush=gr.Brush(colors=["#ff0000"], default_size=20, color_mode="fixed"),
-                canvas_size=(PAD_SIZE, PAD_SIZE),
-                fixed_canvas=True,
-                label="Mask brush (paint what to regenerate)",
-                elem_id="mask-pad",
-                layers=False,
-                transforms=(),
-            )
-            result = gr.Image(
-                label="Design", type="pil", interactive=False, elem_id="design", height=200
-            )
-            save_button = gr.Button("Save to board", elem_id="save")
-    board = gr.State([])
-    current = gr.State(None)
-    gallery = gr.Gallery(label="Design board", elem_id="board", columns=4, height=240)
+            outputs = _design_outputs(gr)
+    tab = _DesignTab(**controls, **outputs, **_design_board(gr))
+    _wire_design_tab(tab, _design_handlers(gr, designer, write, refused, tracked))
+
+
+def _drawing_pad(gr: Any, *, colour: str, brush_size: int, **options: Any) -> Any:
+    """A fixed PAD_SIZE canvas with one brush colour, no layers and no transforms."""
+    return gr.ImageEditor(
+        type="pil",
+        image_mode="RGBA",
+        brush=gr.Brush(colors=[colour], default_size=brush_size, color_mode="fixed"),
+        canvas_size=(PAD_SIZE, PAD_SIZE),
+        fixed_canvas=True,
+        layers=False,
+        transforms=(),
+        **options,
+    )
+
+
+def _design_controls(gr: Any, keys: list[str], class_names: Sequence[str]) -> dict[str, Any]:
+    """The left column: model, sketch pad, recipe controls and the Refine/Inpaint buttons."""
+    model = gr.Dropdown(keys, value=keys[0], label="Design model", elem_id="design-model")
+    white = Image.new("RGB", (PAD_SIZE, PAD_SIZE), "white")
+    sketch = _drawing_pad(
+        gr,
+        colour="#000000",
+        brush_size=14,
+        value={"background": white, "layers": [], "composite": None},
+        sources=["upload"],
+        label="Sketch pad",
+        elem_id="sketch",
+    )
+    use_fill = gr.Checkbox(True, label="Fill closed outlines", elem_id="fill")
+    class_name = gr.Dropdown(
+        [ANY_CLASS, *class_names],
+        value=ANY_CLASS,
+        label="Design class",
+        elem_id="design-class",
+        allow_custom_value=True,
+    )
+    strength = gr.Slider(
+        0.05, 1, value=editing.DEFAULT_STRENGTH, step=0.05, label="Strength", elem_id="strength"
+    )
+    follow = gr.Radio(list(FOLLOW), value="loosely", label="Follow the input", elem_id="follow")
+    seed = gr.Number(0, label="Design seed", precision=0, minimum=0, maximum=MAX_SEED)
+    count = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
     with gr.Row():
-        download = gr.DownloadButton("Download board (zip)", elem_id="download-board")
-        upload = gr.UploadButton("Load a board", file_types=[".zip"], elem_id="load-board")
-    ui = {
+        refine_button = gr.Button("Refine", variant="primary", elem_id="refine")
+        inpaint_button = gr.Button("Inpaint masked part", elem_id="inpaint")
+    return {
         "model": model,
         "sketch": sketch,
         "use_fill": use_fill,
@@ -350,32 +371,85 @@ def build_design_tab(
         "count": count,
         "refine_button": refine_button,
         "inpaint_button": inpaint_button,
+    }
+
+
+def _design_outputs(gr: Any) -> dict[str, Any]:
+    """The right column: the converted input, the mask pad, the design and its Save button."""
+    converted = gr.Image(
+        label="Input as the model sees it",
+        type="pil",
+        interactive=False,
+        elem_id="converted",
+        height=160,
+    )
+    note = gr.Markdown(elem_id="conversion")
+    mask_pad = _drawing_pad(
+        gr,
+        colour="#ff0000",
+        brush_size=20,
+        sources=[],
+        label="Mask brush (paint what to regenerate)",
+        elem_id="mask-pad",
+    )
+    result = gr.Image(label="Design", type="pil", interactive=False, elem_id="design", height=200)
+    save_button = gr.Button("Save to board", elem_id="save")
+    return {
         "converted": converted,
         "note": note,
         "mask_pad": mask_pad,
         "result": result,
         "save_button": save_button,
+    }
+
+
+def _design_board(gr: Any) -> dict[str, Any]:
+    """The design board: the saved designs, the current one, and the zip download/upload."""
+    board = gr.State([])
+    current = gr.State(None)
+    gallery = gr.Gallery(label="Design board", elem_id="board", columns=4, height=240)
+    with gr.Row():
+        download = gr.DownloadButton("Download board (zip)", elem_id="download-board")
+        upload = gr.UploadButton("Load a board", file_types=[".zip"], elem_id="load-board")
+    return {
         "board": board,
         "current": current,
         "gallery": gallery,
         "download": download,
         "upload": upload,
     }
-    _wire_events(gr, designer, write, refused, tracked, ui)
 
 
-def _wire_events(
+def _input_and_mask(
+    designer: Designer,
+    mode: Mode,
+    key: str,
+    pad: dict | None,
+    use_fill: bool,
+    mask_value: dict | None,
+) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """The sketch pad's picture in the model's frame (uint8 (C, H, W)), the line describing
+    its conversion, and for an inpaint the mask pad's strokes (bool (1, H, W)) or None."""
+    picture = None if pad is None else pad.get("composite")
+    array, line = designer.convert(key, picture, use_fill=bool(use_fill))
+    frame = (array.shape[2], array.shape[1])
+    layers = (mask_value or {}).get("layers") or []
+    mask = mask_from_layers(layers, frame) if mode == "inpaint" else None
+    return array, line, mask
+
+
+def _design_handler(
     gr: Any,
     designer: Designer,
-    write: Callable[[str, bytes], str],
     refused: Callable[[FashiongenError], Exception],
     tracked: Any,
-    ui: dict[str, Any],
-) -> None:
-    """The tab's handlers: design (refine / inpaint), save, download and load the board."""
+    mode: Mode,
+) -> Callable[..., tuple]:
+    """The Refine or Inpaint button's handler: the converted input, its note, the design
+    picture, the design itself, and after a refine the input as the mask pad's background.
+    Its parameter names are the API's."""
 
-    def design(
-        mode: Mode,
+    def on_design(
         key,
         pad,
         use_fill,
@@ -385,14 +459,10 @@ def _wire_events(
         seed,
         count,
         mask_value,
-        progress,
+        progress: Any = tracked,
     ):
         try:
-            picture = None if pad is None else pad.get("composite")
-            array, line = designer.convert(key, picture, use_fill=bool(use_fill))
-            frame = (array.shape[2], array.shape[1])
-            layers = (mask_value or {}).get("layers") or []
-            mask = mask_from_layers(layers, frame) if mode == "inpaint" else None
+            array, line, mask = _input_and_mask(designer, mode, key, pad, use_fill, mask_value)
             recipe = Recipe(
                 model=key,
                 mode=mode,
@@ -420,14 +490,29 @@ def _wire_events(
             mask_background if mode == "refine" else gr.skip(),
         )
 
+    # Gradio's warnings and errors name an event's function: keep it the button's.
+    on_design.__name__ = on_design.__qualname__ = f"on_{mode}"
+    return on_design
+
+
+def _design_handlers(
+    gr: Any,
+    designer: Designer,
+    write: Callable[[str, bytes], str],
+    refused: Callable[[FashiongenError], Exception],
+    tracked: Any,
+) -> _DesignHandlers:
+    """Handlers that turn a refused request into a message on the page (`refused`) and write
+    the board's zip with `write`; `tracked` is the progress-bar default Gradio looks for."""
+
+    def write_board(board: list[Design]) -> str:
+        return write("design-board.zip", board_zip(board))
+
     def save(board: list[Design], current: Design | None):
         if current is None:
             raise refused(ConfigError("refine something first, then save it to the board"))
         board = [*board, current][-MAX_BOARD_ENTRIES:]
         return board, [d.picture for d in board], write_board(board)
-
-    def write_board(board: list[Design]) -> str:
-        return write("design-board.zip", board_zip(board))
 
     def load(path: str, progress: Any = tracked):
         try:
@@ -442,91 +527,40 @@ def _wire_events(
         )
         return (board, [d.picture for d in board], write_board(board), *controls)
 
+    return _DesignHandlers(
+        on_refine=_design_handler(gr, designer, refused, tracked, "refine"),
+        on_inpaint=_design_handler(gr, designer, refused, tracked, "inpaint"),
+        save=save,
+        load=load,
+    )
+
+
+def _wire_design_tab(tab: _DesignTab, handlers: _DesignHandlers) -> None:
+    """The tab's events: design (refine / inpaint, named API endpoints), then save, download
+    and load the board (page only)."""
     inputs = [
-        ui["model"],
-        ui["sketch"],
-        ui["use_fill"],
-        ui["class_name"],
-        ui["strength"],
-        ui["follow"],
-        ui["seed"],
-        ui["count"],
-        ui["mask_pad"],
+        tab.model,
+        tab.sketch,
+        tab.use_fill,
+        tab.class_name,
+        tab.strength,
+        tab.follow,
+        tab.seed,
+        tab.count,
+        tab.mask_pad,
     ]
-    outputs = [ui["converted"], ui["note"], ui["result"], ui["current"], ui["mask_pad"]]
-
-    def on_refine(
-        key,
-        pad,
-        use_fill,
-        class_name,
-        strength,
-        follow,
-        seed,
-        count,
-        mask_value,
-        progress: Any = tracked,
-    ):
-        return design(
-            "refine",
-            key,
-            pad,
-            use_fill,
-            class_name,
-            strength,
-            follow,
-            seed,
-            count,
-            mask_value,
-            progress,
-        )
-
-    def on_inpaint(
-        key,
-        pad,
-        use_fill,
-        class_name,
-        strength,
-        follow,
-        seed,
-        count,
-        mask_value,
-        progress: Any = tracked,
-    ):
-        return design(
-            "inpaint",
-            key,
-            pad,
-            use_fill,
-            class_name,
-            strength,
-            follow,
-            seed,
-            count,
-            mask_value,
-            progress,
-        )
-
-    ui["refine_button"].click(on_refine, inputs, outputs, api_name="design_refine")
-    ui["inpaint_button"].click(on_inpaint, inputs, outputs, api_name="design_inpaint")
-    ui["save_button"].click(
-        save,
-        [ui["board"], ui["current"]],
-        [ui["board"], ui["gallery"], ui["download"]],
+    outputs = [tab.converted, tab.note, tab.result, tab.current, tab.mask_pad]
+    tab.refine_button.click(handlers.on_refine, inputs, outputs, api_name="design_refine")
+    tab.inpaint_button.click(handlers.on_inpaint, inputs, outputs, api_name="design_inpaint")
+    tab.save_button.click(
+        handlers.save,
+        [tab.board, tab.current],
+        [tab.board, tab.gallery, tab.download],
         api_name=False,
     )
-    ui["upload"].upload(
-        load,
-        ui["upload"],
-        [
-            ui["board"],
-            ui["gallery"],
-            ui["download"],
-            ui["class_name"],
-            ui["strength"],
-            ui["follow"],
-            ui["seed"],
-            ui["count"],
-        ],
+    tab.upload.upload(
+        handlers.load,
+        tab.upload,
+        [tab.board, tab.gallery, tab.download, *tab.recipe_controls()],
         api_name=False,
     )

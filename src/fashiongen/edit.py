@@ -23,6 +23,7 @@ from fashiongen.checkpoint import load_model, model_source
 from fashiongen.data.folder import READ_ERRORS
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.images import to_model_range, to_uint8
+from fashiongen.models.base import Family
 from fashiongen.samples import class_names_of, output_form, parse_classes, save_samples
 
 
@@ -88,12 +89,7 @@ def edit_to(
     """
     check_strength(strength)
     output_form(out)  # an unwritable form is refused before the model loads
-    if not inputs:
-        raise ConfigError("edit needs at least one input picture")
-    if num_variations < 1:
-        raise ConfigError(f"--variations must be >= 1, got {num_variations}")
-    pictures = [read_picture(path) for path in inputs]
-    mask_picture = None if mask is None else read_picture(mask, "mask")
+    pictures, mask_picture = _read_inputs(inputs, mask, num_variations)
     model, checkpoint = load_model(model_source)
     editing.editor_of(model)  # a family that cannot edit says so now
     class_names = class_names_of(checkpoint) if model.num_classes else []
@@ -101,41 +97,12 @@ def edit_to(
     fitted = [
         editing.fit_to_frame(picture, model.image_shape, use_fill=use_fill) for picture in pictures
     ]
-    masks = (
-        None
-        if mask_picture is None
-        else torch.from_numpy(
-            np.stack([editing.mask_to_frame(mask_picture, framing) for _, framing in fitted])
-        )
-    )
-    x = to_model_range(torch.stack([torch.from_numpy(array) for array, _ in fitted]))
-    x = x.repeat_interleave(num_variations, dim=0)
+    x, masks = _to_batch(fitted, mask_picture, num_variations)
     labels = None if label is None else torch.full((len(x),), label, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    if masks is not None:
-        out_images = editing.inpaint(
-            model,
-            x,
-            masks.repeat_interleave(num_variations, dim=0),
-            labels=labels,
-            strength=strength,
-            generator=generator,
-        )
-    else:
-        guidance, sampling = (
-            (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
-            if use_transfer
-            else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
-        )
-        out_images = editing.refine(
-            model,
-            x,
-            strength,
-            labels=labels,
-            guidance=guidance,
-            sampling=sampling,
-            generator=generator,
-        )
+    out_images = _edit_batch(
+        model, x, masks, labels, strength=strength, use_transfer=use_transfer, generator=generator
+    )
     written = save_samples(
         out,
         to_uint8(out_images),
@@ -148,6 +115,72 @@ def edit_to(
         f"{path}: {framing.describe()}" for path, (_, framing) in zip(inputs, fitted, strict=True)
     ]
     return EditResult(written, len(out_images), conversions)
+
+
+def _read_inputs(
+    inputs: list[str | Path], mask: str | Path | None, num_variations: int
+) -> tuple[list[Image.Image], Image.Image | None]:
+    """The decoded input pictures and mask, after the checks that need no model."""
+    if not inputs:
+        raise ConfigError("edit needs at least one input picture")
+    if num_variations < 1:
+        raise ConfigError(f"--variations must be >= 1, got {num_variations}")
+    pictures = [read_picture(path) for path in inputs]
+    mask_picture = None if mask is None else read_picture(mask, "mask")
+    return pictures, mask_picture
+
+
+def _to_batch(
+    fitted: list[tuple[np.ndarray, editing.Framing]],
+    mask_picture: Image.Image | None,
+    num_variations: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fitted inputs in [-1, 1] (N * num_variations, C, H, W), each repeated once per
+    variation, and the mask fitted to each input's framing, repeated alike (or None)."""
+    masks = (
+        None
+        if mask_picture is None
+        else torch.from_numpy(
+            np.stack([editing.mask_to_frame(mask_picture, framing) for _, framing in fitted])
+        )
+    )
+    x = to_model_range(torch.stack([torch.from_numpy(array) for array, _ in fitted]))
+    x = x.repeat_interleave(num_variations, dim=0)
+    if masks is not None:
+        masks = masks.repeat_interleave(num_variations, dim=0)
+    return x, masks
+
+
+def _edit_batch(
+    model: Family,
+    x: torch.Tensor,
+    masks: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    *,
+    strength: float,
+    use_transfer: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Inpaint `x` where `masks` is white, else refine it (with the class-transfer settings
+    if `use_transfer`); the edited images in [-1, 1]."""
+    if masks is not None:
+        return editing.inpaint(
+            model, x, masks, labels=labels, strength=strength, generator=generator
+        )
+    guidance, sampling = (
+        (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
+        if use_transfer
+        else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
+    )
+    return editing.refine(
+        model,
+        x,
+        strength,
+        labels=labels,
+        guidance=guidance,
+        sampling=sampling,
+        generator=generator,
+    )
 
 
 def _label(num_classes: int, class_name: str | None, class_names: list[str]) -> int | None:

@@ -266,30 +266,52 @@ def evaluate_source(
         "use_cache": use_cache,
     }
     if is_checkpoint(path):
-        model, checkpoint = load_for_sampling(path)
-        dataset = dataset or checkpoint.config.data.name
-        featnet = resolve_featnet(featnet, dataset)
-        result, drawn = draw_and_score(
-            model,
-            num_samples or DEFAULT_NUM_SAMPLES,
-            sampling=checkpoint.config.sample,
-            dataset=dataset,
-            featnet=featnet,
-            progress=progress,
-            **scoring,
-        )
-        info = checkpoint_info(model, checkpoint, drawn)
+        result, info = _score_checkpoint(path, num_samples, dataset, featnet, progress, scoring)
     else:
-        dataset = dataset or "fashion-mnist"
-        featnet = resolve_featnet(featnet, dataset)
-        images, labels, info = _read_sample_set(path, num_samples, featnet.class_names)
-        result = metrics.evaluate(
-            images, labels=labels, dataset=dataset, featnet=featnet, **scoring
-        )
+        result, info = _score_sample_set(path, num_samples, dataset, featnet, scoring)
     result["notes"] = list(info.pop("notes", [])) + result["notes"]
     result["source"] = info
     result["seed"] = seed
     return result
+
+
+def _score_checkpoint(
+    path: Path,
+    num_samples: int | None,
+    dataset: str | None,
+    featnet: Any,
+    progress: bool,
+    scoring: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`evaluate_source` of a checkpoint: the scores and the checkpoint's description."""
+    model, checkpoint = load_for_sampling(path)
+    dataset = dataset or checkpoint.config.data.name
+    featnet = resolve_featnet(featnet, dataset)
+    result, drawn = draw_and_score(
+        model,
+        num_samples or DEFAULT_NUM_SAMPLES,
+        sampling=checkpoint.config.sample,
+        dataset=dataset,
+        featnet=featnet,
+        progress=progress,
+        **scoring,
+    )
+    return result, checkpoint_info(model, checkpoint, drawn)
+
+
+def _score_sample_set(
+    path: Path,
+    num_samples: int | None,
+    dataset: str | None,
+    featnet: Any,
+    scoring: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`evaluate_source` of a sample file or folder: the scores and the set's description."""
+    dataset = dataset or "fashion-mnist"
+    featnet = resolve_featnet(featnet, dataset)
+    images, labels, info = _read_sample_set(path, num_samples, featnet.class_names)
+    result = metrics.evaluate(images, labels=labels, dataset=dataset, featnet=featnet, **scoring)
+    return result, info
 
 
 def _read_sample_set(

@@ -45,6 +45,10 @@ SynthFormat = Literal["idx", "npz", "png"]
 SYNTH_FORMATS: tuple[str, ...] = ("idx", "npz", "png")
 TEST_DIVISOR = 6  # the test split holds N // 6 more samples: Fashion-MNIST's 10k to 60k
 DEFAULT_CAS_EPOCHS = 5
+CAS_CLASSIFIER = (
+    "FeatNet (4 conv + 128-d features) trained by fit_featnet: SGD, one-cycle "
+    "LR, label smoothing, 1-pixel shifts"
+)
 
 
 # ---------------------------------------------------------------- synthetic datasets
@@ -92,19 +96,57 @@ def write_synthetic_dataset(
             model without a feature network.
         OutputExistsError: a non-empty `out_dir`, without `overwrite`.
     """
+    _check_request(fmt, num_samples)
+    out_dir = Path(out_dir)
+    check_free(out_dir, overwrite=overwrite, folder=True)  # before the sampling
+    model, ckpt = load_model(checkpoint, device=select_device("auto"))
+    _check_format_fits(fmt, model)
+    class_names, featnet, notes = _labelling(model, ckpt, featnet)
+    splits, labelled_by = _draw_splits(
+        model, ckpt, featnet, num_samples, seed=seed, log=log, progress=progress
+    )
+    with staged_folder(out_dir, overwrite=overwrite) as tmp:
+        files = _WRITERS[fmt](tmp, splits, class_names)
+        manifest = _manifest(
+            ckpt, fmt, seed, splits, class_names, files, notes, labelled_by=labelled_by
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _check_request(fmt: str, num_samples: int) -> None:
+    """A one-line ConfigError for an unknown format or a count below one."""
     if fmt not in SYNTH_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(SYNTH_FORMATS)}")
     if num_samples < 1:
         raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-    out_dir = Path(out_dir)
-    check_free(out_dir, overwrite=overwrite, folder=True)  # before the sampling
-    model, ckpt = load_model(checkpoint, device=select_device("auto"))
+
+
+def _check_format_fits(fmt: str, model: Any) -> None:
+    """A one-line ConfigError for colour images asked of the grey-only IDX format."""
     if fmt == "idx" and model.image_shape[0] != 1:
         raise ConfigError(
             f"IDX files hold grey images; this model makes {model.image_shape[0]}"
             "-channel ones: use --format npz or png"
         )
-    class_names, featnet, notes = _labelling(model, ckpt, featnet)
+
+
+def _draw_splits(
+    model: Any,
+    ckpt: Any,
+    featnet: Any,
+    num_samples: int,
+    *,
+    seed: int,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[dict, str]:
+    """Draw the train split (`num_samples`) and the test split (`num_samples // 6`, at
+    least one per class) in one go, labelled by request or else by `featnet`'s argmax.
+
+    Returns:
+        {"train": (images, labels), "test": (images, labels)} and "requested" or "featnet".
+    """
     num_test = max(model.num_classes or 1, num_samples // TEST_DIVISOR)
     total = num_samples + num_test
     limits.check_images_fit(total, model.image_shape, hint=" (train and test split together)")
@@ -116,21 +158,7 @@ def write_synthetic_dataset(
         "train": (images[:num_samples], labels[:num_samples]),
         "test": (images[num_samples:], labels[num_samples:]),
     }
-
-    with staged_folder(out_dir, overwrite=overwrite) as tmp:
-        files = _WRITERS[fmt](tmp, splits, class_names)
-        manifest = _manifest(
-            ckpt,
-            fmt,
-            seed,
-            splits,
-            class_names,
-            files,
-            notes,
-            labelled_by="requested" if requested is not None else "featnet",
-        )
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    return splits, "requested" if requested is not None else "featnet"
 
 
 def _labelling(model: Any, ckpt: Any, featnet: Any) -> tuple[list[str], Any, list[str]]:
@@ -246,54 +274,77 @@ def classification_accuracy_score(
     dataset = dataset or manifest.get("dataset") or "fashion-mnist"
     real_train = load_dataset(dataset, "train", data_dir=data_dir)
     real_test = load_dataset(dataset, "test", data_dir=data_dir)
-    num_classes = len(real_test.class_names)
-    if synth.labels.max() >= num_classes:
-        raise DataError(
-            f"{synth.source} has labels up to {int(synth.labels.max())} but {dataset} "
-            f"has {num_classes} classes"
-        )
+    _check_labels_fit(synth, dataset, len(real_test.class_names))
     notes = list(manifest.get("notes", []))
-    num_real = min(len(synth), len(real_train))
-    if num_real < len(synth):
-        notes.append(
-            f"only {num_real} real training images exist: the real classifier trains on "
-            f"fewer images than the synthetic one ({len(synth)})"
-        )
-    chosen = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
-    chosen = chosen[:num_real]
+    real_images, real_labels = _real_training_subset(real_train, len(synth), seed, notes)
     use_flips = str(dataset).lower() not in featnet_training.NO_FLIP_DATASETS
-    scores = {}
-    for name, images, labels in (
-        ("synthetic", synth.images, synth.labels),
-        ("real", real_train.images[chosen], real_train.labels[chosen]),
-    ):
-        log(f"training the classifier on {len(images)} {name} images for {epochs} epoch(s)")
-        model = featnet_training.fit_featnet(
-            images,
-            labels,
-            num_classes=num_classes,
-            epochs=epochs,
-            seed=seed,
-            use_flips=use_flips,
-            log=log,
-        )
-        scores[name] = featnet_training.accuracy(model, real_test.images, real_test.labels)
-    cas, real = scores["synthetic"], scores["real"]
+    training = {"epochs": epochs, "seed": seed, "use_flips": use_flips, "log": log}
+    cas = _real_test_accuracy("synthetic", synth.images, synth.labels, real_test, **training)
+    real = _real_test_accuracy("real", real_images, real_labels, real_test, **training)
     return {
         "cas": cas,
         "real_accuracy": real,
         "ratio": cas / real if real > 0 else None,
         "num_synthetic": len(synth),
-        "num_real_train": num_real,
+        "num_real_train": len(real_labels),
         "num_test": len(real_test),
         "dataset": dataset,
         "synth_dir": str(synth_dir),
         "epochs": epochs,
         "seed": seed,
-        "classifier": "FeatNet (4 conv + 128-d features) trained by fit_featnet: SGD, one-cycle "
-        "LR, label smoothing, 1-pixel shifts" + (", h-flips" if use_flips else ""),
+        "classifier": CAS_CLASSIFIER + (", h-flips" if use_flips else ""),
         "notes": notes,
     }
+
+
+def _check_labels_fit(synth: Any, dataset: str, num_classes: int) -> None:
+    """A one-line DataError if the synthetic labels name more classes than `dataset` has."""
+    if synth.labels.max() >= num_classes:
+        raise DataError(
+            f"{synth.source} has labels up to {int(synth.labels.max())} but {dataset} "
+            f"has {num_classes} classes"
+        )
+
+
+def _real_training_subset(
+    real_train: Any, num_synthetic: int, seed: int, notes: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of the real training images and labels, as many as the
+    synthetic set holds where there are enough (a note in `notes` where not)."""
+    num_real = min(num_synthetic, len(real_train))
+    if num_real < num_synthetic:
+        notes.append(
+            f"only {num_real} real training images exist: the real classifier trains on "
+            f"fewer images than the synthetic one ({num_synthetic})"
+        )
+    chosen = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
+    chosen = chosen[:num_real]
+    return real_train.images[chosen], real_train.labels[chosen]
+
+
+def _real_test_accuracy(
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    real_test: Any,
+    *,
+    epochs: int,
+    seed: int,
+    use_flips: bool,
+    log: Callable[[str], None],
+) -> float:
+    """Train a classifier on `images` (the `name` set) and score it on the real test split."""
+    log(f"training the classifier on {len(images)} {name} images for {epochs} epoch(s)")
+    model = featnet_training.fit_featnet(
+        images,
+        labels,
+        num_classes=len(real_test.class_names),
+        epochs=epochs,
+        seed=seed,
+        use_flips=use_flips,
+        log=log,
+    )
+    return featnet_training.accuracy(model, real_test.images, real_test.labels)
 
 
 def format_cas(result: dict[str, Any]) -> str:

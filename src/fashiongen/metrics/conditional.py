@@ -102,6 +102,25 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(scored)) if scored else None
 
 
+def _within_class(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    real_radii: dict[int, torch.Tensor],
+    real_spread: float,
+    *,
+    k_recall: int,
+    k_coverage: int,
+) -> tuple[float, float, float | None]:
+    """One class: the recall and coverage of its samples `fake` against its real images
+    (radii taken among them), and the samples' spread divided by `real_spread` (None
+    unless that is positive)."""
+    scores = neighbour_metrics(
+        real, fake, k_precision=k_recall, k_density=k_coverage, real_radii=real_radii
+    )
+    spread = mean_pairwise_distance(fake) / real_spread if real_spread > 0 else None
+    return scores["recall"], scores["coverage"], spread
+
+
 def class_diversity(
     real: np.ndarray | torch.Tensor,
     real_labels: np.ndarray | torch.Tensor,
@@ -140,40 +159,26 @@ def class_diversity(
         real_class_radii, real_class_spread = class_reference(real, real_labels, ks)
     class_radii = {k: torch.as_tensor(real_class_radii[k]).float() for k in set(ks)}
     min_count = min_class_samples(k_recall, k_coverage)
-    recall: list[float | None] = []
-    coverage: list[float | None] = []
-    spread: list[float | None] = []
     num_real = torch.bincount(real_labels, minlength=num_classes).tolist()
     num_fake = torch.bincount(fake_labels, minlength=num_classes).tolist()
+    per_class: list[tuple[float | None, float | None, float | None]] = []
     for c in range(num_classes):
         if min(num_real[c], num_fake[c]) < min_count:
-            recall.append(None)
-            coverage.append(None)
-            spread.append(None)
+            per_class.append((None, None, None))
             continue
         real_rows, fake_rows = real_labels == c, fake_labels == c
-        scores = neighbour_metrics(
-            real[real_rows],
-            fake[fake_rows],
-            k_precision=k_recall,
-            k_density=k_coverage,
-            real_radii={k: r[real_rows] for k, r in class_radii.items()},
-        )
-        recall.append(scores["recall"])
-        coverage.append(scores["coverage"])
         real_spread = float(real_class_spread[c]) if c < len(real_class_spread) else math.nan
-        spread.append(
-            mean_pairwise_distance(fake[fake_rows]) / real_spread if real_spread > 0 else None
+        per_class.append(
+            _within_class(
+                real[real_rows],
+                fake[fake_rows],
+                {k: r[real_rows] for k, r in class_radii.items()},
+                real_spread,
+                k_recall=k_recall,
+                k_coverage=k_coverage,
+            )
         )
-    values = (
-        _mean(recall),
-        _mean(coverage),
-        _mean(spread),
-        recall,
-        coverage,
-        spread,
-        num_fake,
-        num_real,
-        min_count,
-    )
+    recall, coverage, spread = ([scores[i] for scores in per_class] for i in range(3))
+    means = (_mean(recall), _mean(coverage), _mean(spread))
+    values = (*means, recall, coverage, spread, num_fake, num_real, min_count)
     return dict(zip(CLASS_DIVERSITY_KEYS, values, strict=True))

@@ -206,8 +206,20 @@ def _high_frequency(images: torch.Tensor, real: ReferenceStats) -> dict[str, flo
     }
 
 
-def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[str, Any]:
-    """Nearest-training-image distances and the copy rate of featnet-shaped uint8 images."""
+def _fid_and_high_frequency(
+    images: torch.Tensor, mu: np.ndarray, cov: np.ndarray, real: ReferenceStats
+) -> dict[str, Any]:
+    """FID of the samples' feature mean `mu` and covariance `cov`, then `_high_frequency`."""
+    return {"fid": fid(mu, cov, real.mu, real.cov), **_high_frequency(images, real)}
+
+
+def _memorisation(
+    images: torch.Tensor, dataset: str, use_memorisation: bool, use_cache: bool
+) -> dict[str, Any]:
+    """Nearest-training-image distances and the copy rate of featnet-shaped uint8 images
+    (all None without `use_memorisation`)."""
+    if not use_memorisation:
+        return dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None)
     train = _load_split(dataset, "train")
     threshold = reference_copy_threshold(
         dataset, train, lambda: _load_split(dataset, "test"), use_cache=use_cache
@@ -215,14 +227,47 @@ def _memorisation(images: torch.Tensor, dataset: str, use_cache: bool) -> dict[s
     return memorisation_metrics(images, train, threshold)
 
 
-class _Stopwatch:
-    """Seconds per stage of `evaluate`, each stage timed from the end of the one before."""
+def _neighbours(features: torch.Tensor, real: ReferenceStats) -> dict[str, float]:
+    """Precision/recall (k = 3) and density/coverage (k = 5) against the cached real radii."""
+    return neighbour_metrics(
+        real.features,
+        features,
+        k_precision=K_PRECISION_RECALL,
+        k_density=K_DENSITY_COVERAGE,
+        real_radii=real.radii,
+    )
+
+
+def _provenance(
+    num_samples: int, dataset: str, ref: str, real: ReferenceStats, featnet: FeatNet
+) -> dict[str, Any]:
+    """What was scored against what: counts, the reference split, the featnet and metric."""
+    return {
+        "num_samples": num_samples,
+        "dataset": dataset,
+        "ref": ref,
+        "ref_count": real.count,
+        "featnet": {
+            "name": featnet.name,
+            "test_accuracy": featnet.test_accuracy,
+            "fingerprint": featnet.fingerprint(),
+        },
+        "metric": metric_record(featnet),
+    }
+
+
+class _StagedResult:
+    """`evaluate`'s result, built stage by stage, and the seconds per stage, each stage timed
+    from the end of the one before."""
 
     def __init__(self) -> None:
+        self.scores: dict[str, Any] = {}
         self.seconds: dict[str, float] = {}
         self._clock = time.perf_counter()
 
-    def lap(self, stage: str) -> None:
+    def add(self, stage: str, scores: dict[str, Any] | None = None) -> None:
+        """Merge `scores` (if any) into the result and time `stage`."""
+        self.scores.update(scores or {})
         now = time.perf_counter()
         self.seconds[stage] = round(now - self._clock, 3)
         self._clock = now
@@ -289,49 +334,19 @@ def evaluate(
     """
     _check_inputs(images, labels)
     notes: list[str] = []
-    stopwatch = _Stopwatch()
-    lap = stopwatch.lap
+    result = _StagedResult()
     featnet = featnet if featnet is not None else load_featnet(dataset)
     images, features, logits, mu, cov = _featnet_view(images, featnet, notes)
-    lap("features")
+    result.add("features")
     real = reference_stats(dataset, ref, featnet, use_cache=use_cache)
-    lap("reference")
-    result: dict[str, Any] = {
-        "num_samples": len(images),
-        "dataset": dataset,
-        "ref": ref,
-        "ref_count": real.count,
-        "featnet": {
-            "name": featnet.name,
-            "test_accuracy": featnet.test_accuracy,
-            "fingerprint": featnet.fingerprint(),
-        },
-        "metric": metric_record(featnet),
-        "fid": fid(mu, cov, real.mu, real.cov),
-    }
-    result.update(_high_frequency(images, real))
-    lap("fid")
-    result.update(_kid(features, real, num_kid_subsets, kid_subset_size, seed, use_cache))
-    lap("kid")
-    result.update(
-        neighbour_metrics(
-            real.features,
-            features,
-            k_precision=K_PRECISION_RECALL,
-            k_density=K_DENSITY_COVERAGE,
-            real_radii=real.radii,
-        )
-    )
-    lap("neighbours")
-    result.update(class_metrics(logits, labels))
-    result["class_names"] = list(featnet.class_names)
-    lap("classes")
-    result.update(_class_diversity(real, features, logits, labels, result["class_names"], notes))
-    lap("per_class")
-    result.update(
-        _memorisation(images, dataset, use_cache)
-        if use_memorisation
-        else dict(nn_train_distance_median=None, copy_rate=None, copy_threshold=None)
-    )
-    lap("memorisation")
-    return {**result, "notes": notes, "seconds": stopwatch.seconds}
+    result.add("reference")
+    provenance = _provenance(len(images), dataset, ref, real, featnet)
+    result.add("fid", {**provenance, **_fid_and_high_frequency(images, mu, cov, real)})
+    result.add("kid", _kid(features, real, num_kid_subsets, kid_subset_size, seed, use_cache))
+    result.add("neighbours", _neighbours(features, real))
+    class_names = list(featnet.class_names)
+    result.add("classes", {**class_metrics(logits, labels), "class_names": class_names})
+    per_class = _class_diversity(real, features, logits, labels, class_names, notes)
+    result.add("per_class", per_class)
+    result.add("memorisation", _memorisation(images, dataset, use_memorisation, use_cache))
+    return {**result.scores, "notes": notes, "seconds": result.seconds}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from reliability_helpers import TINY, CliResult, run_cli, train_run
 
 from fashiongen.cli import main
@@ -30,6 +31,7 @@ class Artefacts:
     ddpm: Path  # a conditional DDPM run, the refiner for `combine`
     synth: Path  # a synthetic dataset of `run`, for `cas`
     cache: Path  # XDG_CACHE_HOME holding a feature network of the synthetic dataset
+    picture: Path  # a small grey PNG with a garment-like blob, the input of `edit`
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,11 @@ def artefacts(tmp_path_factory) -> Artefacts:
         main(["synth", str(run), "--num-samples", "20", "--format", "npz", "--out", str(synth)])
         == 0
     )
-    return Artefacts(run, ddpm, synth, cache)
+    picture = root / "picture.png"
+    blob = Image.new("L", (40, 56))
+    ImageDraw.Draw(blob).rectangle((8, 6, 31, 49), fill=200)
+    blob.save(picture)
+    return Artefacts(run, ddpm, synth, cache, picture)
 
 
 @pytest.fixture

@@ -183,6 +183,22 @@ WRITERS: dict[str, Writer] = {
             is_folder=True,
         ),
         Writer(
+            "edit",
+            lambda a, out: [
+                "edit",
+                a.picture,
+                "--model",
+                a.ddpm,
+                "--variations",
+                "16",
+                "--out",
+                out,
+            ],
+            "e.npz",
+            _npz,
+            is_folder=False,
+        ),
+        Writer(
             "cas",
             lambda a, out: ["cas", a.synth, "--epochs", "1", "--json", out],
             "cas.json",

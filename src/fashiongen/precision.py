@@ -21,9 +21,10 @@ replaces the cached verdict; an unreadable cache file is ignored (and replaced).
 run records its choice, the CPU flags seen and the probe's numbers in its state (so a
 resumed run keeps them) and in summary.json.
 
-Test hook: the environment variable FASHIONGEN_PRECISION_SIMULATE = "no-bf16-units",
-"bf16-slower" or "bf16-faster" replaces the flag check or the probe's verdict (and is cached
-like one).
+Test hook: the environment variable FASHIONGEN_PRECISION_SIMULATE = "no-bf16-units"
+simulates a machine without bf16 units; "bf16-slower" or "bf16-faster" one with them whose
+probe (still run) gives that verdict, cached like a real one. So the tests run alike on any
+x86 CPU (bf16 arithmetic itself works everywhere, emulated where there are no units).
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def cpu_model() -> str:
 def bf16_units(device: torch.device, flags: dict[str, bool] | None = None) -> bool:
     """Whether `device` has bf16 matrix units (AVX-512-BF16 or AMX on a CPU; a CUDA GPU
     that supports bf16)."""
-    if _simulation() == "no-bf16-units":
-        return False
+    simulated = _simulation()
+    if simulated is not None:  # a test hook: a machine without units, or with them
+        return simulated != "no-bf16-units"
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":

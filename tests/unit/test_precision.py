@@ -180,7 +180,8 @@ def test_a_resumed_auto_run_keeps_its_recorded_choice(make_config, tmp_path, mon
     assert record["choice"] == "bf16" and record["reason"].startswith("resumed: ")
 
 
-def test_the_probe_leaves_the_run_untouched(make_config):
+def test_the_probe_leaves_the_run_untouched(make_config, monkeypatch):
+    monkeypatch.setenv(precision.SIMULATE_ENV, "bf16-faster")  # units, so the probe runs
     cfg = make_config(PROBED["dcgan"])
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28))

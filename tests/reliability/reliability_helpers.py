@@ -14,28 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashiongen.cli import main
+from tiny_runs import TINY_DCGAN, sets
 
 # A DCGAN that trains a step in milliseconds; one thread, so runs are reproducible.
-# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
-# tests compiling)
-TINY = [
-    "--set",
-    "train.compile=false",
-    "--set",
-    "model.g_width=8",
-    "--set",
-    "model.d_width=8",
-    "--set",
-    "model.latent_dim=8",
-    "--set",
-    "train.batch_size=32",
-    "--set",
-    "train.num_grid_samples=16",
-    "--set",
-    "train.use_tensorboard=false",
-    "--set",
-    "train.num_threads=1",
-]
+TINY = [*TINY_DCGAN, *sets("train.num_threads=1")]
 TRAIN = ["train", "--data", "synthetic", "--model", "dcgan", "--no-progress", *TINY]
 SUBPROCESS_TIMEOUT_S = 120
 

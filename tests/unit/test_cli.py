@@ -11,25 +11,7 @@ import pytest
 from PIL import Image
 
 from fashiongen.cli import main
-
-# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
-# tests compiling)
-TINY = [
-    "--set",
-    "train.compile=false",
-    "--set",
-    "model.g_width=8",
-    "--set",
-    "model.d_width=8",
-    "--set",
-    "model.latent_dim=8",
-    "--set",
-    "train.batch_size=32",
-    "--set",
-    "train.num_grid_samples=16",
-    "--set",
-    "train.use_tensorboard=false",
-]
+from tiny_runs import TINY_DCGAN
 
 
 def run_cli(*args):
@@ -55,7 +37,7 @@ def trained(tmp_path_factory):
                 "--no-progress",
                 "--set",
                 "model.num_classes=10",
-                *TINY,
+                *TINY_DCGAN,
             )
             == 0
         )
@@ -174,7 +156,7 @@ def test_class_on_unconditional_model(tmp_path, capsys):
         "--no-progress",
         "--set",
         "model.num_classes=0",
-        *TINY,
+        *TINY_DCGAN,
     )
     assert run_cli("sample", out, "--class", "disc", "--out", tmp_path / "x.png") == 2
     assert "unconditional" in capsys.readouterr().err

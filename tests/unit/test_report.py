@@ -22,30 +22,8 @@ from fashiongen.data.synthetic import CLASS_NAMES
 from fashiongen.errors import ConfigError, DataError
 from fashiongen.nets.featnet import FeatNet
 from fashiongen.training import budget
+from tiny_runs import THREE_STEPS
 
-# the dcgan preset compiles its networks; tiny runs skip it (tests/unit/test_train.py
-# tests compiling)
-TINY = [
-    "--set",
-    "train.compile=false",
-    "--data",
-    "synthetic",
-    "--max-steps",
-    "3",
-    "--no-progress",
-    "--set",
-    "model.g_width=8",
-    "--set",
-    "model.d_width=8",
-    "--set",
-    "model.latent_dim=8",
-    "--set",
-    "train.batch_size=32",
-    "--set",
-    "train.num_grid_samples=16",
-    "--set",
-    "train.use_tensorboard=false",
-]
 NUM_SAMPLES = 30
 
 
@@ -72,7 +50,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                 str(out["cond"]),
                 "--set",
                 "model.num_classes=10",
-                *TINY,
+                *THREE_STEPS,
             ]
         )
         == 0
@@ -87,7 +65,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                 str(out["uncond"]),
                 "--set",
                 "model.num_classes=0",
-                *TINY,
+                *THREE_STEPS,
             ]
         )
         == 0

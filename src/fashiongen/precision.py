@@ -82,8 +82,10 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 @functools.cache
+@functools.cache
 def cpu_flags() -> dict[str, bool]:
-    """The /proc/cpuinfo flags that matter to bf16, and torch's own view of them."""
+    """The /proc/cpuinfo flags that matter to bf16, and torch's own view of them; read once
+    per process (every `Family.sample` asks). Do not mutate: callers copy."""
     seen: set[str] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -282,7 +284,7 @@ def cache_key_for(
         "format": CACHE_FORMAT,
         "phase": phase,
         "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": dict(cpu_flags()),
         "torch": torch.__version__,
         "device": str(model.device),
         "num_threads": torch.get_num_threads(),

@@ -27,7 +27,14 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from fashiongen.samplers.sampling import Callback, Denoiser, _noise_like, _t_batch, timesteps
+from fashiongen.samplers.sampling import (
+    Callback,
+    Denoiser,
+    _noise_like,
+    _t_batch,
+    posterior_sample,
+    timesteps,
+)
 from fashiongen.samplers.schedules import NoiseSchedule
 
 TRUNCATE_SIGMAS = 3  # the Gaussian kernel's half-width, in standard deviations
@@ -190,15 +197,8 @@ def _repaint_step(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """One downward move t -> t_prev: posterior sample where masked, q(x_t' | x0) elsewhere."""
-    abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-    beta = 1 - abar / abar_prev
     x0 = denoise(x, _t_batch(t, x))
-    coef_x0 = math.sqrt(abar_prev) * beta / (1 - abar)
-    coef_xt = math.sqrt(abar / abar_prev) * (1 - abar_prev) / (1 - abar)
-    unknown = coef_x0 * x0 + coef_xt * x
-    variance = (1 - abar_prev) / (1 - abar) * beta
-    if variance > 0:
-        unknown = unknown + math.sqrt(variance) * _noise_like(x, generator)
+    unknown = posterior_sample(x, x0, schedule, t, t_prev, generator)
     known = _q_sample(schedule, x_known, t_prev, generator)
     return torch.where(mask, unknown, known)
 

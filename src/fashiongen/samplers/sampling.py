@@ -123,17 +123,31 @@ def ancestral(
     x = x_start
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-        beta = 1 - abar / abar_prev  # the effective beta of the stride t_prev -> t
         x0 = denoise(x, _t_batch(t, x)).float()
-        coef_x0 = math.sqrt(abar_prev) * beta / (1 - abar)
-        coef_xt = math.sqrt(abar / abar_prev) * (1 - abar_prev) / (1 - abar)
-        x = coef_x0 * x0 + coef_xt * x
-        variance = (1 - abar_prev) / (1 - abar) * beta
-        if variance > 0:
-            x = x + math.sqrt(variance) * _noise_like(x, generator)
+        x = posterior_sample(x, x0, schedule, t, t_prev, generator)
         if callback is not None:
             callback(i, len(ts))
+    return x
+
+
+def posterior_sample(
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    t: int,
+    t_prev: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """x_{t_prev} ~ q(x_{t_prev} | x_t, x0) for t_prev < t (Ho et al. eq. 6-7 with the
+    stride's effective beta); t_prev = -1 gives the posterior mean at t = 0, noise-free."""
+    abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    beta = 1 - abar / abar_prev  # the effective beta of the stride t_prev -> t
+    coef_x0 = math.sqrt(abar_prev) * beta / (1 - abar)
+    coef_xt = math.sqrt(abar / abar_prev) * (1 - abar_prev) / (1 - abar)
+    x = coef_x0 * x0 + coef_xt * x_t
+    variance = (1 - abar_prev) / (1 - abar) * beta
+    if variance > 0:
+        x = x + math.sqrt(variance) * _noise_like(x, generator)
     return x
 
 

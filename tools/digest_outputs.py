@@ -39,7 +39,20 @@ TINY_SETTINGS = {
         "--set",
         "sample.num_steps=3",
     ],
+    # a 1-call student of the tiny ddpm run trained before it (TEACHERS)
+    "distilled": [
+        "--set",
+        "model.base_width=8",
+        "--set",
+        "model.steps=1",
+        "--set",
+        "model.teacher_steps=3",
+        "--set",
+        "model.num_classes=10",  # as the ddpm preset's
+    ],
 }
+# Families trained from another family's run: the teacher's family, trained first.
+TEACHERS = {"distilled": "ddpm"}
 COMMON = [
     "--data",
     "synthetic",
@@ -120,6 +133,8 @@ def digest() -> dict[str, str]:
                 name = f"{family}-{num_classes}"
                 prefixes = ["model.gan.", "model.refiner."] if family == "hybrid" else ["model."]
                 classes = [a for p in prefixes for a in ("--set", f"{p}num_classes={num_classes}")]
+                if family in TEACHERS:
+                    classes += ["--set", f"model.teacher={TEACHERS[family]}-{num_classes}"]
                 _cli("train", "--model", family, *COMMON, *tiny, *classes, "--out", name, cwd=work)
                 run = work / name
                 for suffix in ("png", "npz"):

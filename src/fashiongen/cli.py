@@ -34,6 +34,7 @@ from fashiongen.config import (
 )
 from fashiongen.data import dataset_info, load_dataset, load_from_config
 from fashiongen.device import select_device
+from fashiongen.distill import distill_config
 from fashiongen.edit import edit_command
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 from fashiongen.evaluation import evaluate_source, format_evaluation, write_json
@@ -241,6 +242,30 @@ def _add_train_command(commands: _CommandParsers) -> None:
     train.add_argument("--dry-run", action="store_true", help="print the resolved config")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_data_args(train)
+
+
+def _add_distill_command(commands: _CommandParsers) -> None:
+    distill = commands.add_parser(
+        "distill", help="a student of a DDPM that samples in a few network calls"
+    )
+    distill.add_argument("teacher", metavar="TEACHER", help="a zoo name, run folder or checkpoint")
+    distill.add_argument(
+        "--steps", type=_positive_int, default=4, help="the student's network calls (default 4)"
+    )
+    distill.add_argument("--out", required=True, metavar="DIR", help="the student's run folder")
+    distill.add_argument("--max-steps", type=_positive_int)
+    distill.add_argument("--budget-minutes", type=float, metavar="M")
+    distill.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=1e-4",
+    )
+    distill.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_overwrite(distill)
+    distill.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_sample_command(commands: _CommandParsers) -> None:
@@ -483,6 +508,7 @@ def _add_serve_command(commands: _CommandParsers) -> None:
 # Each command's parser, in the order `fashiongen --help` lists them.
 COMMAND_PARSERS = (
     _add_train_command,
+    _add_distill_command,
     _add_sample_command,
     _add_edit_command,
     _add_data_command,
@@ -555,6 +581,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  sample grids: {run / 'samples'}")
     print(f"  loss curves:  {run / 'loss_curves.png'}")
     print(f"  animation:    {run / 'progress.gif'}")
+    return 0
+
+
+DISTILL_FLAGS = (("max_steps", "train.max_steps"), ("budget_minutes", "train.max_minutes"))
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    overrides = _flag_overrides(args, DISTILL_FLAGS) + args.overrides
+    if args.resume:  # the run's own config, the changes on top
+        cfg = resume_request(Path(args.out), {}, overrides, check=False)
+    else:
+        cfg = distill_config(args.teacher, steps=args.steps, out_dir=args.out, overrides=overrides)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if _rank() == 0:
+        print(
+            f"distilled {args.teacher} to {cfg.model.steps} network calls: {result.steps} "
+            f"steps, {result.images_per_second:.0f} images/s; stopped at {result.stop_reason}"
+        )
+        print(f"  checkpoint:   {result.final_checkpoint}")
+        print(f"  sample:       fashiongen sample {result.run_dir}")
     return 0
 
 
@@ -880,6 +926,7 @@ def cmd_cas(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "distill": cmd_distill,
     "sample": cmd_sample,
     "data": cmd_data_info,
     "serve": cmd_serve,

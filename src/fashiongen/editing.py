@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageOps
 from fashiongen.config import SampleConfig
 from fashiongen.data.dataset import resize_image
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Diffusion, DraftRefiner, Family, ImageShape, eval_mode
+from fashiongen.models.base import Diffusion, DraftRefiner, Family, ImageShape, Student, eval_mode
 from fashiongen.samplers import Callback, get_sampler
 from fashiongen.samplers.guided import GUIDANCE_FORMS, GuidanceForm, low_pass_guided, repaint
 
@@ -93,6 +93,11 @@ TRANSFER_SAMPLING = replace(DEFAULT_EDIT_SAMPLING, guidance_scale=4.0)
 
 def editor_of(model: Family) -> Diffusion:
     """The diffusion denoiser that edits for `model`, or a one-line ConfigError."""
+    if isinstance(model, Student):
+        raise ConfigError(
+            f"a distilled model samples from pure noise only: edit with its teacher "
+            f"({model.teacher_source})"
+        )
     if isinstance(model, Diffusion):
         return model
     if isinstance(model, DraftRefiner):
@@ -105,7 +110,7 @@ def editor_of(model: Family) -> Diffusion:
 
 def can_edit(model: Family) -> bool:
     """Whether `model` serves refine, inpaint and variations."""
-    return isinstance(model, Diffusion | DraftRefiner)
+    return isinstance(model, Diffusion | DraftRefiner) and not isinstance(model, Student)
 
 
 def t_start_of(denoiser: Diffusion, strength: float) -> int:

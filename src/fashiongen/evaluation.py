@@ -32,7 +32,7 @@ from fashiongen.device import select_device
 from fashiongen.errors import CheckpointError, ConfigError, DataError
 from fashiongen.files import write_text_atomic
 from fashiongen.generate import generate
-from fashiongen.models.base import DraftRefiner, Family
+from fashiongen.models.base import DraftRefiner, Family, Student
 from fashiongen.nets import featnet as featnets
 from fashiongen.samples import balanced_labels, read_samples
 
@@ -161,6 +161,8 @@ def draw_and_score(
 
 def describe_sampling(model: Any, sampling: SampleConfig) -> str:
     """`dpmpp_2m, 20 steps` for diffusion families, `one pass` for the others."""
+    if isinstance(model, Student):
+        return f"distilled, {model.num_network_evaluations(sampling)} steps"
     fields = model.sampling_fields
     if not fields:
         return "one pass"

@@ -29,6 +29,7 @@ def _digest_tool():
 # Tiny members of every family, shared with tools/digest_outputs.py (the refactoring check).
 # A new family needs an entry (test_every_family_has_tiny_settings), so none is skipped.
 TINY_SETTINGS = _digest_tool().TINY_SETTINGS
+TEACHERS = _digest_tool().TEACHERS  # a student family: its teacher's run is trained first
 COMMON = [
     "train",
     "--data",
@@ -56,13 +57,16 @@ RUN_FILES = [
 ]
 
 
-def _train_args(family: str) -> list[str]:
-    return [*COMMON, "--model", family, *TINY_SETTINGS[family], "--out", "run"]
+def _train_args(family: str, out: str = "run") -> list[str]:
+    teacher = ["--set", "model.teacher=teacher"] if family in TEACHERS else []
+    return [*COMMON, "--model", family, *TINY_SETTINGS[family], *teacher, "--out", out]
 
 
 def _train_in(folder: Path, family: str, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.chdir(folder)  # the same relative out_dir, so the same config in the header
+    if family in TEACHERS:
+        assert main(_train_args(TEACHERS[family], out="teacher")) == 0
     assert main(_train_args(family)) == 0
     return folder / "run"
 

@@ -56,8 +56,9 @@ LAYERS: list[tuple[str, list[str], str]] = [
     ),
     (
         "jobs",
-        ["training", "synth", "report", "export", "zoo.release"],
-        "the training loop, synthetic datasets, the comparison report, ONNX export, the zoo",
+        ["training", "distill", "synth", "report", "export", "zoo.release"],
+        "the training loop and distillation's runs, synthetic datasets, the comparison report, "
+        "ONNX export, the zoo",
     ),
     ("api", ["api", "__init__"], "the public Python API"),
     ("interfaces", ["cli", "__main__", "web"], "the command line and the web page"),

@@ -15,11 +15,12 @@ from fashiongen.models.base import (
     DraftRefiner,
     GenerativeModel,
     Samplable,
+    Student,
     Trainable,
 )
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
-CAPABILITIES = (Autoencoder, Diffusion, DraftRefiner)
+CAPABILITIES = (Autoencoder, Diffusion, DraftRefiner, Student)
 # What each family claims beyond the two sides; a new family must say what it offers.
 CLAIMS = {
     "dcgan": (),
@@ -27,6 +28,7 @@ CLAIMS = {
     "vae": (Autoencoder,),
     "ddpm": (Diffusion,),
     "hybrid": (DraftRefiner,),
+    "distilled": (Diffusion, Student),  # a DDPM's denoiser that samples in its own K steps
 }
 # Settings that build every training-only module a family can have.
 WITH_EVERY_MODULE = {
@@ -119,7 +121,9 @@ def test_both_sides_and_exactly_the_claimed_capabilities(name):
         assert isinstance(model, capability) == (capability in CLAIMS[name]), capability
     # The settings a family heeds agree with what it can do.
     assert ("strength" in model.sampling_fields) == isinstance(model, DraftRefiner)
-    assert bool(model.sampling_fields) == isinstance(model, Diffusion | DraftRefiner)
+    assert bool(model.sampling_fields) == (
+        isinstance(model, Diffusion | DraftRefiner) and not isinstance(model, Student)
+    )
 
 
 @pytest.mark.parametrize("name", list(MODELS))

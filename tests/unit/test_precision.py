@@ -28,6 +28,7 @@ TINY_MODELS = {
     "dcgan": {"name": "dcgan", "g_width": 8, "d_width": 8, "r1_gamma": 0.1, "reg_every_n_steps": 2},
     "vae": {"name": "vae", "width": 8},
     "ddpm": {"name": "ddpm", "base_width": 8},
+    "distilled": {"name": "distilled", "base_width": 8, "steps": 2, "teacher_steps": 4},
     "hybrid": {
         "name": "hybrid",
         "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},

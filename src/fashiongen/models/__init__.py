@@ -4,6 +4,7 @@ from fashiongen.config import ModelConfig, set_model_registry
 from fashiongen.models.base import Family, ImageShape
 from fashiongen.models.dcgan import DCGAN
 from fashiongen.models.ddpm import DDPM
+from fashiongen.models.distilled import Distilled
 from fashiongen.models.gan import GAN
 from fashiongen.models.hybrid import Hybrid
 from fashiongen.models.vae import VAE
@@ -11,6 +12,7 @@ from fashiongen.models.vae import VAE
 MODELS: dict[str, type[Family]] = {
     "dcgan": DCGAN,
     "ddpm": DDPM,
+    "distilled": Distilled,
     "gan": GAN,
     "hybrid": Hybrid,
     "vae": VAE,

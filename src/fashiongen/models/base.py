@@ -7,8 +7,9 @@ training) and a sampling side (`Samplable`: generation, export, visuals, reports
 page and the API), together `GenerativeModel`. What only some families can do is a
 capability protocol, checked with `isinstance` (never by probing for attributes or by
 family name): `Autoencoder` (the VAE's encode/decode/reconstruct), `Diffusion` (a diffusion
-family's x0 prediction, which every sampler calls) and `DraftRefiner` (the hybrid: a draft
-noised to a `strength` and refined by a denoiser). So nothing outside `models/` ever says
+family's x0 prediction, which every sampler calls), `DraftRefiner` (the hybrid: a draft
+noised to a `strength` and refined by a denoiser) and `Student` (a distilled DDPM, trained
+from a teacher). So nothing outside `models/` ever says
 `if model == "gan"`.
 
 Tensor glossary, used throughout the package:
@@ -243,6 +244,21 @@ class DraftRefiner(Protocol):
 
     def t_start(self, strength: float) -> int:
         """The diffusion step a draft is noised to at `strength`."""
+        ...
+
+
+@runtime_checkable
+class Student(Protocol):
+    """A family trained from a teacher model (a distilled DDPM): when a fresh run starts,
+    the training loop loads the model `teacher_source` names and hands it over."""
+
+    @property
+    def teacher_source(self) -> str:
+        """A zoo name, run folder or checkpoint."""
+        ...
+
+    def adopt_teacher(self, teacher: Family) -> None:
+        """Take the teacher's weights (refusing a teacher of another kind)."""
         ...
 
 

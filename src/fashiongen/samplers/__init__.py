@@ -15,12 +15,29 @@ from collections.abc import Callable
 import torch
 
 from fashiongen.errors import ConfigError
-from fashiongen.samplers.sampling import Callback, Denoiser, ancestral, ddim, dpmpp_2m, timesteps
+from fashiongen.samplers.sampling import (
+    Callback,
+    Denoiser,
+    ancestral,
+    ancestral_walk,
+    ddim,
+    ddim_walk,
+    dpmpp_2m,
+    dpmpp_2m_walk,
+    timesteps,
+)
 from fashiongen.samplers.schedules import NoiseSchedule
 
 Sampler = Callable[..., torch.Tensor]
 
 SAMPLERS: dict[str, Sampler] = {"ancestral": ancestral, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
+# The same samplers walking an explicit stretch of timesteps, `walk(denoise, x, schedule, ts,
+# t_end, *, eta, generator, callback)`: a segment of a grid (distillation's teacher).
+WALKS: dict[str, Sampler] = {
+    "ancestral": ancestral_walk,
+    "ddim": ddim_walk,
+    "dpmpp_2m": dpmpp_2m_walk,
+}
 
 
 def get_sampler(name: str) -> Sampler:
@@ -30,8 +47,15 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
+def get_walk(name: str) -> Sampler:
+    """The segment walker of sampler `name` (see `WALKS`)."""
+    get_sampler(name)
+    return WALKS[name]
+
+
 __all__ = [
     "SAMPLERS",
+    "WALKS",
     "Callback",
     "Denoiser",
     "NoiseSchedule",
@@ -40,5 +64,6 @@ __all__ = [
     "ddim",
     "dpmpp_2m",
     "get_sampler",
+    "get_walk",
     "timesteps",
 ]

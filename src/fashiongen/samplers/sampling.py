@@ -12,7 +12,7 @@ fp32 whatever precision the network ran in (its x0 prediction is cast to fp32).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -81,10 +81,33 @@ def ddim(
     Returns:
         x0, (B, C, H, W), the last step's prediction of the clean image.
     """
-    ts = timesteps(schedule, num_steps, t_start)
-    x = x_start
+    return ddim_walk(
+        denoise,
+        x_start,
+        schedule,
+        timesteps(schedule, num_steps, t_start),
+        -1,
+        eta=eta,
+        generator=generator,
+        callback=callback,
+    )
+
+
+def ddim_walk(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    schedule: NoiseSchedule,
+    ts: Sequence[int],
+    t_end: int,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """DDIM steps from x at ts[0] through the descending timesteps `ts` down to t_end
+    (-1: the clean image); `ddim` walks the whole grid, distillation a segment of it."""
     for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        t_prev = ts[i + 1] if i + 1 < len(ts) else t_end
         abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
         x0 = denoise(x, _t_batch(t, x)).float()
         eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
@@ -119,10 +142,31 @@ def ancestral(
     Returns:
         x0, (B, C, H, W).
     """
-    ts = timesteps(schedule, num_steps, t_start)
-    x = x_start
+    return ancestral_walk(
+        denoise,
+        x_start,
+        schedule,
+        timesteps(schedule, num_steps, t_start),
+        -1,
+        generator=generator,
+        callback=callback,
+    )
+
+
+def ancestral_walk(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    schedule: NoiseSchedule,
+    ts: Sequence[int],
+    t_end: int,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Ancestral steps through `ts` down to t_end, as `ddim_walk`; `eta` is ignored."""
     for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        t_prev = ts[i + 1] if i + 1 < len(ts) else t_end
         x0 = denoise(x, _t_batch(t, x)).float()
         x = posterior_sample(x, x0, schedule, t, t_prev, generator)
         if callback is not None:
@@ -172,16 +216,38 @@ def dpmpp_2m(
     Returns:
         x0, (B, C, H, W).
     """
-    ts = timesteps(schedule, num_steps, t_start)
-    x = x_start
+    return dpmpp_2m_walk(
+        denoise,
+        x_start,
+        schedule,
+        timesteps(schedule, num_steps, t_start),
+        -1,
+        callback=callback,
+    )
+
+
+def dpmpp_2m_walk(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    schedule: NoiseSchedule,
+    ts: Sequence[int],
+    t_end: int,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) steps through `ts` down to t_end, as `ddim_walk` (first order at
+    ts[0]); towards t_end = -1 the last step returns the x0 prediction."""
     x0_prev: torch.Tensor | None = None
     h_prev = 0.0
     for i, t in enumerate(ts):
         x0 = denoise(x, _t_batch(t, x)).float()
-        if i + 1 == len(ts):
+        t_next = ts[i + 1] if i + 1 < len(ts) else t_end
+        if t_next < 0:
             x = x0
         else:
-            abar, abar_next = schedule.alpha_bar(t), schedule.alpha_bar(ts[i + 1])
+            abar, abar_next = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
             alpha_next, sigma_next = math.sqrt(abar_next), math.sqrt(1 - abar_next)
             h = 0.5 * (math.log(abar_next / (1 - abar_next)) - math.log(abar / (1 - abar)))
             if x0_prev is None:

@@ -49,7 +49,7 @@ from fashiongen.device import compile_networks, select_device
 from fashiongen.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from fashiongen.images import to_model_range
 from fashiongen.models import build_model
-from fashiongen.models.base import Family
+from fashiongen.models.base import Family, Student
 from fashiongen.training.ema import ema_decay_at, init_ema, update_ema
 from fashiongen.training.log import MetricsLog, ProgressBar
 from fashiongen.training.outputs import RunOutputs
@@ -398,6 +398,9 @@ def _training_state(
     optimizers = model.make_optimizers(cfg.train)
     data_rng = torch.Generator().manual_seed(cfg.seed)
     if resumed is None:
+        if isinstance(model, Student):  # a resumed one has the teacher in its checkpoint
+            teacher, _ = ckpt.load_model(ckpt.model_source(model.teacher_source), device=device)
+            model.adopt_teacher(teacher)
         if ctx.is_distributed:  # each rank its own noise
             torch.manual_seed(distributed.rank_seed(cfg.seed, ctx.rank))
         ema = init_ema(model, cfg.train.ema_decay)

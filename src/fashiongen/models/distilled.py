@@ -1,0 +1,200 @@
+"""Distilled DDPM: a student that samples in K network calls, guidance folded in.
+
+The student is a DDPM (the same U-Net and schedule) initialised from its teacher and trained
+so that K deterministic DDIM steps on its own grid, `timesteps(schedule, K)`, land where the
+teacher's sampler lands after its own `teacher_steps` steps. This is progressive
+distillation (Salimans & Ho, arXiv 2202.00512) taken in one jump per segment instead of
+halving: a training step noises real images to a student step t_k, lets the teacher walk its
+grid from t_k down to the next student step (`samplers.WALKS`: its own sampler, its
+classifier-free guidance, Meng et al. arXiv 2210.03142), and regresses the student's x0 on the
+x0 that makes one DDIM step reproduce the teacher's state there (on the last segment, on the
+teacher's final image), weighted by max(SNR, 1) as Salimans & Ho do. The teacher's grid holds
+the student's whenever K divides `teacher_steps` (trailing spacing), so every segment is a
+stretch of the teacher's own sampling path. A guided teacher's doubled batch becomes one
+call of the student; a distilled student is itself a valid teacher, so K = 4 can be halved
+again.
+
+Why this and not consistency distillation (arXiv 2303.01469) or consistency tuning
+(locuslab/ect): both learn a map from any t to the clean image and need on the order of
+10^5 steps at our batch sizes, while a segment target is a deterministic function of x_t
+(the teacher's ODE), so plain regression converges in a few thousand steps on this CPU; the
+measurements are in docs/results/distillation.md.
+
+The teacher is a frozen submodule (`training_only_modules`), loaded from `config.teacher`
+when a fresh run starts (`adopt_teacher`) and saved in training checkpoints, so a resumed
+run continues exactly whatever has happened to the teacher's file since.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from fashiongen.config import SAMPLER_NAMES, SampleConfig, require
+from fashiongen.errors import ConfigError
+from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
+from fashiongen.models.base import Callback, Family, ImageShape
+from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.samplers import ddim_walk, get_walk, timesteps
+
+ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.name != "name")
+
+
+@dataclass(frozen=True)
+class DistilledConfig(DDPMConfig):
+    name: str = "distilled"
+    steps: int = 4  # the student's network calls per image
+    teacher: str = ""  # zoo name, run folder or checkpoint; read when training starts
+    teacher_sampler: str = "dpmpp_2m"  # the teacher's own sampling settings
+    teacher_steps: int = 20
+    teacher_guidance: float = 1.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.steps >= 1, "model.steps must be >= 1")
+        require(
+            1 <= self.teacher_steps <= MAX_SAMPLING_STEPS,
+            f"model.teacher_steps must be between 1 and {MAX_SAMPLING_STEPS}",
+        )
+        require(
+            self.teacher_steps % self.steps == 0,
+            f"model.teacher_steps ({self.teacher_steps}) must be a multiple of model.steps "
+            f"({self.steps}), so each student step covers whole teacher steps",
+        )
+        require(
+            self.teacher_sampler in SAMPLER_NAMES,
+            f"model.teacher_sampler must be one of: {', '.join(SAMPLER_NAMES)}",
+        )
+        require(
+            0 <= self.teacher_guidance <= MAX_GUIDANCE_SCALE,
+            f"model.teacher_guidance must lie in [0, {MAX_GUIDANCE_SCALE}]",
+        )
+
+    def teacher_architecture(self) -> DDPMConfig:
+        """The teacher's network config: the student's own (it starts as a copy)."""
+        return DDPMConfig(**{name: getattr(self, name) for name in ARCHITECTURE_FIELDS})
+
+
+def student_config(
+    teacher: DDPMConfig, sampling: SampleConfig, *, steps: int, source: str
+) -> DistilledConfig:
+    """The config of a `steps`-call student of a DDPM (or distilled) teacher that samples
+    with `sampling`; `source` is how to find the teacher again (zoo name or path)."""
+    return DistilledConfig(
+        **{name: getattr(teacher, name) for name in ARCHITECTURE_FIELDS},
+        steps=steps,
+        teacher=source,
+        teacher_sampler=sampling.sampler,
+        teacher_steps=sampling.num_steps,
+        teacher_guidance=sampling.guidance_scale if teacher.num_classes else 1.0,
+    )
+
+
+class Distilled(DDPM):
+    Config = DistilledConfig
+    training_only_modules = ("teacher",)
+    # Samples in exactly its K calls whatever a SampleConfig says, as a GAN samples in one.
+    sampling_fields = frozenset()
+    config: DistilledConfig
+
+    def __init__(self, config: DistilledConfig, image_shape: ImageShape) -> None:
+        if not isinstance(config, DistilledConfig):
+            raise ConfigError(
+                f"the distilled family needs a DistilledConfig, got {type(config).__name__}"
+            )
+        super().__init__(config, image_shape)
+        self.teacher = DDPM(config.teacher_architecture(), image_shape)
+        self.teacher.requires_grad_(False)
+
+    @property
+    def teacher_source(self) -> str:
+        return self.config.teacher
+
+    def adopt_teacher(self, teacher: Family) -> None:
+        """Copy the teacher's (sampling) weights into the frozen teacher and the student."""
+        if not isinstance(teacher, DDPM):
+            raise ConfigError(
+                f"distillation needs a DDPM teacher, got a {type(teacher).__name__.lower()}"
+            )
+        shapes = {k: v.shape for k, v in teacher.net.state_dict().items()}
+        if shapes != {k: v.shape for k, v in self.teacher.net.state_dict().items()}:
+            raise ConfigError(
+                f"the teacher {self.config.teacher!r} is not the network this student was "
+                "configured for (distil it again with `fashiongen distill`)"
+            )
+        self.teacher.net.load_state_dict(teacher.net.state_dict())
+        self.net.load_state_dict(teacher.net.state_dict())
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Max(SNR, 1)-weighted MSE of the student's x0 against one segment's target, the
+        segment drawn uniformly per batch."""
+        cfg = self.config
+        grid = timesteps(self.schedule, cfg.steps)
+        teacher_grid = timesteps(self.schedule, cfg.teacher_steps)
+        per_step = cfg.teacher_steps // cfg.steps
+        k = int(torch.randint(cfg.steps, ()))
+        t, t_end = grid[k], grid[k + 1] if k + 1 < cfg.steps else -1
+        t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+        x_t = self.schedule.q_sample(x0, t_batch, torch.randn_like(x0))
+        with torch.no_grad():
+            self.teacher.eval()
+            teacher = partial(
+                self.teacher.denoise, labels=labels, guidance_scale=cfg.teacher_guidance
+            )
+            walk = get_walk(cfg.teacher_sampler)
+            x_end = walk(
+                teacher, x_t, self.schedule, teacher_grid[k * per_step : (k + 1) * per_step], t_end
+            ).float()
+            target = x_end if t_end < 0 else self._ddim_x0(x_t, x_end, t, t_end)
+        output = self.net(x_t, t_batch, labels).float()
+        x0_student = self.schedule.to_x0(x_t, t_batch, output, cfg.prediction)
+        abar = self.schedule.alpha_bar(t)
+        weight = max(abar / (1 - abar), 1.0)
+        return weight * torch.mean((x0_student - target) ** 2)
+
+    def _ddim_x0(self, x_t: torch.Tensor, x_end: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
+        """The x0 whose deterministic DDIM step from x_t at t lands on x_end at t_end."""
+        a, s = self.schedule.alpha_bar(t) ** 0.5, (1 - self.schedule.alpha_bar(t)) ** 0.5
+        abar_end = self.schedule.alpha_bar(t_end)
+        a_end, s_end = abar_end**0.5, (1 - abar_end) ** 0.5
+        return (x_end - (s_end / s) * x_t) / (a_end - s_end * a / s)
+
+    # ------------------------------------------------------------------ sampling
+
+    def default_sampling(self) -> SampleConfig:
+        return SampleConfig(sampler="ddim", num_steps=self.config.steps, guidance_scale=1.0)
+
+    def num_network_evaluations(self, sampling: SampleConfig) -> int:
+        return self.config.steps
+
+    def _run_sampler(
+        self,
+        x_start: torch.Tensor,
+        t_start: int,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None,
+        sampling: SampleConfig,
+        callback: Callback | None,
+    ) -> torch.Tensor:
+        """The student's K DDIM steps (eta 0, no guidance: it is folded in); the sampler
+        settings do not apply."""
+        steps = self.config.steps
+        if t_start != self.num_timesteps - 1:
+            raise ConfigError(
+                "a distilled model samples from pure noise only: refine and edit with its "
+                f"teacher ({self.config.teacher})"
+            )
+        denoise = partial(self.denoise, labels=labels)
+        grid = timesteps(self.schedule, steps)
+        was_training = self.training
+        self.eval()
+        try:
+            x0 = ddim_walk(denoise, x_start, self.schedule, grid, -1, callback=callback)
+        finally:
+            self.train(was_training)
+        return x0.clamp(-1, 1)

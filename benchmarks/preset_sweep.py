@@ -110,6 +110,32 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
             "gamma 1 (R1 and R2)": ["model.r1_gamma=1.0", "model.r2_gamma=1.0"],
         },
     ),
+    # issue 16's training changes for the DDPM, each alone on the quick preset
+    "ddpm-training": (
+        "ddpm-quick",
+        {
+            "preset: uniform t, plain v-MSE, constant lr 1.5e-3, EMA 0.995": [],
+            "min-SNR-5 loss weighting": ["model.loss_weighting=min_snr"],
+            "log-normal noise levels (EDM)": ["model.timestep_sampling=lognormal"],
+            # the budget ends near step 2,150: the cosine is laid over those steps
+            "cosine lr to 0.1x over 2,150 steps": [
+                "train.lr_schedule=cosine",
+                "train.min_lr_ratio=0.1",
+                "train.max_steps=2150",
+            ],
+            "EMA 0.999 with warm-up": ["train.ema_decay=0.999", "train.use_ema_warmup=true"],
+            "lr 3e-3": ["train.lr=3e-3"],
+            # issue 16's faster U-Net: a third level (16, 8, 4 after padding to 32)
+            "3 levels (16, 32, 64): 0.45M params, 28 MFLOP an image (preset 0.47M, 60)": [
+                "model.num_levels=3",
+                "model.base_width=16",
+            ],
+            "3 levels (24, 48, 96): 1.0M params, 63 MFLOP an image": [
+                "model.num_levels=3",
+                "model.base_width=24",
+            ],
+        },
+    ),
 }
 RAW_LEADS = {"dcgan-objective"}  # sweeps whose table leads with the raw generator's scores
 NOTES = {  # printed under a sweep's table: how to read it

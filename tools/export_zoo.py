@@ -5,6 +5,8 @@
     python tools/export_zoo.py --combined-hybrid runs/zoo-hybrid-uncond \
         --name hybrid-uncond --parts gan-uncond ddpm-uncond
     python tools/export_zoo.py --budget-runs runs/quality_per_budget
+    python tools/export_zoo.py --distilled runs/distill-ddpm --name ddpm-fast --teacher ddpm \
+        --command "fashiongen distill ddpm --steps 4 --out runs/distill-ddpm"
     python tools/export_zoo.py --runs runs/cpu-zoo --families gan dcgan vae ddpm \
         --device "this machine: 2-core AMD EPYC CPU, fp32" --score
 
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
+from fashiongen.metrics import METRIC_NAME, METRIC_VERSION
 from fashiongen.zoo import manifest, total_bytes
 from fashiongen.zoo.release import (
     CHECK_NUM_SAMPLES,
@@ -117,6 +120,42 @@ def export_combined_hybrid(
     print(entries[name])
 
 
+def export_distilled(run: Path, name: str, teacher: str, commit: str, command: str) -> None:
+    """A `fashiongen distill` run of zoo model `teacher` as zoo model `name`, scored here at
+    N = 2000, seed 0, and marked as `teacher`'s fast version (the web page's default model,
+    `synth`'s default sampler for `teacher`)."""
+    model, loaded = load_model(run)
+    num_samples, seed = 2000, 0
+    metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config), seed=seed)
+    summary = json.loads((run / "summary.json").read_text())
+    steps = loaded.config.model.steps
+    info = {
+        "summary": f"the zoo {teacher} distilled to {steps} network calls, guidance folded in",
+        "preset": "configs/distill.toml",
+        "command": command,
+        "commit": commit,
+        "device": "this machine: 2-core AMD EPYC CPU, 2 threads, fp32",
+        "train_seconds": round(summary["train_seconds"], 1),
+        "epochs": summary["epochs"],
+        "fast_version_of": teacher,
+        "metrics": {
+            "num_samples": num_samples,
+            "seed": seed,
+            **{k: metrics.get(k) for k in MANIFEST_METRICS},
+        },
+        "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
+    }
+    print(export(run, name, info))
+    entries = manifest()
+    entries[name]["fid_check"] = {
+        "num_samples": CHECK_NUM_SAMPLES,
+        "seed": 0,
+        "fid": check_fid(name),
+    }
+    write_manifest(entries)
+    print(entries[name])
+
+
 # Unconditional models trained on this machine's CPU by `make bench-quality`: zoo name, job.
 BUDGET_RUNS = {
     "ddpm-uncond": "ddpm-long",
@@ -193,6 +232,9 @@ def main() -> None:
         metavar=("GAN", "DDPM"),
         help="the zoo models it was combined from",
     )
+    parser.add_argument("--distilled", type=Path, metavar="RUN", help="a distill run, as --name")
+    parser.add_argument("--teacher", default="ddpm", help="the zoo model --distilled was taught by")
+    parser.add_argument("--command", help="the exact command that made --distilled")
     parser.add_argument(
         "--budget-runs",
         type=Path,
@@ -214,6 +256,10 @@ def main() -> None:
     ).stdout.strip()
     if args.budget_runs:
         export_budget_runs(args.budget_runs, args.budget_results, commit, args.budget_names)
+        print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
+        return
+    if args.distilled:
+        export_distilled(args.distilled, args.name, args.teacher, commit, args.command)
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     if args.combined_hybrid:

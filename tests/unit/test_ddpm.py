@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -215,3 +217,31 @@ def test_schedule_is_not_in_the_state_dict() -> None:
     keys = tiny_ddpm().state_dict().keys()
     assert keys
     assert all(k.startswith("net.") for k in keys)
+
+
+def test_lognormal_timesteps_follow_the_noise_levels():
+    model = tiny_ddpm(timestep_sampling="lognormal", lognormal_mean=-0.9, lognormal_std=1.2)
+    torch.manual_seed(0)
+    t = model.training_timesteps(20000, torch.device("cpu"))
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() <= model.max_timestep
+    abar = model.schedule.alphas_cumprod[t]
+    log_sigma = 0.5 * torch.log((1 - abar) / abar)
+    assert abs(float(log_sigma.median()) + 0.9) < 0.05  # the nearest t keeps the median
+    assert abs(float(log_sigma.std()) - 1.2) < 0.1
+    uniform = tiny_ddpm().training_timesteps(20000, torch.device("cpu")).float()
+    assert abs(float(uniform.mean()) - 499.5) < 10
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_min_snr_weights_are_min_snr_on_the_x0_error(prediction):
+    model = tiny_ddpm(loss_weighting="min_snr", min_snr_gamma=5.0, prediction=prediction)
+    t = torch.tensor([10, 300, 700, 990])
+    abar = model.schedule.alphas_cumprod[t].float()
+    snr = abar / (1 - abar)
+    # the x0 error is the output's error times d(x0)/d(output): 1/sqrt(SNR) for eps,
+    # 1/sqrt(1 + SNR) for v, 1 for x0
+    to_x0 = {"eps": 1 / snr, "v": 1 / (1 + snr), "x0": torch.ones_like(snr)}[prediction]
+    torch.testing.assert_close(model.min_snr_weights(t), snr.clamp(max=5.0) * to_x0)
+    batch_ = (torch.rand(4, 1, 28, 28) * 2 - 1, None)
+    optimizer = model.make_optimizers(TrainConfig())
+    assert math.isfinite(model.train_step(batch_, optimizer)["loss"])

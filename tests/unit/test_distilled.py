@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from functools import partial
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fashiongen import zoo
 from fashiongen.checkpoint import load_model
 from fashiongen.cli import main
 from fashiongen.config import SampleConfig, TrainConfig
@@ -18,6 +20,8 @@ from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.models.distilled import Distilled, DistilledConfig, student_config
 from fashiongen.samplers import WALKS, ddim, ddim_walk, dpmpp_2m, get_walk, timesteps
 from fashiongen.samplers.schedules import NoiseSchedule
+from fashiongen.web.studio import zoo_models
+from fashiongen.zoo import release
 from tiny_runs import sets
 
 TINY = {"base_width": 8, "num_levels": 2}
@@ -239,3 +243,38 @@ def test_distill_refuses_what_it_cannot_distil(teacher_run, tmp_path, capsys):
     assert main(["distill", str(teacher_run), "--steps", "3", "--out", str(tmp_path / "s2")]) == 2
     assert "must divide" in capsys.readouterr().err
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+
+
+# ---------------------------------------------------------------- the zoo's fast versions
+
+
+@pytest.fixture
+def tiny_zoo(teacher_run, tmp_path_factory, monkeypatch):
+    """A zoo of a tiny `ddpm` and its student `ddpm-fast` (marked as its fast version)."""
+    student = tmp_path_factory.mktemp("student") / "run"
+    assert distill(teacher_run, student, "--max-steps", "1") == 0
+    zoo_dir = tmp_path_factory.mktemp("zoo")
+    monkeypatch.setattr(zoo, "ZOO_DIR", zoo_dir)
+    monkeypatch.setattr(zoo, "MANIFEST", zoo_dir / "manifest.json")
+    release.export(teacher_run, "ddpm", {}, zoo_dir=zoo_dir)
+    release.export(student, "ddpm-fast", {"fast_version_of": "ddpm"}, zoo_dir=zoo_dir)
+    return zoo_dir
+
+
+def test_fast_versions_are_the_pages_default_and_synths_sampler(tiny_zoo, tmp_path, capsys):
+    assert zoo.fast_version("ddpm") == "ddpm-fast"
+    assert zoo.fast_version("ddpm-fast") is None
+    assert list(zoo_models())[0] == "ddpm-fast"  # the web page's first model
+    model, _ = load_model(zoo.zoo_path("ddpm-fast"))
+    assert isinstance(model, Distilled)  # loads without the teacher's weights
+    capsys.readouterr()
+    args = ["synth", "--model", "ddpm", "--num-samples", "12", "--format", "npz"]
+    assert main([*args, "--out", str(tmp_path / "fast")]) == 0
+    assert "sampling ddpm-fast, the distilled ddpm" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "full"), "--no-fast"]) == 0
+    assert "sampling ddpm-fast" not in capsys.readouterr().out
+    written = {
+        kind: json.loads((tmp_path / kind / "synth.json").read_text())["family"]
+        for kind in ("fast", "full")
+    }
+    assert written == {"fast": "distilled", "full": "ddpm"}

@@ -44,6 +44,16 @@ class DDPMConfig(ModelConfig):
     use_attention: bool = False  # self-attention at the lowest resolution
     use_unshuffle: bool = True  # 2x2 pixel-unshuffle stem: the U-Net runs at half resolution
     cond_drop_prob: float = 0.1  # classifier-free guidance: p(label -> null) in training
+    # Which t a training step sees: "uniform" over 0..max_timestep, or EDM's "lognormal"
+    # noise levels, ln(sigma) ~ N(mean, std) with sigma^2 = (1 - abar) / abar (Karras et
+    # al., arXiv 2206.00364, sec. 5), mapped to the nearest t.
+    timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
+    lognormal_mean: float = -0.9
+    lognormal_std: float = 1.2
+    # How each t's error counts: "none" (plain MSE of the output) or "min_snr", the x0 error
+    # weighted by min(SNR, gamma) (Hang et al., arXiv 2303.09556), gamma = min_snr_gamma.
+    loss_weighting: Literal["none", "min_snr"] = "none"
+    min_snr_gamma: float = 5.0
     # TrainConfig.betas default to a GAN's (0.5, 0.999); a denoiser wants Adam's usual ones
     optimizer_betas: tuple[float, float] = (0.9, 0.999)
 
@@ -58,6 +68,8 @@ class DDPMConfig(ModelConfig):
         require(1 <= self.num_levels <= MAX_LEVELS, f"model.num_levels must be in 1..{MAX_LEVELS}")
         require(self.num_res_blocks >= 1, "model.num_res_blocks must be >= 1")
         require(0 <= self.cond_drop_prob < 1, "model.cond_drop_prob must lie in [0, 1)")
+        require(self.lognormal_std > 0, "model.lognormal_std must be > 0")
+        require(self.min_snr_gamma > 0, "model.min_snr_gamma must be > 0")
         require(
             all(0 <= b < 1 for b in self.optimizer_betas),
             "model.optimizer_betas must lie in [0, 1)",
@@ -114,15 +126,41 @@ class DDPM(Family):
         }
 
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """MSE between the network output and its target at uniformly drawn t <= max_timestep."""
-        t = torch.randint(0, self.max_timestep + 1, (x0.shape[0],), device=x0.device)
+        """MSE between the network output and its target at t <= max_timestep drawn by
+        `timestep_sampling`, each sample weighted by `loss_weighting`."""
+        t = self.training_timesteps(x0.shape[0], x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
         if labels is not None and self.config.cond_drop_prob > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.config.cond_drop_prob
             labels = torch.where(drop, self.net.null_label, labels)
         output = self.net(x_t, t, labels)
-        return F.mse_loss(output.float(), self.schedule.target(x0, eps, t, self.config.prediction))
+        target = self.schedule.target(x0, eps, t, self.config.prediction)
+        if self.config.loss_weighting == "none":
+            return F.mse_loss(output.float(), target)
+        per_sample = (output.float() - target).pow(2).flatten(1).mean(1)
+        return (per_sample * self.min_snr_weights(t)).mean()
+
+    def training_timesteps(self, n: int, device: torch.device) -> torch.Tensor:
+        """(n,) int64 timesteps in 0..max_timestep, as `timestep_sampling` says."""
+        if self.config.timestep_sampling == "uniform":
+            return torch.randint(0, self.max_timestep + 1, (n,), device=device)
+        log_sigma = self.config.lognormal_mean + self.config.lognormal_std * torch.randn(n)
+        abar = torch.sigmoid(-2 * log_sigma)  # 1 / (1 + sigma^2)
+        # alphas_cumprod falls with t: the nearest t from below or above
+        table = self.schedule.alphas_cumprod[: self.max_timestep + 1].float().cpu()
+        t = torch.searchsorted(-table, -abar).clamp(max=self.max_timestep)
+        below = (t - 1).clamp(min=0)
+        closer_below = (table[below] - abar).abs() < (table[t] - abar).abs()
+        return torch.where(closer_below, below, t).to(device)
+
+    def min_snr_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """min(SNR, gamma) on the x0 error, expressed on this parametrisation's error."""
+        abar = self.schedule.alphas_cumprod[t].float()
+        snr = abar / (1 - abar)
+        weight = snr.clamp(max=self.config.min_snr_gamma)
+        per_output = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}
+        return weight / per_output[self.config.prediction]
 
     def train_step(
         self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]

@@ -37,7 +37,7 @@ from fashiongen.images import make_grid, to_pil
 from fashiongen.models.base import DraftRefiner, Family
 from fashiongen.samplers import SAMPLERS
 from fashiongen.samples import class_labels, class_names_of, parse_classes, save_samples
-from fashiongen.zoo import available
+from fashiongen.zoo import available, fast_version
 
 MAX_IMAGES = limits.MAX_WEB_IMAGES
 MAX_STEPS = limits.MAX_SAMPLING_STEPS
@@ -50,8 +50,11 @@ Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
 def zoo_models() -> dict[str, Path]:
-    """The shipped model zoo, name -> checkpoint path; empty while no zoo is installed."""
-    return {name: Path(path) for name, path in available().items()}
+    """The shipped model zoo, name -> checkpoint path, the fast DDPM first (the page's
+    default model: a few network calls an image); empty while no zoo is installed."""
+    models = {name: Path(path) for name, path in available().items()}
+    first = fast_version("ddpm")
+    return {**({first: models[first]} if first else {}), **models}
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,16 @@ def zoo_path(name: str) -> Path:
     return models[name]
 
 
+def fast_version(name: str) -> str | None:
+    """The shipped distilled student of zoo model `name` (its manifest says `fast_version_of`),
+    or None."""
+    shipped = available()
+    for student, entry in manifest().items():
+        if entry.get("fast_version_of") == name and student in shipped:
+            return student
+    return None
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The entries of a manifest file; empty when there is none."""
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

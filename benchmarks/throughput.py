@@ -62,8 +62,15 @@ OURS_ON_PEER = {
     "ours:mlp-gan": "mlp-gan",
     "ours:tf-dcgan": "tf-dcgan",
     "ours:diffusers-ddpm": "diffusers-ddpm",
+    "ours-3-levels:diffusers-ddpm": "diffusers-ddpm",
 }
-EQUAL_PARAMS_DDPM_WIDTH = 38  # our U-Net at 0.656M parameters, the diffusers one's 0.649M
+# Our U-Net at the diffusers one's 0.649M parameters: the presets' two levels (0.656M), and
+# a third level (widths 19, 38, 76 at 16, 8, 4 pixels after the stem: 0.628M), which moves
+# parameters to low resolution: half the FLOPs an image per parameter (issue 16).
+EQUAL_PARAMS_DDPM = {
+    "ours:diffusers-ddpm": ["model.base_width=38"],
+    "ours-3-levels:diffusers-ddpm": ["model.base_width=19", "model.num_levels=3"],
+}
 DIFFUSION_SWEEP = [
     ("ddim", 10),
     ("ddim", 20),
@@ -135,14 +142,14 @@ def roof_of(roofs: dict, precision: str) -> float:
 # ---------------------------------------------------------------- one training row
 
 
-def _family_parts(preset: str, width: int | None = None):
+def _family_parts(preset: str, overrides: list[str] | None = None):
     """(config, model, optimizers, a random batch) of a preset."""
     from fashiongen.config import PRESETS_DIR, config_from_dict, merge_overrides, read_toml
     from fashiongen.models import build_model
 
     data = read_toml(PRESETS_DIR / f"{preset}.toml")
-    if width is not None:
-        data = merge_overrides(data, [f"model.base_width={width}", "model.num_classes=0"])
+    if overrides:
+        data = merge_overrides(data, [*overrides, "model.num_classes=0"])
     cfg = config_from_dict(data)
     model = build_model(cfg.model, (1, 28, 28))
     x0 = torch.rand(cfg.train.batch_size, 1, 28, 28) * 2 - 1
@@ -150,8 +157,8 @@ def _family_parts(preset: str, width: int | None = None):
     return cfg, model, model.make_optimizers(cfg.train), (x0, labels)
 
 
-def _family_step(preset: str, width: int | None = None):
-    cfg, model, optimizers, batch = _family_parts(preset, width)
+def _family_step(preset: str, overrides: list[str] | None = None):
+    cfg, model, optimizers, batch = _family_parts(preset, overrides)
     return (lambda: model.train_step(batch, optimizers)), cfg.train.batch_size, model
 
 
@@ -226,8 +233,8 @@ def training_row(row: str, seconds: float, repeats: int) -> dict:
         modules = [model]
     elif row in PEERS:
         step, batch_size, modules = _peer_step(row)
-    elif row == "ours:diffusers-ddpm":
-        step, batch_size, model = _family_step("ddpm", EQUAL_PARAMS_DDPM_WIDTH)
+    elif row in EQUAL_PARAMS_DDPM:
+        step, batch_size, model = _family_step("ddpm", EQUAL_PARAMS_DDPM[row])
         modules = [model]
     else:
         step, batch_size, modules = _ours_on_gan_peer(OURS_ON_PEER[row])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from functools import partial
@@ -67,11 +68,11 @@ def test_ddim_walks_compose_over_segments():
     torch.testing.assert_close(composed, whole)
 
 
-def tiny_student(steps: int = 2, num_classes: int = 10) -> Distilled:
+def tiny_student(steps: int = 2, num_classes: int = 10, **changes: object) -> Distilled:
     torch.manual_seed(0)
     teacher = DDPMConfig(**TINY, num_classes=num_classes)
     config = student_config(teacher, TEACHER_SAMPLING, steps=steps, source="unused")
-    return Distilled(config, (1, 28, 28))
+    return Distilled(dataclasses.replace(config, **changes), (1, 28, 28))
 
 
 def test_student_config_copies_the_teachers_network_and_sampling():
@@ -140,10 +141,11 @@ def test_adopting_a_teacher_copies_its_weights_and_refuses_another_network():
         student.adopt_teacher(wider)
 
 
-def test_distillation_brings_the_student_to_the_teachers_images():
+@pytest.mark.parametrize("inputs", ["teacher_path", "noised_data"])
+def test_distillation_brings_the_student_to_the_teachers_images(inputs):
     """A hundred steps: the student's 1-call images from fixed noise move towards the
     teacher's 8-step guided ones from the same noise."""
-    student = tiny_student(steps=1)
+    student = tiny_student(steps=1, student_inputs=inputs)
     with torch.no_grad():  # a teacher with some structure: perturbed weights
         for p in student.teacher.net.parameters():
             p.add_(torch.randn_like(p), alpha=0.1)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import torch
 
@@ -51,6 +52,10 @@ class DistilledConfig(DDPMConfig):
     teacher_sampler: str = "dpmpp_2m"  # the teacher's own sampling settings
     teacher_steps: int = 20
     teacher_guidance: float = 1.5
+    # The student's training inputs: real images noised to a student step ("noised_data",
+    # progressive distillation's), or the states of the teacher's own sampling path from
+    # fresh noise ("teacher_path"); docs/results/distillation compares them.
+    student_inputs: Literal["noised_data", "teacher_path"] = "teacher_path"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,31 +136,71 @@ class Distilled(DDPM):
     # ------------------------------------------------------------------ training
 
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Max(SNR, 1)-weighted MSE of the student's x0 against one segment's target, the
-        segment drawn uniformly per batch."""
+        """Max(SNR, 1)-weighted MSE of the student's x0 against the segments' targets, on
+        the inputs `student_inputs` says."""
+        if self.config.student_inputs == "noised_data":
+            inputs, t, targets, labels = self._noised_data_segment(x0, labels)
+        else:
+            inputs, t, targets, labels = self._teacher_path_segments(x0, labels)
+        output = self.net(inputs, t, labels).float()
+        x0_student = self.schedule.to_x0(inputs, t, output, self.config.prediction)
+        abar = self.schedule.alphas_cumprod[t].float().to(x0.device)
+        weights = (abar / (1 - abar)).clamp(min=1.0)
+        return (weights * (x0_student - targets).pow(2).flatten(1).mean(1)).mean()
+
+    def _teacher_walk(self, labels: torch.Tensor | None):
+        self.teacher.eval()
+        cfg = self.config
+        denoise = partial(self.teacher.denoise, labels=labels, guidance_scale=cfg.teacher_guidance)
+        return partial(get_walk(cfg.teacher_sampler), denoise, schedule=self.schedule)
+
+    def _segment(self, k: int) -> tuple[int, int, list[int]]:
+        """Student step k: its t, the next student step (-1: clean), the teacher's steps."""
         cfg = self.config
         grid = timesteps(self.schedule, cfg.steps)
-        teacher_grid = timesteps(self.schedule, cfg.teacher_steps)
         per_step = cfg.teacher_steps // cfg.steps
-        k = int(torch.randint(cfg.steps, ()))
-        t, t_end = grid[k], grid[k + 1] if k + 1 < cfg.steps else -1
+        teacher_grid = timesteps(self.schedule, cfg.teacher_steps)
+        t_end = grid[k + 1] if k + 1 < cfg.steps else -1
+        return grid[k], t_end, teacher_grid[k * per_step : (k + 1) * per_step]
+
+    def _target(self, x_t: torch.Tensor, x_end: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
+        """The teacher's image on the last segment, else the x0 of one DDIM step to x_end."""
+        return x_end if t_end < 0 else self._ddim_x0(x_t, x_end, t, t_end)
+
+    @torch.no_grad()
+    def _noised_data_segment(
+        self, x0: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Progressive distillation's inputs: the batch noised to one student step (drawn
+        per batch), the teacher walking from there to the next."""
+        t, t_end, teacher_steps = self._segment(int(torch.randint(self.config.steps, ())))
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
         x_t = self.schedule.q_sample(x0, t_batch, torch.randn_like(x0))
-        with torch.no_grad():
-            self.teacher.eval()
-            teacher = partial(
-                self.teacher.denoise, labels=labels, guidance_scale=cfg.teacher_guidance
-            )
-            walk = get_walk(cfg.teacher_sampler)
-            x_end = walk(
-                teacher, x_t, self.schedule, teacher_grid[k * per_step : (k + 1) * per_step], t_end
-            ).float()
-            target = x_end if t_end < 0 else self._ddim_x0(x_t, x_end, t, t_end)
-        output = self.net(x_t, t_batch, labels).float()
-        x0_student = self.schedule.to_x0(x_t, t_batch, output, cfg.prediction)
-        abar = self.schedule.alpha_bar(t)
-        weight = max(abar / (1 - abar), 1.0)
-        return weight * torch.mean((x0_student - target) ** 2)
+        x_end = self._teacher_walk(labels)(x_t, ts=teacher_steps, t_end=t_end).float()
+        return x_t, t_batch, self._target(x_t, x_end, t, t_end), labels
+
+    @torch.no_grad()
+    def _teacher_path_segments(
+        self, x0: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The teacher's own sampling path from fresh noise, batch // K paths (so a step
+        costs what a noised-data step does): every student step's state on it, each with
+        its target. These are the states the student meets when it samples."""
+        steps = self.config.steps
+        n = max(1, x0.shape[0] // steps)
+        labels = None if labels is None else labels[:n]
+        walk = self._teacher_walk(labels)
+        x = torch.randn_like(x0[:n])
+        inputs, t_all, targets = [], [], []
+        for k in range(steps):
+            t, t_end, teacher_steps = self._segment(k)
+            x_end = walk(x, ts=teacher_steps, t_end=t_end).float()
+            inputs.append(x)
+            targets.append(self._target(x, x_end, t, t_end))
+            t_all.append(torch.full((n,), t, dtype=torch.long, device=x0.device))
+            x = x_end
+        repeated = None if labels is None else labels.repeat(steps)
+        return torch.cat(inputs), torch.cat(t_all), torch.cat(targets), repeated
 
     def _ddim_x0(self, x_t: torch.Tensor, x_end: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
         """The x0 whose deterministic DDIM step from x_t at t lands on x_end at t_end."""

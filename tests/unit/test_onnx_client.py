@@ -48,19 +48,26 @@ def saved(folder: Path, model_table: dict, sample: dict) -> Path:
 
 DDPM = {"name": "ddpm", "base_width": 8}
 HYBRID = {"name": "hybrid", "gan": {"name": "dcgan", "g_width": 8, "d_width": 8}, "refiner": DDPM}
+# a 2-call student: its checkpoint's sampling settings are what `fashiongen distill` writes
+DISTILLED = {"name": "distilled", "base_width": 8, "steps": 2, "teacher_steps": 4}
+SAMPLING = {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "strength": 0.4}
 
 
-@pytest.mark.parametrize(("model_table", "num_classes"), [(DDPM, 0), (DDPM, 10), (HYBRID, 10)])
+@pytest.mark.parametrize(
+    ("model_table", "num_classes", "sample"),
+    [
+        (DDPM, 0, SAMPLING),
+        (DDPM, 10, SAMPLING),
+        (HYBRID, 10, SAMPLING),
+        (DISTILLED, 10, {"num_steps": 2, "sampler": "ddim"}),
+    ],
+)
 def test_the_documented_client_matches_the_torch_sampler(
-    model_table, num_classes, tmp_path, monkeypatch
+    model_table, num_classes, sample, tmp_path, monkeypatch
 ):
     from fashiongen.checkpoint import load_model
 
-    checkpoint = saved(
-        tmp_path,
-        {**model_table, "num_classes": num_classes},
-        {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "strength": 0.4},
-    )
+    checkpoint = saved(tmp_path, {**model_table, "num_classes": num_classes}, sample)
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "onnx")]) == 0
     pixels = run_client(tmp_path)
 

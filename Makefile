@@ -66,13 +66,17 @@ install-bench: install
 	$(PY) -m pip install -q -e '.[dev,web,onnx,bench]'
 
 # Measurements, not tests (benchmarks/README.md): throughput of every family and peer beside
-# the machine's fp32 roof, sampling speed per sampler and backend; minutes.
+# the machine's fp32 roof, sampling speed per sampler and backend, the distilled students'
+# speed beside their teachers; minutes.
 bench: install-bench dataset
 	$(PY) benchmarks/throughput.py --out docs/results
+	$(PY) benchmarks/fast_sampling.py --part speed --out docs/results/distillation
 
-# Every family and peer trained for the same CPU budget, then scored (about 90 minutes).
+# Every family and peer trained for the same CPU budget, then scored (about 90 minutes);
+# the distilled students' quality beside their teachers.
 bench-quality: install-bench dataset
 	$(PY) benchmarks/quality_per_budget.py --out docs/results/quality_per_budget
+	$(PY) benchmarks/fast_sampling.py --part quality --out docs/results/distillation
 
 lint: install
 	$(VENV)/bin/ruff check .

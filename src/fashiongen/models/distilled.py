@@ -39,7 +39,7 @@ from fashiongen.errors import ConfigError
 from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
 from fashiongen.models.base import Callback, Family, ImageShape
 from fashiongen.models.ddpm import DDPM, DDPMConfig
-from fashiongen.samplers import ddim_walk, get_walk, timesteps
+from fashiongen.samplers import get_walk, timesteps
 
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.name != "name")
 
@@ -226,20 +226,13 @@ class Distilled(DDPM):
         sampling: SampleConfig,
         callback: Callback | None,
     ) -> torch.Tensor:
-        """The student's K DDIM steps (eta 0, no guidance: it is folded in); the sampler
-        settings do not apply."""
-        steps = self.config.steps
+        """The student's K DDIM steps (eta 0, no guidance: it is folded in), whatever
+        `sampling` says."""
         if t_start != self.num_timesteps - 1:
             raise ConfigError(
                 "a distilled model samples from pure noise only: refine and edit with its "
                 f"teacher ({self.config.teacher})"
             )
-        denoise = partial(self.denoise, labels=labels)
-        grid = timesteps(self.schedule, steps)
-        was_training = self.training
-        self.eval()
-        try:
-            x0 = ddim_walk(denoise, x_start, self.schedule, grid, -1, callback=callback)
-        finally:
-            self.train(was_training)
-        return x0.clamp(-1, 1)
+        return super()._run_sampler(
+            x_start, t_start, labels, generator, self.default_sampling(), callback
+        )

@@ -134,6 +134,10 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
                 "model.num_levels=3",
                 "model.base_width=24",
             ],
+            "log-normal noise levels + min-SNR-5": [
+                "model.timestep_sampling=lognormal",
+                "model.loss_weighting=min_snr",
+            ],
         },
     ),
 }

@@ -98,6 +98,7 @@ def test_segment_target_is_the_x0_of_one_ddim_step():
     x0 = model._ddim_x0(x_t, x_end, t, t_end)
     stepped = ddim_walk(lambda x, _t: x0, x_t, schedule, [t], t_end)
     torch.testing.assert_close(stepped, x_end, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model._ddim_step(x_t, x0, t, t_end), stepped)
 
 
 def test_student_samples_in_its_k_calls_without_a_doubled_batch():
@@ -141,7 +142,7 @@ def test_adopting_a_teacher_copies_its_weights_and_refuses_another_network():
         student.adopt_teacher(wider)
 
 
-@pytest.mark.parametrize("inputs", ["teacher_path", "noised_data"])
+@pytest.mark.parametrize("inputs", ["teacher_path", "student_path", "noised_data"])
 def test_distillation_brings_the_student_to_the_teachers_images(inputs):
     """A hundred steps: the student's 1-call images from fixed noise move towards the
     teacher's 8-step guided ones from the same noise."""

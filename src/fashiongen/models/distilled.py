@@ -55,7 +55,9 @@ class DistilledConfig(DDPMConfig):
     # The student's training inputs: real images noised to a student step ("noised_data",
     # progressive distillation's), or the states of the teacher's own sampling path from
     # fresh noise ("teacher_path"); docs/results/distillation compares them.
-    student_inputs: Literal["noised_data", "teacher_path"] = "teacher_path"
+    # Or the student's own path ("student_path"): its own DDIM steps from fresh noise, the
+    # teacher walking each segment from where the student is (no exposure bias).
+    student_inputs: Literal["noised_data", "teacher_path", "student_path"] = "teacher_path"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,7 +143,7 @@ class Distilled(DDPM):
         if self.config.student_inputs == "noised_data":
             inputs, t, targets, labels = self._noised_data_segment(x0, labels)
         else:
-            inputs, t, targets, labels = self._teacher_path_segments(x0, labels)
+            inputs, t, targets, labels = self._path_segments(x0, labels)
         output = self.net(inputs, t, labels).float()
         x0_student = self.schedule.to_x0(inputs, t, output, self.config.prediction)
         abar = self.schedule.alphas_cumprod[t].float().to(x0.device)
@@ -180,12 +182,14 @@ class Distilled(DDPM):
         return x_t, t_batch, self._target(x_t, x_end, t, t_end), labels
 
     @torch.no_grad()
-    def _teacher_path_segments(
+    def _path_segments(
         self, x0: torch.Tensor, labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The teacher's own sampling path from fresh noise, batch // K paths (so a step
-        costs what a noised-data step does): every student step's state on it, each with
-        its target. These are the states the student meets when it samples."""
+        """Sampling paths from fresh noise, batch // K of them (so a step costs what a
+        noised-data step does): every student step's state on each, with its target. The
+        path is the teacher's own (`teacher_path`) or the student's (`student_path`: each
+        next state is the student's DDIM step, the teacher walking only to make the target):
+        the states the student meets when it samples."""
         steps = self.config.steps
         n = max(1, x0.shape[0] // steps)
         labels = None if labels is None else labels[:n]
@@ -194,13 +198,24 @@ class Distilled(DDPM):
         inputs, t_all, targets = [], [], []
         for k in range(steps):
             t, t_end, teacher_steps = self._segment(k)
+            t_batch = torch.full((n,), t, dtype=torch.long, device=x0.device)
             x_end = walk(x, ts=teacher_steps, t_end=t_end).float()
             inputs.append(x)
             targets.append(self._target(x, x_end, t, t_end))
-            t_all.append(torch.full((n,), t, dtype=torch.long, device=x0.device))
+            t_all.append(t_batch)
+            if self.config.student_inputs == "student_path" and t_end >= 0:
+                output = self.net(x, t_batch, labels).float()
+                own = self.schedule.to_x0(x, t_batch, output, self.config.prediction)
+                x_end = self._ddim_step(x, own.clamp(-1, 1), t, t_end)
             x = x_end
         repeated = None if labels is None else labels.repeat(steps)
         return torch.cat(inputs), torch.cat(t_all), torch.cat(targets), repeated
+
+    def _ddim_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
+        """The deterministic DDIM step from x_t at t to t_end, given the x0 prediction."""
+        a, s = self.schedule.alpha_bar(t) ** 0.5, (1 - self.schedule.alpha_bar(t)) ** 0.5
+        abar_end = self.schedule.alpha_bar(t_end)
+        return abar_end**0.5 * x0 + (1 - abar_end) ** 0.5 * (x_t - a * x0) / s
 
     def _ddim_x0(self, x_t: torch.Tensor, x_end: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
         """The x0 whose deterministic DDIM step from x_t at t lands on x_end at t_end."""

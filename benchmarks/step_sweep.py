@@ -1,4 +1,5 @@
-"""Few-step sampling: FID against network evaluations and seconds, zoo DDPM and zoo hybrid.
+"""Few-step sampling: FID against network evaluations and seconds, zoo DDPM, its distilled
+students and the zoo hybrid.
 
     python benchmarks/step_sweep.py --out docs/results/step_sweep          # the FIDs (long)
     python benchmarks/step_sweep.py --out docs/results/step_sweep --time   # quiet machine
@@ -50,6 +51,8 @@ METRICS = ("fid", "kid_mean", "precision", "recall", "coverage", "conditional_ac
 FEW_DDPM_ROWS = [("dpmpp_2m", n) for n in range(1, 7)]
 FEW_HYBRID_ROWS = [(0.0, 1)] + [(s, n) for s in (0.1, 0.2, 0.3, 0.4) for n in range(1, 6)]
 GRIDS = {"default": (DDPM_ROWS, HYBRID_ROWS), "few": (FEW_DDPM_ROWS, FEW_HYBRID_ROWS)}
+# the zoo's distilled students of the zoo DDPM (fashiongen distill), rows on every grid
+DISTILLED_ROWS = {"ddpm-fast2": 2, "ddpm-fast": 4}
 TIME_BATCH = 128
 
 
@@ -61,6 +64,11 @@ def settings(grid: str = "default"):
     for strength, steps in hybrid_rows:
         name = "hybrid draft alone" if strength == 0 else f"hybrid {strength} dpmpp_2m {steps}"
         yield name, "hybrid", {"sampler": "dpmpp_2m", "num_steps": steps, "strength": strength}
+    from fashiongen.zoo import available
+
+    for zoo_name, calls in DISTILLED_ROWS.items():
+        if zoo_name in available():
+            yield f"distilled {calls} ({zoo_name})", zoo_name, {}
 
 
 def load(name: str, backend: str, path: Path | None = None):
@@ -192,6 +200,7 @@ def plot(rows: dict, reference: float | None, path: Path) -> None:
         "DDPM, DPM-Solver++ 2M": "ddpm dpmpp_2m",
         **{f"hybrid, strength {x}": f"hybrid {x} " for x in (0.1, 0.2, 0.25, 0.3, 0.4)},
         "hybrid, strength 0.6": "hybrid 0.6",
+        "DDPM distilled (fashiongen distill)": "distilled",
         "DDPM, 1000-step ancestral": "ddpm ancestral",
         "GAN draft alone": "hybrid draft",
     }

@@ -281,3 +281,14 @@ def test_fast_versions_are_the_pages_default_and_synths_sampler(tiny_zoo, tmp_pa
         for kind in ("fast", "full")
     }
     assert written == {"fast": "distilled", "full": "ddpm"}
+
+
+@pytest.mark.parametrize("kind", ["zoo", "checkpoint"])
+def test_distill_reads_a_zoo_name_and_a_checkpoint_file(kind, teacher_run, tmp_path):
+    """As every command that reads a model (a run folder: the tests above)."""
+    teacher = "ddpm" if kind == "zoo" else teacher_run / "final" / "weights.safetensors"
+    args = ["--max-steps", "1", "--set", "train.batch_size=2", "--steps", "1"]
+    assert distill(teacher, tmp_path / "student", *args) == 0
+    model, checkpoint = load_model(tmp_path / "student")
+    assert isinstance(model, Distilled) and model.config.steps == 1
+    assert checkpoint.config.model.teacher == ("ddpm" if kind == "zoo" else str(teacher.resolve()))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,7 @@ class DDPM(Family):
     Config = DDPMConfig
     ema_module_names = ("net",)
     sampling_fields = frozenset({"sampler", "num_steps", "eta", "guidance_scale"})
+    clip_x0: ClassVar[bool] = True  # `denoise` clamps its x0 prediction to [-1, 1]
     config: DDPMConfig
 
     def __init__(self, config: DDPMConfig, image_shape: ImageShape) -> None:
@@ -183,7 +184,8 @@ class DDPM(Family):
         labels: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
-        """The x0 prediction, clamped to [-1, 1] (Ho et al.'s clipping), for x_t at steps t.
+        """The x0 prediction, clamped to [-1, 1] (Ho et al.'s clipping; unless `clip_x0` is
+        off), for x_t at steps t.
 
         Args:
             x_t: (B, C, H, W) noised images.
@@ -207,7 +209,8 @@ class DDPM(Family):
                 .chunk(2)
             )
             output = uncond + guidance_scale * (cond - uncond)
-        return self.schedule.to_x0(x_t, t, output, self.config.prediction).clamp(-1, 1)
+        x0 = self.schedule.to_x0(x_t, t, output, self.config.prediction)
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
 
     def _run_sampler(
         self,

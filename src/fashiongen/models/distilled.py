@@ -2,23 +2,27 @@
 
 The student is a DDPM (the same U-Net and schedule) initialised from its teacher and trained
 so that K deterministic DDIM steps on its own grid, `timesteps(schedule, K)`, land where the
-teacher's sampler lands after its own `teacher_steps` steps. This is progressive
-distillation (Salimans & Ho, arXiv 2202.00512) taken in one jump per segment instead of
-halving: a training step noises real images to a student step t_k, lets the teacher walk its
-grid from t_k down to the next student step (`samplers.WALKS`: its own sampler, its
-classifier-free guidance, Meng et al. arXiv 2210.03142), and regresses the student's x0 on the
-x0 that makes one DDIM step reproduce the teacher's state there (on the last segment, on the
-teacher's final image), weighted by max(SNR, 1) as Salimans & Ho do. The teacher's grid holds
-the student's whenever K divides `teacher_steps` (trailing spacing), so every segment is a
+teacher's sampler lands after its own `teacher_steps` steps: progressive distillation
+(Salimans & Ho, arXiv 2202.00512) taken in one jump per segment instead of halving. For a
+state x at student step t_k, the teacher walks its own grid from x down to the next student
+step (`samplers.WALKS`: its sampler, with its classifier-free guidance, as in Meng et al.'s
+guided distillation, arXiv 2210.03142), and the student's x0 is regressed on the x0 that
+makes one DDIM step from x reproduce the teacher's state there (on the last segment, on the
+teacher's image), weighted by max(SNR, 1) as Salimans & Ho do. The teacher's grid holds the
+student's whenever K divides `teacher_steps` (trailing spacing), so every segment is a
 stretch of the teacher's own sampling path. A guided teacher's doubled batch becomes one
-call of the student; a distilled student is itself a valid teacher, so K = 4 can be halved
-again.
+call of the student; a student is itself a valid teacher, so K = 4 can be halved again.
+
+Where the states x come from is `student_inputs`: the student's own sampling path from fresh
+noise (the default; it then trains on exactly the states it meets when it samples), the
+teacher's path, or real images noised to t_k (progressive distillation's inputs). Measured
+on the zoo DDPM (docs/results/distillation), the paths beat noised data and the student's
+own path is best by a little.
 
 Why this and not consistency distillation (arXiv 2303.01469) or consistency tuning
-(locuslab/ect): both learn a map from any t to the clean image and need on the order of
-10^5 steps at our batch sizes, while a segment target is a deterministic function of x_t
-(the teacher's ODE), so plain regression converges in a few thousand steps on this CPU; the
-measurements are in docs/results/distillation.md.
+(locuslab/ect): both learn a map from every t to the clean image and report on the order of
+10^5 steps; a segment target is a deterministic function of x (the teacher's ODE), so plain
+regression gets most of the way in a few thousand steps on this CPU.
 
 The teacher is a frozen submodule (`training_only_modules`), loaded from `config.teacher`
 when a fresh run starts (`adopt_teacher`) and saved in training checkpoints, so a resumed
@@ -53,11 +57,11 @@ class DistilledConfig(DDPMConfig):
     teacher_steps: int = 20
     teacher_guidance: float = 1.5
     # The student's training inputs: real images noised to a student step ("noised_data",
-    # progressive distillation's), or the states of the teacher's own sampling path from
-    # fresh noise ("teacher_path"); docs/results/distillation compares them.
-    # Or the student's own path ("student_path"): its own DDIM steps from fresh noise, the
-    # teacher walking each segment from where the student is (no exposure bias).
-    student_inputs: Literal["noised_data", "teacher_path", "student_path"] = "teacher_path"
+    # progressive distillation's), the states of the teacher's own sampling path from fresh
+    # noise ("teacher_path"), or the student's own path ("student_path": its own DDIM steps
+    # from fresh noise, the teacher walking each segment from where the student is, so it
+    # learns on the states it meets when it samples); docs/results/distillation compares them.
+    student_inputs: Literal["noised_data", "teacher_path", "student_path"] = "student_path"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -117,11 +117,12 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
             "preset: uniform t, plain v-MSE, constant lr 1.5e-3, EMA 0.995": [],
             "min-SNR-5 loss weighting": ["model.loss_weighting=min_snr"],
             "log-normal noise levels (EDM)": ["model.timestep_sampling=lognormal"],
-            # the budget ends near step 2,150: the cosine is laid over those steps
-            "cosine lr to 0.1x over 2,150 steps": [
+            # the preset's budget ends near step 5,900 (2026-12-01, quiet machine): the cosine
+            # is laid over those steps
+            "cosine lr to 0.1x over 5,900 steps": [
                 "train.lr_schedule=cosine",
                 "train.min_lr_ratio=0.1",
-                "train.max_steps=2150",
+                "train.max_steps=5900",
             ],
             "EMA 0.999 with warm-up": ["train.ema_decay=0.999", "train.use_ema_warmup=true"],
             "lr 3e-3": ["train.lr=3e-3"],
@@ -270,6 +271,12 @@ def main() -> None:
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the table from RESULTS/sweep_NAME.json"
     )
+    parser.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="score and tabulate only the variants already trained in OUT (the others are "
+        "listed as not run)",
+    )
     args = parser.parse_args()
     saved = args.results / f"sweep_{args.sweep}.json"
     if args.table_only:
@@ -299,6 +306,9 @@ def main() -> None:
         if i not in chosen:
             continue
         run = args.out / f"v{i}"
+        if args.trained_only and not (run / "summary.json").is_file():
+            print(f"{name}: not trained in {run}, left out", flush=True)
+            continue
         if not (run / "summary.json").is_file():
             sets = [x for o in overrides for x in ("--set", o)]
             cli(["train", "--config", preset, *budget, "--out", str(run), "--no-progress", *sets])

@@ -292,3 +292,12 @@ def test_distill_reads_a_zoo_name_and_a_checkpoint_file(kind, teacher_run, tmp_p
     model, checkpoint = load_model(tmp_path / "student")
     assert isinstance(model, Distilled) and model.config.steps == 1
     assert checkpoint.config.model.teacher == ("ddpm" if kind == "zoo" else str(teacher.resolve()))
+
+
+def test_a_student_teaches_as_it_samples():
+    """Halving a student: its teacher module runs without the DDPM's clamp, as it sampled."""
+    four = tiny_student(steps=4).config
+    two = student_config(four, SampleConfig(sampler="ddim", num_steps=4), steps=2, source="x")
+    assert (two.teacher_steps, two.teacher_sampler, two.teacher_clips_x0) == (4, "ddim", False)
+    assert Distilled(two, (1, 28, 28)).teacher.clip_x0 is False
+    assert tiny_student().teacher.clip_x0 is True

@@ -56,6 +56,7 @@ class DistilledConfig(DDPMConfig):
     teacher_sampler: str = "dpmpp_2m"  # the teacher's own sampling settings
     teacher_steps: int = 20
     teacher_guidance: float = 1.5
+    teacher_clips_x0: bool = True  # a DDPM clamps its x0 predictions; a student does not
     # The student's training inputs: real images noised to a student step ("noised_data",
     # progressive distillation's), the states of the teacher's own sampling path from fresh
     # noise ("teacher_path"), or the student's own path ("student_path": its own DDIM steps
@@ -101,6 +102,7 @@ def student_config(
         teacher_sampler=sampling.sampler,
         teacher_steps=sampling.num_steps,
         teacher_guidance=sampling.guidance_scale if teacher.num_classes else 1.0,
+        teacher_clips_x0=not isinstance(teacher, DistilledConfig),
     )
 
 
@@ -122,6 +124,7 @@ class Distilled(DDPM):
             )
         super().__init__(config, image_shape)
         self.teacher = DDPM(config.teacher_architecture(), image_shape)
+        self.teacher.clip_x0 = config.teacher_clips_x0  # it samples as it did
         self.teacher.requires_grad_(False)
 
     @property

@@ -47,7 +47,9 @@ def family_configs(
     if not budget_minutes or budget_minutes <= 0:
         raise ConfigError(f"the budget must be a positive number of minutes, got {budget_minutes}")
     configs = {}
-    for family in families or sorted(MODELS):
+    # every family with a quick preset: not the distilled student, which needs a teacher
+    every = [f for f in sorted(MODELS) if (PRESETS_DIR / f"{f}{QUICK_SUFFIX}.toml").is_file()]
+    for family in families or every:
         preset = PRESETS_DIR / f"{family}{QUICK_SUFFIX}.toml"
         if family not in MODELS or not preset.is_file():
             raise ConfigError(f"no quick preset for family {family!r} ({preset.name})")

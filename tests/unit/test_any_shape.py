@@ -31,35 +31,26 @@ def rgb_folder(tmp_path_factory):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_family_on_rgb_folder(name, size, rgb_folder, tmp_path):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                name,
-                "--data",
-                f"folder:{rgb_folder}",
-                "--set",
-                f"data.image_size={size}",
-                "--max-steps",
-                "2",
-                "--set",
-                "train.batch_size=8",
-                "--set",
-                "train.num_grid_samples=4",
-                "--set",
-                "sample.num_steps=2",
-                "--set",
-                "model.num_classes=2",
-                "--set",
-                "train.use_tensorboard=false",
-                "--out",
-                str(run),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    data = ["--data", f"folder:{rgb_folder}", "--set", f"data.image_size={size}"]
+    tiny = [
+        "--max-steps",
+        "2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.num_grid_samples=4",
+        "--set",
+        "train.use_tensorboard=false",
+        "--no-progress",
+    ]
+    if name == "distilled":  # a student of a DDPM trained on the same pictures
+        teacher = ["train", "--model", "ddpm", *data, *tiny, "--out", str(tmp_path / "teacher")]
+        assert main([*teacher, "--set", "sample.num_steps=2", "--set", "model.num_classes=2"]) == 0
+        args = ["distill", str(tmp_path / "teacher"), "--steps", "1", *tiny]
+    else:
+        args = ["train", "--model", name, *data, *tiny, "--set", "sample.num_steps=2"]
+        args += ["--set", "model.num_classes=2"]
+    assert main([*args, "--out", str(run)]) == 0
     out = tmp_path / "s.npz"
     assert (
         main(["sample", str(run), "--num-samples", "3", "--class", "discs", "--out", str(out)]) == 0

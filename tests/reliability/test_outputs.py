@@ -145,6 +145,29 @@ WRITERS: dict[str, Writer] = {
             refused_on_race=False,
         ),
         Writer(
+            "distill",
+            lambda a, out: [
+                "distill",
+                a.ddpm,
+                "--steps",
+                "1",
+                "--max-steps",
+                "2",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "train.num_grid_samples=4",
+                "--set",
+                "train.use_tensorboard=false",
+                "--no-progress",
+                "--out",
+                out,
+            ],
+            "student",
+            _run,
+            is_folder=True,
+        ),
+        Writer(
             "combine",
             lambda a, out: ["combine", a.run, a.ddpm, "--out", out],
             "hybrid",
@@ -341,7 +364,8 @@ def _target_only(entries: dict[str, bytes | None], target: str) -> dict[str, byt
 # ---------------------------------------------------------------- (d) two at once
 
 
-@pytest.mark.parametrize("name", [n for n in WRITERS if n != "train"])
+# run folders (train, distill) are locked while written instead: the lock test below
+@pytest.mark.parametrize("name", [n for n in WRITERS if n not in ("train", "distill")])
 def test_a_second_writer_finishing_first_is_never_clobbered(
     name, artefacts, featnet_cache, tmp_path, cli, monkeypatch
 ):

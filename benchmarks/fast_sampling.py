@@ -129,7 +129,7 @@ def report(result: dict, out: Path) -> None:
         "",
         f"Quality: N = {result.get('num_samples')} class-balanced samples, seed 0, test split, "
         "the project's metric (v2). Speed: 1000 class-conditional images in batches of "
-        f"{SPEED_BATCH}, fp32, {result.get('threads')} threads, models interleaved for "
+        f"{SPEED_BATCH}, fp32, {result.get('threads')} thread(s), models interleaved for "
         f"{result.get('repeats')} rounds: median seconds (spread = max - min).",
         "",
         "Commands: `python benchmarks/fast_sampling.py --out docs/results/distillation "
@@ -149,10 +149,13 @@ def main() -> None:
     parser.add_argument("--part", choices=["quality", "speed", "both"], default="both")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument(
         "--student", action="append", default=[], metavar="NAME=PATH", help="another student"
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = models_to_run(dict(s.split("=", 1) for s in args.student))
     path = args.out / "distillation.json"
     result = json.loads(path.read_text()) if path.is_file() else {}

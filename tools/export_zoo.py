@@ -120,10 +120,12 @@ def export_combined_hybrid(
     print(entries[name])
 
 
-def export_distilled(run: Path, name: str, teacher: str, commit: str, command: str) -> None:
+def export_distilled(
+    run: Path, name: str, teacher: str, commit: str, command: str, *, fast_version: bool = True
+) -> None:
     """A `fashiongen distill` run of zoo model `teacher` as zoo model `name`, scored here at
-    N = 2000, seed 0, and marked as `teacher`'s fast version (the web page's default model,
-    `synth`'s default sampler for `teacher`)."""
+    N = 2000, seed 0, and (`fast_version`) marked as `teacher`'s fast version (the web page's
+    default model, `synth`'s default sampler for `teacher`)."""
     model, loaded = load_model(run)
     num_samples, seed = 2000, 0
     metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config), seed=seed)
@@ -134,10 +136,10 @@ def export_distilled(run: Path, name: str, teacher: str, commit: str, command: s
         "preset": "configs/distill.toml",
         "command": command,
         "commit": commit,
-        "device": "this machine: 2-core AMD EPYC CPU, 2 threads, fp32",
+        "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
         "train_seconds": round(summary["train_seconds"], 1),
         "epochs": summary["epochs"],
-        "fast_version_of": teacher,
+        **({"fast_version_of": teacher} if fast_version else {}),
         "metrics": {
             "num_samples": num_samples,
             "seed": seed,
@@ -236,6 +238,11 @@ def main() -> None:
     parser.add_argument("--teacher", default="ddpm", help="the zoo model --distilled was taught by")
     parser.add_argument("--command", help="the exact command that made --distilled")
     parser.add_argument(
+        "--not-fast-version",
+        action="store_true",
+        help="do not mark --distilled as --teacher's fast version (a second student)",
+    )
+    parser.add_argument(
         "--budget-runs",
         type=Path,
         metavar="DIR",
@@ -259,7 +266,14 @@ def main() -> None:
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     if args.distilled:
-        export_distilled(args.distilled, args.name, args.teacher, commit, args.command)
+        export_distilled(
+            args.distilled,
+            args.name,
+            args.teacher,
+            commit,
+            args.command,
+            fast_version=not args.not_fast_version,
+        )
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
     if args.combined_hybrid:

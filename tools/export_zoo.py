@@ -72,6 +72,18 @@ MANIFEST_METRICS = (
 )
 
 
+def record_fid_check(name: str) -> dict:
+    """Score zoo model `name` as its install check will and record it: its manifest entry."""
+    entries = manifest()
+    entries[name]["fid_check"] = {
+        "num_samples": CHECK_NUM_SAMPLES,
+        "seed": 0,
+        "fid": check_fid(name),
+    }
+    write_manifest(entries)
+    return entries[name]
+
+
 def export_combined_hybrid(
     checkpoint: Path,
     commit: str,
@@ -110,14 +122,7 @@ def export_combined_hybrid(
         },
     }
     print(export(checkpoint, name, info))
-    entries = manifest()
-    entries[name]["fid_check"] = {
-        "num_samples": CHECK_NUM_SAMPLES,
-        "seed": 0,
-        "fid": check_fid(name),
-    }
-    write_manifest(entries)
-    print(entries[name])
+    print(record_fid_check(name))
 
 
 def export_distilled(
@@ -148,14 +153,7 @@ def export_distilled(
         "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
     }
     print(export(run, name, info))
-    entries = manifest()
-    entries[name]["fid_check"] = {
-        "num_samples": CHECK_NUM_SAMPLES,
-        "seed": 0,
-        "fid": check_fid(name),
-    }
-    write_manifest(entries)
-    print(entries[name])
+    print(record_fid_check(name))
 
 
 # Unconditional models trained on this machine's CPU by `make bench-quality`: zoo name, job.
@@ -204,14 +202,7 @@ def export_budget_runs(
             },
         }
         print(export(runs / job, name, info))
-        entries = manifest()
-        entries[name]["fid_check"] = {
-            "num_samples": CHECK_NUM_SAMPLES,
-            "seed": 0,
-            "fid": check_fid(name),
-        }
-        write_manifest(entries)
-        print(entries[name])
+        print(record_fid_check(name))
 
 
 def main() -> None:
@@ -314,14 +305,7 @@ def main() -> None:
             },
         }
         path = export(run, family, info)
-        entries = manifest()
-        entries[family]["fid_check"] = {
-            "num_samples": CHECK_NUM_SAMPLES,
-            "seed": 0,
-            "fid": check_fid(family),
-        }
-        write_manifest(entries)
-        print(path, entries[family]["fid_check"])
+        print(path, record_fid_check(family)["fid_check"])
     print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
 
 

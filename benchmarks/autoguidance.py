@@ -17,8 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
 
@@ -69,5 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main()

@@ -157,8 +157,7 @@ class DDPM(Family):
 
     def min_snr_weights(self, t: torch.Tensor) -> torch.Tensor:
         """min(SNR, gamma) on the x0 error, expressed on this parametrisation's error."""
-        abar = self.schedule.alphas_cumprod[t].float()
-        snr = abar / (1 - abar)
+        snr = self.schedule.snr(t)
         weight = snr.clamp(max=self.config.min_snr_gamma)
         per_output = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}
         return weight / per_output[self.config.prediction]

@@ -43,7 +43,7 @@ from fashiongen.errors import ConfigError
 from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
 from fashiongen.models.base import Callback, Family, ImageShape
 from fashiongen.models.ddpm import DDPM, DDPMConfig
-from fashiongen.samplers import get_walk, timesteps
+from fashiongen.samplers import ddim_walk, get_walk, timesteps
 
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.name != "name")
 
@@ -157,8 +157,7 @@ class Distilled(DDPM):
             inputs, t, targets, labels = self._path_segments(x0, labels)
         output = self.net(inputs, t, labels).float()
         x0_student = self.schedule.to_x0(inputs, t, output, self.config.prediction)
-        abar = self.schedule.alphas_cumprod[t].float().to(x0.device)
-        weights = (abar / (1 - abar)).clamp(min=1.0)
+        weights = self.schedule.snr(t).clamp(min=1.0)
         return (weights * (x0_student - targets).pow(2).flatten(1).mean(1)).mean()
 
     def _teacher_walk(self, labels: torch.Tensor | None):
@@ -224,9 +223,7 @@ class Distilled(DDPM):
 
     def _ddim_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
         """The deterministic DDIM step from x_t at t to t_end, given the x0 prediction."""
-        a, s = self.schedule.alpha_bar(t) ** 0.5, (1 - self.schedule.alpha_bar(t)) ** 0.5
-        abar_end = self.schedule.alpha_bar(t_end)
-        return abar_end**0.5 * x0 + (1 - abar_end) ** 0.5 * (x_t - a * x0) / s
+        return ddim_walk(lambda *_: x0, x_t, self.schedule, [t], t_end)
 
     def _ddim_x0(self, x_t: torch.Tensor, x_end: torch.Tensor, t: int, t_end: int) -> torch.Tensor:
         """The x0 whose deterministic DDIM step from x_t at t lands on x_end at t_end."""

@@ -106,6 +106,12 @@ class NoiseSchedule(nn.Module):
         s = self.sqrt_one_minus_alphas_cumprod[t].to(x.dtype).view(shape)
         return a, s
 
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """abar_t / (1 - abar_t) for each timestep in t (B,), float32 on the buffers' device
+        (the model's), whatever device t is on."""
+        t = t.to(self.sqrt_alphas_cumprod.device)
+        return (self.sqrt_alphas_cumprod[t] / self.sqrt_one_minus_alphas_cumprod[t]) ** 2
+
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. eq. 4); t: (B,) int64."""
         a, s = self._coefs(t, x0)

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from fashiongen import editing
-from fashiongen.checkpoint import Checkpoint, load_model
+from fashiongen.checkpoint import Checkpoint, attach_guide, load_model
 from fashiongen.config import (
+    DEFAULT_GUIDE_SCALE,
     RunConfig,
     SampleConfig,
     config_from_dict,
@@ -135,6 +136,7 @@ class Model:
         eta: float | None = None,
         guidance: float | None = None,
         strength: float | None = None,
+        guide_scale: float | None = None,
     ) -> SampleConfig:
         """The checkpoint's sampling settings with the given ones replaced (checked)."""
         changes = {
@@ -145,6 +147,7 @@ class Model:
                 ("eta", eta),
                 ("guidance_scale", guidance),
                 ("strength", strength),
+                ("guide_scale", guide_scale),
             )
             if v is not None
         }
@@ -182,6 +185,7 @@ class Model:
         sampler: str | None = None,
         eta: float | None = None,
         strength: float | None = None,
+        guide_scale: float | None = None,
     ) -> Samples:
         """Draw images, reproducibly from `seed`, as `fashiongen sample` does.
 
@@ -193,11 +197,17 @@ class Model:
             seed: the same seed gives the same images, whatever the batch size.
             steps, guidance, sampler, eta, strength: override the checkpoint's sampling
                 settings (diffusion families and the hybrid; the others ignore them).
+            guide_scale: autoguidance's weight, for a model with a guide (`load(guide=)`).
         """
         labels, num_rows = self.labels_for(num_samples, classes, per_class=per_class)
         count = num_samples if labels is None else len(labels)
         sampling = self.sampling_with(
-            sampler=sampler, steps=steps, eta=eta, guidance=guidance, strength=strength
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            guidance=guidance,
+            strength=strength,
+            guide_scale=guide_scale,
         )
         images, drawn = generate_labelled(
             self.network, count, labels=labels, seed=seed, sampling=sampling
@@ -340,12 +350,25 @@ class Model:
 
 
 def load(
-    name_or_path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+    name_or_path: str | Path,
+    *,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
+    guide: str | Path | None = None,
+    guide_scale: float = DEFAULT_GUIDE_SCALE,
 ) -> Model:
     """A zoo model's name (`zoo_models()`), a run folder, a checkpoint folder or a weights
-    file -> a Model (EMA weights unless `use_ema=False`)."""
+    file -> a Model (EMA weights unless `use_ema=False`). `guide` names a weaker model of
+    the same task (e.g. the run's early checkpoint) for autoguidance at `guide_scale`, as
+    `sample --guide` does (DDPM models)."""
     network, checkpoint = load_model(name_or_path, use_ema=use_ema, device=device)
-    return Model(network, checkpoint, name_or_path)
+    model = Model(network, checkpoint, name_or_path)
+    if guide is not None:
+        attach_guide(network, guide)
+        model.sampling = dataclasses.replace(
+            model.sampling, guide=str(guide), guide_scale=guide_scale
+        )
+    return model
 
 
 def zoo_models() -> dict[str, dict[str, Any]]:

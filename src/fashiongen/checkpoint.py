@@ -5,6 +5,8 @@ A checkpoint is a folder holding
                        sampling networks; metadata: family, image shape, config, step,
                        and a SHA-256 of the tensors. Enough on its own to sample, evaluate
                        or serve.
+                       A DDPM that keeps its own autoguidance guide (`train.keep_guide_at`)
+                       holds the guide's weights too, `guide.`-prefixed.
   state.pt             optimizers, RNG states, step and epoch, for exact resumption, with a
                        SHA-256 of its contents inside; loaded with
                        `torch.load(weights_only=True)`, which runs no pickled code.
@@ -17,6 +19,7 @@ safetensors and torch.save keep no checksums of their data, so the SHA-256s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from fashiongen.zoo import available
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
 EMA_PREFIX = "ema."
+GUIDE_PREFIX = "guide."
 FORMAT = "fashiongen-checkpoint/1"
 STATE_CHECKSUM_KEY = "_sha256"  # inside state.pt: the digest of everything else in it
 
@@ -53,6 +57,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]  # the model's state dict
     ema: dict[str, torch.Tensor]  # EMA tensors of the sampling networks, by state-dict key
     metadata: dict[str, Any]
+    guide: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # its own guide's
 
 
 def save_checkpoint(
@@ -64,17 +69,22 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor] | None = None,
     state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    guide: dict[str, torch.Tensor] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write a checkpoint folder atomically; refuses non-finite weights, and an existing
     `folder` unless `overwrite` (which swaps the old for the new once it is complete).
+    `guide`: the state dict of the model's own autoguidance guide, if it keeps one.
 
-    The bytes of `weights.safetensors` depend only on the weights, EMA, config, step and
-    `extra`, so the same training run gives the same file.
+    The bytes of `weights.safetensors` depend only on the weights, EMA, guide, config, step
+    and `extra`, so the same training run gives the same file.
     """
     folder = Path(folder)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({EMA_PREFIX + k: v.detach().cpu().contiguous() for k, v in (ema or {}).items()})
+    for prefix, extra_tensors in ((EMA_PREFIX, ema), (GUIDE_PREFIX, guide)):
+        tensors.update(
+            {prefix + k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
+        )
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights ({bad[0]}) to {folder}")
@@ -205,8 +215,9 @@ def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Chec
         raise CheckpointError(
             f"checkpoint {file} is corrupt: its tensors do not match the checksum in its header"
         )
-    weights = {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
-    ema = {k[len(EMA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
+    ema, guide = ({k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
+                  for p in (EMA_PREFIX, GUIDE_PREFIX))  # fmt: skip
+    weights = {k: v for k, v in tensors.items() if not k.startswith((EMA_PREFIX, GUIDE_PREFIX))}
     state: dict = {}
     if with_state:
         state = load_training_state(file.parent / STATE_FILE)
@@ -218,6 +229,7 @@ def load_checkpoint(path: str | Path, *, with_state: bool = False) -> tuple[Chec
         weights,
         ema,
         {k: v for k, v in metadata.items() if k != "config"},
+        guide,
     )
     return checkpoint, state
 
@@ -279,11 +291,16 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_model(
-    path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+    path: str | Path,
+    *,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
+    with_guide: bool = True,
 ) -> tuple[Any, Checkpoint]:
     """Build the family a checkpoint (folder, weights file, run folder or zoo name) names
     and load its weights (EMA ones when present). The model keeps the checkpoint's sampling
-    settings, which `fashiongen.generate` uses when given none (`own_sampling`).
+    settings, which `fashiongen.generate` uses when given none (`own_sampling`), and, unless
+    `with_guide` is off, the autoguidance guide they name (`sample.guide`, `attach_guide`).
 
     Returns (model in eval mode, Checkpoint).
     """
@@ -305,7 +322,40 @@ def load_model(
     check_weights_fit(model, weights, checkpoint, sampling_only=sampling_only)
     model.load_state_dict(weights, strict=not sampling_only)
     model.checkpoint_sampling = checkpoint.config.sample
-    return model.to(device).eval(), checkpoint
+    model = model.to(device).eval()
+    guide = checkpoint.config.sample.guide
+    if checkpoint.guide and with_guide:
+        keep_own_guide(model, checkpoint)
+    elif with_guide and guide and "guide" in model.sampling_fields:
+        try:
+            attach_guide(model, guide)
+        except FashiongenError as e:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.path}: its guide {guide!r} ({_first_line(e)})"
+            ) from None
+    return model, checkpoint
+
+
+def keep_own_guide(model: Family, checkpoint: Checkpoint) -> None:
+    """Give `model` the guide its checkpoint holds (`train.keep_guide_at`)."""
+    try:
+        model.keep_guide(checkpoint.guide)
+    except (AttributeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path}: its guide's weights do not fit its model "
+            f"({_first_line(e)})"
+        ) from None
+
+
+def attach_guide(model: Family, source: str | Path) -> None:
+    """Load the model `source` names (zoo name, run folder or checkpoint; EMA weights) as
+    `model`'s autoguidance guide, on its device. A family that takes no guide is refused."""
+    if "guide" not in model.sampling_fields:
+        raise CheckpointError(
+            f"a {model.config.name} model takes no guide: autoguidance is for DDPM models"
+        )
+    guide, _ = load_model(source, device=model.device, with_guide=False)
+    model.set_guide(guide)
 
 
 def own_sampling(model: Family) -> SampleConfig | None:

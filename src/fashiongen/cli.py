@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from fashiongen import limits
-from fashiongen.checkpoint import load_model, model_source, save_checkpoint
+from fashiongen.checkpoint import attach_guide, load_model, model_source, save_checkpoint
 from fashiongen.config import (
+    DEFAULT_GUIDE_SCALE,
     MAX_SEED,
     PRESETS_DIR,
     Override,
@@ -293,7 +294,18 @@ def _add_sample_command(commands: _CommandParsers) -> None:
     sample.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
     sample.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
     sample.add_argument("--eta", type=float)
-    sample.add_argument("--guidance-scale", type=float)
+    sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance")
+    sample.add_argument(
+        "--guide",
+        metavar="NAME|PATH",
+        help="autoguidance (DDPM): a weaker model of the same task, e.g. the run's early "
+        "checkpoint, that sampling steers away from",
+    )
+    sample.add_argument(
+        "--guide-scale",
+        type=float,
+        help=f"autoguidance weight (1 = off; {DEFAULT_GUIDE_SCALE:g} with --guide)",
+    )
     sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
     _add_precision(sample)
@@ -645,10 +657,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
             ("guidance_scale", args.guidance_scale),
             ("strength", args.strength),
             ("precision", args.precision),
+            ("guide", args.guide),
+            ("guide_scale", args.guide_scale),
         )
         if v is not None
     }
+    if args.guide and args.guide_scale is None and checkpoint.config.sample.guide_scale == 1:
+        changes["guide_scale"] = DEFAULT_GUIDE_SCALE
     sampling = dataclasses.replace(checkpoint.config.sample, **changes)
+    if args.guide:
+        if args.backend == "onnx":
+            raise ConfigError("--guide runs in torch only: leave out --backend onnx")
+        attach_guide(model, args.guide)
     class_names = class_names_of(checkpoint)
     labels, num_rows = None, None
     if (args.classes or args.per_class) and not model.num_classes:

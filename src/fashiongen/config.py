@@ -86,6 +86,11 @@ class TrainConfig:
     # the decay at step s is min(ema_decay, (1 + s) / (10 + s)): early in a run the average
     # covers only recent steps instead of the first, untrained weights
     use_ema_warmup: bool = False
+    # Autoguidance's guide from the run itself (DDPM): at this fraction of the run's length
+    # (its steps, or train.max_minutes when that ends it first) the sampling weights are
+    # frozen as the guide that `sample.guide_scale` steers away from; saved in every later
+    # checkpoint. 0 = none.
+    keep_guide_at: float = field(default=0.0, metadata=WRITTEN_UNLESS_DEFAULT)
     checkpoint_every_n_steps: int = 500
     keep_checkpoints: int = 3
     log_every_n_steps: int = 50
@@ -120,6 +125,7 @@ class TrainConfig:
         require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must lie in [0, 1]")
         require(all(0 <= b < 1 for b in self.betas), "train.betas must lie in [0, 1)")
         require(0 <= self.ema_decay < 1, "train.ema_decay must lie in [0, 1)")
+        require(0 <= self.keep_guide_at < 1, "train.keep_guide_at must lie in [0, 1)")
         require(self.checkpoint_every_n_steps >= 1, "train.checkpoint_every_n_steps must be >= 1")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
         require(self.log_every_n_steps >= 1, "train.log_every_n_steps must be >= 1")
@@ -140,6 +146,10 @@ class TrainConfig:
 SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp_2m")
 
 
+# autoguidance's weight when a guide is named without one (docs/results/autoguidance.md)
+DEFAULT_GUIDE_SCALE = 2.0
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """How diffusion-based families sample; GANs and the VAE ignore it."""
@@ -149,6 +159,11 @@ class SampleConfig:
     eta: float = 0.0
     guidance_scale: float = 1.0  # classifier-free guidance; 1 = off
     strength: float = 0.5  # hybrid only: t0/T, how far the GAN draft is noised
+    # Autoguidance (DDPM only): x0 = guide + guide_scale (x0_model - x0_guide), the guide a
+    # weaker model of the same task, e.g. the run's own early checkpoint (zoo name, run
+    # folder or checkpoint, attached by `load_model`); 1 = off.
+    guide: str = field(default="", metadata=WRITTEN_UNLESS_DEFAULT)
+    guide_scale: float = field(default=1.0, metadata=WRITTEN_UNLESS_DEFAULT)
     # the networks' precision when sampling, as train.precision (every family)
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto", metadata=WRITTEN_UNLESS_DEFAULT
@@ -165,6 +180,10 @@ class SampleConfig:
             f"sample.guidance_scale must lie in [0, {MAX_GUIDANCE_SCALE}]",
         )
         require(0 <= self.strength <= 1, "sample.strength must lie in [0, 1]")
+        require(
+            0 <= self.guide_scale <= MAX_GUIDANCE_SCALE,
+            f"sample.guide_scale must lie in [0, {MAX_GUIDANCE_SCALE}]",
+        )
         require(
             self.sampler in SAMPLER_NAMES,
             f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}",

@@ -55,7 +55,15 @@ def distill_config(
     table["model"] = config_to_dict(student)
     table["train"] = read_toml(DISTILL_PRESET)["train"]
     table["sample"] = config_to_dict(
-        dataclasses.replace(sampling, sampler="ddim", num_steps=steps, eta=0.0, guidance_scale=1.0)
-    )
+        dataclasses.replace(
+            sampling,
+            sampler="ddim",
+            num_steps=steps,
+            eta=0.0,
+            guidance_scale=1.0,
+            guide="",
+            guide_scale=1.0,
+        )
+    )  # K deterministic calls, both guidances folded in
     table["out_dir"] = str(out_dir)
     return config_from_dict(merge_overrides(table, overrides or []))

@@ -171,6 +171,9 @@ def describe_sampling(model: Any, sampling: SampleConfig) -> str:
         parts.append(f"strength {sampling.strength:g}")
     if sampling.guidance_scale != 1 and model.num_classes:
         parts.append(f"guidance {sampling.guidance_scale:g}")
+    if sampling.guide_scale != 1 and "guide_scale" in fields:
+        by = sampling.guide or "its own early weights"
+        parts.append(f"autoguidance {sampling.guide_scale:g} by {by}")
     return ", ".join(parts)
 
 

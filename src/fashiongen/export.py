@@ -284,6 +284,7 @@ def export_generation_graph(
         "sampler": sampling.sampler,
         "num_steps": str(sampling.num_steps),
         "guidance_scale": str(sampling.guidance_scale),
+        "guide_scale": str(sampling.guide_scale),  # autoguidance, traced into the graph
     }
     path = Path(out_dir) / GENERATION_GRAPH.format(num_steps=sampling.num_steps)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():

@@ -9,7 +9,10 @@ and unconditional outputs computed in one batched call. `denoise` turns the netw
 into an x0 prediction, the one thing the samplers in `fashiongen.samplers` call; `refine`
 noises a given draft to an intermediate step and denoises it from there (SDEdit, Meng et al.,
 arXiv 2108.01073), which the hybrid family uses. `t_max` trains a truncated refiner that only
-ever sees t <= t_max.
+ever sees t <= t_max. Autoguidance (Karras et al., arXiv 2406.02507) steers each x0
+prediction away from a weaker guide's, a DDPM of the same task held beside the network
+(`set_guide`), often the run's own early weights (`keep_guide`, `train.keep_guide_at`), which
+its checkpoints then hold; `sample.guide_scale` weighs it, at one more network call a step.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import torch.nn.functional as F
 
 from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
-from fashiongen.models.base import Batch, Family, ImageShape
+from fashiongen.models.base import Batch, Family, ImageShape, Student
 from fashiongen.nets.unet import UNet
 from fashiongen.samplers import Callback, NoiseSchedule, get_sampler
+from fashiongen.samplers.guided import autoguided
 
 MAX_GRAD_NORM = 1.0
 MAX_LEVELS = 4
+AUTOGUIDANCE_FIELDS = frozenset({"guide", "guide_scale"})
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,15 @@ class DDPMConfig(ModelConfig):
 class DDPM(Family):
     Config = DDPMConfig
     ema_module_names = ("net",)
-    sampling_fields = frozenset({"sampler", "num_steps", "eta", "guidance_scale"})
+    sampling_fields = frozenset({"sampler", "num_steps", "eta", "guidance_scale"}) | (
+        AUTOGUIDANCE_FIELDS
+    )
     clip_x0: ClassVar[bool] = True  # `denoise` clamps its x0 prediction to [-1, 1]
     config: DDPMConfig
+    # autoguidance's weaker model (`set_guide`); held outside the module tree, so it is
+    # never part of this model's weights, optimizer or `.to()`
+    guide: DDPM | None = None
+    has_own_guide: bool = False  # the guide came from this run (`keep_guide`)
 
     def __init__(self, config: DDPMConfig, image_shape: ImageShape) -> None:
         if not isinstance(config, DDPMConfig):
@@ -211,6 +222,67 @@ class DDPM(Family):
         x0 = self.schedule.to_x0(x_t, t, output, self.config.prediction)
         return x0.clamp(-1, 1) if self.clip_x0 else x0
 
+    def set_guide(self, guide: Family | None) -> None:
+        """Attach the weaker model that autoguidance (`sample.guide_scale` != 1) steers away
+        from, e.g. this run's own early checkpoint; None detaches it. It must be a DDPM of the
+        same images, classes and noise schedule."""
+        if guide is not None:
+            problem = self._guide_problem(guide)
+            if problem:
+                raise ConfigError(f"cannot guide this DDPM with that model: {problem}")
+        object.__setattr__(self, "guide", guide)  # not nn.Module's: no submodule
+        object.__setattr__(self, "has_own_guide", False)
+
+    def keep_guide(self, weights: dict[str, torch.Tensor]) -> None:
+        """Freeze `weights`, a state dict of this model (its EMA weights early in a run:
+        `train.keep_guide_at`), as its own guide, which its checkpoints then hold."""
+        with torch.random.fork_rng(devices=[]):  # building draws no training noise
+            guide = DDPM(self.config, self.image_shape)
+        guide.load_state_dict(weights)
+        guide.requires_grad_(False)
+        self.set_guide(guide.to(self.device).eval())
+        object.__setattr__(self, "has_own_guide", True)
+
+    def own_guide_weights(self) -> dict[str, torch.Tensor] | None:
+        """The state dict of the guide `keep_guide` froze (None without one)."""
+        return self.guide.state_dict() if self.guide is not None and self.has_own_guide else None
+
+    def _guide_problem(self, guide: Family) -> str:
+        if not isinstance(guide, DDPM) or isinstance(guide, Student):
+            return f"the guide must be a DDPM, not a {type(guide).__name__.lower()}"
+        mine, theirs = self.config, guide.config
+        for what, a, b in (
+            ("image shape", tuple(self.image_shape), tuple(guide.image_shape)),
+            ("number of classes", mine.num_classes, theirs.num_classes),
+            ("noise schedule", mine.schedule, theirs.schedule),
+            ("number of timesteps", mine.num_train_timesteps, theirs.num_train_timesteps),
+        ):
+            if a != b:
+                return f"its {what} is {b}, this model's {a}"
+        if guide.max_timestep < self.max_timestep:
+            return f"it was trained on t <= {guide.max_timestep} only"
+        return ""
+
+    def num_network_evaluations(self, sampling: SampleConfig) -> int:
+        """One call a step, two with autoguidance (the guide's)."""
+        return sampling.num_steps * (2 if sampling.guide_scale != 1 else 1)
+
+    def sampling_denoiser(self, labels: torch.Tensor | None, sampling: SampleConfig):
+        """The (x_t, t) -> x0 function the samplers call: classifier-free guidance, and
+        autoguidance when `sampling.guide_scale` != 1 (the guide with the same labels and
+        classifier-free guidance)."""
+        denoise = partial(self.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
+        if sampling.guide_scale == 1:
+            return denoise
+        if self.guide is None:
+            raise ConfigError(
+                f"sample.guide_scale is {sampling.guide_scale:g} but this model has no guide: "
+                "name one with sample.guide (sample --guide NAME|PATH)"
+            )
+        guide = self.guide.to(self.device).eval()
+        weaker = partial(guide.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
+        return autoguided(denoise, weaker, sampling.guide_scale, clip=self.clip_x0)
+
     def _run_sampler(
         self,
         x_start: torch.Tensor,
@@ -221,7 +293,7 @@ class DDPM(Family):
         callback: Callback | None,
     ) -> torch.Tensor:
         sampler = get_sampler(sampling.sampler)
-        denoise = partial(self.denoise, labels=labels, guidance_scale=sampling.guidance_scale)
+        denoise = self.sampling_denoiser(labels, sampling)
         was_training = self.training
         self.eval()
         try:

@@ -32,13 +32,13 @@ run continues exactly whatever has happened to the teacher's file since.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
 import torch
 
-from fashiongen.config import SAMPLER_NAMES, SampleConfig, require
+from fashiongen.config import SAMPLER_NAMES, WRITTEN_UNLESS_DEFAULT, SampleConfig, require
 from fashiongen.errors import ConfigError
 from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
 from fashiongen.models.base import Callback, Family, ImageShape
@@ -57,6 +57,8 @@ class DistilledConfig(DDPMConfig):
     teacher_steps: int = 20
     teacher_guidance: float = 1.5
     teacher_clips_x0: bool = True  # a DDPM clamps its x0 predictions; a student does not
+    # the teacher's autoguidance (its `sample.guide_scale`, by its guide: `teacher_guide`)
+    teacher_guide_scale: float = field(default=1.0, metadata=WRITTEN_UNLESS_DEFAULT)
     # The student's training inputs: real images noised to a student step ("noised_data",
     # progressive distillation's), the states of the teacher's own sampling path from fresh
     # noise ("teacher_path"), or the student's own path ("student_path": its own DDIM steps
@@ -80,10 +82,11 @@ class DistilledConfig(DDPMConfig):
             self.teacher_sampler in SAMPLER_NAMES,
             f"model.teacher_sampler must be one of: {', '.join(SAMPLER_NAMES)}",
         )
-        require(
-            0 <= self.teacher_guidance <= MAX_GUIDANCE_SCALE,
-            f"model.teacher_guidance must lie in [0, {MAX_GUIDANCE_SCALE}]",
-        )
+        for name in ("teacher_guidance", "teacher_guide_scale"):
+            require(
+                0 <= getattr(self, name) <= MAX_GUIDANCE_SCALE,
+                f"model.{name} must lie in [0, {MAX_GUIDANCE_SCALE}]",
+            )
 
     def teacher_architecture(self) -> DDPMConfig:
         """The teacher's network config: the student's own (it starts as a copy)."""
@@ -103,12 +106,13 @@ def student_config(
         teacher_steps=sampling.num_steps,
         teacher_guidance=sampling.guidance_scale if teacher.num_classes else 1.0,
         teacher_clips_x0=not isinstance(teacher, DistilledConfig),
+        teacher_guide_scale=sampling.guide_scale,
     )
 
 
 class Distilled(DDPM):
     Config = DistilledConfig
-    training_only_modules = ("teacher",)
+    training_only_modules = ("teacher", "teacher_guide")
     # Samples in exactly its K calls whatever a SampleConfig says, as a GAN samples in one.
     sampling_fields = frozenset()
     # Its x0 predictions on the way are DDIM jump targets, which leave [-1, 1]; clamping them
@@ -126,6 +130,10 @@ class Distilled(DDPM):
         self.teacher = DDPM(config.teacher_architecture(), image_shape)
         self.teacher.clip_x0 = config.teacher_clips_x0  # it samples as it did
         self.teacher.requires_grad_(False)
+        if config.teacher_guide_scale != 1:  # a frozen copy of the teacher's guide
+            self.teacher_guide = DDPM(config.teacher_architecture(), image_shape)
+            self.teacher_guide.requires_grad_(False)
+            self.teacher.set_guide(self.teacher_guide)
 
     @property
     def teacher_source(self) -> str:
@@ -145,6 +153,14 @@ class Distilled(DDPM):
             )
         self.teacher.net.load_state_dict(teacher.net.state_dict())
         self.net.load_state_dict(teacher.net.state_dict())
+        if self.config.teacher_guide_scale != 1:
+            guide = teacher.guide
+            if guide is None or {k: v.shape for k, v in guide.net.state_dict().items()} != shapes:
+                raise ConfigError(
+                    f"the teacher {self.config.teacher!r} samples with autoguidance but has "
+                    "no guide of its own network to distil with"
+                )
+            self.teacher_guide.net.load_state_dict(guide.net.state_dict())
 
     # ------------------------------------------------------------------ training
 
@@ -163,7 +179,10 @@ class Distilled(DDPM):
     def _teacher_walk(self, labels: torch.Tensor | None):
         self.teacher.eval()
         cfg = self.config
-        denoise = partial(self.teacher.denoise, labels=labels, guidance_scale=cfg.teacher_guidance)
+        sampling = SampleConfig(
+            guidance_scale=cfg.teacher_guidance, guide_scale=cfg.teacher_guide_scale
+        )
+        denoise = self.teacher.sampling_denoiser(labels, sampling)
         return partial(get_walk(cfg.teacher_sampler), denoise, schedule=self.schedule)
 
     def _segment(self, k: int) -> tuple[int, int, list[int]]:
@@ -233,6 +252,16 @@ class Distilled(DDPM):
         return (x_end - (s_end / s) * x_t) / (a_end - s_end * a / s)
 
     # ------------------------------------------------------------------ sampling
+
+    def set_guide(self, guide: Family | None) -> None:
+        if guide is not None:
+            raise ConfigError(
+                "a distilled student samples in its own few calls and takes no guide: "
+                "distil from a guided teacher instead"
+            )
+
+    def keep_guide(self, weights: dict[str, torch.Tensor]) -> None:
+        self.set_guide(self)
 
     def default_sampling(self) -> SampleConfig:
         return SampleConfig(sampler="ddim", num_steps=self.config.steps, guidance_scale=1.0)

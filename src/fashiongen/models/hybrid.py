@@ -21,7 +21,7 @@ from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.dcgan import DCGAN, DCGANConfig
-from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.models.ddpm import AUTOGUIDANCE_FIELDS, DDPM, DDPMConfig
 from fashiongen.models.gan import GAN
 from fashiongen.samplers import timesteps
 
@@ -55,7 +55,7 @@ class Hybrid(Family):
     ema_module_names = ("gan.generator", "refiner.net")
     # Those of either GAN family (it is chosen by the config, after the class is made).
     training_only_modules = tuple(f"gan.{name}" for name in DCGAN.training_only_modules)
-    sampling_fields = DDPM.sampling_fields | {"strength"}
+    sampling_fields = (DDPM.sampling_fields - AUTOGUIDANCE_FIELDS) | {"strength"}
     config: HybridConfig
 
     def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:

@@ -16,7 +16,8 @@ known pixels of an image and regenerates the masked ones (Lugmayr et al., arXiv 
 at every step the known region is the input noised to that step, eq. 8, and after every
 `jump_length` steps the sample is noised back up that many steps and denoised again,
 `num_resamples` times in all, so the generated region harmonises with the kept one (their
-sec. 4.2). The last step writes the known pixels back exactly.
+sec. 4.2). The last step writes the known pixels back exactly. `autoguided` combines two
+denoisers of one task, the model and a weaker guide (Karras et al., arXiv 2406.02507).
 """
 
 from __future__ import annotations
@@ -223,3 +224,18 @@ def _noise_up(
     """x_{t_high} ~ q(x_{t_high} | x_{t_low}) for t_high > t_low (t_low = -1: clean)."""
     ratio = schedule.alpha_bar(t_high) / schedule.alpha_bar(t_low)
     return math.sqrt(ratio) * x + math.sqrt(1 - ratio) * _noise_like(x, generator)
+
+
+def autoguided(denoise: Denoiser, guide: Denoiser, scale: float, *, clip: bool = True) -> Denoiser:
+    """Autoguidance (Karras et al., arXiv 2406.02507, eq. 2 on x0 predictions):
+    guide(x_t) + scale (denoise(x_t) - guide(x_t)), where `guide` is a weaker denoiser of the
+    same task (a smaller or less-trained model), so the step moves away from the errors a
+    weaker model makes rather than, as classifier-free guidance does, away from other classes.
+    scale = 1 is `denoise` alone; `clip` clamps the result to [-1, 1]."""
+
+    def combined(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        good = denoise(x_t, t).float()
+        x0 = torch.lerp(guide(x_t, t).float(), good, scale)
+        return x0.clamp(-1, 1) if clip else x0
+
+    return combined

@@ -6,6 +6,7 @@ writer does nothing off rank 0, so the loop calls it the same way on every rank.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -16,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from fashiongen import files
-from fashiongen.config import RunConfig, to_toml
+from fashiongen.config import RunConfig, SampleConfig, to_toml
 from fashiongen.data import ImageDataset, load_from_config
 from fashiongen.errors import ConfigError, FashiongenError
 from fashiongen.evaluation import draw_and_score
@@ -72,6 +73,15 @@ class RunOutputs:
         self.grid_seed = cfg.seed + 1
         self.grid_labels = grid_labels(model, cfg.train.num_grid_samples)
 
+    @property
+    def sampling(self) -> SampleConfig:
+        """The run's sampling settings; without autoguidance until its guide is kept
+        (`train.keep_guide_at`)."""
+        sampling = self.cfg.sample
+        if sampling.guide_scale != 1 and getattr(self.model, "guide", None) is None:
+            return dataclasses.replace(sampling, guide_scale=1.0)
+        return sampling
+
     def note(self, message: str) -> None:
         """A line on stderr, from rank 0."""
         if self.enabled:
@@ -93,9 +103,7 @@ class RunOutputs:
         labels = self.grid_labels
         num = self.cfg.train.num_grid_samples if labels is None else len(labels)
         with ema_weights(self.model, self.ema):
-            x0 = self.model.sample(
-                num, labels=labels, generator=generator, sampling=self.cfg.sample
-            )
+            x0 = self.model.sample(num, labels=labels, generator=generator, sampling=self.sampling)
         save_grid(
             self.run_dir / "samples" / f"epoch_{epoch:04d}.png",
             to_uint8(x0),
@@ -122,7 +130,7 @@ class RunOutputs:
             result, _ = draw_and_score(
                 model,
                 cfg.train.eval_num_samples,
-                sampling=cfg.sample,
+                sampling=self.sampling,
                 seed=cfg.seed,
                 dataset=self.data.name,
                 use_memorisation=False,
@@ -169,7 +177,7 @@ class RunOutputs:
             held_out.images,
             held_out.labels,
             seed=self.cfg.seed,
-            sampling=self.cfg.sample,
+            sampling=self.sampling,
         )
         self.model.train()
 

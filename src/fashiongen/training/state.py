@@ -303,9 +303,19 @@ class TrainingState:
         self.model.load_state_dict(saved.weights)
         for k, v in saved.ema.items():
             self.ema[k].copy_(v)
+        restore_guide(self.model, saved)
         restored_step = self.restore(state)
         self.rates.scale(lr_factor)
         return restored_step
+
+
+def restore_guide(model: Family, saved: ckpt.Checkpoint) -> None:
+    """The run's own autoguidance guide as `saved` holds it: none before
+    `train.keep_guide_at`, so a rollback past that point takes it again."""
+    if saved.guide:
+        model.keep_guide(saved.guide)
+    elif getattr(model, "has_own_guide", False):
+        model.set_guide(None)
 
 
 def _rollback_target(
@@ -366,6 +376,7 @@ class Checkpoints:
         self.sync.check_identical(self.state.ema)
         training_state = self.state.capture(step, epoch_rng_state, train_seconds)
         model, cfg, ema, extra = self.state.model, self.cfg, self.state.ema, self.extra
+        guide = model.own_guide_weights() if hasattr(model, "own_guide_weights") else None
         return self.state.ctx.run_on_main(
             lambda: ckpt.save_checkpoint(
                 folder,
@@ -375,6 +386,7 @@ class Checkpoints:
                 ema=ema,
                 state=training_state,
                 extra=extra,
+                guide=guide,
             )
         )
 

@@ -16,8 +16,8 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fashiongen.checkpoint import WEIGHTS_FILE, load_checkpoint, load_model
-from fashiongen.config import RunConfig, SampleConfig
+from fashiongen.checkpoint import GUIDE_PREFIX, WEIGHTS_FILE, load_checkpoint, load_model
+from fashiongen.config import RunConfig, SampleConfig, config_to_dict
 from fashiongen.digests import tensors_digest
 from fashiongen.evaluation import draw_and_score
 from fashiongen.files import atomic_path, write_text_atomic
@@ -27,20 +27,41 @@ from fashiongen.zoo import MANIFEST, ZOO_DIR, read_manifest, zoo_path
 CHECK_NUM_SAMPLES = 500  # samples behind each model's recorded `fid_check`
 
 
-def export(run: str | Path, name: str, info: dict[str, Any], zoo_dir: Path = ZOO_DIR) -> Path:
-    """Fold a run's EMA weights into its model, store them as float16, and record `info`
-    (preset, command, commit, training minutes, metrics ...) in the manifest."""
+def export(
+    run: str | Path,
+    name: str,
+    info: dict[str, Any],
+    zoo_dir: Path = ZOO_DIR,
+    *,
+    guide: tuple[str | Path, float] | None = None,
+) -> Path:
+    """Fold a run's EMA weights into its model, store them as float16 with its own
+    autoguidance guide if it keeps one, and record `info` (preset, command, commit, training
+    minutes, metrics ...) in the manifest. `guide` = (checkpoint, scale) gives a run that
+    kept none the sampling weights of one of its own earlier checkpoints as its guide (what
+    `train.keep_guide_at` keeps), sampled at that scale."""
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
     family = MODELS[checkpoint.config.model.name]
+    own_guide = checkpoint.guide
+    if guide is not None:
+        early, _ = load_checkpoint(guide[0])
+        own_guide = {**early.weights, **early.ema}
+        sampling = dataclasses.replace(checkpoint.config.sample, guide="", guide_scale=guide[1])
+        checkpoint.config = dataclasses.replace(checkpoint.config, sample=sampling)
     tensors = {
         k: (v.half() if v.is_floating_point() else v).contiguous()
         for k, v in weights.items()
         if family.needed_for_sampling(k)
     }
+    tensors.update(
+        {GUIDE_PREFIX + k: (v.half() if v.is_floating_point() else v) for k, v in own_guide.items()}
+    )
     with safe_open(checkpoint.path / WEIGHTS_FILE, "pt") as f:
         metadata = dict(f.metadata())
     metadata["sampling_only"] = "true"
+    if guide is not None:
+        metadata["config"] = json.dumps(config_to_dict(checkpoint.config))
     metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
     path = zoo_dir / f"{name}.safetensors"
     with atomic_path(path) as tmp:

@@ -23,7 +23,7 @@ from pathlib import Path
 from fashiongen.checkpoint import attach_guide, load_model
 from fashiongen.evaluation import draw_and_score
 
-METRICS = ("fid", "precision", "recall", "coverage")
+METRICS = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "intra_class_spread")
 
 
 def main() -> None:

@@ -82,6 +82,7 @@ METRICS = (
 
 def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
     from fashiongen.checkpoint import load_model
+    from fashiongen.evaluation import describe_sampling
     from fashiongen.training import train
     from fashiongen.training.budget import family_configs
 
@@ -107,10 +108,7 @@ def train_ours(job: str, minutes: float, runs: Path, seed: int) -> tuple:
         drawn = draw_balanced(model, num_samples, sampling=checkpoint.config.sample, seed=seed)
         return drawn.images, drawn.labels
 
-    sampling = checkpoint.config.sample
-    how = f"{sampling.sampler} {sampling.num_steps} steps" if model.sampling_fields else "one pass"
-    if family == "hybrid":
-        how += f", strength {sampling.strength}"
+    how = describe_sampling(model, checkpoint.config.sample)
     info = {
         "family": family,
         "preset": f"{family}-quick",

@@ -33,7 +33,7 @@ from pathlib import Path
 from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
 from fashiongen.metrics import METRIC_NAME, METRIC_VERSION
-from fashiongen.zoo import manifest, total_bytes
+from fashiongen.zoo import manifest, total_bytes, zoo_path
 from fashiongen.zoo.release import (
     CHECK_NUM_SAMPLES,
     check_fid,
@@ -70,6 +70,13 @@ MANIFEST_METRICS = (
     "per_class_coverage",
     "intra_class_spread",
 )
+
+
+def score_zoo_model(name: str) -> dict:
+    """The manifest's metrics of zoo model `name` as it ships (N = 2000, seed 0)."""
+    model, loaded = load_model(zoo_path(name))
+    metrics, _ = draw_and_score(model, 2000, sampling=zoo_sampling(loaded.config), seed=0)
+    return {k: metrics.get(k) for k in MANIFEST_METRICS}
 
 
 def record_fid_check(name: str) -> dict:
@@ -248,6 +255,20 @@ def main() -> None:
     parser.add_argument(
         "--budget-results", type=Path, default=Path("docs/results/quality_per_budget/results")
     )
+    parser.add_argument(
+        "--guide",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="with --runs: an earlier checkpoint of the run, its sampling weights the model's "
+        "own autoguidance guide (what train.keep_guide_at keeps)",
+    )
+    parser.add_argument(
+        "--sample",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --runs: sampling settings the zoo model ships with (guide_scale=2 ...)",
+    )
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -275,7 +296,11 @@ def main() -> None:
     for family in args.families:
         run = args.runs / family
         summary = json.loads((run / "summary.json").read_text())
-        if results is None:
+        changes = {k: float(v) for k, v in (item.split("=", 1) for item in args.sample)}
+        ships_changed = args.guide is not None or bool(changes)
+        if results is None and ships_changed:  # scored below, as the zoo file samples
+            metrics, num_samples, seed = {}, 2000, 0
+        elif results is None:
             model, loaded = load_model(run)
             num_samples, seed = 2000, 0
             metrics, _ = draw_and_score(
@@ -303,8 +328,12 @@ def main() -> None:
                 "seed": seed,
                 **{k: metrics.get(k) for k in MANIFEST_METRICS},
             },
+            "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
         }
-        path = export(run, family, info)
+        path = export(run, family, info, guide_from=args.guide, sampling_changes=changes)
+        if args.score and ships_changed:
+            info["metrics"].update(score_zoo_model(family))
+            path = export(run, family, info, guide_from=args.guide, sampling_changes=changes)
         print(path, record_fid_check(family)["fid_check"])
     print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
 

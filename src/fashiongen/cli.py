@@ -768,6 +768,8 @@ def cmd_combine(args: argparse.Namespace) -> int:
         ddpm_checkpoint.config.sample,
         strength=strength,
         num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps,
+        guide="",  # the refiner's few steps take no autoguidance
+        guide_scale=1.0,
     )
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing

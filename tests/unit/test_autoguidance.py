@@ -371,3 +371,22 @@ def test_the_generation_graph_holds_the_autoguidance(guided_run, tmp_path):
     unguided = model.generate_from_latents(noise, labels=labels, sampling=plain)
     np.testing.assert_allclose(image, expected.numpy(), atol=1e-4)
     assert np.abs(image - unguided.numpy()).max() > 1e-3
+
+
+def test_a_zoo_export_gives_a_run_its_own_earlier_weights_as_guide(tmp_path):
+    from fashiongen.checkpoint import load_checkpoint
+    from fashiongen.zoo.release import export
+
+    run = tmp_path / "run"
+    assert train_tiny(run, "--max-steps", "3", "--set", "train.keep_guide_at=0",
+                      "--set", "sample.guide_scale=1") == 0  # fmt: skip
+    early = run / "checkpoints" / "step_0000001"
+    file = export(run, "tiny", {}, tmp_path, guide_from=early,
+                  sampling_changes={"guide_scale": 2.5})  # fmt: skip
+    model, checkpoint = load_model(file)
+    assert checkpoint.config.sample.guide_scale == 2.5 and model.has_own_guide
+    step1, _ = load_checkpoint(early)
+    for key, tensor in model.guide.state_dict().items():  # float16 in the zoo file
+        torch.testing.assert_close(
+            tensor, step1.ema.get(key, step1.weights[key]), atol=1e-3, rtol=1e-3
+        )

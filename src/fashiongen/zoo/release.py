@@ -33,21 +33,24 @@ def export(
     info: dict[str, Any],
     zoo_dir: Path = ZOO_DIR,
     *,
-    guide: tuple[str | Path, float] | None = None,
+    guide_from: str | Path | None = None,
+    sampling_changes: dict[str, Any] | None = None,
 ) -> Path:
     """Fold a run's EMA weights into its model, store them as float16 with its own
     autoguidance guide if it keeps one, and record `info` (preset, command, commit, training
-    minutes, metrics ...) in the manifest. `guide` = (checkpoint, scale) gives a run that
-    kept none the sampling weights of one of its own earlier checkpoints as its guide (what
-    `train.keep_guide_at` keeps), sampled at that scale."""
+    minutes, metrics ...) in the manifest. `guide_from`, an earlier checkpoint of the same
+    run, gives a run that kept no guide those sampling weights as its own (what
+    `train.keep_guide_at` keeps); `sampling_changes` replace fields of its sampling settings."""
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
     family = MODELS[checkpoint.config.model.name]
     own_guide = checkpoint.guide
-    if guide is not None:
-        early, _ = load_checkpoint(guide[0])
+    if guide_from is not None:
+        early, _ = load_checkpoint(guide_from)
         own_guide = {**early.weights, **early.ema}
-        sampling = dataclasses.replace(checkpoint.config.sample, guide="", guide_scale=guide[1])
+    config_changed = bool(sampling_changes)
+    if config_changed:
+        sampling = dataclasses.replace(checkpoint.config.sample, **sampling_changes)
         checkpoint.config = dataclasses.replace(checkpoint.config, sample=sampling)
     tensors = {
         k: (v.half() if v.is_floating_point() else v).contiguous()
@@ -60,7 +63,7 @@ def export(
     with safe_open(checkpoint.path / WEIGHTS_FILE, "pt") as f:
         metadata = dict(f.metadata())
     metadata["sampling_only"] = "true"
-    if guide is not None:
+    if config_changed:
         metadata["config"] = json.dumps(config_to_dict(checkpoint.config))
     metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
     path = zoo_dir / f"{name}.safetensors"

@@ -1,7 +1,7 @@
 """Post-hoc EMA from a run's kept checkpoints: a longer average for free, chosen after training.
 
     python benchmarks/posthoc_ema.py --run runs/zoo-ddpm2 --windows 1 4 8 16 \
-        --guide runs/zoo-ddpm2/checkpoints/step_0012000 --set guidance_scale=1 guide_scale=2 \
+        --guide runs/zoo-ddpm2/checkpoints/step_0012000 --set sample.guide_scale=2 \
         --out docs/results/posthoc_ema.json
 
 EDM2 (Karras et al., arXiv 2312.02696, sec. 3) picks a model's EMA length after training,
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fashiongen.checkpoint import attach_guide, list_checkpoints, load_checkpoint, load_model
+from fashiongen.config import config_from_dict, config_to_dict, merge_overrides
 from fashiongen.evaluation import draw_and_score
 
 METRICS = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "intra_class_spread")
@@ -48,15 +49,14 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--guide", type=Path, help="a weaker model to autoguide with")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="sample.KEY=VALUE")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model, checkpoint = load_model(args.run / "final")  # with its own guide, if it keeps one
     if args.guide:
         attach_guide(model, args.guide)
-    changes = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
-    sampling = dataclasses.replace(checkpoint.config.sample, **changes)
+    sampling = config_from_dict(merge_overrides(config_to_dict(checkpoint.config), args.set)).sample
     result = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": {}}
     result.update(run=str(args.run), guide=str(args.guide), sampling=dataclasses.asdict(sampling))
     result["checkpoint_every_n_steps"] = checkpoint.config.train.checkpoint_every_n_steps

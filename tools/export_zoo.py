@@ -263,11 +263,11 @@ def main() -> None:
         "own autoguidance guide (what train.keep_guide_at keeps)",
     )
     parser.add_argument(
-        "--sample",
-        nargs="+",
+        "--set",
+        action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="with --runs: sampling settings the zoo model ships with (guide_scale=2 ...)",
+        help="with --runs: config the zoo model ships with (sample.guide_scale=2 ...)",
     )
     args = parser.parse_args()
     commit = subprocess.run(
@@ -296,8 +296,7 @@ def main() -> None:
     for family in args.families:
         run = args.runs / family
         summary = json.loads((run / "summary.json").read_text())
-        changes = {k: float(v) for k, v in (item.split("=", 1) for item in args.sample)}
-        ships_changed = args.guide is not None or bool(changes)
+        ships_changed = args.guide is not None or bool(args.set)
         if results is None and ships_changed:  # scored below, as the zoo file samples
             metrics, num_samples, seed = {}, 2000, 0
         elif results is None:
@@ -330,10 +329,10 @@ def main() -> None:
             },
             "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
         }
-        path = export(run, family, info, guide_from=args.guide, sampling_changes=changes)
+        path = export(run, family, info, guide_from=args.guide, overrides=args.set)
         if args.score and ships_changed:
             info["metrics"].update(score_zoo_model(family))
-            path = export(run, family, info, guide_from=args.guide, sampling_changes=changes)
+            path = export(run, family, info, guide_from=args.guide, overrides=args.set)
         print(path, record_fid_check(family)["fid_check"])
     print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
 

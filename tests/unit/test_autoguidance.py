@@ -382,7 +382,7 @@ def test_a_zoo_export_gives_a_run_its_own_earlier_weights_as_guide(tmp_path):
                       "--set", "sample.guide_scale=1") == 0  # fmt: skip
     early = run / "checkpoints" / "step_0000001"
     file = export(run, "tiny", {}, tmp_path, guide_from=early,
-                  sampling_changes={"guide_scale": 2.5})  # fmt: skip
+                  overrides=["sample.guide_scale=2.5"])  # fmt: skip
     model, checkpoint = load_model(file)
     assert checkpoint.config.sample.guide_scale == 2.5 and model.has_own_guide
     step1, _ = load_checkpoint(early)

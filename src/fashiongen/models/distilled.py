@@ -45,6 +45,10 @@ from fashiongen.models.base import Callback, Family, ImageShape
 from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.samplers import ddim_walk, get_walk, timesteps
 
+NO_GUIDE = (
+    "a distilled student samples in its own few calls and takes no guide: "
+    "distil from a guided teacher instead"
+)
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.name != "name")
 
 
@@ -255,13 +259,10 @@ class Distilled(DDPM):
 
     def set_guide(self, guide: Family | None) -> None:
         if guide is not None:
-            raise ConfigError(
-                "a distilled student samples in its own few calls and takes no guide: "
-                "distil from a guided teacher instead"
-            )
+            raise ConfigError(NO_GUIDE)
 
     def keep_guide(self, weights: dict[str, torch.Tensor]) -> None:
-        self.set_guide(self)
+        raise ConfigError(NO_GUIDE)
 
     def default_sampling(self) -> SampleConfig:
         return SampleConfig(sampler="ddim", num_steps=self.config.steps, guidance_scale=1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fashiongen.checkpoint import GUIDE_PREFIX, WEIGHTS_FILE, load_checkpoint, load_model
-from fashiongen.config import RunConfig, SampleConfig, config_to_dict
+from fashiongen.config import (
+    Override,
+    RunConfig,
+    SampleConfig,
+    config_from_dict,
+    config_to_dict,
+    merge_overrides,
+)
 from fashiongen.digests import tensors_digest
 from fashiongen.evaluation import draw_and_score
 from fashiongen.files import atomic_path, write_text_atomic
@@ -34,13 +42,14 @@ def export(
     zoo_dir: Path = ZOO_DIR,
     *,
     guide_from: str | Path | None = None,
-    sampling_changes: dict[str, Any] | None = None,
+    overrides: Sequence[Override] = (),
 ) -> Path:
     """Fold a run's EMA weights into its model, store them as float16 with its own
     autoguidance guide if it keeps one, and record `info` (preset, command, commit, training
     minutes, metrics ...) in the manifest. `guide_from`, an earlier checkpoint of the same
     run, gives a run that kept no guide those sampling weights as its own (what
-    `train.keep_guide_at` keeps); `sampling_changes` replace fields of its sampling settings."""
+    `train.keep_guide_at` keeps); `overrides` (`--set` text, e.g. `sample.guide_scale=2.5`)
+    change the config it ships with."""
     checkpoint, _ = load_checkpoint(run)
     weights = {**checkpoint.weights, **checkpoint.ema}
     family = MODELS[checkpoint.config.model.name]
@@ -48,10 +57,9 @@ def export(
     if guide_from is not None:
         early, _ = load_checkpoint(guide_from)
         own_guide = {**early.weights, **early.ema}
-    config_changed = bool(sampling_changes)
-    if config_changed:
-        sampling = dataclasses.replace(checkpoint.config.sample, **sampling_changes)
-        checkpoint.config = dataclasses.replace(checkpoint.config, sample=sampling)
+    if overrides:
+        table = merge_overrides(config_to_dict(checkpoint.config), overrides)
+        checkpoint.config = config_from_dict(table)
     tensors = {
         k: (v.half() if v.is_floating_point() else v).contiguous()
         for k, v in weights.items()
@@ -63,7 +71,7 @@ def export(
     with safe_open(checkpoint.path / WEIGHTS_FILE, "pt") as f:
         metadata = dict(f.metadata())
     metadata["sampling_only"] = "true"
-    if config_changed:
+    if overrides:
         metadata["config"] = json.dumps(config_to_dict(checkpoint.config))
     metadata["tensors_sha256"] = tensors_digest(tensors)  # of the float16 tensors stored here
     path = zoo_dir / f"{name}.safetensors"

@@ -255,11 +255,7 @@ class Model:
                 closed outlines of a sketch first.
         """
         x, labels = self._edit_inputs(pictures, classes, use_fill=use_fill)
-        guidance, sampling = (
-            (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
-            if use_transfer
-            else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
-        )
+        guidance, sampling = editing.refine_settings(use_transfer)
         out = editing.refine(
             self.network,
             x,

@@ -29,7 +29,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from fashiongen.config import RunConfig, SampleConfig, config_from_dict, config_to_dict
+from fashiongen.config import (
+    DEFAULT_GUIDE_SCALE,
+    RunConfig,
+    SampleConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from fashiongen.digests import state_digest, tensors_digest
 from fashiongen.errors import CheckpointError, FashiongenError
 from fashiongen.files import staged_folder
@@ -356,6 +362,25 @@ def attach_guide(model: Family, source: str | Path) -> None:
         )
     guide, _ = load_model(source, device=model.device, with_guide=False)
     model.set_guide(guide)
+
+
+def sampling_with(
+    model: Family,
+    sampling: SampleConfig,
+    changes: dict[str, Any] | None = None,
+    guide: str | Path | None = None,
+) -> SampleConfig:
+    """`sampling` with `changes` (SampleConfig fields) applied, as `sample` and `eval` take
+    them from the command line; with `guide` (zoo name, run or checkpoint), that model is
+    attached as `model`'s autoguidance guide and sampled at DEFAULT_GUIDE_SCALE unless a
+    scale is given or already set."""
+    changes = dict(changes or {})
+    if guide:
+        attach_guide(model, guide)
+        changes["guide"] = str(guide)
+        if "guide_scale" not in changes and sampling.guide_scale == 1:
+            changes["guide_scale"] = DEFAULT_GUIDE_SCALE
+    return dataclasses.replace(sampling, **changes)
 
 
 def own_sampling(model: Family) -> SampleConfig | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fashiongen import limits
-from fashiongen.checkpoint import attach_guide, load_model, model_source, save_checkpoint
+from fashiongen.checkpoint import load_model, model_source, sampling_with, save_checkpoint
 from fashiongen.config import (
     DEFAULT_GUIDE_SCALE,
     MAX_SEED,
@@ -291,22 +291,7 @@ def _add_sample_command(commands: _CommandParsers) -> None:
         help="grid .png, .npz of uint8 images+labels, or a folder/ of PNGs",
     )
     _add_overwrite(sample)
-    sample.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
-    sample.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
-    sample.add_argument("--eta", type=float)
-    sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance")
-    sample.add_argument(
-        "--guide",
-        metavar="NAME|PATH",
-        help="autoguidance (DDPM): a weaker model of the same task, e.g. the run's early "
-        "checkpoint, that sampling steers away from",
-    )
-    sample.add_argument(
-        "--guide-scale",
-        type=float,
-        help=f"autoguidance weight (1 = off; {DEFAULT_GUIDE_SCALE:g} with --guide)",
-    )
-    sample.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
+    _add_sampling_args(sample)
     sample.add_argument("--no-ema", action="store_true", help="use the raw, not EMA, weights")
     _add_precision(sample)
     sample.add_argument(
@@ -435,6 +420,46 @@ def _add_visualize_command(commands: _CommandParsers) -> None:
     _add_overwrite(visualize)
 
 
+def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    """The sampling settings `sample` and `eval` take over the checkpoint's own."""
+    parser.add_argument("--sampler", help="diffusion sampler: ancestral, ddim, dpmpp_2m")
+    parser.add_argument("--steps", type=_positive_int, help="diffusion sampling steps")
+    parser.add_argument("--eta", type=float)
+    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance")
+    parser.add_argument(
+        "--guide",
+        metavar="NAME|PATH",
+        help="autoguidance (DDPM): a weaker model of the same task, e.g. the run's early "
+        "checkpoint, that sampling steers away from",
+    )
+    parser.add_argument(
+        "--guide-scale",
+        type=float,
+        help=f"autoguidance weight (1 = off; {DEFAULT_GUIDE_SCALE:g} with --guide)",
+    )
+    parser.add_argument("--strength", type=float, help="hybrid: how far the draft is noised")
+
+
+_SAMPLING_FLAGS = {  # SampleConfig field -> argparse attribute; --guide is attached apart
+    "sampler": "sampler",
+    "num_steps": "steps",
+    "eta": "eta",
+    "guidance_scale": "guidance_scale",
+    "guide_scale": "guide_scale",
+    "strength": "strength",
+    "precision": "precision",
+}
+
+
+def _sampling_changes(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The SampleConfig fields set on the command line (`_add_sampling_args`)."""
+    return {
+        field: getattr(args, flag)
+        for field, flag in _SAMPLING_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+
+
 def _add_eval_command(commands: _CommandParsers) -> None:
     eval_cmd = commands.add_parser("eval", help="score a checkpoint or sample set (FID, KID ...)")
     _add_model_source(eval_cmd, what=", or samples: an .npz or a folder of PNGs")
@@ -452,6 +477,7 @@ def _add_eval_command(commands: _CommandParsers) -> None:
         data_dir=False,
     )
     eval_cmd.add_argument("--seed", type=_seed, default=0)
+    _add_sampling_args(eval_cmd)
     _add_precision(eval_cmd)
     eval_cmd.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     _add_overwrite(eval_cmd, "--json file")
@@ -648,27 +674,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     if args.backend == "onnx":
         use_onnx(model)
-    changes = {
-        k: v
-        for k, v in (
-            ("sampler", args.sampler),
-            ("num_steps", args.steps),
-            ("eta", args.eta),
-            ("guidance_scale", args.guidance_scale),
-            ("strength", args.strength),
-            ("precision", args.precision),
-            ("guide", args.guide),
-            ("guide_scale", args.guide_scale),
-        )
-        if v is not None
-    }
-    if args.guide and args.guide_scale is None and checkpoint.config.sample.guide_scale == 1:
-        changes["guide_scale"] = DEFAULT_GUIDE_SCALE
-    sampling = dataclasses.replace(checkpoint.config.sample, **changes)
-    if args.guide:
-        if args.backend == "onnx":
-            raise ConfigError("--guide runs in torch only: leave out --backend onnx")
-        attach_guide(model, args.guide)
+    if args.guide and args.backend == "onnx":
+        raise ConfigError("--guide runs in torch only: leave out --backend onnx")
+    sampling = sampling_with(model, checkpoint.config.sample, _sampling_changes(args), args.guide)
     class_names = class_names_of(checkpoint)
     labels, num_rows = None, None
     if (args.classes or args.per_class) and not model.num_classes:
@@ -878,6 +886,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ref=args.ref,
             seed=args.seed,
             dataset=args.data,
+            sampling_changes=_sampling_changes(args),
+            guide=args.guide,
             progress=True,
         )
     print(format_evaluation(result))

@@ -167,11 +167,7 @@ def _edit_batch(
         return editing.inpaint(
             model, x, masks, labels=labels, strength=strength, generator=generator
         )
-    guidance, sampling = (
-        (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING)
-        if use_transfer
-        else (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING)
-    )
+    guidance, sampling = editing.refine_settings(use_transfer)
     return editing.refine(
         model,
         x,

@@ -26,7 +26,13 @@ from typing import Any
 import torch
 
 from fashiongen import limits, metrics
-from fashiongen.checkpoint import Checkpoint, list_checkpoints, load_model, model_source
+from fashiongen.checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    load_model,
+    model_source,
+    sampling_with,
+)
 from fashiongen.config import SampleConfig
 from fashiongen.device import select_device
 from fashiongen.errors import CheckpointError, ConfigError, DataError
@@ -177,9 +183,12 @@ def describe_sampling(model: Any, sampling: SampleConfig) -> str:
     return ", ".join(parts)
 
 
-def checkpoint_info(model: Any, checkpoint: Checkpoint, drawn: Drawn) -> dict[str, Any]:
-    """What was sampled and how fast: path, family, step, dataset, sampler, device, speed."""
-    sampling = checkpoint.config.sample
+def checkpoint_info(
+    model: Any, checkpoint: Checkpoint, drawn: Drawn, sampling: SampleConfig | None = None
+) -> dict[str, Any]:
+    """What was sampled (with `sampling`, default the checkpoint's) and how fast: path,
+    family, step, dataset, sampler, device, speed."""
+    sampling = sampling or checkpoint.config.sample
     seconds = drawn.seconds
     return {
         "kind": "checkpoint",
@@ -232,6 +241,8 @@ def evaluate_source(
     featnet: Any = None,
     use_memorisation: bool = True,
     use_cache: bool = True,
+    sampling_changes: dict[str, Any] | None = None,
+    guide: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint, run folder, `.npz` sample file or folder of PNGs with every metric.
@@ -247,6 +258,9 @@ def evaluate_source(
         featnet: the feature network (default `load_featnet(dataset)`).
         use_memorisation: compute the copy rate (nearest training images).
         use_cache: read and write cached reference statistics.
+        sampling_changes: SampleConfig fields to sample a checkpoint with instead of its own
+            (e.g. {"num_steps": 4}).
+        guide: a weaker model (zoo name, run or checkpoint) to autoguide a DDPM with.
         progress: a bar of images drawn, on a terminal.
 
     Returns:
@@ -271,7 +285,11 @@ def evaluate_source(
         "use_cache": use_cache,
     }
     if is_checkpoint(path):
-        result, info = _score_checkpoint(path, num_samples, dataset, featnet, progress, scoring)
+        result, info = _score_checkpoint(
+            path, num_samples, dataset, featnet, progress, scoring, sampling_changes, guide
+        )
+    elif sampling_changes or guide:
+        raise ConfigError(f"{source} is a sample set: sampling settings apply to a checkpoint")
     else:
         result, info = _score_sample_set(path, num_samples, dataset, featnet, scoring)
     result["notes"] = list(info.pop("notes", [])) + result["notes"]
@@ -287,21 +305,24 @@ def _score_checkpoint(
     featnet: Any,
     progress: bool,
     scoring: dict[str, Any],
+    sampling_changes: dict[str, Any] | None = None,
+    guide: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`evaluate_source` of a checkpoint: the scores and the checkpoint's description."""
     model, checkpoint = load_for_sampling(path)
+    sampling = sampling_with(model, checkpoint.config.sample, sampling_changes, guide)
     dataset = dataset or checkpoint.config.data.name
     featnet = resolve_featnet(featnet, dataset)
     result, drawn = draw_and_score(
         model,
         num_samples or DEFAULT_NUM_SAMPLES,
-        sampling=checkpoint.config.sample,
+        sampling=sampling,
         dataset=dataset,
         featnet=featnet,
         progress=progress,
         **scoring,
     )
-    return result, checkpoint_info(model, checkpoint, drawn)
+    return result, checkpoint_info(model, checkpoint, drawn, sampling)
 
 
 def _score_sample_set(

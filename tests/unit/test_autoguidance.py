@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 import fashiongen
+from fashiongen import editing
 from fashiongen.checkpoint import attach_guide, load_model, save_checkpoint
 from fashiongen.cli import main
 from fashiongen.config import DEFAULT_GUIDE_SCALE, RunConfig, SampleConfig, config_to_dict
@@ -196,6 +198,32 @@ def test_sample_guide_on_the_command_line(checkpoints, tmp_path, capsys):
     assert main(["sample", str(checkpoints["named"]), "--num-samples", "4",
                  "--out", str(tmp_path / "from-settings.npz")]) == 0  # fmt: skip
     assert (np.load(tmp_path / "from-settings.npz")["images"] == guided).all()
+
+
+def test_eval_samples_with_the_settings_and_guide_it_is_given(
+    checkpoints, tmp_path, capsys, fake_featnet
+):
+    def evaluate(source, name, *extra):
+        out = tmp_path / f"{name}.json"
+        args = ["eval", str(source), "--num-samples", "8", "--data", "synthetic"]
+        code = main([*args, "--json", str(out), *extra])
+        return code, json.loads(out.read_text()) if code == 0 else None
+
+    code, plain = evaluate(checkpoints["main"], "plain")
+    assert code == 0 and plain["source"]["sampling"]["guide_scale"] == 1
+    code, guided = evaluate(
+        checkpoints["main"], "guided", "--steps", "2", "--guide", str(checkpoints["guide"])
+    )
+    assert code == 0
+    assert guided["source"]["sampling"]["num_steps"] == 2
+    assert guided["source"]["sampling"]["guide_scale"] == DEFAULT_GUIDE_SCALE
+    assert "autoguidance" in guided["source"]["sampler"]
+    assert guided["fid"] != plain["fid"]
+    assert main(["sample", str(checkpoints["main"]), "--num-samples", "4",
+                 "--out", str(tmp_path / "s.npz")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert evaluate(tmp_path / "s.npz", "file", "--steps", "2")[0] == 2
+    assert "sample set: sampling settings apply to a checkpoint" in capsys.readouterr().err
 
 
 def test_sample_guide_refuses_a_model_that_takes_none(tmp_path, checkpoints, capsys):
@@ -390,3 +418,22 @@ def test_a_zoo_export_gives_a_run_its_own_earlier_weights_as_guide(tmp_path):
         torch.testing.assert_close(
             tensor, step1.ema.get(key, step1.weights[key]), atol=1e-3, rtol=1e-3
         )
+
+
+def test_an_edit_is_autoguided_where_the_model_carries_a_guide():
+    """The default edit sampling asks for autoguidance: the guide is called when attached,
+    and a model without one refines with classifier-free guidance alone, not an error."""
+    model, guide = tiny_ddpm(0), tiny_ddpm(1)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.tensor([0, 1])
+    assert editing.DEFAULT_EDIT_SAMPLING.guide_scale != 1
+
+    def refined() -> torch.Tensor:
+        return editing.refine(model, x, 0.5, labels=labels, generator=torch.Generator())
+
+    unguided = refined()
+    calls = []
+    guide.net.register_forward_hook(lambda *_: calls.append(1))
+    model.set_guide(guide)
+    guided = refined()
+    assert calls and not torch.allclose(guided, unguided)

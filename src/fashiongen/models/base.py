@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -197,6 +197,7 @@ class Diffusion(Protocol):
     `fashiongen.samplers` calls, and refines a given draft from an intermediate step."""
 
     schedule: NoiseSchedule
+    guide: Diffusion | None  # autoguidance's weaker model, if one is attached
 
     @property
     def num_timesteps(self) -> int: ...
@@ -214,6 +215,13 @@ class Diffusion(Protocol):
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """The x0 prediction (B, C, H, W) in [-1, 1] for x_t at steps t (B,)."""
+        ...
+
+    def sampling_denoiser(
+        self, labels: torch.Tensor | None, sampling: SampleConfig
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`denoise` as `sampling` asks: classifier-free guidance, and autoguidance when
+        `sampling.guide_scale` != 1."""
         ...
 
     def refine(

@@ -41,8 +41,8 @@ MAX_BOARD_BYTES = 16 * 2**20  # a board zip larger than this is refused before r
 PAD_SIZE = 280  # the sketch pad's canvas, pixels (10x a 28x28 image)
 MASK_COVER = 0.3  # a model pixel is masked when the brush covers this share of it
 FOLLOW = {  # how closely an edit follows the input: guidance and sampling settings
-    "closely": (editing.Guidance(), editing.DEFAULT_EDIT_SAMPLING),
-    "loosely": (editing.TRANSFER_GUIDANCE, editing.TRANSFER_SAMPLING),
+    "closely": editing.refine_settings(),
+    "loosely": editing.refine_settings(use_transfer=True),
 }
 Follow = Literal["closely", "loosely"]
 Mode = Literal["refine", "inpaint"]

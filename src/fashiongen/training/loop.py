@@ -120,6 +120,7 @@ def train(
         target = Path(cfg.out_dir)
         with run_folder(target, ctx, resume=resume, overwrite=overwrite) as run_dir:
             result = _train(cfg, ctx, run_dir, resume=resume, progress=progress, dataset=dataset)
+        ctx.barrier()  # every rank done before the group goes, so gloo's threads end cleanly
         return dataclasses.replace(
             result, run_dir=target, final_checkpoint=target / result.final_checkpoint.name
         )

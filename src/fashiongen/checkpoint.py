@@ -37,7 +37,7 @@ from fashiongen.config import (
     config_to_dict,
 )
 from fashiongen.digests import state_digest, tensors_digest
-from fashiongen.errors import CheckpointError, FashiongenError
+from fashiongen.errors import CheckpointError, ConfigError, FashiongenError
 from fashiongen.files import staged_folder
 from fashiongen.models import MODELS, build_model
 from fashiongen.models.base import Family
@@ -375,12 +375,25 @@ def sampling_with(
     attached as `model`'s autoguidance guide and sampled at DEFAULT_GUIDE_SCALE unless a
     scale is given or already set."""
     changes = dict(changes or {})
+    changed = dataclasses.replace(sampling, **changes)  # bad values are refused first
+    unused = sorted(set(changes) - model.sampling_fields - {"precision"})
+    if unused:
+        what = ", ".join(f"sample.{field}" for field in unused)
+        raise ConfigError(
+            f"a {model.config.name} model does not use {what}: "
+            + (
+                f"it samples with {', '.join(sorted(model.sampling_fields))} only"
+                if model.sampling_fields
+                else "it samples in one fixed way"
+            )
+        )
     if guide:
         attach_guide(model, guide)
         changes["guide"] = str(guide)
         if "guide_scale" not in changes and sampling.guide_scale == 1:
             changes["guide_scale"] = DEFAULT_GUIDE_SCALE
-    return dataclasses.replace(sampling, **changes)
+        changed = dataclasses.replace(changed, **changes)
+    return changed
 
 
 def own_sampling(model: Family) -> SampleConfig | None:

@@ -235,6 +235,10 @@ CASES: dict[str, tuple[Callable, str]] = {
         lambda tmp, mp, run: [*_sample("--sampler", "euler")(run, tmp)],
         r"unknown sampler 'euler'; choose one of",
     ),
+    "a setting the model does not use (sample)": (
+        lambda tmp, mp, run: [*_sample("--steps", "4")(run, tmp)],
+        r"a dcgan model does not use sample\.num_steps: it samples in one fixed way",
+    ),
     "unknown config key": (
         lambda tmp, mp, run: [*_train_on("synthetic"), "--set", "train.lrr=1"],
         r"unknown config key 'train\.lrr' \(known keys of \[train\]: .*lr",

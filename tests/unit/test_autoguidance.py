@@ -235,6 +235,10 @@ def test_sample_guide_refuses_a_model_that_takes_none(tmp_path, checkpoints, cap
     assert main([*args, "--guide", str(checkpoints["guide"])]) == 2
     assert "takes no guide" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+    # nor a setting it would ignore
+    assert main([*args, "--steps", "4"]) == 2
+    assert "a gan model does not use sample.num_steps" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_the_api_loads_a_guide(checkpoints):

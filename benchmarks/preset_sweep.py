@@ -72,7 +72,7 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
     "vae-prior": (
         "vae-quick",
         {
-            "fitted prior": ["model.prior=fitted"],
+            "fitted prior, beta 1": ["model.prior=fitted", "model.beta=1.0"],
             "fitted prior, beta 0.5": ["model.prior=fitted", "model.beta=0.5"],
             "fitted prior, beta 0.25": ["model.prior=fitted", "model.beta=0.25"],
             "fitted prior, beta 0.1": ["model.prior=fitted", "model.beta=0.1"],

@@ -75,7 +75,7 @@ bench: install-bench dataset
 # Every family and peer trained for the same CPU budget, then scored (about 90 minutes);
 # the distilled students' quality beside their teachers.
 bench-quality: install-bench dataset
-	$(PY) benchmarks/quality_per_budget.py --out docs/results/quality_per_budget
+	$(PY) benchmarks/quality_per_budget.py --out docs/results/quality_per_budget_v2
 	$(PY) benchmarks/fast_sampling.py --part quality --out docs/results/distillation
 
 lint: install

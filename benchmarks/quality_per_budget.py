@@ -321,8 +321,8 @@ def write_table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/results/quality_per_budget"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/quality_per_budget"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/quality_per_budget_v2"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/qpb-v2-runs"))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--diffusion-minutes", type=float, default=30.0)
     parser.add_argument("--num-samples", type=int, default=2000)

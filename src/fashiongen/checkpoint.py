@@ -374,7 +374,7 @@ def sampling_with(
     them from the command line; with `guide` (zoo name, run or checkpoint), that model is
     attached as `model`'s autoguidance guide and sampled at DEFAULT_GUIDE_SCALE unless a
     scale is given or already set."""
-    changes = dict(changes or {})
+    changes = changes or {}
     changed = dataclasses.replace(sampling, **changes)  # bad values are refused first
     unused = sorted(set(changes) - model.sampling_fields - {"precision"})
     if unused:
@@ -387,13 +387,12 @@ def sampling_with(
                 else "it samples in one fixed way"
             )
         )
-    if guide:
-        attach_guide(model, guide)
-        changes["guide"] = str(guide)
-        if "guide_scale" not in changes and sampling.guide_scale == 1:
-            changes["guide_scale"] = DEFAULT_GUIDE_SCALE
-        changed = dataclasses.replace(changed, **changes)
-    return changed
+    if not guide:
+        return changed
+    attach_guide(model, guide)
+    unscaled = "guide_scale" not in changes and sampling.guide_scale == 1
+    scale = DEFAULT_GUIDE_SCALE if unscaled else changed.guide_scale
+    return dataclasses.replace(changed, guide=str(guide), guide_scale=scale)
 
 
 def own_sampling(model: Family) -> SampleConfig | None:

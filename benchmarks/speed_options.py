@@ -8,6 +8,12 @@ memory format; Adam with `fused=True` instead of the `foreach=True` the families
 as on a user's first run; compile seconds, steady images/s, and how many images until the
 compile time is paid back, against the quick preset's images); 1 thread against 2 threads
 per image. Only options that pay are kept in the families: see the table.
+
+    python benchmarks/speed_options.py --precision bf16 --out docs/results   (issue 19)
+
+measures the same options with every step under bf16 autocast, as `train.precision` runs
+it, and writes speed_options_bf16.*: whether channels_last or compile pay where the matrix
+units do the convolutions.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from fashiongen.models import build_model  # noqa: E402
 PRESETS = ["dcgan", "ddpm", "gan", "vae"]
 
 
-def _setup(preset: str, option: str):
+def _setup(preset: str, option: str, precision: str):
     cfg = config_from_dict(read_toml(PRESETS_DIR / f"{preset}.toml"))
     quick = config_from_dict(read_toml(PRESETS_DIR / f"{preset}-quick.toml"))
     torch.manual_seed(0)
@@ -53,12 +59,17 @@ def _setup(preset: str, option: str):
             for k, o in optimizers.items()
         }
     quick_images = quick.train.epochs * 60_000
-    return (lambda: model.train_step((x0, labels), optimizers)), cfg.train.batch_size, quick_images
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model.train_step((x0, labels), optimizers)
+
+    return step, cfg.train.batch_size, quick_images
 
 
-def measure(preset: str, option: str, seconds: float, threads: int) -> dict:
+def measure(preset: str, option: str, seconds: float, threads: int, precision: str) -> dict:
     torch.set_num_threads(threads)
-    step, batch_size, quick_images = _setup(preset, option)
+    step, batch_size, quick_images = _setup(preset, option, precision)
     started = time.perf_counter()
     for _ in range(3):
         step()
@@ -72,6 +83,7 @@ def measure(preset: str, option: str, seconds: float, threads: int) -> dict:
         "preset": preset,
         "option": option,
         "threads": threads,
+        "precision": precision,
         "images_per_s": round(rate, 1),
         "warmup_seconds": round(warmup, 2),
         "quick_preset_images": quick_images,
@@ -83,19 +95,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
+    bf16 = args.precision == "bf16"
     threads = torch.get_num_threads()
     rows = []
     for preset in args.presets:
-        base = measure(preset, "plain", args.seconds, threads)
+        base = measure(preset, "plain", args.seconds, threads, args.precision)
         rows.append(base)
         for option in ("channels_last", "fused_adam", "compile"):
             try:
-                row = measure(preset, option, args.seconds, threads)
+                row = measure(preset, option, args.seconds, threads, args.precision)
             except Exception as e:  # e.g. no C++ compiler for inductor
                 row = {"preset": preset, "option": option, "error": str(e).splitlines()[0]}
             rows.append(row)
-        one = measure(preset, "plain", args.seconds, 1)
+        one = measure(preset, "plain", args.seconds, 1, args.precision)
         one["option"] = "1 thread"
         rows.append(one)
         torch.set_num_threads(threads)
@@ -104,7 +118,8 @@ def main() -> None:
                 row["speedup"] = round(row["images_per_s"] / base["images_per_s"], 3)
         print(rows[-5:], flush=True)
     lines = [
-        f"threads: {threads}; speedup = images/s over the plain configuration; for "
+        ("every step under bf16 autocast; " if bf16 else "")
+        + f"threads: {threads}; speedup = images/s over the plain configuration; for "
         "1 thread it is the per-process rate, per core it is twice that.",
         "",
         "| preset | option | images/s | speedup | warm-up s | compile paid back after |",
@@ -129,8 +144,9 @@ def main() -> None:
             f"{row.get('speedup', 1.0):.2f} | {row['warmup_seconds']:.1f} | {payback} |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed_options.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "speed_options.md").write_text("\n".join(lines) + "\n")
+    name = "speed_options_bf16" if bf16 else "speed_options"
+    (args.out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

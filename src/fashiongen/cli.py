@@ -27,6 +27,7 @@ from fashiongen.config import (
     MAX_SEED,
     PRESETS_DIR,
     Override,
+    RunConfig,
     config_from_dict,
     merge_overrides,
     preset_path,
@@ -249,9 +250,14 @@ def _add_distill_command(commands: _CommandParsers) -> None:
     distill = commands.add_parser(
         "distill", help="a student of a DDPM that samples in a few network calls"
     )
-    distill.add_argument("teacher", metavar="TEACHER", help="a zoo name, run folder or checkpoint")
     distill.add_argument(
-        "--steps", type=_positive_int, default=4, help="the student's network calls (default 4)"
+        "teacher",
+        metavar="TEACHER",
+        nargs="?",
+        help="a zoo name, run folder or checkpoint (with --resume: the run's own)",
+    )
+    distill.add_argument(
+        "--steps", type=_positive_int, help="the student's network calls (default 4)"
     )
     distill.add_argument("--out", required=True, metavar="DIR", help="the student's run folder")
     distill.add_argument("--max-steps", type=_positive_int)
@@ -630,12 +636,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 DISTILL_FLAGS = (("max_steps", "train.max_steps"), ("budget_minutes", "train.max_minutes"))
 
 
+DEFAULT_DISTILL_STEPS = 4
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args, DISTILL_FLAGS) + args.overrides
     if args.resume:  # the run's own config, the changes on top
         cfg = resume_request(Path(args.out), {}, overrides, check=False)
+        _check_same_student(args, cfg)
+    elif args.teacher is None:
+        raise ConfigError("distill needs TEACHER (a zoo name, run folder or checkpoint)")
     else:
-        cfg = distill_config(args.teacher, steps=args.steps, out_dir=args.out, overrides=overrides)
+        steps = args.steps or DEFAULT_DISTILL_STEPS
+        cfg = distill_config(args.teacher, steps=steps, out_dir=args.out, overrides=overrides)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if _rank() == 0:
         print(
@@ -645,6 +658,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(f"  checkpoint:   {result.final_checkpoint}")
         print(f"  sample:       fashiongen sample {result.run_dir}")
     return 0
+
+
+def _check_same_student(args: argparse.Namespace, cfg: RunConfig) -> None:
+    """`distill --resume` continues the run in --out: a TEACHER or --steps given beside it
+    must be the run's own."""
+    teacher = cfg.model.teacher
+    if args.teacher is not None:
+        given = str(Path(args.teacher).resolve()) if Path(args.teacher).exists() else args.teacher
+        if given != teacher:
+            raise ConfigError(f"{args.out} distils {teacher}, not {args.teacher}: drop TEACHER")
+    if args.steps is not None and args.steps != cfg.model.steps:
+        raise ConfigError(
+            f"{args.out} distils to {cfg.model.steps} network calls, not --steps {args.steps}"
+        )
 
 
 def _model_source(args: argparse.Namespace) -> Path:

@@ -225,12 +225,25 @@ def test_distill_trains_a_student_every_command_samples(teacher_run, tmp_path, c
 def test_distill_resumes_exactly(teacher_run, tmp_path):
     assert distill(teacher_run, tmp_path / "whole", "--max-steps", "4") == 0
     assert distill(teacher_run, tmp_path / "split", "--max-steps", "2") == 0
+    resume = ["distill", "--out", str(tmp_path / "split"), "--resume", "--no-progress"]
+    assert main([*resume, *TINY_DISTILL, "--max-steps", "3"]) == 0  # the run's own teacher
     assert distill(teacher_run, tmp_path / "split", "--resume", "--max-steps", "4") == 0
     whole = load_file(next((tmp_path / "whole" / "final").glob("*.safetensors")))
     split = load_file(next((tmp_path / "split" / "final").glob("*.safetensors")))
     assert whole.keys() == split.keys()
     for name, tensor in whole.items():
         assert torch.equal(tensor, split[name]), name
+
+
+def test_distill_resume_refuses_another_teacher_or_step_count(teacher_run, tmp_path, capsys):
+    assert distill(teacher_run, tmp_path / "run", "--max-steps", "1") == 0
+    resume = ["distill", "--out", str(tmp_path / "run"), "--resume", "--no-progress"]
+    assert main([*resume, "ddpm"]) == 2
+    assert f"distils {teacher_run.resolve()}, not ddpm: drop TEACHER" in capsys.readouterr().err
+    assert main([*resume, "--steps", "4"]) == 2
+    assert "distils to 2 network calls, not --steps 4" in capsys.readouterr().err
+    assert main(["distill", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "distill needs TEACHER" in capsys.readouterr().err
 
 
 def test_distill_refuses_what_it_cannot_distil(teacher_run, tmp_path, capsys):

@@ -142,15 +142,25 @@ def roof_of(roofs: dict, precision: str) -> float:
 # ---------------------------------------------------------------- one training row
 
 
-def _family_parts(preset: str, overrides: list[str] | None = None):
-    """(config, model, optimizers, a random batch) of a preset."""
+def _preset_config(preset: str, overrides: list[str] | None = None):
+    """A preset's config, its sampling without autoguidance: an untrained network has no
+    guide yet (a run keeps one at train.keep_guide_at), so the plain sampler is timed."""
+    import dataclasses
+
     from fashiongen.config import PRESETS_DIR, config_from_dict, merge_overrides, read_toml
-    from fashiongen.models import build_model
 
     data = read_toml(PRESETS_DIR / f"{preset}.toml")
     if overrides:
         data = merge_overrides(data, [*overrides, "model.num_classes=0"])
     cfg = config_from_dict(data)
+    return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, guide_scale=1.0))
+
+
+def _family_parts(preset: str, overrides: list[str] | None = None):
+    """(config, model, optimizers, a random batch) of a preset."""
+    from fashiongen.models import build_model
+
+    cfg = _preset_config(preset, overrides)
     model = build_model(cfg.model, (1, 28, 28))
     x0 = torch.rand(cfg.train.batch_size, 1, 28, 28) * 2 - 1
     labels = torch.randint(10, (cfg.train.batch_size,))
@@ -377,14 +387,13 @@ def _both_precisions(draw, count: int, repeats: int) -> dict:
 def sampling_rows(*, repeats: int, tiny: bool) -> list[dict]:
     import dataclasses
 
-    from fashiongen.config import PRESETS_DIR, config_from_dict, read_toml
     from fashiongen.export import use_onnx
     from fashiongen.generate import generate
     from fashiongen.models import build_model
 
     rows = []
     for family in FAMILIES:
-        cfg = config_from_dict(read_toml(PRESETS_DIR / f"{family}.toml"))
+        cfg = _preset_config(family)
         torch.manual_seed(0)
         sweep = (
             DIFFUSION_SWEEP if family == "ddpm" else [(cfg.sample.sampler, cfg.sample.num_steps)]

@@ -110,7 +110,7 @@ def markdown(result: dict) -> str:
         "# bf16 training against fp32 at equal steps",
         "",
         f"Machine: {result['machine']}; CPU flags: "
-        + ", ".join(f for f, v in result["cpu_flags"].items() if v)
+        + precision.flag_names(result["cpu_flags"])
         + f"; torch {result['torch']}. Each family's quick preset for the same steps, seed "
         f"{result['seed']}, one thread per run, fp32 and bf16 side by side; sampled in fp32, "
         f"N = {result['num_samples']}, test split. Speedup: images per CPU-second of the whole "

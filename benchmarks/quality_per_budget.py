@@ -335,8 +335,7 @@ def write_table(args: argparse.Namespace) -> None:
 def _machine() -> str:
     from fashiongen import precision
 
-    flags = [f for f, present in precision.cpu_flags().items() if present]
-    return f"{precision.cpu_model()} ({', '.join(flags)})"
+    return f"{precision.cpu_model()} ({precision.flag_names(precision.cpu_flags())})"
 
 
 def _precision_cell(result: dict) -> str:

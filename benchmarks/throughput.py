@@ -522,9 +522,11 @@ def _rate_cell(spread: dict) -> str:
 
 
 def markdown(result: dict) -> str:
+    from fashiongen import precision
+
     roofs = result["roof_before"]
     train = {r["row"]: r for r in result["training"]}
-    flags = ", ".join(k for k, v in result["cpu_flags"].items() if v) or "none"
+    flags = precision.flag_names(result["cpu_flags"])
     roof_text = "; ".join(
         f"{p}: matmul {roofs[p]['matmul']:.0f} / {result['roof_after'][p]['matmul']:.0f}, "
         f"3x3 conv {roofs[p]['conv3x3']:.0f} / {result['roof_after'][p]['conv3x3']:.0f}, "

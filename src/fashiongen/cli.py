@@ -36,7 +36,7 @@ from fashiongen.config import (
 )
 from fashiongen.data import dataset_info, load_dataset, load_from_config
 from fashiongen.device import select_device
-from fashiongen.distill import distill_config
+from fashiongen.distill import DEFAULT_STEPS, distill_config, teacher_source
 from fashiongen.edit import edit_command
 from fashiongen.errors import ConfigError, FashiongenError, TrainingInterruptedError
 from fashiongen.evaluation import evaluate_source, format_evaluation, write_json
@@ -636,9 +636,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 DISTILL_FLAGS = (("max_steps", "train.max_steps"), ("budget_minutes", "train.max_minutes"))
 
 
-DEFAULT_DISTILL_STEPS = 4
-
-
 def cmd_distill(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args, DISTILL_FLAGS) + args.overrides
     if args.resume:  # the run's own config, the changes on top
@@ -647,7 +644,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     elif args.teacher is None:
         raise ConfigError("distill needs TEACHER (a zoo name, run folder or checkpoint)")
     else:
-        steps = args.steps or DEFAULT_DISTILL_STEPS
+        steps = args.steps or DEFAULT_STEPS
         cfg = distill_config(args.teacher, steps=steps, out_dir=args.out, overrides=overrides)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if _rank() == 0:
@@ -664,10 +661,8 @@ def _check_same_student(args: argparse.Namespace, cfg: RunConfig) -> None:
     """`distill --resume` continues the run in --out: a TEACHER or --steps given beside it
     must be the run's own."""
     teacher = cfg.model.teacher
-    if args.teacher is not None:
-        given = str(Path(args.teacher).resolve()) if Path(args.teacher).exists() else args.teacher
-        if given != teacher:
-            raise ConfigError(f"{args.out} distils {teacher}, not {args.teacher}: drop TEACHER")
+    if args.teacher is not None and teacher_source(args.teacher) != teacher:
+        raise ConfigError(f"{args.out} distils {teacher}, not {args.teacher}: drop TEACHER")
     if args.steps is not None and args.steps != cfg.model.steps:
         raise ConfigError(
             f"{args.out} distils to {cfg.model.steps} network calls, not --steps {args.steps}"

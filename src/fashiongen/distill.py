@@ -28,6 +28,12 @@ from fashiongen.models.ddpm import DDPMConfig
 from fashiongen.models.distilled import student_config
 
 DISTILL_PRESET = PRESETS_DIR / "distill.toml"
+DEFAULT_STEPS = 4  # the student's network calls
+
+
+def teacher_source(teacher: str) -> str:
+    """How a run records its teacher: a path absolute, a zoo name as it is."""
+    return str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
 
 
 def distill_config(
@@ -48,9 +54,7 @@ def distill_config(
             f"--steps {steps} must divide the teacher's {sampling.num_steps} sampling steps, "
             "so each student step covers whole teacher steps"
         )
-    # a path is kept absolute; a zoo name as it is
-    source = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
-    student = student_config(model, sampling, steps=steps, source=source)
+    student = student_config(model, sampling, steps=steps, source=teacher_source(teacher))
     table: dict[str, Any] = config_to_dict(checkpoint.config)
     table["model"] = config_to_dict(student)
     table["train"] = read_toml(DISTILL_PRESET)["train"]

@@ -98,6 +98,11 @@ def cpu_flags() -> dict[str, bool]:
     return flags
 
 
+def flag_names(flags: dict[str, bool]) -> str:
+    """The flags present, comma-separated ("none" where there are none), for reports."""
+    return ", ".join(name for name, present in flags.items() if present) or "none"
+
+
 @functools.cache
 def cpu_model() -> str:
     """The processor's model name from /proc/cpuinfo ("" where there is none)."""

@@ -9,11 +9,12 @@ a heavy Gaussian blur (radius 1.6, as issue 20 measured), Gaussian noise (sd 0.5
 against the test split and the share the featnet classifies as the requested class
 (`fashiongen.metrics.evaluate`), and the silhouette IoU with the original (pixels above
 40 of 255; a random other image of the same class scores about 0.62). Rows: the originals and
-the degraded inputs, plain SDEdit (no guidance), `fashiongen.editing.refine` at 3 strengths
-(default guidance), `inpaint` at 3 strengths for the hole (the unmasked pixels compared bit
-for bit), and class transfer: each image refined towards another class, the share classified
-as that class and the silhouette IoU with the input. Time per refined 28x28 image is batch 1,
-the default setting, median of 20. Writes OUT/design_studio.json, OUT/README.md and
+the degraded inputs, plain SDEdit (no guidance) and the eighth session's Landweber guidance on
+DPM-Solver++, `fashiongen.editing.refine` at 3 strengths (the default guidance: DDNM),
+`inpaint` at 3 strengths for the hole (the unmasked pixels compared bit for bit), and class
+transfer: each image refined towards another class, the share classified as that class and
+the silhouette IoU with the input. Time per refined 28x28 image is batch 1, the default
+setting, median of 20. Writes OUT/design_studio.json, OUT/README.md and
 OUT/before_after.png.
 """
 
@@ -32,6 +33,7 @@ from PIL import Image, ImageFilter
 
 from fashiongen import editing
 from fashiongen.checkpoint import load_model
+from fashiongen.config import SampleConfig
 from fashiongen.data import load_dataset
 from fashiongen.images import make_grid, to_model_range, to_pil, to_uint8
 from fashiongen.metrics import evaluate
@@ -42,8 +44,8 @@ NOISE_SD = 0.5
 HOLE_SIZE = 10
 SILHOUETTE_THRESHOLD = 40
 STRENGTHS = tuple(sorted({0.6, editing.DEFAULT_STRENGTH, 1.0}))  # the default among them
-INPAINT_STRENGTHS = tuple(sorted({0.6, editing.DEFAULT_STRENGTH, 1.0}))  # the default among them
 TIMING_RUNS = 20
+SETS = ("blur", "noise", "hole", "transfer")
 SEED = 0
 PICTURE_COLUMNS = 8
 
@@ -106,26 +108,45 @@ def timed(fn, *args, **kwargs) -> tuple[torch.Tensor, float]:
     return to_uint8(out), time.perf_counter() - start
 
 
+# The eighth session's default, for comparison: 5 Landweber steps towards median3(y) read as
+# blurred by 2.5 pixels while t > 0.5 T, on DPM-Solver++ at 20 steps
+LANDWEBER_GUIDANCE = editing.Guidance(form="deblur", sigma=2.5, stop=0.5)
+LANDWEBER_SAMPLING = SampleConfig(
+    sampler="dpmpp_2m", num_steps=20, guidance_scale=1.5, guide_scale=2.0
+)
+
+
 def refine_rows(
-    model, name: str, degraded: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor
+    model,
+    name: str,
+    degraded: torch.Tensor,
+    originals: torch.Tensor,
+    labels: torch.Tensor,
+    strengths: tuple[float, ...] = STRENGTHS,
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """The degraded input, plain SDEdit at the default strength, then refine at STRENGTHS."""
+    """The degraded input, plain SDEdit and the Landweber guidance at the default strength,
+    then refine at `strengths`."""
     x = to_model_range(degraded)
     rows = [score(f"{name}: degraded input", degraded, labels, originals)]
     outputs = {}
-    out, seconds = timed(
-        editing.refine,
-        model,
-        x,
-        editing.DEFAULT_STRENGTH,
-        labels=labels,
-        guidance=None,
-        generator=torch.Generator().manual_seed(SEED),
-    )
-    rows.append(
-        score(f"{name}: plain SDEdit {editing.DEFAULT_STRENGTH}", out, labels, originals, seconds)
-    )
-    for strength in STRENGTHS:
+    for row, guidance, sampling in (
+        ("plain SDEdit", None, LANDWEBER_SAMPLING),
+        ("Landweber deblur (eighth session's default)", LANDWEBER_GUIDANCE, LANDWEBER_SAMPLING),
+    ):
+        out, seconds = timed(
+            editing.refine,
+            model,
+            x,
+            editing.DEFAULT_STRENGTH,
+            labels=labels,
+            guidance=guidance,
+            sampling=sampling,
+            generator=torch.Generator().manual_seed(SEED),
+        )
+        rows.append(
+            score(f"{name}: {row} {editing.DEFAULT_STRENGTH}", out, labels, originals, seconds)
+        )
+    for strength in strengths:
         out, seconds = timed(
             editing.refine,
             model,
@@ -140,13 +161,13 @@ def refine_rows(
 
 
 def inpaint_rows(
-    model, originals: torch.Tensor, labels: torch.Tensor
+    model, originals: torch.Tensor, labels: torch.Tensor, strengths: tuple[float, ...]
 ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
     mask = hole_mask(originals)
     holed = originals.masked_fill(mask, 0)
     x = to_model_range(holed)
     rows = [score("hole: degraded input", holed, labels, originals)]
-    for strength in INPAINT_STRENGTHS:
+    for strength in strengths:
         out, seconds = timed(
             editing.inpaint,
             model,
@@ -212,24 +233,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-images", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="default: all")
+    parser.add_argument(
+        "--strengths",
+        nargs="+",
+        type=float,
+        default=None,
+        help=f"refine's and inpaint's strengths (default {', '.join(map(str, STRENGTHS))})",
+    )
     args = parser.parse_args(argv)
     model, _ = load_model(zoo_path("ddpm"))
     test = load_dataset("fashion-mnist", "test")
     per_class = args.num_images // 10
     index = torch.cat([torch.nonzero(test.labels == c).flatten()[:per_class] for c in range(10)])
     originals, labels = test.images[index], test.labels[index]
+    strengths = tuple(args.strengths or STRENGTHS)
     rows = [score("originals", originals, labels, originals)]
     blurred, noisy = blur(originals), add_noise(originals)
-    blur_rows, blur_out = refine_rows(model, "blur", blurred, originals, labels)
-    noise_rows, _ = refine_rows(model, "noise", noisy, originals, labels)
-    hole_rows, holed, filled = inpaint_rows(model, originals, labels)
-    transfer, targets, moved = transfer_rows(model, originals, labels)
-    rows += blur_rows + noise_rows + hole_rows + transfer
+    pictures = [originals, blurred]
+    if "blur" in args.sets:
+        blur_rows, blur_out = refine_rows(model, "blur", blurred, originals, labels, strengths)
+        rows += blur_rows
+        pictures.append(blur_out[f"refine {strengths[len(strengths) // 2]}"])
+    if "noise" in args.sets:
+        rows += refine_rows(model, "noise", noisy, originals, labels, strengths)[0]
+    if "hole" in args.sets:
+        hole_rows, holed, filled = inpaint_rows(model, originals, labels, strengths)
+        rows += hole_rows
+        pictures += [holed, filled]
+    if "transfer" in args.sets:
+        transfer, targets, moved = transfer_rows(model, originals, labels)
+        rows += transfer
+        pictures.append(moved)
     seconds = seconds_per_image(model, originals[:1], labels[:1])
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "command": " ".join(["python", "benchmarks/design_studio.py", *sys.argv[1:]]),
         "num_images": len(originals),
+        "sets": args.sets,
         "threads": torch.get_num_threads(),
         "default": {
             "strength": editing.DEFAULT_STRENGTH,
@@ -244,20 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "design_studio.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "README.md").write_text(markdown(result))
     spread = torch.arange(PICTURE_COLUMNS) * (len(originals) // PICTURE_COLUMNS)
-    picture(
-        args.out / "before_after.png",
-        [
-            s[spread]
-            for s in (
-                originals,
-                blurred,
-                blur_out[f"refine {editing.DEFAULT_STRENGTH}"],
-                holed,
-                filled,
-                moved,
-            )
-        ],
-    )
+    picture(args.out / "before_after.png", [s[spread] for s in pictures])
     print(f"{seconds * 1000:.0f} ms per image; wrote {args.out}")
     return 0
 
@@ -278,10 +306,13 @@ def markdown(result: dict) -> str:
             f"| {row['row']} | {row['fid']:.3f} | {row['class_share']:.3f} | "
             f"{row['silhouette_iou']:.3f} | {ms} | {kept} |"
         )
-    lines.append(
-        "\nColumns of before_after.png: original, blurred, refined, holed, inpainted, "
-        "moved to another class.\n"
-    )
+    columns = {
+        "blur": ["refined"],
+        "hole": ["holed", "inpainted"],
+        "transfer": ["moved to another class"],
+    }
+    shown = ["original", "blurred", *(c for s in result["sets"] for c in columns.get(s, []))]
+    lines.append(f"\nColumns of before_after.png: {', '.join(shown)}.\n")
     return "\n".join(lines)
 
 

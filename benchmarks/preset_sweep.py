@@ -55,17 +55,20 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
         },
     ),
     # loss, learning rates and G depth, on top of the spectral-norm D the first sweep chose
+    # the third session's study of the then `dcgan-quick` (classic objective): its loss,
+    # learning rates and G depth, re-run on today's dcgan-quick with CLASSIC on every row
     "dcgan-loss": (
         "dcgan-quick",
         {
-            "preset (non-saturating)": [],
-            "hinge": ["model.loss=hinge"],
-            "hinge, TTUR (G 1e-4, D 4e-4)": [
+            "classic (non-saturating)": CLASSIC,
+            "classic hinge": [*CLASSIC, "model.loss=hinge"],
+            "classic hinge, TTUR (G 1e-4, D 4e-4)": [
+                *CLASSIC,
                 "model.loss=hinge",
                 "train.lr=1e-4",
                 "model.d_lr_scale=4",
             ],
-            "non-saturating, G +1 conv/level": ["model.g_extra_convs=1"],
+            "classic, G +1 conv/level": [*CLASSIC, "model.g_extra_convs=1"],
         },
     ),
     # the fitted (ex-post mixture) prior, and the sharper decoders a lower KL weight allows
@@ -144,6 +147,21 @@ SWEEPS = {  # name -> (preset, {variant: overrides})
 }
 RAW_LEADS = {"dcgan-objective"}  # sweeps whose table leads with the raw generator's scores
 NOTES = {  # printed under a sweep's table: how to read it
+    "dcgan-loss": (
+        "Metric v2 (docs/metrics.md); re-run on 2026-12-02 (tenth session) on a 2-core Intel "
+        "Xeon with AMX, one thread a variant beside three or four other jobs, "
+        "`precision=auto` (bf16 where its probe paid: 1.18-1.26x; the TTUR row's probe gave "
+        "1.09x, so fp32). The same 5 CPU-minutes bought 961 (TTUR, fp32) to 1,736 (hinge) "
+        "steps. Every row trains the classic objective (CLASSIC: non-saturating loss, "
+        "spectral-norm D with minibatch-std, no R1/R2, Adam (0.5, 0.999)) on today's "
+        "`dcgan-quick`, as the third session's sweep of the then preset did. Metric v1 had "
+        "all four within 2.70-3.14; v2 sees more: hinge 11.0 is the best, TTUR 25.2 the worst "
+        "(two classes dropped; also the fewest steps), one more conv per level in G changes "
+        "nothing (14.5 against 14.6). Recall is 0 in every row: the classic objective "
+        "collapses within classes whatever its loss, which is why the DCGAN presets moved "
+        "to R3GAN's objective (sweep_dcgan-objective.md: 3.86, recall 0.12 at the same "
+        "budget of the full preset)."
+    ),
     "ddpm-training": (
         "One seed, one thread, 10 CPU-minutes a row of `ddpm-quick` (unconditional; about "
         "5,900 steps on a quiet machine, 8,800 for the half-FLOP 3-level net), scored on its "
@@ -196,7 +214,7 @@ def score(run: Path, num_samples: int, *, use_ema: bool = True) -> dict:
     """The sweep's metrics of `num_samples` class-balanced samples from a trained run."""
     model, _ = load_model(run, use_ema=use_ema)
     r, _ = draw_and_score(model, num_samples, seed=0, use_memorisation=False)
-    return {k: r.get(k) for k in METRICS}
+    return {k: r.get(k) for k in METRICS} | {"metric": r["metric"]}
 
 
 def table_row(name: str, r: dict, raw_leads: bool) -> str:

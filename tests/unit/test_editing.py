@@ -22,12 +22,15 @@ from fashiongen.models import build_model
 from fashiongen.models.base import Family
 from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.models.hybrid import combine
-from fashiongen.samplers import NoiseSchedule
+from fashiongen.samplers import NoiseSchedule, timesteps
 from fashiongen.samplers.guided import (
-    GUIDANCE_FORMS,
+    LANDWEBER_FORMS,
+    blur_gain,
     gaussian_blur,
     low_pass_guided,
     median3,
+    range_null,
+    range_space_projection,
     repaint,
     repaint_path,
 )
@@ -68,7 +71,7 @@ def test_gaussian_blur_keeps_constants_and_mass() -> None:
     assert torch.equal(gaussian_blur(spike, 0), spike)
 
 
-@pytest.mark.parametrize("form", GUIDANCE_FORMS)
+@pytest.mark.parametrize("form", LANDWEBER_FORMS)
 def test_low_pass_guidance_moves_towards_consistency(form: str) -> None:
     truth = images(2)
     reference = gaussian_blur(truth, 1.6)
@@ -93,7 +96,7 @@ def test_low_pass_guidance_leaves_a_consistent_prediction_and_stops() -> None:
         return flat
 
     t = torch.full((2,), 500)
-    for form in GUIDANCE_FORMS:
+    for form in LANDWEBER_FORMS:
         guided = low_pass_guided(flat_oracle, flat, sigma=1.6, form=form)
         assert torch.allclose(guided(flat, t), flat, atol=1e-5)
     off = low_pass_guided(flat_oracle, torch.zeros_like(flat), sigma=1.6, weight=0)
@@ -115,6 +118,95 @@ def test_guidance_does_not_enforce_the_references_noise() -> None:
         guided = low_pass_guided(lambda x_t, t: flat, reference, sigma=1.6, form=form)
         interior = (guided(flat, t) - flat)[..., 4:-4, 4:-4]  # the replicated edges aside
         assert interior.abs().max() < 0.05, form
+
+
+def test_blur_gain_matches_the_blur_away_from_the_edges() -> None:
+    """The Fourier gain is the separable blur's (a garment on black: no edge effects)."""
+    x = torch.zeros(1, 1, 28, 28)
+    x[..., 8:20, 10:18] = torch.rand(12, 8, generator=gen())
+    gain = blur_gain(28, 28, 1.6)
+    assert gain.max() == pytest.approx(1.0, abs=1e-6) and gain.min() > -1e-6
+    in_fourier = torch.fft.ifft2(torch.fft.fft2(x) * gain).real
+    # the separable blur truncates its kernel at 3 sigma, the Fourier gain does not
+    assert torch.allclose(in_fourier, gaussian_blur(x, 1.6), atol=2e-3)
+
+
+def test_range_space_projection_keeps_the_band_and_leaves_the_rest() -> None:
+    """P(x0) agrees with y on the blur's range space (G P(x0) = y there), keeps x0's other
+    frequencies, is idempotent, and leaves an x0 already consistent with y unchanged."""
+    truth = torch.rand(2, 1, 28, 28, generator=gen(1)) * 2 - 1
+    gain = blur_gain(28, 28, 1.6)
+    blurred = torch.fft.ifft2(torch.fft.fft2(truth) * gain).real
+    project = range_space_projection(blurred, sigma=1.6, threshold=0.3)
+    assert torch.allclose(project(truth), truth, atol=1e-4)
+    guess = torch.rand(2, 1, 28, 28, generator=gen(2)) * 2 - 1
+    out = project(guess)
+    band = gain > 0.3
+    spectrum, wanted = torch.fft.fft2(out), torch.fft.fft2(truth)
+    assert torch.allclose(spectrum[..., band], wanted[..., band], atol=1e-3)
+    assert torch.allclose(spectrum[..., ~band], torch.fft.fft2(guess)[..., ~band], atol=1e-3)
+    assert torch.allclose(project(out), out, atol=1e-4)
+
+
+def test_range_null_ends_consistent_and_counts_calls() -> None:
+    """Whatever the denoiser predicts, DDNM's sample agrees with the reference on the range
+    space; it calls the network once per downward move of the time-travel path, and the same
+    generator gives the same sample."""
+    schedule = NoiseSchedule("cosine", 100)
+    truth = torch.rand(2, 1, 28, 28, generator=gen(3)) * 2 - 1
+    gain = blur_gain(28, 28, 1.6)
+    reference = torch.fft.ifft2(torch.fft.fft2(truth) * gain).real
+    project = range_space_projection(reference, sigma=1.6, threshold=0.5)
+    calls = []
+
+    def oracle(x_t, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x_t)  # knows nothing: all structure comes from y
+
+    def sample() -> torch.Tensor:
+        x_start = torch.randn(truth.shape, generator=gen(4))
+        return range_null(
+            oracle,
+            project,
+            x_start,
+            schedule,
+            num_steps=6,
+            jump_length=3,
+            num_resamples=2,
+            generator=gen(5),
+        )
+
+    out = sample()
+    band = gain > 0.5
+    assert torch.allclose(
+        torch.fft.fft2(out)[..., band], torch.fft.fft2(truth)[..., band], atol=1e-3
+    )
+    path = repaint_path(6, 3, 2)
+    assert len(calls) == sum(b > a for a, b in zip(path, path[1:], strict=False))
+    assert torch.equal(out, sample())
+    # guided while t > 40: the grid's steps below are walked once by the finishing sampler
+    calls.clear()
+    moves = []
+    x_start = torch.randn(truth.shape, generator=gen(4))
+    range_null(
+        oracle,
+        project,
+        x_start,
+        schedule,
+        num_steps=6,
+        jump_length=3,
+        num_resamples=2,
+        t_stop=40,
+        generator=gen(5),
+        callback=lambda i, n: moves.append((i, n)),
+    )
+    ts = timesteps(schedule, 6)
+    guided = [t for t in ts if t > 40]
+    path = repaint_path(len(guided), 3, 2)
+    downs = sum(b > a for a, b in zip(path, path[1:], strict=False))
+    assert len(calls) == downs + len(ts) - len(guided)
+    assert [i for i, _ in moves] == list(range(len(moves)))
+    assert {n for _, n in moves} == {len(moves)}
 
 
 @pytest.mark.parametrize(
@@ -183,6 +275,10 @@ def test_refine_shapes_range_and_seed(ddpm: DDPM) -> None:
     assert torch.equal(out, again) and not torch.equal(out, other)
     plain = editing.refine(ddpm, x, 0.5, guidance=None, sampling=FEW_STEPS, generator=gen(1))
     assert plain.shape == x.shape
+    for form in LANDWEBER_FORMS:
+        guided = editing.Guidance(form=form)
+        out = editing.refine(ddpm, x, 0.5, guidance=guided, sampling=FEW_STEPS, generator=gen(1))
+        assert out.shape == x.shape and not torch.equal(out, plain)
 
 
 def test_strength_zero_returns_the_input(ddpm: DDPM) -> None:
@@ -251,7 +347,9 @@ def test_strength_outside_the_range_is_refused(ddpm: DDPM, strength: float) -> N
         ("weight", 2.0, "weight must lie"),
         ("num_iterations", 0, "iterations must be"),
         ("stop", 1.5, "stop must lie"),
-        ("form", "sharpen", "form must be one of deblur, low-pass"),
+        ("form", "sharpen", "form must be one of range-null, deblur, low-pass"),
+        ("threshold", 1.0, "threshold must lie"),
+        ("num_resamples", 0, "must be >= 1"),
     ],
 )
 def test_bad_guidance_is_refused(field: str, value: object, message: str) -> None:

@@ -1,4 +1,4 @@
-"""Editing samplers: low-pass guidance (ILVR) and inpainting with resampling (RePaint).
+"""Editing samplers: data consistency (DDNM, ILVR) and inpainting with resampling (RePaint).
 
 Plain functions of a denoise fn `(x_t, t) -> x0_pred`, like the samplers in
 `fashiongen.samplers.sampling`, so they work for every diffusion family and are tested with
@@ -11,7 +11,10 @@ Either is imposed on the x0 prediction the way DDNM's range-space correction
 x0 <- x0 + A^+(y - A x0) is (Wang et al., arXiv 2212.00490, eq. 13), the pseudo-inverse
 replaced by Landweber iterations (Landweber, Amer. J. Math. 73, 1951); any sampler then runs
 on the guided denoiser (SDEdit's start from a noised input, Meng et al., arXiv 2108.01073,
-is the caller's `x_start`). `repaint` keeps the
+is the caller's `x_start`). `range_null` is DDNM itself, its own sampler: the blur's exact
+truncated pseudo-inverse (`range_space_projection`, in the Fourier basis) at every step while
+t > t_stop, the network's noise estimate kept, RePaint's time travel, and an unguided finish
+by any sampler's walk. `repaint` keeps the
 known pixels of an image and regenerates the masked ones (Lugmayr et al., arXiv 2201.09865):
 at every step the known region is the input noised to that step, eq. 8, and after every
 `jump_length` steps the sample is noised back up that many steps and denoised again,
@@ -23,6 +26,7 @@ denoisers of one task, the model and a weaker guide (Karras et al., arXiv 2406.0
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -33,13 +37,17 @@ from fashiongen.samplers.sampling import (
     Denoiser,
     _noise_like,
     _t_batch,
+    ddim_step,
+    dpmpp_2m_walk,
+    implied_noise,
     posterior_sample,
     timesteps,
 )
 from fashiongen.samplers.schedules import NoiseSchedule
 
 TRUNCATE_SIGMAS = 3  # the Gaussian kernel's half-width, in standard deviations
-GuidanceForm = Literal["deblur", "low-pass"]
+GuidanceForm = Literal["range-null", "deblur", "low-pass"]
+LANDWEBER_FORMS = ("deblur", "low-pass")  # the forms `low_pass_guided` serves
 GUIDANCE_FORMS: tuple[str, ...] = get_args(GuidanceForm)
 
 
@@ -65,6 +73,38 @@ def median3(x: torch.Tensor) -> torch.Tensor:
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # (B, C, H, W, 3, 3)
     return windows.flatten(-2).median(-1).values
+
+
+def blur_gain(height: int, width: int, sigma: float, device=None) -> torch.Tensor:
+    """(H, W) real: the gain of a circular Gaussian blur of `sigma` pixels at each frequency
+    of `torch.fft.fft2`'s grid, in [0, 1] (1 at the mean; about 0 at the highest frequencies
+    of a wide blur, up to rounding). A Gaussian's DFT is real."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    dy = torch.minimum(rows, height - rows).float()  # circular distance to (0, 0)
+    dx = torch.minimum(cols, width - cols).float()
+    kernel = torch.exp(-(dy[:, None] ** 2 + dx[None] ** 2) / (2 * sigma**2))
+    return torch.fft.fft2(kernel / kernel.sum()).real
+
+
+def range_space_projection(
+    reference: torch.Tensor, *, sigma: float, threshold: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """DDNM's x0 -> x0 + A^+ (y - A x0) (Wang et al., arXiv 2212.00490, eq. 13) for A the
+    Gaussian blur G_sigma truncated to its range space: G is diagonal in the Fourier basis
+    (taken circular: garments lie on black), so the truncated SVD keeps the frequencies
+    whose gain g exceeds `threshold`. There x0 takes the reference's values deblurred, y/g
+    (its errors grow at most 1/threshold times); every other frequency, the null space, is
+    the model's. Applied to an x0 already consistent with y it changes nothing."""
+    gain = blur_gain(*reference.shape[-2:], sigma, reference.device)
+    in_range = gain > threshold
+    deblurred = torch.fft.fft2(reference.float()) / torch.where(in_range, gain, 1.0)
+
+    def project(x0: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.where(in_range, deblurred, torch.fft.fft2(x0.float()))
+        return torch.fft.ifft2(spectrum).real
+
+    return project
 
 
 def low_pass_guided(
@@ -97,8 +137,8 @@ def low_pass_guided(
         t_stop: guide at timesteps above it; -1 guides every step.
         form: "deblur" or "low-pass", as above.
     """
-    if form not in GUIDANCE_FORMS:
-        raise ValueError(f"form must be one of {GUIDANCE_FORMS}, got {form!r}")
+    if form not in LANDWEBER_FORMS:
+        raise ValueError(f"form must be one of {LANDWEBER_FORMS}, got {form!r}")
     target = median3(reference) if form == "deblur" else gaussian_blur(reference, sigma)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -176,15 +216,97 @@ def repaint(
     path = repaint_path(len(ts) - 1, jump_length, num_resamples)
     if x_start is None:
         x_start = _q_sample(schedule, x_known, ts[0], generator)
-    x = x_start
+
+    def step(x: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+        return _repaint_step(denoise, x, x_known, mask, schedule, t, t_prev, generator)
+
+    x = _resampling_walk(step, x_start, schedule, ts, path, generator, callback)
+    return torch.where(mask, x, x_known)
+
+
+def _resampling_walk(
+    step: Callable[[torch.Tensor, int, int], torch.Tensor],
+    x: torch.Tensor,
+    schedule: NoiseSchedule,
+    ts: list[int],
+    path: list[int],
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> torch.Tensor:
+    """Walk `path` (indices into `ts`): `step(x, t, t_prev)` on the way down, q(x_t | x_t')
+    on the way back up; callback(move_index, num_moves) after each move."""
     for move, (here, there) in enumerate(zip(path, path[1:], strict=False)):
         if there > here:
-            x = _repaint_step(denoise, x, x_known, mask, schedule, ts[here], ts[there], generator)
+            x = step(x, ts[here], ts[there])
         else:
             x = _noise_up(schedule, x, ts[here], ts[there], generator)
         if callback is not None:
             callback(move, len(path) - 1)
-    return torch.where(mask, x, x_known)
+    return x
+
+
+@torch.no_grad()
+def range_null(
+    denoise: Denoiser,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    x_start: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    num_steps: int,
+    t_start: int | None = None,
+    eta: float = 0.85,
+    jump_length: int = 5,
+    num_resamples: int = 3,
+    t_stop: int = -1,
+    finish: Callable[..., torch.Tensor] = dpmpp_2m_walk,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """DDNM with time travel (Wang et al., arXiv 2212.00490, Algorithm 1 and sec. 3.3), then
+    an unguided finish.
+
+    While t > t_stop, each DDIM step (eta, eq. 12) replaces the x0 prediction by
+    `project(x0)` and keeps the network's own eps, x_t' = sqrt(abar') P(x0) + ... eps, so the
+    correction stays in the state (a data-prediction sampler re-derives eps from the
+    corrected x0 and so undoes most of it while the noise is high); RePaint's path
+    (`repaint_path`) goes back up `jump_length` steps after each block, `num_resamples`
+    times in all, so the model's detail and the projected structure agree. The grid's steps
+    at t <= t_stop are walked by `finish` (a `WALKS` entry: `walk(denoise, x, schedule, ts,
+    t_end, *, eta, generator, callback)`), unguided, once.
+
+    Returns:
+        x0, (B, C, H, W).
+    """
+    ts = timesteps(schedule, num_steps, t_start)
+    guided_ts = [t for t in ts if t > t_stop]
+    finish_ts = ts[len(guided_ts) :]
+    walk_ts = [*guided_ts, finish_ts[0] if finish_ts else -1]
+    path = repaint_path(len(walk_ts) - 1, jump_length, num_resamples) if guided_ts else [0]
+    num_moves = len(path) - 1 + len(finish_ts)
+
+    def step(x: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+        x0 = denoise(x, _t_batch(t, x)).float()
+        eps = implied_noise(x, x0, schedule, t)
+        return ddim_step(project(x0), eps, schedule, t, t_prev, eta, generator)
+
+    def progress(offset: int) -> Callback | None:
+        if callback is None:
+            return None
+        return lambda i, _: callback(offset + i, num_moves)
+
+    x = _resampling_walk(step, x_start, schedule, walk_ts, path, generator, progress(0))
+    if finish_ts:
+        x = finish(
+            denoise,
+            x,
+            schedule,
+            finish_ts,
+            -1,
+            eta=eta,
+            generator=generator,
+            callback=progress(len(path) - 1),
+        )
+    return x
 
 
 def _repaint_step(

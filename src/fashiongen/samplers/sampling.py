@@ -108,16 +108,37 @@ def ddim_walk(
     (-1: the clean image); `ddim` walks the whole grid, distillation a segment of it."""
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else t_end
-        abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
         x0 = denoise(x, _t_batch(t, x)).float()
-        eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
-        # sigma_t(eta) of eq. 16; zero on the last step (abar_prev = 1)
-        sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
-        x = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * _noise_like(x, generator)
+        x = ddim_step(x0, implied_noise(x, x0, schedule, t), schedule, t, t_prev, eta, generator)
         if callback is not None:
             callback(i, len(ts))
+    return x
+
+
+def implied_noise(
+    x_t: torch.Tensor, x0: torch.Tensor, schedule: NoiseSchedule, t: int
+) -> torch.Tensor:
+    """The eps with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    abar = schedule.alpha_bar(t)
+    return (x_t - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
+
+
+def ddim_step(
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: NoiseSchedule,
+    t: int,
+    t_prev: int,
+    eta: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """x_{t_prev} from the predictions x0 and eps at t (DDIM eq. 12); t_prev = -1 gives x0."""
+    abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    # sigma_t(eta) of eq. 16; zero on the last step (abar_prev = 1)
+    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+    x = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x = x + sigma * _noise_like(x, generator)
     return x
 
 

@@ -163,7 +163,7 @@ def test_range_null_ends_consistent_and_counts_calls() -> None:
         calls.append(int(t[0]))
         return torch.zeros_like(x_t)  # knows nothing: all structure comes from y
 
-    def sample() -> torch.Tensor:
+    def sample(**options) -> torch.Tensor:
         x_start = torch.randn(truth.shape, generator=gen(4))
         return range_null(
             oracle,
@@ -174,6 +174,7 @@ def test_range_null_ends_consistent_and_counts_calls() -> None:
             jump_length=3,
             num_resamples=2,
             generator=gen(5),
+            **options,
         )
 
     out = sample()
@@ -187,19 +188,7 @@ def test_range_null_ends_consistent_and_counts_calls() -> None:
     # guided while t > 40: the grid's steps below are walked once by the finishing sampler
     calls.clear()
     moves = []
-    x_start = torch.randn(truth.shape, generator=gen(4))
-    range_null(
-        oracle,
-        project,
-        x_start,
-        schedule,
-        num_steps=6,
-        jump_length=3,
-        num_resamples=2,
-        t_stop=40,
-        generator=gen(5),
-        callback=lambda i, n: moves.append((i, n)),
-    )
+    sample(t_stop=40, callback=lambda i, n: moves.append((i, n)))
     ts = timesteps(schedule, 6)
     guided = [t for t in ts if t > 40]
     path = repaint_path(len(guided), 3, 2)

@@ -123,16 +123,20 @@ def refine_rows(
     originals: torch.Tensor,
     labels: torch.Tensor,
     strengths: tuple[float, ...] = STRENGTHS,
+    use_baselines: bool = True,
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """The degraded input, plain SDEdit and the Landweber guidance at the default strength,
     then refine at `strengths`."""
     x = to_model_range(degraded)
     rows = [score(f"{name}: degraded input", degraded, labels, originals)]
     outputs = {}
-    for row, guidance, sampling in (
+    baselines = (
         ("plain SDEdit", None, LANDWEBER_SAMPLING),
         ("Landweber deblur (eighth session's default)", LANDWEBER_GUIDANCE, LANDWEBER_SAMPLING),
-    ):
+    )
+    if not use_baselines:
+        baselines = ()
+    for row, guidance, sampling in baselines:
         out, seconds = timed(
             editing.refine,
             model,
@@ -241,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"refine's and inpaint's strengths (default {', '.join(map(str, STRENGTHS))})",
     )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="leave out the plain SDEdit and Landweber rows",
+    )
     args = parser.parse_args(argv)
     model, _ = load_model(zoo_path("ddpm"))
     test = load_dataset("fashion-mnist", "test")
@@ -252,11 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     blurred, noisy = blur(originals), add_noise(originals)
     pictures = [originals, blurred]
     if "blur" in args.sets:
-        blur_rows, blur_out = refine_rows(model, "blur", blurred, originals, labels, strengths)
+        blur_rows, blur_out = refine_rows(
+            model, "blur", blurred, originals, labels, strengths, not args.no_baselines
+        )
         rows += blur_rows
         pictures.append(blur_out[f"refine {strengths[len(strengths) // 2]}"])
     if "noise" in args.sets:
-        rows += refine_rows(model, "noise", noisy, originals, labels, strengths)[0]
+        rows += refine_rows(
+            model, "noise", noisy, originals, labels, strengths, not args.no_baselines
+        )[0]
     if "hole" in args.sets:
         hole_rows, holed, filled = inpaint_rows(model, originals, labels, strengths)
         rows += hole_rows

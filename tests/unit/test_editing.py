@@ -264,8 +264,10 @@ def test_refine_shapes_range_and_seed(ddpm: DDPM) -> None:
     assert torch.equal(out, again) and not torch.equal(out, other)
     plain = editing.refine(ddpm, x, 0.5, guidance=None, sampling=FEW_STEPS, generator=gen(1))
     assert plain.shape == x.shape
-    for form in LANDWEBER_FORMS:
-        guided = editing.Guidance(form=form)
+    for guided in (
+        editing.Guidance(use_median=True),
+        *(editing.Guidance(form=form) for form in LANDWEBER_FORMS),
+    ):
         out = editing.refine(ddpm, x, 0.5, guidance=guided, sampling=FEW_STEPS, generator=gen(1))
         assert out.shape == x.shape and not torch.equal(out, plain)
 

@@ -37,6 +37,7 @@ from fashiongen.samplers.guided import (
     range_space_projection,
     repaint,
 )
+from fashiongen.samplers.sampling import Denoiser
 
 # The default refine setting, chosen on benchmarks/design_studio.py (tenth session; the blur
 # set at N = 500, where the originals score 0.39, then the benchmark at N = 1000): DDNM's
@@ -238,29 +239,46 @@ def refine(
     eps = model.randn(*x0.shape, generator=generator)
     t = torch.full((len(x0),), t_start, dtype=torch.long, device=x0.device)
     x_start = denoiser.schedule.q_sample(x0, t, eps)
+    with eval_mode(model):
+        out = _sample_towards(
+            x0, x_start, denoise, denoiser, t_start, guidance, sampling, generator, callback
+        )
+    return out.clamp(-1, 1)
+
+
+def _sample_towards(
+    x0: torch.Tensor,
+    x_start: torch.Tensor,
+    denoise: Denoiser,
+    denoiser: Diffusion,
+    t_start: int,
+    guidance: Guidance | None,
+    sampling: SampleConfig,
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> torch.Tensor:
+    """Sample from x_start at t_start towards the input x0: DDNM's sampler for the
+    range-null form, else the sampling's sampler on a Landweber-guided (or plain) denoiser."""
     t_stop = -1 if guidance is None else round(guidance.stop * denoiser.num_timesteps) - 1
+    common = dict(num_steps=sampling.num_steps, t_start=t_start, eta=sampling.eta)
     if guidance is not None and guidance.form == "range-null":
-        with eval_mode(model):
-            out = range_null(
-                denoise,
-                range_space_projection(
-                    median3(x0) if guidance.use_median else x0,
-                    sigma=guidance.sigma,
-                    threshold=guidance.threshold,
-                ),
-                x_start,
-                denoiser.schedule,
-                num_steps=sampling.num_steps,
-                t_start=t_start,
-                eta=sampling.eta,
-                jump_length=guidance.jump_length,
-                num_resamples=guidance.num_resamples,
-                t_stop=t_stop,
-                finish=get_walk(sampling.sampler),
-                generator=generator,
-                callback=callback,
-            )
-        return out.clamp(-1, 1)
+        reference = median3(x0) if guidance.use_median else x0
+        project = range_space_projection(
+            reference, sigma=guidance.sigma, threshold=guidance.threshold
+        )
+        return range_null(
+            denoise,
+            project,
+            x_start,
+            denoiser.schedule,
+            **common,
+            jump_length=guidance.jump_length,
+            num_resamples=guidance.num_resamples,
+            t_stop=t_stop,
+            finish=get_walk(sampling.sampler),
+            generator=generator,
+            callback=callback,
+        )
     if guidance is not None:
         denoise = low_pass_guided(
             denoise,
@@ -271,18 +289,10 @@ def refine(
             form=guidance.form,
             t_stop=t_stop,
         )
-    with eval_mode(model):
-        out = get_sampler(sampling.sampler)(
-            denoise,
-            x_start,
-            denoiser.schedule,
-            num_steps=sampling.num_steps,
-            t_start=t_start,
-            eta=sampling.eta,
-            generator=generator,
-            callback=callback,
-        )
-    return out.clamp(-1, 1)
+    sample = get_sampler(sampling.sampler)
+    return sample(
+        denoise, x_start, denoiser.schedule, **common, generator=generator, callback=callback
+    )
 
 
 @torch.no_grad()

@@ -123,6 +123,13 @@ def implied_noise(
     return (x_t - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
 
 
+def ddim_noise_sd(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
+    """sigma_t(eta) of DDIM's eq. 16, the fresh noise of a step t -> t_prev; zero on the
+    last step (abar_prev = 1)."""
+    abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    return eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+
+
 def ddim_step(
     x0: torch.Tensor,
     eps: torch.Tensor,
@@ -131,14 +138,16 @@ def ddim_step(
     t_prev: int,
     eta: float,
     generator: torch.Generator | None,
+    colour: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """x_{t_prev} from the predictions x0 and eps at t (DDIM eq. 12); t_prev = -1 gives x0."""
-    abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-    # sigma_t(eta) of eq. 16; zero on the last step (abar_prev = 1)
-    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+    """x_{t_prev} from the predictions x0 and eps at t (DDIM eq. 12); t_prev = -1 gives x0.
+    `colour(white, sigma)` shapes the fresh noise (default: sigma * white)."""
+    abar_prev = schedule.alpha_bar(t_prev)
+    sigma = ddim_noise_sd(schedule, t, t_prev, eta)
     x = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
     if sigma > 0:
-        x = x + sigma * _noise_like(x, generator)
+        white = _noise_like(x, generator)
+        x = x + (sigma * white if colour is None else colour(white, sigma))
     return x
 
 

@@ -258,13 +258,15 @@ def refine(
     eps = model.randn(*x0.shape, generator=generator)
     t = torch.full((len(x0),), t_start, dtype=torch.long, device=x0.device)
     x_start = denoiser.schedule.q_sample(x0, t, eps)
+    noise_sd = _input_noise_sd(x0, guidance)
     out = torch.empty_like(x0)
     with eval_mode(model):
-        for group, setting in _settings_per_input(x0, guidance):  # in turn, one generator
+        for group, setting in _settings_per_input(noise_sd, guidance):  # in turn, one generator
             denoise = edit_denoiser(denoiser, None if labels is None else labels[group], sampling)
             out[group] = _sample_towards(
                 x0[group],
                 x_start[group],
+                noise_sd[group],
                 denoise,
                 denoiser,
                 t_start,
@@ -276,18 +278,24 @@ def refine(
     return out.clamp(-1, 1)
 
 
+def _input_noise_sd(x0: torch.Tensor, guidance: Guidance | None) -> torch.Tensor:
+    """(B,) each input's white-noise sd: the guidance's, else estimated (the range-null
+    form), else 0 (the other forms do not read it)."""
+    if guidance is None or guidance.form != "range-null":
+        return torch.zeros(len(x0), device=x0.device)
+    if guidance.noise_sd is None:
+        return estimate_noise_sd(x0)
+    return torch.full((len(x0),), guidance.noise_sd, device=x0.device)
+
+
 def _settings_per_input(
-    x0: torch.Tensor, guidance: Guidance | None
+    noise_sd: torch.Tensor, guidance: Guidance | None
 ) -> list[tuple[torch.Tensor, Guidance | None]]:
     """(which images, as a bool (B,) mask; the guidance they take): the range-null form
-    with `use_median` None reads each image as noisy where its noise sd (estimated unless
-    given) exceeds NOISY_INPUT_SD, and projects those images' median, guided to the end."""
-    everything = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
+    with `use_median` None reads each image as noisy where its noise sd exceeds
+    NOISY_INPUT_SD, and projects those images' median, guided to the end."""
     if guidance is None or guidance.form != "range-null" or guidance.use_median is not None:
-        return [(everything, guidance)]
-    noise_sd = (
-        estimate_noise_sd(x0) if guidance.noise_sd is None else everything * guidance.noise_sd
-    )
+        return [(torch.ones_like(noise_sd, dtype=torch.bool), guidance)]
     noisy = noise_sd > NOISY_INPUT_SD
     settings = (
         (~noisy, replace(guidance, use_median=False)),
@@ -299,6 +307,7 @@ def _settings_per_input(
 def _sample_towards(
     x0: torch.Tensor,
     x_start: torch.Tensor,
+    noise_sd: torch.Tensor,
     denoise: Denoiser,
     denoiser: Diffusion,
     t_start: int,
@@ -307,25 +316,31 @@ def _sample_towards(
     generator: torch.Generator | None,
     callback: Callback | None,
 ) -> torch.Tensor:
-    """Sample from x_start at t_start towards the input x0: DDNM's sampler for the
-    range-null form, else the sampling's sampler on a Landweber-guided (or plain) denoiser."""
-    if guidance is not None and guidance.form == "range-null":
-        noise_sd = guidance.noise_sd
-        noise_sd = estimate_noise_sd(x0) if noise_sd is None else torch.full((len(x0),), noise_sd)
-        return _range_null_towards(
-            x0,
-            x_start,
-            noise_sd,
-            denoise,
-            denoiser,
-            t_start,
-            guidance,
-            sampling,
-            generator,
-            callback,
-        )
+    """Sample from x_start at t_start towards the input x0 (its noise sd `noise_sd`, (B,)):
+    DDNM's sampler for the range-null form, else the sampling's sampler on a
+    Landweber-guided (or plain) denoiser."""
     t_stop = -1 if guidance is None else round(guidance.stop * denoiser.num_timesteps) - 1
     common = dict(num_steps=sampling.num_steps, t_start=t_start, eta=sampling.eta)
+    if guidance is not None and guidance.form == "range-null":
+        projection = RangeSpaceProjection(
+            median3(x0) if guidance.use_median else x0,
+            sigma=guidance.sigma,
+            threshold=guidance.threshold,
+            noise_sd=noise_sd,
+        )
+        return range_null(
+            denoise,
+            projection,
+            x_start,
+            denoiser.schedule,
+            **common,
+            jump_length=guidance.jump_length,
+            num_resamples=guidance.num_resamples,
+            t_stop=t_stop,
+            finish=get_walk(sampling.sampler),
+            generator=generator,
+            callback=callback,
+        )
     if guidance is not None:
         denoise = low_pass_guided(
             denoise,
@@ -339,43 +354,6 @@ def _sample_towards(
     sample = get_sampler(sampling.sampler)
     return sample(
         denoise, x_start, denoiser.schedule, **common, generator=generator, callback=callback
-    )
-
-
-def _range_null_towards(
-    x0: torch.Tensor,
-    x_start: torch.Tensor,
-    noise_sd: torch.Tensor,
-    denoise: Denoiser,
-    denoiser: Diffusion,
-    t_start: int,
-    guidance: Guidance,
-    sampling: SampleConfig,
-    generator: torch.Generator | None,
-    callback: Callback | None,
-) -> torch.Tensor:
-    """DDNM (`range_null`) from x_start towards x0 read as blurred by guidance.sigma with
-    white noise of `noise_sd` (B,), projecting median3(x0) where guidance.use_median."""
-    projection = RangeSpaceProjection(
-        median3(x0) if guidance.use_median else x0,
-        sigma=guidance.sigma,
-        threshold=guidance.threshold,
-        noise_sd=noise_sd,
-    )
-    return range_null(
-        denoise,
-        projection,
-        x_start,
-        denoiser.schedule,
-        num_steps=sampling.num_steps,
-        t_start=t_start,
-        eta=sampling.eta,
-        jump_length=guidance.jump_length,
-        num_resamples=guidance.num_resamples,
-        t_stop=round(guidance.stop * denoiser.num_timesteps) - 1,
-        finish=get_walk(sampling.sampler),
-        generator=generator,
-        callback=callback,
     )
 
 

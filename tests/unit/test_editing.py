@@ -330,7 +330,9 @@ def test_refine_reads_each_input_as_clean_or_noisy(ddpm: DDPM) -> None:
     smooth = smooth_garments(2)
     noisy = smooth + 0.4 * torch.randn(smooth.shape, generator=gen(10))
     x = torch.cat([noisy[:1], smooth[:1], noisy[1:], smooth[1:]])
-    groups = editing._settings_per_input(x, editing.Guidance())
+    groups = editing._settings_per_input(
+        editing._input_noise_sd(x, editing.Guidance()), editing.Guidance()
+    )
     assert [group.tolist() for group, _ in groups] == [
         [False, True, False, True],
         [True, False, True, False],
@@ -338,8 +340,24 @@ def test_refine_reads_each_input_as_clean_or_noisy(ddpm: DDPM) -> None:
     (_, clean), (_, denoising) = groups
     assert clean.use_median is False and clean.stop == editing.DEFAULT_GUIDANCE_STOP
     assert denoising.use_median is True and denoising.stop == editing.NOISY_INPUT_STOP
-    assert len(editing._settings_per_input(x, editing.Guidance(use_median=False))) == 1
-    assert len(editing._settings_per_input(x, editing.Guidance(noise_sd=0.0))) == 1
+    assert (
+        len(
+            editing._settings_per_input(
+                editing._input_noise_sd(x, editing.Guidance(use_median=False)),
+                editing.Guidance(use_median=False),
+            )
+        )
+        == 1
+    )
+    assert (
+        len(
+            editing._settings_per_input(
+                editing._input_noise_sd(x, editing.Guidance(noise_sd=0.0)),
+                editing.Guidance(noise_sd=0.0),
+            )
+        )
+        == 1
+    )
     labels = torch.tensor([0, 1, 2, 0])
     out = editing.refine(ddpm, x, 0.5, labels=labels, sampling=FEW_STEPS, generator=gen(1))
     again = editing.refine(ddpm, x, 0.5, labels=labels, sampling=FEW_STEPS, generator=gen(1))

@@ -133,7 +133,14 @@ def export_combined_hybrid(
 
 
 def export_distilled(
-    run: Path, name: str, teacher: str, commit: str, command: str, *, fast_version: bool = True
+    run: Path,
+    name: str,
+    teacher: str,
+    commit: str,
+    command: str,
+    *,
+    fast_version: bool = True,
+    device: str = "this machine: 2-core AMD EPYC CPU, one thread, fp32",
 ) -> None:
     """A `fashiongen distill` run of zoo model `teacher` as zoo model `name`, scored here at
     N = 2000, seed 0, and (`fast_version`) marked as `teacher`'s fast version (the web page's
@@ -148,7 +155,7 @@ def export_distilled(
         "preset": "configs/distill.toml",
         "command": command,
         "commit": commit,
-        "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
+        "device": device,
         "train_seconds": round(summary["train_seconds"], 1),
         "epochs": summary["epochs"],
         **({"fast_version_of": teacher} if fast_version else {}),
@@ -216,7 +223,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
-    parser.add_argument("--device", default="NVIDIA H100 (lent GPU machine), fp32")
+    parser.add_argument(
+        "--device",
+        help="where the runs trained (default: the lent GPU for --runs, this CPU on one "
+        "thread for --distilled)",
+    )
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument(
         "--score",
@@ -285,6 +296,7 @@ def main() -> None:
             commit,
             args.command,
             fast_version=not args.not_fast_version,
+            **({"device": args.device} if args.device else {}),
         )
         print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
         return
@@ -319,7 +331,7 @@ def main() -> None:
             "preset": f"configs/{family}.toml",
             "command": command,
             "commit": commit,
-            "device": args.device,
+            "device": args.device or "NVIDIA H100 (lent GPU machine), fp32",
             "train_seconds": round(summary["train_seconds"], 1),
             "epochs": summary["epochs"],
             "metrics": {

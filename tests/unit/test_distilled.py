@@ -142,6 +142,65 @@ def test_adopting_a_teacher_copies_its_weights_and_refuses_another_network():
         student.adopt_teacher(wider)
 
 
+def test_a_student_can_start_from_another_students_weights():
+    student = tiny_student()
+    torch.manual_seed(1)
+    teacher = DDPM(DDPMConfig(**TINY, num_classes=10), (1, 28, 28))
+    start = tiny_student()
+    with torch.no_grad():
+        for p in start.net.parameters():
+            p.add_(1.0)
+    student.adopt_teacher(teacher, start)
+    for name, value in start.net.state_dict().items():
+        assert torch.equal(student.net.state_dict()[name], value)
+        assert torch.equal(student.teacher.net.state_dict()[name], teacher.net.state_dict()[name])
+    wider = DDPM(DDPMConfig(base_width=16, num_classes=10), (1, 28, 28))
+    with pytest.raises(ConfigError, match="the start .* is not the network"):
+        student.adopt_teacher(teacher, wider)
+
+
+def test_the_adversarial_term_scores_exactly_what_the_student_samples():
+    student = tiny_student(steps=2)
+    with torch.no_grad():  # a trained-looking network: no zero-initialised output layer
+        for p in student.net.parameters():
+            p.add_(torch.randn_like(p), alpha=0.1)
+    z = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 3, 7, 9])
+    with torch.no_grad():
+        sampled = student.generate_from_latents(z, labels=labels)
+    scored = student._images_with_grad(z.clone().requires_grad_(), labels)
+    torch.testing.assert_close(scored.clamp(-1, 1), sampled)
+    first_layer = next(student.net.parameters())
+    (grad,) = torch.autograd.grad(scored.sum(), [first_layer])
+    assert grad.abs().sum() > 0  # differentiable through the network calls
+
+
+def test_adversarial_distillation_trains_a_discriminator_beside_the_regression():
+    plain = tiny_student(steps=2)
+    assert not hasattr(plain, "discriminator")
+    assert set(plain.make_optimizers(TrainConfig())) == {"net"}
+    student = tiny_student(steps=2, adversarial_weight=0.1)
+    optimizers = student.make_optimizers(TrainConfig(lr=1e-3))
+    assert set(optimizers) == {"net", "discriminator"}
+    d_keys = [k for k in student.state_dict() if k.startswith("discriminator.")]
+    assert d_keys and not any(student.needed_for_sampling(k) for k in d_keys)
+    net_before = {k: v.clone() for k, v in student.net.state_dict().items()}
+    d_before = {k: v.clone() for k, v in student.discriminator.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.rand(8, 1, 28, 28, generator=gen) * 2 - 1, torch.arange(8) % 10)
+    keys = {"loss", "g_loss", "d_loss", "d_real", "d_fake_accuracy", "r1_penalty", "r2_penalty"}
+    for step in range(5):
+        losses = student.train_step(batch, optimizers)
+        assert set(losses) == keys
+        assert all(math.isfinite(v) for v in losses.values())
+        assert (losses["r1_penalty"] > 0) == (step % 4 == 0)  # lazy R1, every 4th D step
+    assert all(p.requires_grad for p in student.discriminator.parameters())  # thawed again
+    changed = [k for k, v in student.net.state_dict().items() if not torch.equal(v, net_before[k])]
+    assert changed and any(
+        not torch.equal(v, d_before[k]) for k, v in student.discriminator.state_dict().items()
+    )
+
+
 @pytest.mark.parametrize("inputs", ["teacher_path", "student_path", "noised_data"])
 def test_distillation_brings_the_student_to_the_teachers_images(inputs):
     """A hundred steps: the student's 1-call images from fixed noise move towards the
@@ -222,17 +281,36 @@ def test_distill_trains_a_student_every_command_samples(teacher_run, tmp_path, c
     assert out.exists()
 
 
-def test_distill_resumes_exactly(teacher_run, tmp_path):
-    assert distill(teacher_run, tmp_path / "whole", "--max-steps", "4") == 0
-    assert distill(teacher_run, tmp_path / "split", "--max-steps", "2") == 0
+@pytest.mark.parametrize("adversarial", [[], sets("model.adversarial_weight=0.1")])
+def test_distill_resumes_exactly(teacher_run, tmp_path, adversarial):
+    assert distill(teacher_run, tmp_path / "whole", "--max-steps", "4", *adversarial) == 0
+    assert distill(teacher_run, tmp_path / "split", "--max-steps", "2", *adversarial) == 0
     resume = ["distill", "--out", str(tmp_path / "split"), "--resume", "--no-progress"]
     assert main([*resume, *TINY_DISTILL, "--max-steps", "3"]) == 0  # the run's own teacher
     assert distill(teacher_run, tmp_path / "split", "--resume", "--max-steps", "4") == 0
     whole = load_file(next((tmp_path / "whole" / "final").glob("*.safetensors")))
     split = load_file(next((tmp_path / "split" / "final").glob("*.safetensors")))
     assert whole.keys() == split.keys()
+    assert any(name.startswith("discriminator.") for name in whole) == bool(adversarial)
     for name, tensor in whole.items():
         assert torch.equal(tensor, split[name]), name
+
+
+def test_distill_starts_from_another_student(teacher_run, tmp_path):
+    assert distill(teacher_run, tmp_path / "first", "--max-steps", "2") == 0
+    start = sets(f"model.start_from={tmp_path / 'first'}", "train.lr=1e-9")  # one tiny step
+    assert distill(teacher_run, tmp_path / "second", "--max-steps", "1", *start) == 0
+    (first, _), (teacher, _) = load_model(tmp_path / "first"), load_model(teacher_run)
+    second, checkpoint = load_model(tmp_path / "second")
+    assert checkpoint.config.model.start_from == str(tmp_path / "first")
+    weights = {name: second.net.state_dict()[name] for name in first.net.state_dict()}
+    gap = {
+        name: (weights[name] - value).abs().max() for name, value in first.net.state_dict().items()
+    }
+    moved = max(
+        (first.net.state_dict()[k] - v).abs().max() for k, v in teacher.net.state_dict().items()
+    )
+    assert max(gap.values()) < 1e-6 < moved  # the first student's weights, not the teacher's
 
 
 def test_distill_resume_refuses_another_teacher_or_step_count(teacher_run, tmp_path, capsys):

@@ -114,6 +114,76 @@ def gradient_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor
     return grad.square().flatten(1).sum(1)
 
 
+def discriminator_update(
+    discriminator: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss: AdversarialLoss = "non_saturating",
+    label_smoothing: float = 0.0,
+    r1_weight: float = 0.0,
+    r2_weight: float = 0.0,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One D update on `real` and (detached) `fake` images of the same `labels`; returns
+    its losses and D's scores of the real images (detached).
+
+    Real and fake images go through D in one batch (D has no batch norm). With a penalty
+    weight, the update adds r1_weight/2 * E||grad D(real)||^2 + r2_weight/2 * E||grad
+    D(fake)||^2; that pass calls D's eager `forward` (compiled graphs have no double
+    backward) in fp32."""
+    batch_size = real.shape[0]
+    both_labels = None if labels is None else torch.cat([labels, labels])
+    regularise = bool(r1_weight or r2_weight)
+    both = torch.cat([real, fake.detach()]).requires_grad_(regularise)
+    # R1/R2's double backward is fp32: a regularised D pass runs outside bf16 autocast.
+    with precision.full_precision(real.device, when=regularise):
+        logits = (discriminator.forward if regularise else discriminator)(both, both_labels)
+    logits = logits.float()
+    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+    d_loss = discriminator_loss(real_logits, fake_logits, loss, label_smoothing)
+    d_total = d_loss
+    losses = {}
+    if regularise:
+        penalty = gradient_penalty(logits, both)
+        r1, r2 = penalty[:batch_size].mean(), penalty[batch_size:].mean()
+        d_total = d_loss + 0.5 * (r1_weight * r1 + r2_weight * r2)
+        losses = {"r1_penalty": r1.item(), "r2_penalty": r2.item()}
+    optimizer.zero_grad(set_to_none=True)
+    d_total.backward()
+    optimizer.step()
+    real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+    losses = {
+        "d_loss": d_loss.item(),
+        "d_real": torch.sigmoid(real_logits).mean().item(),
+        "d_fake_accuracy": (fake_logits < (real_logits if loss == "relativistic" else 0))
+        .float()
+        .mean()
+        .item(),
+        **losses,
+    }
+    return losses, real_logits
+
+
+def scored_by(
+    discriminator: nn.Module,
+    fake: torch.Tensor,
+    labels: torch.Tensor | None,
+    real_logits: torch.Tensor,
+    loss: AdversarialLoss,
+) -> torch.Tensor:
+    """G's loss for `fake` under D, whose parameters are frozen meanwhile so no gradient is
+    wasted on them. The relativistic loss pairs each fake with its real's score from D's
+    update (one D step old): re-scoring the reals would cost half a D pass more for little
+    change."""
+    discriminator.requires_grad_(False)
+    try:
+        return generator_loss(discriminator(fake, labels).float(), loss, real_logits)
+    finally:
+        discriminator.requires_grad_(True)
+
+
 def adversarial_step(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -127,55 +197,24 @@ def adversarial_step(
     r1_weight: float = 0.0,
     r2_weight: float = 0.0,
 ) -> dict[str, float]:
-    """One D update then one G update with `loss`; returns the losses.
-
-    Real and fake images go through D in one batch (D has no batch norm); D's parameters
-    are frozen during G's backward pass so no gradient is wasted on them. With a penalty
-    weight, D's update adds r1_weight/2 * E||grad D(real)||^2 + r2_weight/2 * E||grad
-    D(fake)||^2; that pass calls D's eager `forward` (compiled graphs have no double
-    backward).
-    """
-    batch_size = x0.shape[0]
+    """One D update then one G update with `loss`; returns the losses."""
     fake = generator(z, labels).float()  # losses in fp32 under bf16 autocast (precision.py)
-    both_labels = None if labels is None else torch.cat([labels, labels])
-    regularise = bool(r1_weight or r2_weight)
-    both = torch.cat([x0, fake.detach()]).requires_grad_(regularise)
-    # R1/R2's double backward is fp32: a regularised D pass runs outside bf16 autocast.
-    with precision.full_precision(x0.device, when=regularise):
-        logits = (discriminator.forward if regularise else discriminator)(both, both_labels)
-    logits = logits.float()
-    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
-    d_loss = discriminator_loss(real_logits, fake_logits, loss, label_smoothing)
-    d_total = d_loss
-    losses = {}
-    if regularise:
-        penalty = gradient_penalty(logits, both)
-        r1, r2 = penalty[:batch_size].mean(), penalty[batch_size:].mean()
-        d_total = d_loss + 0.5 * (r1_weight * r1 + r2_weight * r2)
-        losses = {"r1_penalty": r1.item(), "r2_penalty": r2.item()}
-    optimizers["discriminator"].zero_grad(set_to_none=True)
-    d_total.backward()
-    optimizers["discriminator"].step()
-
-    discriminator.requires_grad_(False)
-    # The relativistic G loss pairs each fake with its real's score from D's pass above
-    # (one D step old): re-scoring the reals would cost half a D pass more for little change.
-    g_loss = generator_loss(discriminator(fake, labels).float(), loss, real_logits.detach())
+    losses, real_logits = discriminator_update(
+        discriminator,
+        x0,
+        fake,
+        labels,
+        optimizers["discriminator"],
+        loss=loss,
+        label_smoothing=label_smoothing,
+        r1_weight=r1_weight,
+        r2_weight=r2_weight,
+    )
+    g_loss = scored_by(discriminator, fake, labels, real_logits, loss)
     optimizers["generator"].zero_grad(set_to_none=True)
     g_loss.backward()
     optimizers["generator"].step()
-    discriminator.requires_grad_(True)
-    real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
-    return {
-        "d_loss": d_loss.item(),
-        "g_loss": g_loss.item(),
-        "d_real": torch.sigmoid(real_logits).mean().item(),
-        "d_fake_accuracy": (fake_logits < (real_logits if loss == "relativistic" else 0))
-        .float()
-        .mean()
-        .item(),
-        **losses,
-    }
+    return {"d_loss": losses.pop("d_loss"), "g_loss": g_loss.item(), **losses}
 
 
 def optimizer_step_count(optimizer: torch.optim.Optimizer) -> int:

@@ -265,8 +265,14 @@ class Student(Protocol):
         """A zoo name, run folder or checkpoint."""
         ...
 
-    def adopt_teacher(self, teacher: Family) -> None:
-        """Take the teacher's weights (refusing a teacher of another kind)."""
+    @property
+    def start_source(self) -> str:
+        """The model whose weights the student starts from (its teacher unless set)."""
+        ...
+
+    def adopt_teacher(self, teacher: Family, start: Family | None = None) -> None:
+        """Take the teacher's weights, and `start`'s (None: the teacher's) as the student's
+        own (refusing models of another kind)."""
         ...
 
 

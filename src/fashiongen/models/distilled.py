@@ -24,6 +24,15 @@ Why this and not consistency distillation (arXiv 2303.01469) or consistency tuni
 10^5 steps; a segment target is a deterministic function of x (the teacher's ODE), so plain
 regression gets most of the way in a few thousand steps on this CPU.
 
+With `adversarial_weight` > 0 the student is also a generator under a discriminator: its
+K-call images from fresh noise (the gradient through all K calls) are scored against real
+images of the same classes by a conditional DCGAN discriminator with R3GAN's objective (the
+relativistic pairing loss and lazy R1 + R2, as the zoo's DCGAN trains), the regression on
+the teacher kept as the anchor; adversarial distillation in the manner of ADD (Sauer et
+al., arXiv 2311.17042) and DMD2 (Yin et al., arXiv 2405.14867), whose GAN term lets a
+few-step student draw what the regression averages away. `start_from` starts the student
+from another model's weights (an already distilled student, to fine-tune it so).
+
 The teacher is a frozen submodule (`training_only_modules`), loaded from `config.teacher`
 when a fresh run starts (`adopt_teacher`) and saved in training checkpoints, so a resumed
 run continues exactly whatever has happened to the teacher's file since.
@@ -38,11 +47,19 @@ from typing import Literal
 
 import torch
 
-from fashiongen.config import SAMPLER_NAMES, WRITTEN_UNLESS_DEFAULT, SampleConfig, require
+from fashiongen.config import (
+    SAMPLER_NAMES,
+    WRITTEN_UNLESS_DEFAULT,
+    SampleConfig,
+    TrainConfig,
+    require,
+)
 from fashiongen.errors import ConfigError
 from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
-from fashiongen.models.base import Callback, Family, ImageShape
-from fashiongen.models.ddpm import DDPM, DDPMConfig
+from fashiongen.models.adversarial import discriminator_update, optimizer_step_count, scored_by
+from fashiongen.models.base import Batch, Callback, Family, ImageShape
+from fashiongen.models.ddpm import DDPM, MAX_GRAD_NORM, DDPMConfig
+from fashiongen.nets.conv import ConvDiscriminator
 from fashiongen.samplers import ddim_walk, get_walk, timesteps
 
 NO_GUIDE = (
@@ -50,6 +67,14 @@ NO_GUIDE = (
     "distil from a guided teacher instead"
 )
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.name != "name")
+# The discriminator of adversarial distillation: the zoo DCGAN's, with its objective
+# (configs/dcgan.toml: R3GAN's relativistic loss, R1 = R2 = 0.1 every 4th D step, Adam
+# with beta1 = 0).
+D_WIDTH = 64
+D_LOSS = "relativistic"
+D_R_GAMMA = 0.1
+D_REG_EVERY = 4
+D_BETAS = (0.0, 0.99)
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,11 @@ class DistilledConfig(DDPMConfig):
     # from fresh noise, the teacher walking each segment from where the student is, so it
     # learns on the states it meets when it samples); docs/results/distillation compares them.
     student_inputs: Literal["noised_data", "teacher_path", "student_path"] = "student_path"
+    # The weight of the adversarial term (0: plain distillation, no discriminator).
+    adversarial_weight: float = field(default=0.0, metadata=WRITTEN_UNLESS_DEFAULT)
+    # The weights the student starts from: "" for the teacher's, else a zoo name, run folder
+    # or checkpoint of a model of the teacher's network (an already distilled student).
+    start_from: str = field(default="", metadata=WRITTEN_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,6 +115,9 @@ class DistilledConfig(DDPMConfig):
         require(
             self.teacher_sampler in SAMPLER_NAMES,
             f"model.teacher_sampler must be one of: {', '.join(SAMPLER_NAMES)}",
+        )
+        require(
+            0 <= self.adversarial_weight <= 100, "model.adversarial_weight must lie in [0, 100]"
         )
         for name in ("teacher_guidance", "teacher_guide_scale"):
             require(
@@ -116,7 +149,7 @@ def student_config(
 
 class Distilled(DDPM):
     Config = DistilledConfig
-    training_only_modules = ("teacher", "teacher_guide")
+    training_only_modules = ("teacher", "teacher_guide", "discriminator")
     # Samples in exactly its K calls whatever a SampleConfig says, as a GAN samples in one.
     sampling_fields = frozenset()
     # Its x0 predictions on the way are DDIM jump targets, which leave [-1, 1]; clamping them
@@ -138,25 +171,42 @@ class Distilled(DDPM):
             self.teacher_guide = DDPM(config.teacher_architecture(), image_shape)
             self.teacher_guide.requires_grad_(False)
             self.teacher.set_guide(self.teacher_guide)
+        if config.adversarial_weight:
+            self.discriminator = ConvDiscriminator(
+                image_shape,
+                D_WIDTH,
+                dropout=0.0,
+                num_classes=config.num_classes,
+                use_minibatch_std=False,
+            )
 
     @property
     def teacher_source(self) -> str:
         return self.config.teacher
 
-    def adopt_teacher(self, teacher: Family) -> None:
-        """Copy the teacher's (sampling) weights into the frozen teacher and the student."""
-        if not isinstance(teacher, DDPM):
-            raise ConfigError(
-                f"distillation needs a DDPM teacher, got a {type(teacher).__name__.lower()}"
-            )
-        shapes = {k: v.shape for k, v in teacher.net.state_dict().items()}
-        if shapes != {k: v.shape for k, v in self.teacher.net.state_dict().items()}:
-            raise ConfigError(
-                f"the teacher {self.config.teacher!r} is not the network this student was "
-                "configured for (distil it again with `fashiongen distill`)"
-            )
+    @property
+    def start_source(self) -> str:
+        return self.config.start_from or self.config.teacher
+
+    def adopt_teacher(self, teacher: Family, start: Family | None = None) -> None:
+        """Copy the teacher's (sampling) weights into the frozen teacher, and `start`'s
+        (the teacher's when None) into the student."""
+        shapes = {k: v.shape for k, v in self.teacher.net.state_dict().items()}
+        for role, model, source in (
+            ("teacher", teacher, self.config.teacher),
+            ("start", start or teacher, self.start_source),
+        ):
+            if not isinstance(model, DDPM):
+                raise ConfigError(
+                    f"distillation needs a DDPM {role}, got a {type(model).__name__.lower()}"
+                )
+            if {k: v.shape for k, v in model.net.state_dict().items()} != shapes:
+                raise ConfigError(
+                    f"the {role} {source!r} is not the network this student was configured "
+                    "for (distil it again with `fashiongen distill`)"
+                )
         self.teacher.net.load_state_dict(teacher.net.state_dict())
-        self.net.load_state_dict(teacher.net.state_dict())
+        self.net.load_state_dict((start or teacher).net.state_dict())
         if self.config.teacher_guide_scale != 1:
             guide = teacher.guide
             if guide is None or {k: v.shape for k, v in guide.net.state_dict().items()} != shapes:
@@ -167,6 +217,60 @@ class Distilled(DDPM):
             self.teacher_guide.net.load_state_dict(guide.net.state_dict())
 
     # ------------------------------------------------------------------ training
+
+    def make_optimizers(self, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        optimizers = super().make_optimizers(train_cfg)
+        if self.config.adversarial_weight:
+            optimizers["discriminator"] = torch.optim.Adam(
+                self.discriminator.parameters(), lr=train_cfg.lr, betas=D_BETAS, foreach=True
+            )
+        return optimizers
+
+    def train_step(
+        self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, float]:
+        """The regression on the teacher (`loss`), plus, with `adversarial_weight`, one D
+        update and the student's adversarial loss on its K-call images (`g_loss`)."""
+        if not self.config.adversarial_weight:
+            return super().train_step(batch, optimizers)
+        x0, labels = batch
+        labels = self.batch_labels(labels)
+        distill_loss = self.loss(x0, labels)
+        n = max(1, x0.shape[0] // self.config.steps)  # as many images as paths
+        real, labels = x0[:n], None if labels is None else labels[:n]
+        fake = self._images_with_grad(torch.randn_like(real), labels)
+        d_step = optimizer_step_count(optimizers["discriminator"])
+        gamma = D_R_GAMMA * D_REG_EVERY if d_step % D_REG_EVERY == 0 else 0.0
+        d_losses, real_logits = discriminator_update(
+            self.discriminator,
+            real,
+            fake,
+            labels,
+            optimizers["discriminator"],
+            loss=D_LOSS,
+            r1_weight=gamma,
+            r2_weight=gamma,
+        )
+        g_loss = scored_by(self.discriminator, fake, labels, real_logits, D_LOSS)
+        optimizer = optimizers["net"]
+        optimizer.zero_grad(set_to_none=True)
+        (distill_loss + self.config.adversarial_weight * g_loss).backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), MAX_GRAD_NORM)
+        optimizer.step()
+        # lazy penalties: k x at the regularised steps and 0 between, so every step reports
+        # the same keys and a logged window's mean is the mean penalty
+        penalties = {k: d_losses.pop(k, 0.0) * D_REG_EVERY for k in ("r1_penalty", "r2_penalty")}
+        return {"loss": distill_loss.item(), "g_loss": g_loss.item(), **d_losses, **penalties}
+
+    def _images_with_grad(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The student's K DDIM steps from the noise x, differentiable through every call;
+        its x0 unclamped, so D sees what leaves [-1, 1]."""
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            output = self.net(x_t, t, labels).float()
+            return self.schedule.to_x0(x_t, t, output, self.config.prediction)
+
+        return ddim_walk(denoise, x, self.schedule, timesteps(self.schedule, self.config.steps), -1)
 
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Max(SNR, 1)-weighted MSE of the student's x0 against the segments' targets, on

@@ -408,7 +408,10 @@ def _training_state(
     if resumed is None:
         if isinstance(model, Student):  # a resumed one has the teacher in its checkpoint
             teacher, _ = ckpt.load_model(ckpt.model_source(model.teacher_source), device=device)
-            model.adopt_teacher(teacher)
+            start = None
+            if model.start_source != model.teacher_source:
+                start, _ = ckpt.load_model(ckpt.model_source(model.start_source), device=device)
+            model.adopt_teacher(teacher, start)
         if ctx.is_distributed:  # each rank its own noise
             torch.manual_seed(distributed.rank_seed(cfg.seed, ctx.rank))
         ema = init_ema(model, cfg.train.ema_decay)

@@ -34,7 +34,7 @@ CLAIMS = {
 WITH_EVERY_MODULE = {
     "dcgan": {"d_reversion": True},
     "hybrid": {"gan": {"name": "dcgan", "d_reversion": True}},
-    "distilled": {"teacher_guide_scale": 2.0},  # the teacher's guide
+    "distilled": {"teacher_guide_scale": 2.0, "adversarial_weight": 0.1},  # guide, D
 }
 
 

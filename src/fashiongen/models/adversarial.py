@@ -77,6 +77,16 @@ class AdversarialConfig(ModelConfig):
         scale = self.reg_every_n_steps * (1 - progress * (1 - self.r_gamma_final_ratio))
         return self.r1_gamma * scale, self.r2_gamma * scale
 
+    def logged_penalties(self, losses: dict[str, float]) -> dict[str, float]:
+        """The R1/R2 values a step reports: k x the penalty at the regularised steps and 0
+        between, so every step has the same keys and a logged window's mean is the mean
+        penalty ({} when unregularised)."""
+        if not (self.r1_gamma or self.r2_gamma):
+            return {}
+        return {
+            k: losses.get(k, 0.0) * self.reg_every_n_steps for k in ("r1_penalty", "r2_penalty")
+        }
+
 
 def discriminator_loss(
     real_logits: torch.Tensor,
@@ -333,11 +343,7 @@ class AdversarialFamily(Family):
             r1_weight=r1_weight,
             r2_weight=r2_weight,
         )
-        if self.config.r1_gamma or self.config.r2_gamma:
-            # k x the penalty at the regularised steps and 0 between: a logged window's mean
-            # is then the mean penalty, and every step reports the same keys.
-            for key in ("r1_penalty", "r2_penalty"):
-                losses[key] = losses.get(key, 0.0) * self.config.reg_every_n_steps
+        losses.update(self.config.logged_penalties(losses))
         if self.reversion is not None:
             losses["event_d_reversion"] = float(self.reversion.update(self.discriminator, losses))
         return losses

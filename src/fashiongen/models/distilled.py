@@ -56,7 +56,12 @@ from fashiongen.config import (
 )
 from fashiongen.errors import ConfigError
 from fashiongen.limits import MAX_GUIDANCE_SCALE, MAX_SAMPLING_STEPS
-from fashiongen.models.adversarial import discriminator_update, optimizer_step_count, scored_by
+from fashiongen.models.adversarial import (
+    AdversarialConfig,
+    discriminator_update,
+    optimizer_step_count,
+    scored_by,
+)
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.ddpm import DDPM, MAX_GRAD_NORM, DDPMConfig
 from fashiongen.nets.conv import ConvDiscriminator
@@ -71,9 +76,9 @@ ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(DDPMConfig) if f.
 # (configs/dcgan.toml: R3GAN's relativistic loss, R1 = R2 = 0.1 every 4th D step, Adam
 # with beta1 = 0).
 D_WIDTH = 64
-D_LOSS = "relativistic"
-D_R_GAMMA = 0.1
-D_REG_EVERY = 4
+D_OBJECTIVE = AdversarialConfig(
+    loss="relativistic", r1_gamma=0.1, r2_gamma=0.1, reg_every_n_steps=4
+)
 D_BETAS = (0.0, 0.99)
 
 
@@ -239,37 +244,32 @@ class Distilled(DDPM):
         n = max(1, x0.shape[0] // self.config.steps)  # as many images as paths
         real, labels = x0[:n], None if labels is None else labels[:n]
         fake = self._images_with_grad(torch.randn_like(real), labels)
-        d_step = optimizer_step_count(optimizers["discriminator"])
-        gamma = D_R_GAMMA * D_REG_EVERY if d_step % D_REG_EVERY == 0 else 0.0
+        r1_weight, r2_weight = D_OBJECTIVE.penalty_weights(
+            optimizer_step_count(optimizers["discriminator"])
+        )
         d_losses, real_logits = discriminator_update(
             self.discriminator,
             real,
             fake,
             labels,
             optimizers["discriminator"],
-            loss=D_LOSS,
-            r1_weight=gamma,
-            r2_weight=gamma,
+            loss=D_OBJECTIVE.loss,
+            r1_weight=r1_weight,
+            r2_weight=r2_weight,
         )
-        g_loss = scored_by(self.discriminator, fake, labels, real_logits, D_LOSS)
+        g_loss = scored_by(self.discriminator, fake, labels, real_logits, D_OBJECTIVE.loss)
         optimizer = optimizers["net"]
         optimizer.zero_grad(set_to_none=True)
         (distill_loss + self.config.adversarial_weight * g_loss).backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), MAX_GRAD_NORM)
         optimizer.step()
-        # lazy penalties: k x at the regularised steps and 0 between, so every step reports
-        # the same keys and a logged window's mean is the mean penalty
-        penalties = {k: d_losses.pop(k, 0.0) * D_REG_EVERY for k in ("r1_penalty", "r2_penalty")}
-        return {"loss": distill_loss.item(), "g_loss": g_loss.item(), **d_losses, **penalties}
+        losses = {"loss": distill_loss.item(), "g_loss": g_loss.item(), **d_losses}
+        return {**losses, **D_OBJECTIVE.logged_penalties(d_losses)}
 
     def _images_with_grad(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The student's K DDIM steps from the noise x, differentiable through every call;
-        its x0 unclamped, so D sees what leaves [-1, 1]."""
-
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            output = self.net(x_t, t, labels).float()
-            return self.schedule.to_x0(x_t, t, output, self.config.prediction)
-
+        its x0 unclamped (`clip_x0`), so D sees what leaves [-1, 1]."""
+        denoise = partial(self.denoise, labels=labels)
         return ddim_walk(denoise, x, self.schedule, timesteps(self.schedule, self.config.steps), -1)
 
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

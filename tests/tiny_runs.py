@@ -6,8 +6,6 @@ compiles its networks; tiny runs skip it (tests/unit/test_train.py tests compili
 
 from __future__ import annotations
 
-import torch
-
 
 def sets(*overrides: str) -> list[str]:
     """`--set` arguments for each `key=value`."""
@@ -25,13 +23,3 @@ TINY_DCGAN = sets(
 )
 # Three steps on the synthetic dataset, quietly: a run to sample, score or synthesise from.
 THREE_STEPS = [*TINY_DCGAN, "--data", "synthetic", "--max-steps", "3", "--no-progress"]
-
-
-def perturbed_experts(model: torch.nn.Module) -> torch.nn.Module:
-    """A student's per-step experts each moved its own way from their shared start, so
-    picking the wrong one shows in its images."""
-    with torch.no_grad():
-        for k, expert in enumerate(model.net.experts):
-            for p in expert.parameters():
-                p.add_(torch.randn_like(p), alpha=0.05 * (k + 1))
-    return model

@@ -1,9 +1,8 @@
 """ONNX export of the networks sampling runs, and onnxruntime as a sampling backend.
 
 Every family names its sampling networks in `ema_module_names` (G, the VAE decoder, the
-U-Net, or both of a hybrid's; a U-Net of per-timestep experts is exported expert by expert).
-`export_onnx` records the arguments each one receives in a two-image draw, then exports it
-with a dynamic batch axis; `use_onnx` swaps those modules
+U-Net, or both of a hybrid's). `export_onnx` records the arguments each one receives in a
+two-image draw, then exports it with a dynamic batch axis; `use_onnx` swaps those modules
 for `OnnxNetwork`s, so the families' own sampling code (samplers, guidance, the hybrid's
 noising) runs unchanged around onnxruntime. Exports are cached per weights in
 `~/.cache/fashiongen/onnx/`. Needs the `onnx` extra: `pip install 'fashiongen[onnx]'`.
@@ -35,7 +34,6 @@ from fashiongen.digests import tensors_digest
 from fashiongen.errors import ConfigError
 from fashiongen.files import atomic_path, cache_root
 from fashiongen.models.base import Diffusion, DraftRefiner, Family
-from fashiongen.nets.experts import TimestepExperts
 from fashiongen.version import __version__
 
 ONNX_OPSET = 17
@@ -55,19 +53,6 @@ def _require_onnxruntime() -> Any:
     return onnxruntime
 
 
-def sampling_networks(model: Family) -> list[str]:
-    """The networks `model` samples with (its EMA modules), a module of per-timestep experts
-    as its experts: each is a file of its own, as a trace would bake in a single one."""
-    names = []
-    for name in model.ema_module_names:
-        module = model.get_submodule(name)
-        if isinstance(module, TimestepExperts):
-            names += [f"{name}.experts.{k}" for k in range(len(module.experts))]
-        else:
-            names.append(name)
-    return names
-
-
 def sampling_calls(model: Family) -> dict[str, tuple]:
     """The arguments each sampling network receives when `model` draws two images."""
     calls: dict[str, tuple] = {}
@@ -75,7 +60,7 @@ def sampling_calls(model: Family) -> dict[str, tuple]:
         model.get_submodule(name).register_forward_pre_hook(
             lambda _module, args, name=name: calls.setdefault(name, args)
         )
-        for name in sampling_networks(model)
+        for name in model.ema_module_names
     ]
     try:
         # The family's defaults run every sampling network (a hybrid's refiner included);
@@ -124,10 +109,8 @@ def export_metadata(
 ) -> dict[str, str]:
     """What a client needs to use network `name` of `model` without fashiongen's code."""
     sampling = sampling or own_sampling(model) or SampleConfig()
-    # the family the network belongs to: a hybrid's part ("refiner.net") is one of its own
-    parts = name.split(".")
-    owners = [model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
-    family = next((m for m in reversed(owners) if isinstance(m, Family)), model)
+    owner, _, _ = name.rpartition(".")  # a hybrid's part ("refiner.net"): its own family
+    family = model.get_submodule(owner) if owner else model
     metadata = {
         "format": EXPORT_FORMAT,
         "fashiongen_version": __version__,
@@ -153,8 +136,6 @@ def export_metadata(
         )
     if isinstance(model, DraftRefiner):
         metadata["recommended_strength"] = str(sampling.strength)
-    if len(owners) >= 2 and isinstance(owners[-2], TimestepExperts):  # "net.experts.K"
-        metadata["serves_timesteps"] = json.dumps(list(owners[-2].served(int(parts[-1]))))
     return metadata
 
 

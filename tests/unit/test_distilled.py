@@ -23,7 +23,7 @@ from fashiongen.samplers import WALKS, ddim, ddim_walk, dpmpp_2m, get_walk, time
 from fashiongen.samplers.schedules import NoiseSchedule
 from fashiongen.web.studio import zoo_models
 from fashiongen.zoo import release
-from tiny_runs import perturbed_experts, sets
+from tiny_runs import sets
 
 TINY = {"base_width": 8, "num_levels": 2}
 TEACHER_SAMPLING = SampleConfig(sampler="dpmpp_2m", num_steps=8, guidance_scale=2.0)
@@ -392,52 +392,3 @@ def test_a_student_teaches_as_it_samples():
     assert (two.teacher_steps, two.teacher_sampler, two.teacher_clips_x0) == (4, "ddim", False)
     assert Distilled(two, (1, 28, 28)).teacher.clip_x0 is False
     assert tiny_student().teacher.clip_x0 is True
-
-
-def test_timestep_experts_route_each_timestep_to_its_interval():
-    student = perturbed_experts(tiny_student(steps=4, expert_per_step=True))
-    experts = student.net
-    grid = timesteps(student.schedule, 4)  # 999, 749, 499, 249
-    assert [experts.served(k) for k in range(4)] == [(750, 999), (500, 749), (250, 499), (0, 249)]
-    t = torch.tensor([999, 750, 749, 500, 499, 250, 249, 0])
-    assert experts.expert_index(t).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    x, labels = torch.randn(8, 1, 28, 28), torch.arange(8)
-    mixed = experts(x, t, labels)
-    one_by_one = torch.cat(
-        [
-            experts.experts[int(k)](x[i : i + 1], t[i : i + 1], labels[i : i + 1])
-            for i, k in enumerate(experts.expert_index(t))
-        ]
-    )
-    torch.testing.assert_close(mixed, one_by_one)
-    calls = []
-    for k, expert in enumerate(experts.experts):
-        expert.register_forward_hook(lambda _m, _a, _o, k=k: calls.append(k))
-    student.sample(2, generator=torch.Generator().manual_seed(0))
-    assert calls == [0, 1, 2, 3] and len(grid) == 4  # each call its own expert, once
-    with pytest.raises(ValueError, match="descend"):
-        type(experts)(list(experts.experts), [249, 499, 749, 999])
-
-
-def test_experts_start_as_copies_of_the_start_and_train_apart():
-    student = tiny_student(steps=2, expert_per_step=True)
-    assert len(student.net.experts) == 2
-    torch.manual_seed(1)
-    teacher = DDPM(DDPMConfig(**TINY, num_classes=10), (1, 28, 28))
-    student.adopt_teacher(teacher)  # a plain network: into every expert
-    for expert in student.net.experts:
-        for name, value in teacher.net.state_dict().items():
-            assert torch.equal(expert.state_dict()[name], value)
-    same = perturbed_experts(tiny_student(steps=2, expert_per_step=True))
-    student.adopt_teacher(teacher, same)  # the same experts: each its own
-    for name, value in same.net.state_dict().items():
-        assert torch.equal(student.net.state_dict()[name], value)
-    other = tiny_student(steps=4, expert_per_step=True)
-    with pytest.raises(ConfigError, match="the start .* is not the network"):
-        student.adopt_teacher(teacher, other)
-    optimizer = student.make_optimizers(TrainConfig())["net"]
-    before = [p.detach().clone() for p in student.net.parameters()]
-    student.train_step((torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8) % 10), {"net": optimizer})
-    moved = [not torch.equal(a, p) for a, p in zip(before, student.net.parameters(), strict=True)]
-    half = len(moved) // 2
-    assert any(moved[:half]) and any(moved[half:]), "both experts learn from one batch"

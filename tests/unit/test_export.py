@@ -141,37 +141,3 @@ def test_cli_export_needs_one_source(tmp_path, capsys):
         "export takes one model: a zoo name, run folder or checkpoint, or --model NAME"
         in capsys.readouterr().err
     )
-
-
-def test_per_step_experts_export_one_file_each_and_sample_as_in_torch(tmp_path):
-    import onnxruntime
-
-    from tiny_runs import perturbed_experts
-
-    torch.manual_seed(0)
-    cfg = config_from_dict(
-        {
-            "model": {
-                "name": "distilled",
-                "base_width": 8,
-                "num_classes": 10,
-                "steps": 2,
-                "teacher_steps": 4,
-                "expert_per_step": True,
-            }
-        }
-    )
-    model = perturbed_experts(build_model(cfg.model, (1, 28, 28))).eval()
-    expected = generate(model, 6, seed=2)
-    files = export_onnx(model, tmp_path)
-    assert list(files) == ["net.experts.0", "net.experts.1"]
-    served = [
-        onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        .get_modelmeta()
-        .custom_metadata_map["serves_timesteps"]
-        for path in files.values()
-    ]
-    assert served == ["[500, 999]", "[0, 499]"]
-    use_onnx(model, tmp_path)
-    got = generate(model, 6, seed=2)
-    assert (got.int() - expected.int()).abs().max() <= 1

@@ -16,7 +16,6 @@ import torch
 
 from fashiongen.cli import main
 from fashiongen.images import to_uint8
-from tiny_runs import perturbed_experts
 
 pytest.importorskip("onnxruntime")
 
@@ -44,8 +43,6 @@ def saved(folder: Path, model_table: dict, sample: dict) -> Path:
     cfg = config_from_dict({"model": model_table, "data": {"name": "synthetic"}, "sample": sample})
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28))
-    if model_table.get("expert_per_step"):
-        perturbed_experts(model)
     return save_checkpoint(folder / "checkpoint", model=model, config=cfg, step=0)
 
 
@@ -63,7 +60,6 @@ SAMPLING = {"num_steps": 4, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "stren
         (DDPM, 10, SAMPLING),
         (HYBRID, 10, SAMPLING),
         (DISTILLED, 10, {"num_steps": 2, "sampler": "ddim"}),
-        ({**DISTILLED, "expert_per_step": True}, 10, {"num_steps": 2, "sampler": "ddim"}),
     ],
 )
 def test_the_documented_client_matches_the_torch_sampler(

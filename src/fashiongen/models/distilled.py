@@ -33,11 +33,6 @@ al., arXiv 2311.17042) and DMD2 (Yin et al., arXiv 2405.14867), whose GAN term l
 few-step student draw what the regression averages away. `start_from` starts the student
 from another model's weights (an already distilled student, to fine-tune it so).
 
-With `expert_per_step` the student's network is K copies of it, one per call
-(`nets.experts.TimestepExperts`, eDiff-I's split of one denoiser into experts by noise
-level): each starts from the same weights and learns its own step, so the student has K
-times the parameters at the same FLOPs per image.
-
 The teacher is a frozen submodule (`training_only_modules`), loaded from `config.teacher`
 when a fresh run starts (`adopt_teacher`) and saved in training checkpoints, so a resumed
 run continues exactly whatever has happened to the teacher's file since.
@@ -45,7 +40,6 @@ run continues exactly whatever has happened to the teacher's file since.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
@@ -71,7 +65,6 @@ from fashiongen.models.adversarial import (
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.ddpm import DDPM, MAX_GRAD_NORM, DDPMConfig
 from fashiongen.nets.conv import ConvDiscriminator
-from fashiongen.nets.experts import TimestepExperts
 from fashiongen.samplers import ddim_walk, get_walk, timesteps
 
 NO_GUIDE = (
@@ -111,9 +104,6 @@ class DistilledConfig(DDPMConfig):
     # The weights the student starts from: "" for the teacher's, else a zoo name, run folder
     # or checkpoint of a model of the teacher's network (an already distilled student).
     start_from: str = field(default="", metadata=WRITTEN_UNLESS_DEFAULT)
-    # One copy of the network per call (`nets.experts.TimestepExperts`), each starting from
-    # the same weights: K times the parameters, the same FLOPs per image.
-    expert_per_step: bool = field(default=False, metadata=WRITTEN_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,9 +169,6 @@ class Distilled(DDPM):
                 f"the distilled family needs a DistilledConfig, got {type(config).__name__}"
             )
         super().__init__(config, image_shape)
-        if config.expert_per_step:
-            copies = [self.net, *(copy.deepcopy(self.net) for _ in range(config.steps - 1))]
-            self.net = TimestepExperts(copies, timesteps(self.schedule, config.steps))
         self.teacher = DDPM(config.teacher_architecture(), image_shape)
         self.teacher.clip_x0 = config.teacher_clips_x0  # it samples as it did
         self.teacher.requires_grad_(False)
@@ -208,33 +195,26 @@ class Distilled(DDPM):
 
     def adopt_teacher(self, teacher: Family, start: Family | None = None) -> None:
         """Copy the teacher's (sampling) weights into the frozen teacher, and `start`'s
-        (the teacher's when None) into the student: into each of its experts, unless
-        `start` has the same experts."""
-        start = start or teacher
-        shapes = _shapes(self.teacher.net)
+        (the teacher's when None) into the student."""
+        shapes = {k: v.shape for k, v in self.teacher.net.state_dict().items()}
         for role, model, source in (
             ("teacher", teacher, self.config.teacher),
-            ("start", start, self.start_source),
+            ("start", start or teacher, self.start_source),
         ):
             if not isinstance(model, DDPM):
                 raise ConfigError(
                     f"distillation needs a DDPM {role}, got a {type(model).__name__.lower()}"
                 )
-            same_experts = role == "start" and _shapes(model.net) == _shapes(self.net)
-            if not same_experts and _shapes(model.net) != shapes:
+            if {k: v.shape for k, v in model.net.state_dict().items()} != shapes:
                 raise ConfigError(
                     f"the {role} {source!r} is not the network this student was configured "
                     "for (distil it again with `fashiongen distill`)"
                 )
         self.teacher.net.load_state_dict(teacher.net.state_dict())
-        if isinstance(self.net, TimestepExperts) and _shapes(start.net) == shapes:
-            for expert in self.net.experts:
-                expert.load_state_dict(start.net.state_dict())
-        else:
-            self.net.load_state_dict(start.net.state_dict())
+        self.net.load_state_dict((start or teacher).net.state_dict())
         if self.config.teacher_guide_scale != 1:
             guide = teacher.guide
-            if guide is None or _shapes(guide.net) != shapes:
+            if guide is None or {k: v.shape for k, v in guide.net.state_dict().items()} != shapes:
                 raise ConfigError(
                     f"the teacher {self.config.teacher!r} samples with autoguidance but has "
                     "no guide of its own network to distil with"
@@ -413,7 +393,3 @@ class Distilled(DDPM):
         return super()._run_sampler(
             x_start, t_start, labels, generator, self.default_sampling(), callback
         )
-
-
-def _shapes(network: torch.nn.Module) -> dict[str, torch.Size]:
-    return {k: v.shape for k, v in network.state_dict().items()}

@@ -21,21 +21,15 @@ from fashiongen.checkpoint import load_model
 from fashiongen.evaluation import draw_and_score
 from fashiongen.metrics import METRIC_NAME, METRIC_VERSION
 from fashiongen.zoo import manifest, zoo_path
-from fashiongen.zoo.release import CHECK_NUM_SAMPLES, check_fid, write_manifest, zoo_sampling
+from fashiongen.zoo.release import (
+    CHECK_NUM_SAMPLES,
+    check_fid,
+    manifest_scores,
+    write_manifest,
+    zoo_sampling,
+)
 
 NUM_SAMPLES = 2000
-KEYS = (
-    "fid",
-    "laplacian_ratio",
-    "kid_mean",
-    "precision",
-    "recall",
-    "coverage",
-    "conditional_accuracy",
-    "per_class_recall",
-    "per_class_coverage",
-    "intra_class_spread",
-)
 
 
 def rescore(name: str, seed: int) -> tuple[dict, dict]:
@@ -47,8 +41,7 @@ def rescore(name: str, seed: int) -> tuple[dict, dict]:
     metrics = {
         "num_samples": NUM_SAMPLES,
         "seed": seed,
-        **{k: scores[k] for k in KEYS},
-        "copy_rate": scores["copy_rate"],
+        **manifest_scores(scores),
     }
     check = {
         "num_samples": CHECK_NUM_SAMPLES,

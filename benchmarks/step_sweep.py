@@ -182,9 +182,12 @@ def report(result: dict, out: Path, grid: str = "default") -> None:
             f"{r['conditional_accuracy']:.3f} | "
             f"{'' if seconds is None else f'{seconds:.1f}'} |"
         )
+    # The page's own title and prose live in the JSON ("title", "notes"), so a re-run
+    # rewrites the table and keeps them.
     text = [
-        "# Few-step sampling: zoo DDPM and zoo hybrid",
+        f"# {result.get('title', 'Few-step sampling: zoo DDPM and zoo hybrid')}",
         "",
+        *([result["notes"].strip(), ""] if result.get("notes") else []),
         f"N = {result['num_samples']} samples a row, seed {result['seed']}, balanced "
         f"classes, backend {result['backend']}; timing: "
         f"{result.get('timing', 'not yet measured')}.",

@@ -38,10 +38,12 @@ from fashiongen.zoo.release import (
     CHECK_NUM_SAMPLES,
     check_fid,
     export,
+    manifest_scores,
     write_manifest,
     zoo_sampling,
 )
 
+SCORED_NOW = {"name": METRIC_NAME, "version": METRIC_VERSION}  # the metric of a score made here
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FAMILIES = ("gan", "dcgan", "vae", "ddpm", "hybrid")
 DESCRIPTIONS = {
@@ -58,25 +60,13 @@ COMBINE_COMMAND = (
     "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
     "--strength {strength} --steps {steps} --out runs/zoo-{name}"
 )
-# what the manifest records of a model's scores
-MANIFEST_METRICS = (
-    "fid",
-    "kid_mean",
-    "precision",
-    "recall",
-    "coverage",
-    "conditional_accuracy",
-    "per_class_recall",
-    "per_class_coverage",
-    "intra_class_spread",
-)
 
 
 def score_zoo_model(name: str) -> dict:
     """The manifest's metrics of zoo model `name` as it ships (N = 2000, seed 0)."""
     model, loaded = load_model(zoo_path(name))
     metrics, _ = draw_and_score(model, 2000, sampling=zoo_sampling(loaded.config), seed=0)
-    return {k: metrics.get(k) for k in MANIFEST_METRICS}
+    return manifest_scores(metrics)
 
 
 def record_fid_check(name: str) -> dict:
@@ -125,8 +115,9 @@ def export_combined_hybrid(
         "metrics": {
             "num_samples": num_samples,
             "seed": seed,
-            **{k: metrics.get(k) for k in MANIFEST_METRICS},
+            **manifest_scores(metrics),
         },
+        "metric": SCORED_NOW,
     }
     print(export(checkpoint, name, info))
     print(record_fid_check(name))
@@ -162,9 +153,9 @@ def export_distilled(
         "metrics": {
             "num_samples": num_samples,
             "seed": seed,
-            **{k: metrics.get(k) for k in MANIFEST_METRICS},
+            **manifest_scores(metrics),
         },
-        "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
+        "metric": SCORED_NOW,
     }
     print(export(run, name, info))
     print(record_fid_check(name))
@@ -212,7 +203,7 @@ def export_budget_runs(
             "metrics": {
                 "num_samples": result["num_samples"],
                 "seed": result["seed"],
-                **{k: result.get(k) for k in MANIFEST_METRICS},
+                **manifest_scores(result),
             },
         }
         print(export(runs / job, name, info))
@@ -337,9 +328,9 @@ def main() -> None:
             "metrics": {
                 "num_samples": num_samples,
                 "seed": seed,
-                **{k: metrics.get(k) for k in MANIFEST_METRICS},
+                **manifest_scores(metrics),
             },
-            "metric": {"name": METRIC_NAME, "version": METRIC_VERSION},
+            "metric": SCORED_NOW,
         }
         path = export(run, family, info, guide_from=args.guide, overrides=args.set)
         if args.score and ships_changed:

@@ -33,6 +33,25 @@ from fashiongen.models import MODELS
 from fashiongen.zoo import MANIFEST, ZOO_DIR, read_manifest, zoo_path
 
 CHECK_NUM_SAMPLES = 500  # samples behind each model's recorded `fid_check`
+# What the manifest records of a model's scores (`draw_and_score`'s keys).
+MANIFEST_METRICS = (
+    "fid",
+    "laplacian_ratio",
+    "kid_mean",
+    "precision",
+    "recall",
+    "coverage",
+    "conditional_accuracy",
+    "per_class_recall",
+    "per_class_coverage",
+    "intra_class_spread",
+    "copy_rate",
+)
+
+
+def manifest_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """The scores of `MANIFEST_METRICS` that `scores` holds."""
+    return {k: scores[k] for k in MANIFEST_METRICS if k in scores}
 
 
 def export(

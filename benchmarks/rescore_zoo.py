@@ -38,11 +38,7 @@ def rescore(name: str, seed: int) -> tuple[dict, dict]:
     scores, _ = draw_and_score(
         model, NUM_SAMPLES, sampling=zoo_sampling(checkpoint.config), seed=seed
     )
-    metrics = {
-        "num_samples": NUM_SAMPLES,
-        "seed": seed,
-        **manifest_scores(scores),
-    }
+    metrics = manifest_scores(scores, num_samples=NUM_SAMPLES, seed=seed)
     check = {
         "num_samples": CHECK_NUM_SAMPLES,
         "seed": seed,

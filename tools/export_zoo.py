@@ -66,7 +66,7 @@ def score_zoo_model(name: str) -> dict:
     """The manifest's metrics of zoo model `name` as it ships (N = 2000, seed 0)."""
     model, loaded = load_model(zoo_path(name))
     metrics, _ = draw_and_score(model, 2000, sampling=zoo_sampling(loaded.config), seed=0)
-    return manifest_scores(metrics)
+    return manifest_scores(metrics, num_samples=2000, seed=0)
 
 
 def record_fid_check(name: str) -> dict:
@@ -112,11 +112,7 @@ def export_combined_hybrid(
         "device": "this machine's CPU (combining trains nothing); the parts: " + parts[0]["device"],
         "train_seconds": round(sum(p["train_seconds"] for p in parts), 1),
         "epochs": None,
-        "metrics": {
-            "num_samples": num_samples,
-            "seed": seed,
-            **manifest_scores(metrics),
-        },
+        "metrics": manifest_scores(metrics, num_samples=num_samples, seed=seed),
         "metric": SCORED_NOW,
     }
     print(export(checkpoint, name, info))
@@ -150,11 +146,7 @@ def export_distilled(
         "train_seconds": round(summary["train_seconds"], 1),
         "epochs": summary["epochs"],
         **({"fast_version_of": teacher} if fast_version else {}),
-        "metrics": {
-            "num_samples": num_samples,
-            "seed": seed,
-            **manifest_scores(metrics),
-        },
+        "metrics": manifest_scores(metrics, num_samples=num_samples, seed=seed),
         "metric": SCORED_NOW,
     }
     print(export(run, name, info))
@@ -200,11 +192,9 @@ def export_budget_runs(
             "device": "this machine: 2-core AMD EPYC CPU, one thread, fp32",
             "train_seconds": round(result["train_cpu_seconds"], 1),
             "epochs": result["epochs"],
-            "metrics": {
-                "num_samples": result["num_samples"],
-                "seed": result["seed"],
-                **manifest_scores(result),
-            },
+            "metrics": manifest_scores(
+                result, num_samples=result["num_samples"], seed=result["seed"]
+            ),
         }
         print(export(runs / job, name, info))
         print(record_fid_check(name))
@@ -325,11 +315,7 @@ def main() -> None:
             "device": args.device or "NVIDIA H100 (lent GPU machine), fp32",
             "train_seconds": round(summary["train_seconds"], 1),
             "epochs": summary["epochs"],
-            "metrics": {
-                "num_samples": num_samples,
-                "seed": seed,
-                **manifest_scores(metrics),
-            },
+            "metrics": manifest_scores(metrics, num_samples=num_samples, seed=seed),
             "metric": SCORED_NOW,
         }
         path = export(run, family, info, guide_from=args.guide, overrides=args.set)

@@ -49,9 +49,14 @@ MANIFEST_METRICS = (
 )
 
 
-def manifest_scores(scores: dict[str, Any]) -> dict[str, Any]:
-    """The scores of `MANIFEST_METRICS` that `scores` holds."""
-    return {k: scores[k] for k in MANIFEST_METRICS if k in scores}
+def manifest_scores(scores: dict[str, Any], *, num_samples: int, seed: int) -> dict[str, Any]:
+    """A manifest entry's `metrics`: the draw's size and seed, and the scores of
+    `MANIFEST_METRICS` that `scores` holds."""
+    return {
+        "num_samples": num_samples,
+        "seed": seed,
+        **{k: scores[k] for k in MANIFEST_METRICS if k in scores},
+    }
 
 
 def export(

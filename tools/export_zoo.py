@@ -200,7 +200,7 @@ def export_budget_runs(
         print(record_fid_check(name))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     parser.add_argument("--results", type=Path, default=Path("docs/results/family_table.json"))
@@ -261,30 +261,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="with --runs: config the zoo model ships with (sample.guide_scale=2 ...)",
     )
-    args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    if args.budget_runs:
-        export_budget_runs(args.budget_runs, args.budget_results, commit, args.budget_names)
-        print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
-        return
-    if args.distilled:
-        export_distilled(
-            args.distilled,
-            args.name,
-            args.teacher,
-            commit,
-            args.command,
-            fast_version=not args.not_fast_version,
-            **({"device": args.device} if args.device else {}),
-        )
-        print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
-        return
-    if args.combined_hybrid:
-        export_combined_hybrid(args.combined_hybrid, commit, args.name, *args.parts)
-        print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
-        return
+    return parser.parse_args()
+
+
+def export_runs(args: argparse.Namespace, commit: str) -> None:
+    """The zoo models of --families from the trained run folders under --runs."""
     results = None if args.score else json.loads(args.results.read_text())
     for family in args.families:
         run = args.runs / family
@@ -323,6 +304,29 @@ def main() -> None:
             info["metrics"].update(score_zoo_model(family))
             path = export(run, family, info, guide_from=args.guide, overrides=args.set)
         print(path, record_fid_check(family)["fid_check"])
+
+
+def main() -> None:
+    args = parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if args.budget_runs:
+        export_budget_runs(args.budget_runs, args.budget_results, commit, args.budget_names)
+    elif args.distilled:
+        export_distilled(
+            args.distilled,
+            args.name,
+            args.teacher,
+            commit,
+            args.command,
+            fast_version=not args.not_fast_version,
+            **({"device": args.device} if args.device else {}),
+        )
+    elif args.combined_hybrid:
+        export_combined_hybrid(args.combined_hybrid, commit, args.name, *args.parts)
+    else:
+        export_runs(args, commit)
     print(f"zoo size: {total_bytes() / 2**20:.1f} MiB")
 
 

@@ -395,6 +395,11 @@ def _add_combine_command(commands: _CommandParsers) -> None:
     combine.add_argument(
         "--steps", type=_positive_int, help="refining steps by default (default: the DDPM's own)"
     )
+    combine.add_argument(
+        "--guide-scale",
+        type=float,
+        help="autoguidance of the refining steps, with the DDPM's guide (default: the DDPM's)",
+    )
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
     _add_overwrite(combine)
 
@@ -794,18 +799,25 @@ def cmd_combine(args: argparse.Namespace) -> int:
     check_same_classes(gan_checkpoint, ddpm_checkpoint)
     hybrid = combine(gan, ddpm, max_strength=args.max_strength)
     strength = min(args.max_strength, 0.25) if args.strength is None else args.strength
-    sample = dataclasses.replace(
+    sample = dataclasses.replace(  # the DDPM's guidance and autoguidance refine too
         ddpm_checkpoint.config.sample,
         strength=strength,
         num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps,
-        guide="",  # the refiner's few steps take no autoguidance
-        guide_scale=1.0,
+        guide_scale=ddpm_checkpoint.config.sample.guide_scale
+        if args.guide_scale is None
+        else args.guide_scale,
     )
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing
     extra = json.loads(gan_checkpoint.metadata.get("extra", "{}"))
     folder = save_checkpoint(
-        args.out, model=hybrid, config=config, step=0, extra=extra, overwrite=args.overwrite
+        args.out,
+        model=hybrid,
+        config=config,
+        step=0,
+        extra=extra,
+        overwrite=args.overwrite,
+        guide=hybrid.own_guide_weights(),
     )
     print(f"wrote hybrid checkpoint {folder}: draft {args.gan}, refiner {args.ddpm}")
     return 0

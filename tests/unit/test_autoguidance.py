@@ -11,9 +11,15 @@ import torch
 
 import fashiongen
 from fashiongen import editing
-from fashiongen.checkpoint import attach_guide, load_model, save_checkpoint
+from fashiongen.checkpoint import attach_guide, load_checkpoint, load_model, save_checkpoint
 from fashiongen.cli import main
-from fashiongen.config import DEFAULT_GUIDE_SCALE, RunConfig, SampleConfig, config_to_dict
+from fashiongen.config import (
+    DEFAULT_GUIDE_SCALE,
+    RunConfig,
+    SampleConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from fashiongen.errors import ConfigError, FashiongenError
 from fashiongen.models import build_model
 from fashiongen.models.ddpm import DDPM, DDPMConfig
@@ -441,3 +447,109 @@ def test_an_edit_is_autoguided_where_the_model_carries_a_guide():
     model.set_guide(guide)
     guided = refined()
     assert calls and not torch.allclose(guided, unguided)
+
+
+# --------------------------------------------------------------- a hybrid's refiner's guide
+
+
+@pytest.fixture(scope="module")
+def tiny_dcgan(tmp_path_factory):
+    from tiny_runs import THREE_STEPS
+
+    out = tmp_path_factory.mktemp("draft") / "dcgan"
+    assert main(["train", "--model", "dcgan", *THREE_STEPS, "--set", "model.num_classes=10",
+                 "--out", str(out)]) == 0  # fmt: skip
+    return out
+
+
+def test_a_combined_hybrid_refines_with_the_ddpms_guide(guided_run, tiny_dcgan, tmp_path):
+    hybrid_dir = tmp_path / "hybrid"
+    args = ["combine", str(tiny_dcgan), str(guided_run), "--strength", "0.5", "--steps", "3"]
+    assert main([*args, "--out", str(hybrid_dir)]) == 0
+    hybrid, checkpoint = load_model(hybrid_dir)
+    ddpm, ddpm_checkpoint = load_model(guided_run)
+    assert hybrid.has_own_guide and checkpoint.config.sample.guide_scale == 2.0
+    for key, tensor in ddpm.guide.state_dict().items():  # the DDPM's own guide, kept
+        assert torch.equal(hybrid.guide.state_dict()[key], tensor), key
+    sampling = checkpoint.config.sample
+    assert hybrid.num_network_evaluations(sampling) == 1 + 2 * 3
+    calls = []
+    hybrid.guide.net.register_forward_hook(lambda *_: calls.append(1))
+    z = torch.randn(3, *hybrid.latent_shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 4, 9])
+
+    def refined(sampling: SampleConfig) -> torch.Tensor:
+        return hybrid.generate_from_latents(
+            z, labels=labels, generator=torch.Generator().manual_seed(1), sampling=sampling
+        )
+
+    guided = refined(sampling)
+    assert len(calls) == 3
+    unguided = refined(dataclasses.replace(sampling, guide_scale=1.0))
+    assert len(calls) == 3 and (guided - unguided).abs().max() > 1e-3
+    assert main([*args, "--guide-scale", "3", "--out", str(tmp_path / "h3")]) == 0
+    assert load_model(tmp_path / "h3")[1].config.sample.guide_scale == 3.0
+    out = tmp_path / "plain.npz"  # the command line turns it off as for a DDPM
+    assert main(["sample", str(hybrid_dir), "--num-samples", "2", "--guide-scale", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+
+
+def test_a_guide_scale_for_a_refiner_without_a_guide_is_refused(tiny_dcgan, tmp_path, capsys):
+    ddpm = tmp_path / "ddpm"
+    model = tiny_ddpm(0, num_classes=10)
+    config = dataclasses.replace(RunConfig(), model=model.config)
+    extra = json.loads(load_checkpoint(tiny_dcgan)[0].metadata["extra"])  # the same classes
+    save_checkpoint(ddpm, model=model, config=config, step=0, extra=extra)
+    out = tmp_path / "hybrid"
+    args = ["combine", str(tiny_dcgan), str(ddpm), "--guide-scale", "3", "--out", str(out)]
+    assert main(args) == 2
+    assert "no guide" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_hybrid_keeps_its_refiners_part_of_a_whole_state_dict():
+    torch.manual_seed(0)
+    config = config_from_dict(
+        {
+            "model": {
+                "name": "hybrid",
+                "gan": {"name": "dcgan", "g_width": 8, "d_width": 8},
+                "refiner": {"base_width": 8},
+            }
+        }  # fmt: skip
+    ).model
+    hybrid = build_model(config, (1, 28, 28))
+    hybrid.keep_guide(hybrid.state_dict())  # what train.keep_guide_at hands it
+    assert hybrid.has_own_guide
+    kept = hybrid.own_guide_weights()
+    assert kept.keys() == hybrid.refiner.state_dict().keys()
+    for key, tensor in hybrid.refiner.state_dict().items():
+        assert torch.equal(kept[key], tensor), key
+    again = build_model(config, (1, 28, 28))
+    again.keep_guide(kept)  # what a checkpoint's guide gives back
+    for key, tensor in again.own_guide_weights().items():
+        assert torch.equal(kept[key], tensor), key
+
+
+def test_a_hybrid_run_keeps_its_refiners_guide(tmp_path):
+    from tiny_runs import sets
+
+    out = tmp_path / "run"
+    tiny = sets("model.gan.g_width=8", "model.gan.d_width=8",
+                "model.refiner.base_width=8", "train.compile=false", "train.batch_size=16",
+                "train.num_grid_samples=10", "train.use_tensorboard=false",
+                "train.checkpoint_every_n_steps=1", "train.keep_checkpoints=10",
+                "train.keep_guide_at=0.5", "train.ema_decay=0.9", "train.use_ema_warmup=true",
+                "sample.num_steps=2",
+                "sample.guide_scale=2")  # fmt: skip
+    args = ["train", "--model", "hybrid", "--data", "synthetic", "--no-progress", *tiny]
+    assert main([*args, "--max-steps", "4", "--out", str(out)]) == 0
+    halfway, _ = load_checkpoint(out / "checkpoints" / "step_0000002")
+    final, _ = load_checkpoint(out)
+    refiner_ema = {k.removeprefix("refiner."): v for k, v in halfway.ema.items()
+                   if k.startswith("refiner.")}  # fmt: skip
+    assert refiner_ema and final.guide.keys() >= refiner_ema.keys()
+    for key, tensor in refiner_ema.items():  # the refiner's sampling weights of step 2
+        assert torch.equal(final.guide[key], tensor), key
+    model, _ = load_model(out)
+    assert model.has_own_guide
+    assert main(["sample", str(out), "--num-samples", "2", "--out", str(tmp_path / "x.png")]) == 0

@@ -8,6 +8,8 @@ cheaper than a full DDPM (truncated diffusion, Zheng et al., arXiv 2202.09671).
 
 One run trains both parts on the same batches; `combine` builds a hybrid from an existing
 GAN checkpoint and an existing DDPM checkpoint instead. Strength 0 returns the draft exactly.
+The refiner's autoguidance guide is the hybrid's (`set_guide`, `keep_guide`): `combine`
+carries the DDPM's over, and a run keeps its refiner's early weights (`train.keep_guide_at`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from fashiongen.config import ModelConfig, SampleConfig, TrainConfig, require
 from fashiongen.errors import ConfigError
 from fashiongen.models.base import Batch, Callback, Family, ImageShape
 from fashiongen.models.dcgan import DCGAN, DCGANConfig
-from fashiongen.models.ddpm import AUTOGUIDANCE_FIELDS, DDPM, DDPMConfig
+from fashiongen.models.ddpm import DDPM, DDPMConfig
 from fashiongen.models.gan import GAN
 from fashiongen.samplers import timesteps
 
 GAN_FAMILIES: dict[str, type[Family]] = {"dcgan": DCGAN, "gan": GAN}  # the draft's family
+REFINER_PREFIX = "refiner."  # the refiner's keys in a hybrid's state dict
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Hybrid(Family):
     ema_module_names = ("gan.generator", "refiner.net")
     # Those of either GAN family (it is chosen by the config, after the class is made).
     training_only_modules = tuple(f"gan.{name}" for name in DCGAN.training_only_modules)
-    sampling_fields = (DDPM.sampling_fields - AUTOGUIDANCE_FIELDS) | {"strength"}
+    sampling_fields = DDPM.sampling_fields | {"strength"}
     config: HybridConfig
 
     def __init__(self, config: HybridConfig, image_shape: ImageShape) -> None:
@@ -104,7 +107,36 @@ class Hybrid(Family):
         t_start = self.t_start(sampling.strength)
         if t_start == 0:
             return 1
-        return 1 + len(timesteps(self.refiner.schedule, sampling.num_steps, t_start))
+        refining_steps = len(timesteps(self.refiner.schedule, sampling.num_steps, t_start))
+        return 1 + refining_steps * (2 if sampling.guide_scale != 1 else 1)
+
+    # ------------------------------------------------------------------ the refiner's guide
+
+    @property
+    def guide(self) -> DDPM | None:
+        return self.refiner.guide
+
+    @property
+    def has_own_guide(self) -> bool:
+        return self.refiner.has_own_guide
+
+    def set_guide(self, guide: Family | None) -> None:
+        """The refiner's autoguidance guide (`DDPM.set_guide`)."""
+        self.refiner.set_guide(guide)
+
+    def keep_guide(self, weights: dict[str, torch.Tensor]) -> None:
+        """Freeze the refiner's `weights` as its own guide; a whole hybrid's state dict (what
+        `train.keep_guide_at` freezes) gives its refiner's part."""
+        if any(key.startswith(REFINER_PREFIX) for key in weights):
+            weights = {
+                key.removeprefix(REFINER_PREFIX): tensor
+                for key, tensor in weights.items()
+                if key.startswith(REFINER_PREFIX)
+            }
+        self.refiner.keep_guide(weights)
+
+    def own_guide_weights(self) -> dict[str, torch.Tensor] | None:
+        return self.refiner.own_guide_weights()
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -130,7 +162,8 @@ class Hybrid(Family):
 
 
 def combine(gan: Family, ddpm: DDPM, *, max_strength: float = 0.5) -> Hybrid:
-    """A hybrid made of an already trained GAN family and an already trained DDPM."""
+    """A hybrid made of an already trained GAN family and an already trained DDPM, whose
+    autoguidance guide, if it has one, the refiner keeps."""
     if gan.config.name not in GAN_FAMILIES:
         raise ConfigError(
             f"the draft model must be one of {', '.join(GAN_FAMILIES)}, got {gan.config.name}"
@@ -155,4 +188,8 @@ def combine(gan: Family, ddpm: DDPM, *, max_strength: float = 0.5) -> Hybrid:
     hybrid = Hybrid(config, gan.image_shape)
     hybrid.gan.load_state_dict(gan.state_dict())
     hybrid.refiner.load_state_dict(ddpm.state_dict())
+    if ddpm.has_own_guide:
+        hybrid.keep_guide(ddpm.own_guide_weights())
+    elif ddpm.guide is not None:
+        hybrid.set_guide(ddpm.guide)
     return hybrid.to(ddpm.device)

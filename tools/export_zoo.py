@@ -58,7 +58,7 @@ DESCRIPTIONS = {
 COMBINE_COMMAND = (
     "fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
     "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
-    "--strength {strength} --steps {steps} --out runs/zoo-{name}"
+    "--strength {strength} --steps {steps} --guide-scale {guide_scale} --out runs/zoo-{name}"
 )
 
 
@@ -95,9 +95,10 @@ def export_combined_hybrid(
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
     sampling = loaded.config.sample
+    guided = f", autoguidance {sampling.guide_scale:g}" if sampling.guide_scale != 1 else ""
     info = {
         "summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength {sampling.strength:g}, "
-        f"{sampling.num_steps} {sampling.sampler} steps: "
+        f"{sampling.num_steps} {sampling.sampler} steps{guided}: "
         f"{model.num_network_evaluations(sampling)} network evaluations)",
         "preset": f"the zoo's {gan} + {ddpm}, joined by `fashiongen combine`",
         "command": COMBINE_COMMAND.format(
@@ -107,6 +108,7 @@ def export_combined_hybrid(
             max_strength=loaded.config.model.max_strength,
             strength=f"{sampling.strength:g}",
             steps=sampling.num_steps,
+            guide_scale=f"{sampling.guide_scale:g}",
         ),
         "commit": commit,
         "device": "this machine's CPU (combining trains nothing); the parts: " + parts[0]["device"],

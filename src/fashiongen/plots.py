@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fashiongen.files import atomic_path  # noqa: E402
@@ -119,8 +120,15 @@ def quality_vs_cost(rows: Sequence[dict[str, Any]]) -> Figure:
         xs = [x for x, _, _ in points]
         if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    fids = [r["fid"] for r in rows if r.get("fid")]
+    if fids and min(fids) > 0 and max(fids) / min(fids) > 10:
+        axes[0].set_yscale("log")  # shared: the good end stays readable beside a weak model
+        for ticks in (axes[0].yaxis.set_major_formatter, axes[0].yaxis.set_minor_formatter):
+            ticks(FormatStrFormatter("%g"))
     axes[0].set_ylabel("FID (lower is better)")
     fig.suptitle("quality versus cost", fontsize=10)
     fig.tight_layout()

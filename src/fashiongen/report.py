@@ -39,6 +39,7 @@ from fashiongen.evaluation import (
 )
 from fashiongen.files import safe_name, staged_folder, write_text_atomic
 from fashiongen.images import save_grid
+from fashiongen.zoo import shipped_entry
 
 GRID_PER_CLASS = 8
 GRID_UNCONDITIONAL = 64
@@ -70,8 +71,16 @@ def _run_folder(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def _display_name(path: Path) -> str:
+    """A run's folder name; a shipped zoo model's zoo name."""
+    shipped = shipped_entry(path) if path.is_file() else None
+    if shipped is not None:
+        return f"{shipped[0]} (zoo)"
+    return path.name if path.name not in ("final", "") else path.parent.name
+
+
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names = [p.name if p.name not in ("final", "") else p.parent.name for p in paths]
+    names = [_display_name(p) for p in paths]
     seen: dict[str, int] = {}
     out = []
     for name in names:
@@ -113,12 +122,7 @@ def score_run(
     if not run.exists():
         raise DataError(f"no such run folder or checkpoint: {run}")
     folder = _run_folder(run)
-    summary: dict[str, Any] = {}
-    if (folder / "summary.json").is_file():
-        try:
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{folder / 'summary.json'} is unreadable ({e})") from None
+    summary = _training_summary(run, folder)
     model, checkpoint = load_for_sampling(run)
     dataset = dataset or checkpoint.config.data.name
     featnet = resolve_featnet(featnet, dataset)
@@ -138,7 +142,7 @@ def score_run(
     row = {
         "run_dir": str(folder),
         "family": info["family"],
-        "parameters": summary.get("parameters"),
+        "parameters": summary.get("parameters") or sum(p.numel() for p in model.parameters()),
         "steps": summary.get("steps", info["step"]),
         "train_seconds": summary.get("train_seconds"),
         "train_images_per_second": summary.get("train_images_per_second"),
@@ -158,6 +162,21 @@ def score_run(
         result["notes"].append(f"no summary.json in {folder}: training costs unknown")
     grid, grid_rows = _grid_images(drawn.images, drawn.labels, info["num_classes"])
     return row, grid, grid_rows
+
+
+def _training_summary(run: Path, folder: Path) -> dict[str, Any]:
+    """What the run's summary.json says of its training; for a shipped zoo model, which has
+    none, what its manifest says (training seconds, epochs, device)."""
+    if (folder / "summary.json").is_file():
+        try:
+            return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{folder / 'summary.json'} is unreadable ({e})") from None
+    shipped = shipped_entry(run)
+    if shipped is None:
+        return {}
+    _, entry = shipped
+    return {key: entry.get(key) for key in ("train_seconds", "epochs", "device")}
 
 
 def machine_info() -> dict[str, Any]:

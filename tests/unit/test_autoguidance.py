@@ -494,6 +494,38 @@ def test_a_combined_hybrid_refines_with_the_ddpms_guide(guided_run, tiny_dcgan, 
                  "--out", str(out)]) == 0  # fmt: skip
 
 
+def test_a_hybrids_generation_graph_holds_its_refiners_autoguidance(
+    guided_run, tiny_dcgan, tmp_path, monkeypatch
+):
+    import onnxruntime
+
+    hybrid_dir = tmp_path / "hybrid"
+    assert main(["combine", str(tiny_dcgan), str(guided_run), "--strength", "0.5",
+                 "--steps", "3", "--guide-scale", "3", "--out", str(hybrid_dir)]) == 0  # fmt: skip
+    assert main(["export", str(hybrid_dir), "--out", str(tmp_path / "onnx")]) == 0
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "onnx" / "generate-3steps.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert session.get_modelmeta().custom_metadata_map["guide_scale"] == "3.0"
+    hybrid, checkpoint = load_model(hybrid_dir)
+    seeded = torch.Generator().manual_seed(0)
+    z = torch.randn(3, *hybrid.latent_shape, generator=seeded)
+    draft_noise = torch.randn(3, 1, 28, 28, generator=seeded)
+    labels = torch.tensor([0, 4, 9])
+    feeds = {"z": z.numpy(), "class_label": labels.numpy(), "draft_noise": draft_noise.numpy()}
+    (image,) = session.run(None, feeds)
+    monkeypatch.setattr(hybrid.refiner, "randn", lambda *shape, generator=None: draft_noise)
+
+    def refined(sampling: SampleConfig) -> np.ndarray:
+        return (
+            hybrid.generate_from_latents(z, labels=labels, sampling=sampling).clamp(-1, 1).numpy()
+        )
+
+    np.testing.assert_allclose(image, refined(checkpoint.config.sample), atol=1e-4)
+    unguided = refined(dataclasses.replace(checkpoint.config.sample, guide_scale=1.0))
+    assert np.abs(image - unguided).max() > 1e-3
+
+
 def test_a_guide_scale_for_a_refiner_without_a_guide_is_refused(tiny_dcgan, tmp_path, capsys):
     ddpm = tmp_path / "ddpm"
     model = tiny_ddpm(0, num_classes=10)

@@ -145,6 +145,17 @@ def test_json_holds_the_table(compared):
     assert data["references"][0]["count"] == 160
 
 
+def test_a_zoo_model_is_named_and_costed_from_its_manifest(tmp_path):
+    from fashiongen.zoo import manifest, zoo_path
+
+    path = zoo_path("gan")
+    assert report._unique_names([path, tmp_path / "gan"]) == ["gan (zoo)", "gan"]
+    costs = report._training_summary(path, path.parent)
+    assert costs["train_seconds"] == manifest()["gan"]["train_seconds"] > 0
+    assert costs["device"] == manifest()["gan"]["device"]
+    assert report._training_summary(tmp_path / "run", tmp_path) == {}  # unknown, noted
+
+
 def test_report_has_the_per_class_columns_with_notes_on_what_they_leave_out(compared):
     text = (compared / "report.md").read_text()
     for header in ("class recall", "class coverage", "class spread"):

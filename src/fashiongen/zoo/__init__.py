@@ -45,6 +45,15 @@ def zoo_path(name: str) -> Path:
     return models[name]
 
 
+def shipped_entry(path: str | Path) -> tuple[str, dict[str, Any]] | None:
+    """The name and manifest entry of the shipped zoo file at `path`, or None for any other."""
+    path = Path(path).resolve()
+    for name, file in available().items():
+        if file.resolve() == path:
+            return name, manifest()[name]
+    return None
+
+
 def fast_version(name: str) -> str | None:
     """The shipped distilled student of zoo model `name` (its manifest says `fast_version_of`),
     or None."""

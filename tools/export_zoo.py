@@ -58,7 +58,8 @@ DESCRIPTIONS = {
 COMBINE_COMMAND = (
     "fashiongen combine src/fashiongen/zoo/{gan}.safetensors "
     "src/fashiongen/zoo/{ddpm}.safetensors --max-strength {max_strength} "
-    "--strength {strength} --steps {steps} --guide-scale {guide_scale} --out runs/zoo-{name}"
+    "--strength {strength} --steps {steps} --guidance-scale {guidance_scale} "
+    "--guide-scale {guide_scale} --out runs/zoo-{name}"
 )
 
 
@@ -95,7 +96,8 @@ def export_combined_hybrid(
     entries = manifest()
     parts = [entries[gan], entries[ddpm]]
     sampling = loaded.config.sample
-    guided = f", autoguidance {sampling.guide_scale:g}" if sampling.guide_scale != 1 else ""
+    guided = f", guidance {sampling.guidance_scale:g}" if sampling.guidance_scale != 1 else ""
+    guided += f", autoguidance {sampling.guide_scale:g}" if sampling.guide_scale != 1 else ""
     info = {
         "summary": f"zoo {gan} draft + zoo {ddpm} refiner (strength {sampling.strength:g}, "
         f"{sampling.num_steps} {sampling.sampler} steps{guided}: "
@@ -108,6 +110,7 @@ def export_combined_hybrid(
             max_strength=loaded.config.model.max_strength,
             strength=f"{sampling.strength:g}",
             steps=sampling.num_steps,
+            guidance_scale=f"{sampling.guidance_scale:g}",
             guide_scale=f"{sampling.guide_scale:g}",
         ),
         "commit": commit,

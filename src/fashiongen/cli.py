@@ -400,6 +400,11 @@ def _add_combine_command(commands: _CommandParsers) -> None:
         type=float,
         help="autoguidance of the refining steps, with the DDPM's guide (default: the DDPM's)",
     )
+    combine.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance of the refining steps (default: the DDPM's)",
+    )
     combine.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
     _add_overwrite(combine)
 
@@ -799,13 +804,12 @@ def cmd_combine(args: argparse.Namespace) -> int:
     check_same_classes(gan_checkpoint, ddpm_checkpoint)
     hybrid = combine(gan, ddpm, max_strength=args.max_strength)
     strength = min(args.max_strength, 0.25) if args.strength is None else args.strength
-    sample = dataclasses.replace(  # the DDPM's guidance and autoguidance refine too
+    guidances = {"guide_scale": args.guide_scale, "guidance_scale": args.guidance_scale}
+    sample = dataclasses.replace(  # the DDPM's guidance and autoguidance refine, unless told
         ddpm_checkpoint.config.sample,
         strength=strength,
         num_steps=args.steps or ddpm_checkpoint.config.sample.num_steps,
-        guide_scale=ddpm_checkpoint.config.sample.guide_scale
-        if args.guide_scale is None
-        else args.guide_scale,
+        **{field: value for field, value in guidances.items() if value is not None},
     )
     config = dataclasses.replace(gan_checkpoint.config, model=hybrid.config, sample=sample)
     check_can_sample(hybrid, sample, what="the hybrid")  # as `sample` will, before writing

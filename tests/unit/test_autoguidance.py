@@ -487,8 +487,11 @@ def test_a_combined_hybrid_refines_with_the_ddpms_guide(guided_run, tiny_dcgan, 
     assert len(calls) == 3
     unguided = refined(dataclasses.replace(sampling, guide_scale=1.0))
     assert len(calls) == 3 and (guided - unguided).abs().max() > 1e-3
-    assert main([*args, "--guide-scale", "3", "--out", str(tmp_path / "h3")]) == 0
-    assert load_model(tmp_path / "h3")[1].config.sample.guide_scale == 3.0
+    assert main([*args, "--guide-scale", "3", "--guidance-scale", "1.75",
+                 "--out", str(tmp_path / "h3")]) == 0  # fmt: skip
+    chosen = load_model(tmp_path / "h3")[1].config.sample
+    assert (chosen.guide_scale, chosen.guidance_scale) == (3.0, 1.75)
+    assert sampling.guidance_scale == ddpm_checkpoint.config.sample.guidance_scale
     out = tmp_path / "plain.npz"  # the command line turns it off as for a DDPM
     assert main(["sample", str(hybrid_dir), "--num-samples", "2", "--guide-scale", "1",
                  "--out", str(out)]) == 0  # fmt: skip

@@ -73,7 +73,7 @@ def _run_folder(path: Path) -> Path:
 
 def _display_name(path: Path) -> str:
     """A run's folder name; a shipped zoo model's zoo name."""
-    shipped = shipped_entry(path) if path.is_file() else None
+    shipped = shipped_entry(path)
     if shipped is not None:
         return f"{shipped[0]} (zoo)"
     return path.name if path.name not in ("final", "") else path.parent.name

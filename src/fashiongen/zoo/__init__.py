@@ -48,9 +48,9 @@ def zoo_path(name: str) -> Path:
 def shipped_entry(path: str | Path) -> tuple[str, dict[str, Any]] | None:
     """The name and manifest entry of the shipped zoo file at `path`, or None for any other."""
     path = Path(path).resolve()
-    for name, file in available().items():
-        if file.resolve() == path:
-            return name, manifest()[name]
+    for name, entry in manifest().items():
+        if (ZOO_DIR / entry["file"]).resolve() == path and path.is_file():
+            return name, entry
     return None
 
 

@@ -50,7 +50,8 @@ PLOT_FILE = "quality_vs_cost.png"
 COST_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("name", "run", "{}"),
     ("family", "family", "{}"),
-    ("parameters", "params", "{:,}"),
+    ("parameters", "trained params", "{:,}"),
+    ("sampling_parameters", "sampling params", "{:,}"),
     ("train_seconds", "train s", "{:.0f}"),
     ("train_images_per_second", "train img/s", "{:.0f}"),
     ("epochs", "epochs", "{:.2f}"),
@@ -143,6 +144,7 @@ def score_run(
         "run_dir": str(folder),
         "family": info["family"],
         "parameters": summary.get("parameters") or sum(p.numel() for p in model.parameters()),
+        "sampling_parameters": _sampling_parameters(model),
         "steps": summary.get("steps", info["step"]),
         "train_seconds": summary.get("train_seconds"),
         "train_images_per_second": summary.get("train_images_per_second"),
@@ -162,6 +164,12 @@ def score_run(
         result["notes"].append(f"no summary.json in {folder}: training costs unknown")
     grid, grid_rows = _grid_images(drawn.images, drawn.labels, info["num_classes"])
     return row, grid, grid_rows
+
+
+def _sampling_parameters(model: Any) -> int:
+    """The parameters that draw an image: not a GAN's or a student's discriminator, nor a
+    student's teacher, which training needs and sampling does not."""
+    return sum(p.numel() for key, p in model.named_parameters() if model.needed_for_sampling(key))
 
 
 def _training_summary(run: Path, folder: Path) -> dict[str, Any]:

@@ -141,6 +141,8 @@ def test_json_holds_the_table(compared):
     for row in data["rows"]:
         assert set(data["columns"]) <= set(row)
         assert row["parameters"] > 0 and row["sample_images_per_second"] > 0
+        # a GAN samples with its generator alone: its discriminator is trained, not sampled
+        assert 0 < row["sampling_parameters"] < row["parameters"]
         assert row["fid"] >= 0 and 0 <= row["coverage"] <= 1
     assert data["references"][0]["count"] == 160
 

@@ -109,6 +109,28 @@ def unconditional_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def autoguided_checkpoint(tmp_path_factory) -> Path:
+    """A tiny untrained class-conditional DDPM holding its own guide, sampled at scale 2.5."""
+    from fashiongen.checkpoint import save_checkpoint
+    from fashiongen.config import config_from_dict
+    from fashiongen.models import build_model
+
+    cfg = config_from_dict(
+        {
+            "model": {"name": "ddpm", "base_width": 8, "num_classes": 10},
+            "data": {"name": "synthetic"},
+            "sample": {"guide_scale": 2.5},
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, IMAGE_SHAPE)
+    # untrained, its output layer is zero: a guide that differs from it needs other weights
+    guide = {k: v + 0.1 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    folder = tmp_path_factory.mktemp("web-guided") / "guided"
+    return save_checkpoint(folder, model=model, config=cfg, step=0, guide=guide)
+
+
+@pytest.fixture(scope="session")
 def fashion_checkpoint(tmp_path_factory) -> Path:
     """A class-conditional DCGAN trained 3 steps on the real Fashion-MNIST."""
     if not has_fashion_mnist():

@@ -4,6 +4,7 @@ Served in this process on 127.0.0.1 and called with `gradio_client`."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,11 +16,19 @@ gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
-def client(unconditional_checkpoint, conditional_checkpoint, tmp_path_factory):
+def client(
+    unconditional_checkpoint, conditional_checkpoint, autoguided_checkpoint, tmp_path_factory
+):
     from fashiongen.web.app import build_app
 
     # The first model (what a fresh session shows) is unconditional: no class choices.
-    studio = Studio({"plain": unconditional_checkpoint, "classes": conditional_checkpoint})
+    studio = Studio(
+        {
+            "plain": unconditional_checkpoint,
+            "classes": conditional_checkpoint,
+            "guided": autoguided_checkpoint,
+        }
+    )
     app = build_app(studio, tmp_path_factory.mktemp("web-out"))
     app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
@@ -53,3 +62,18 @@ def test_the_named_model_decides_what_is_refused(client):
         client.predict("classes", "Hat", 0, 2, "ddim", 2, 1.0, 0.5, api_name="/generate")
     with pytest.raises(AppError, match="nope"):
         client.predict("nope", "any", 0, 2, "ddim", 2, 1.0, 0.5, api_name="/generate")
+
+
+def test_a_call_without_the_guide_scale_gets_the_models_own(client):
+    """The autoguidance scale came last to the page: a call written before it (8 values) gets
+    the named model's own scale (2.5), not the field's value for the page's first model."""
+
+    def images(*guide_scale):
+        request = ("guided", "3", 0, 2, "ddim", 2, 1.0, 0.5, *guide_scale)
+        _, _, npz = client.predict(*request, api_name="/generate")
+        with np.load(npz) as f:
+            return f["images"]
+
+    own = images()
+    np.testing.assert_array_equal(images(2.5), own)
+    assert np.abs(images(1.0) - own).mean() > 1e-4  # 1: autoguidance off

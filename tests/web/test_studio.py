@@ -144,6 +144,28 @@ def test_hybrid_strength_is_checked_by_the_family(make_checkpoint):
         studio.generate_grid("hybrid", "any", 0, 2, "ddim", 2, 1.0, 0.9)
 
 
+def test_the_guide_scale_is_the_models_own_unless_asked(autoguided_checkpoint, make_checkpoint):
+    studio = Studio(
+        {
+            "guided": autoguided_checkpoint,
+            "plain": make_checkpoint({"name": "ddpm", "base_width": 8, "num_classes": 10}),
+        }
+    )
+    assert studio.info("guided").uses_guide and studio.info("guided").sampling.guide_scale == 2.5
+    assert not studio.info("plain").uses_guide
+    request = ("guided", "3", 0, 2, "ddim", 2, 1.0, 0.5)
+    own = studio.generate_grid(*request).npz
+    assert studio.generate_grid(*request, 2.5).npz == own
+    assert studio.generate_grid(*request, 1.0).npz != own  # 1: autoguidance off
+    strip = studio.interpolate("guided", "3", 0, 1, 2, "ddim", 2, 1.0, 0.5, 1.0)
+    assert strip.image.width > 0
+    with pytest.raises(ConfigError, match="no guide"):
+        studio.generate_grid("plain", "3", 0, 2, "ddim", 2, 1.0, 0.5, 2.0)
+    for bad, message in ((-1.0, "guide_scale must lie"), (float("nan"), "guide scale must be")):
+        with pytest.raises(ConfigError, match=message):
+            studio.generate_grid(*request, bad)
+
+
 def test_interpolation_through_latents(studio):
     strip = studio.interpolate("cond", "8", 0, 1, 5, *SAMPLING)
     assert "Spherical interpolation" in strip.note

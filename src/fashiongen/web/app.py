@@ -115,6 +115,7 @@ class _SamplePage:
     steps: Any
     guidance: Any
     strength: Any
+    guide_scale: Any
     generate_button: Any
     grid: Any
     png_file: Any
@@ -170,7 +171,8 @@ def _sample_controls(gr: Any, keys: Sequence[str], first: ModelInfo) -> dict[str
 
 
 def _sampling_controls(gr: Any, first: ModelInfo) -> dict[str, Any]:
-    """The diffusion sampler, its steps, guidance scale and hybrid strength."""
+    """The diffusion sampler, its steps, guidance scale, hybrid strength and autoguidance
+    scale (empty: the model's own, so that an API call without it gets the model's)."""
     sampler = gr.Dropdown(list(SAMPLERS), value=first.sampling.sampler, label="Sampler")
     steps = gr.Slider(1, MAX_STEPS, value=first.sampling.num_steps, step=1, label="Steps")
     guidance = gr.Slider(
@@ -189,7 +191,26 @@ def _sampling_controls(gr: Any, first: ModelInfo) -> dict[str, Any]:
         label="Hybrid strength",
         visible=first.uses_strength,
     )
-    return {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength}
+    guide_scale = gr.Number(
+        None,
+        label="Autoguidance scale (1 = off)",
+        placeholder=_own_guide_scale(first),
+        minimum=0,
+        maximum=limits.MAX_GUIDANCE_SCALE,
+        step=0.25,
+        visible=first.uses_guide,
+    )
+    return {
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": guidance,
+        "strength": strength,
+        "guide_scale": guide_scale,
+    }
+
+
+def _own_guide_scale(info: ModelInfo) -> str:
+    return f"the model's own: {info.sampling.guide_scale:g}"
 
 
 def _grid_outputs(gr: Any) -> dict[str, Any]:
@@ -285,6 +306,7 @@ def _model_info_handler(
                 value=info.sampling.guidance_scale,
             ),
             gr.Slider(visible=info.uses_strength, value=info.sampling.strength),
+            gr.Number(value=None, visible=info.uses_guide, placeholder=_own_guide_scale(info)),
             _describe(info),
         )
 
@@ -308,9 +330,20 @@ def _generate_handler(
         steps: float,
         guidance: float,
         strength: float,
+        guide_scale: float | None = None,
         progress: Any = tracked,
     ) -> tuple:
-        request = (key, class_name, seed, num_images, sampler, steps, guidance, strength)
+        request = (
+            key,
+            class_name,
+            seed,
+            num_images,
+            sampler,
+            steps,
+            guidance,
+            strength,
+            guide_scale,
+        )
         try:
             grid = studio.generate_grid(*request, progress=_reporter(progress))
         except FashiongenError as e:
@@ -339,6 +372,7 @@ def _interpolate_handler(
         steps: float,
         guidance: float,
         strength: float,
+        guide_scale: float | None = None,
         progress: Any = tracked,
     ) -> tuple:
         try:
@@ -352,6 +386,7 @@ def _interpolate_handler(
                 steps,
                 guidance,
                 strength,
+                guide_scale,
                 progress=_reporter(progress),
             )
         except FashiongenError as e:
@@ -363,7 +398,7 @@ def _interpolate_handler(
 
 def _wire_sample_tab(page: _SamplePage, handlers: _SampleHandlers) -> None:
     """The Sample tab's events, each a named API endpoint."""
-    sampling_inputs = [page.sampler, page.steps, page.guidance, page.strength]
+    sampling_inputs = [page.sampler, page.steps, page.guidance, page.strength, page.guide_scale]
     page.model.change(
         handlers.on_model,
         page.model,

@@ -68,6 +68,7 @@ class ModelInfo:
     class_names: list[str]  # empty for an unconditional model
     uses_sampler: bool  # runs a diffusion sampler: sampler, steps and guidance matter
     uses_strength: bool  # noises a draft before refining it (the hybrid): strength matters
+    uses_guide: bool  # holds an autoguidance guide: the guide scale matters
     sampling: SampleConfig  # the checkpoint's own sampling defaults
 
 
@@ -163,6 +164,7 @@ class Studio:
             class_names=class_names_of(checkpoint) if model.num_classes else [],
             uses_sampler="sampler" in model.sampling_fields,
             uses_strength=isinstance(model, DraftRefiner),
+            uses_guide=getattr(model, "guide", None) is not None,
             sampling=checkpoint.config.sample,
         )
 
@@ -178,6 +180,7 @@ class Studio:
         steps: int,
         guidance: float,
         strength: float,
+        guide_scale: float | None = None,
         *,
         progress: Progress | None = None,
     ) -> Grid:
@@ -185,13 +188,14 @@ class Studio:
         return them as a grid picture and as npz bytes.
 
         `class_name` is a class name or id, or "any"/None for classes drawn at random; the
-        sampling arguments matter only to families that use them (see `ModelInfo`).
+        sampling arguments matter only to families that use them (see `ModelInfo`);
+        `guide_scale` None keeps the checkpoint's autoguidance scale.
         `progress(done, total)` is called as diffusion sampling advances.
         """
         num_images = bounded_int("number of images", num_images, 1, MAX_IMAGES)
         seed = bounded_int("seed", seed, 0, MAX_SEED)
         model, checkpoint = self.load(model_key)
-        sampling = self._sampling(checkpoint, sampler, steps, guidance, strength)
+        sampling = self._sampling(checkpoint, sampler, steps, guidance, strength, guide_scale)
         class_names = class_names_of(checkpoint)
         labels = self._labels(model, class_name, class_names, num_images)
         callback = None if progress is None else (lambda i, n: progress(i + 1, n))
@@ -212,6 +216,7 @@ class Studio:
         steps: int,
         guidance: float,
         strength: float,
+        guide_scale: float | None = None,
         *,
         progress: Progress | None = None,
     ) -> Strip:
@@ -226,7 +231,7 @@ class Studio:
         seed_a = bounded_int("seed A", seed_a, 0, MAX_SEED)
         seed_b = bounded_int("seed B", seed_b, 0, MAX_SEED)
         model, checkpoint = self.load(model_key)
-        sampling = self._sampling(checkpoint, sampler, steps, guidance, strength)
+        sampling = self._sampling(checkpoint, sampler, steps, guidance, strength, guide_scale)
         label = self._labels(model, class_name, class_names_of(checkpoint), 1)
         if label is None and model.num_classes:
             label = torch.randint(
@@ -252,13 +257,26 @@ class Studio:
 
     @staticmethod
     def _sampling(
-        checkpoint: Checkpoint, sampler: str, steps: int, guidance: float, strength: float
+        checkpoint: Checkpoint,
+        sampler: str,
+        steps: int,
+        guidance: float,
+        strength: float,
+        guide_scale: float | None = None,
     ) -> SampleConfig:
-        """The checkpoint's sampling config with the request's values; bounds checked."""
+        """The checkpoint's sampling config with the request's values (a guide scale of None:
+        the checkpoint's); bounds checked."""
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
         steps = bounded_int("sampling steps", steps, 1, MAX_STEPS)
-        for name, value in (("guidance scale", guidance), ("strength", strength)):
+        if guide_scale is None:
+            guide_scale = checkpoint.config.sample.guide_scale
+        numbers = (
+            ("guidance scale", guidance),
+            ("strength", strength),
+            ("guide scale", guide_scale),
+        )
+        for name, value in numbers:
             if (
                 not isinstance(value, int | float)
                 or isinstance(value, bool)
@@ -272,6 +290,7 @@ class Studio:
             num_steps=steps,
             guidance_scale=float(guidance),
             strength=float(strength),
+            guide_scale=float(guide_scale),
         )
 
     @staticmethod

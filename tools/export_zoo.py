@@ -136,19 +136,25 @@ def export_distilled(
 ) -> None:
     """A `fashiongen distill` run of zoo model `teacher` as zoo model `name`, scored here at
     N = 2000, seed 0, and (`fast_version`) marked as `teacher`'s fast version (the web page's
-    default model, `synth`'s default sampler for `teacher`)."""
+    default model, `synth`'s default sampler for `teacher`). Its training seconds are those of
+    its chain of runs: a fine-tune (`model.start_from` a zoo model) adds its start's."""
     model, loaded = load_model(run)
     num_samples, seed = 2000, 0
     metrics, _ = draw_and_score(model, num_samples, sampling=zoo_sampling(loaded.config), seed=seed)
     summary = json.loads((run / "summary.json").read_text())
     steps = loaded.config.model.steps
+    # a fine-tune's cost is its start's too (a zoo model's, from the manifest; the teacher's
+    # own training is not counted)
+    start = manifest().get(loaded.config.model.start_from, {})
+    train_seconds = summary["train_seconds"] + start.get("train_seconds", 0.0)
     info = {
         "summary": f"the zoo {teacher} distilled to {steps} network calls, guidance folded in",
         "preset": "configs/distill.toml",
         "command": command,
         "commit": commit,
         "device": device,
-        "train_seconds": round(summary["train_seconds"], 1),
+        "train_seconds": round(train_seconds, 1),
+        "last_run_train_seconds": round(summary["train_seconds"], 1),
         "epochs": summary["epochs"],
         **({"fast_version_of": teacher} if fast_version else {}),
         "metrics": manifest_scores(metrics, num_samples=num_samples, seed=seed),

@@ -162,6 +162,8 @@ def score_run(
     }
     if not summary:
         result["notes"].append(f"no summary.json in {folder}: training costs unknown")
+    elif info["family"] == "distilled":
+        result["notes"].append("a distilled model's training seconds leave out its teacher's")
     grid, grid_rows = _grid_images(drawn.images, drawn.labels, info["num_classes"])
     return row, grid, grid_rows
 
